@@ -1,0 +1,1 @@
+"""Command-line tools: im2rec, index, inspect, cache, demo."""
