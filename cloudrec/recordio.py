@@ -100,7 +100,7 @@ class MXRecordIO:
             if self.flag == "w":
                 raise RecordIOError("a MXRecordIO open for writing cannot be pickled", self.uri)
             self.open()
-            self.seek(pos)
+            self._seek_bytes(pos)
 
     def _ensure_process(self) -> None:
         """Reopen in a forked child so that it never shares the parent's handle."""
@@ -111,7 +111,7 @@ class MXRecordIO:
             pos = self._pos
             self.handle = None
             self.open()
-            self.seek(pos)
+            self._seek_bytes(pos)
 
     # -- reading / writing ----------------------------------------------------------------
     def write(self, buf: bytes) -> None:
@@ -129,6 +129,9 @@ class MXRecordIO:
 
     def seek(self, pos: int) -> None:
         """Move the read position to byte ``pos`` (a record head)."""
+        self._seek_bytes(pos)
+
+    def _seek_bytes(self, pos: int) -> None:
         if self.writable:
             raise RecordIOError("seek is only allowed in read mode", self.uri)
         if self._pid != os.getpid():
@@ -241,7 +244,7 @@ class MXIndexedRecordIO(MXRecordIO):
             pos = self.idx[idx]
         except KeyError:
             raise KeyError(f"key {idx!r} not in index {self.idx_path}") from None
-        super().seek(pos)
+        self._seek_bytes(pos)
 
     def read_idx(self, idx) -> bytes:
         """The payload of the record with key ``idx``."""
