@@ -4,7 +4,9 @@ from cloudrec.errors import CloudrecError
 from cloudrec import recordio
 from cloudrec.recordio import IRHeader, MXIndexedRecordIO, MXRecordIO, pack, pack_img, unpack, unpack_img
 
+from cloudrec.config import load_config
+
 __version__ = "0.1.0"
 
 __all__ = ["CloudrecError", "recordio", "IRHeader", "MXRecordIO", "MXIndexedRecordIO",
-           "pack", "unpack", "pack_img", "unpack_img", "__version__"]
+           "pack", "unpack", "pack_img", "unpack_img", "load_config", "__version__"]
