@@ -3,5 +3,10 @@
 Knows bytes and URLs, nothing of images or records' meaning.
 """
 from cloudrec.storage.fs import resolve, join_url, strip_protocol
+from cloudrec.storage.retry import (RetryPolicy, ShortReadError, ReadTimeoutError,
+                                    StorageNotFound, is_transient)
+from cloudrec.storage.ranged import RangeReader, make_range_reader
 
-__all__ = ["resolve", "join_url", "strip_protocol"]
+__all__ = ["resolve", "join_url", "strip_protocol", "RetryPolicy", "ShortReadError",
+           "ReadTimeoutError", "StorageNotFound", "is_transient", "RangeReader",
+           "make_range_reader"]

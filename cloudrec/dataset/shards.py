@@ -1,0 +1,178 @@
+"""Shards of a dataset: URL expansion (list, glob, brace range) and per-shard facts.
+
+A shard is one `.rec` object plus its `.idx` (the sibling by default).  Sizes
+and versions come from one ``info`` per shard, fetched concurrently, because a
+remote ``info`` costs a round trip.
+"""
+from __future__ import annotations
+
+import os
+import re
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Sequence, Union
+
+import fsspec
+
+from cloudrec.errors import IndexFileError, StorageError
+from cloudrec.storage.fs import resolve
+from cloudrec.storage.retry import StorageNotFound
+
+_BRACE = re.compile(r"\{([^{}]*)\}")
+_RANGE = re.compile(r"^(-?\d+)\.\.(-?\d+)$")
+_GLOB_CHARS = set("*?[")
+INFO_CONCURRENCY = 16
+
+
+@dataclass
+class Shard:
+    """One `.rec` object: URLs, size in bytes and a version tag (ETag or mtime)."""
+
+    rec_url: str
+    idx_url: Optional[str]
+    size: int
+    version: str = ""
+    fs: Any = field(default=None, repr=False, compare=False)
+    path: str = field(default="", repr=False)
+
+
+def expand_braces(url: str) -> List[str]:
+    """Expand ``{0000..0127}`` (zero-padded like the first bound) and ``{a,b,c}``."""
+    m = _BRACE.search(url)
+    if not m:
+        return [url]
+    head, body, tail = url[:m.start()], m.group(1), url[m.end():]
+    r = _RANGE.match(body)
+    if r:
+        lo, hi = r.group(1), r.group(2)
+        width = len(lo) if lo.lstrip("-").startswith("0") and len(lo) > 1 else 0
+        a, b = int(lo), int(hi)
+        step = 1 if b >= a else -1
+        items = [str(i).zfill(width) if width else str(i) for i in range(a, b + step, step)]
+    elif "," in body:
+        items = body.split(",")
+    else:
+        return [head + "{" + body + "}" + t for t in expand_braces(tail)]
+    return [head + it + t for it in items for t in expand_braces(tail)]
+
+
+def _has_glob(url: str) -> bool:
+    path = url.split("://", 1)[-1]
+    return any(c in _GLOB_CHARS for c in path)
+
+
+def _glob(url: str, storage_options: Optional[Dict[str, Any]]) -> List[str]:
+    fs, path = resolve(url, storage_options)
+    try:
+        found = sorted(fs.glob(path))
+    except FileNotFoundError:
+        found = []
+    except PermissionError as exc:
+        raise StorageError(f"access denied while listing: {exc}", url) from exc
+    except OSError as exc:
+        raise StorageError(f"cannot list: {exc}", url) from exc
+    found = [p for p in found if not p.endswith(".idx")]
+    if not found:
+        raise StorageNotFound("no shard matches this pattern", url)
+    prefix = None
+    if "://" in url and url.endswith(path):
+        prefix = url[: len(url) - len(path)]
+    out = []
+    for p in found:
+        if "://" not in url:
+            out.append(p)
+        elif prefix is not None and not p.startswith(prefix):
+            out.append(prefix + p if (prefix.endswith("/") or p.startswith("/")) else prefix + "/" + p)
+        else:
+            out.append(fs.unstrip_protocol(p))
+    return out
+
+
+def expand_urls(urls: Union[str, os.PathLike, Sequence[Union[str, os.PathLike]]],
+                storage_options: Optional[Dict[str, Any]] = None) -> List[str]:
+    """Turn one URL, a list, globs and brace ranges into a flat list of shard URLs."""
+    if isinstance(urls, (str, os.PathLike)):
+        urls = [urls]
+    out: List[str] = []
+    for u in urls:
+        for v in expand_braces(os.fspath(u)):
+            out.extend(_glob(v, storage_options) if _has_glob(v) else [v])
+    if not out:
+        raise ValueError("no shard URLs given")
+    return out
+
+
+def sibling_idx(rec_url: str) -> str:
+    """The default index URL of a shard: ``x.rec`` -> ``x.idx``."""
+    return rec_url[:-4] + ".idx" if rec_url.endswith(".rec") else rec_url + ".idx"
+
+
+def _version(info: Dict[str, Any]) -> str:
+    """A tag that changes when the object changes: ETag, else modification time."""
+    for k in ("ETag", "etag", "VersionId", "mtime", "LastModified", "last_modified",
+              "modification_time", "modificationTime", "updated", "created"):
+        v = info.get(k)
+        if v not in (None, ""):
+            return f"{k}={str(v).strip(chr(34))}"
+    return ""
+
+
+def _info(url: str, storage_options: Optional[Dict[str, Any]]) -> Shard:
+    try:
+        fs, path = resolve(url, storage_options)
+        info = fs.info(path)
+    except FileNotFoundError as exc:
+        raise StorageNotFound(f"shard not found ({exc})", url) from exc
+    except PermissionError as exc:
+        raise StorageError(f"access denied to shard ({exc})", url) from exc
+    except StorageError:
+        raise
+    except OSError as exc:
+        raise StorageError(f"cannot stat shard: {type(exc).__name__}: {exc}", url) from exc
+    except Exception as exc:  # botocore ClientError etc.
+        text = str(exc)
+        if "NoSuchBucket" in text or "404" in text:
+            raise StorageNotFound(f"shard not found ({text})", url) from exc
+        if "AccessDenied" in text or "403" in text or "Forbidden" in text:
+            raise StorageError(f"access denied to shard ({text})", url) from exc
+        raise StorageError(f"cannot stat shard: {type(exc).__name__}: {text}", url) from exc
+    if info.get("type") == "directory":
+        raise StorageError("expected a .rec file, found a directory", url)
+    size = info.get("size")
+    if size is None:
+        raise StorageError("the server does not report the object size", url)
+    return Shard(url, None, int(size), _version(info), fs, path)
+
+
+def stat_shards(rec_urls: Sequence[str], idx_urls: Optional[Sequence[Optional[str]]] = None,
+                storage_options: Optional[Dict[str, Any]] = None,
+                concurrency: int = INFO_CONCURRENCY) -> List[Shard]:
+    """One concurrent ``info`` per shard; ``idx_urls`` default to the siblings."""
+    if idx_urls is None:
+        idx_urls = [sibling_idx(u) for u in rec_urls]
+    if len(idx_urls) != len(rec_urls):
+        raise ValueError(f"{len(rec_urls)} shards but {len(idx_urls)} index URLs")
+    if len(rec_urls) == 1:
+        shards = [_info(rec_urls[0], storage_options)]
+    else:
+        with ThreadPoolExecutor(min(concurrency, len(rec_urls))) as pool:
+            shards = list(pool.map(lambda u: _info(u, storage_options), rec_urls))
+    for s, i in zip(shards, idx_urls):
+        s.idx_url = os.fspath(i) if i is not None else None
+    return shards
+
+
+def read_idx_bytes(shard: Shard, storage_options: Optional[Dict[str, Any]] = None) -> bytes:
+    """The `.idx` file of a shard; a missing one raises IndexFileError naming it."""
+    url = shard.idx_url
+    if url is None:
+        raise IndexFileError("no index for this shard", shard.rec_url)
+    try:
+        fs, path = resolve(url, storage_options)
+        return fs.cat_file(path)
+    except FileNotFoundError as exc:
+        raise IndexFileError(f"index file not found (shard {shard.rec_url})", url) from exc
+    except PermissionError as exc:
+        raise IndexFileError(f"access denied to index file ({exc})", url) from exc
+    except OSError as exc:
+        raise IndexFileError(f"cannot read index file: {type(exc).__name__}: {exc}", url) from exc

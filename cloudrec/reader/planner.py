@@ -1,0 +1,107 @@
+"""Plan byte-range requests for a set of records: coalesce neighbours, cap sizes.
+
+Pure numpy, no IO.  Records of the same shard whose gap is at most ``max_gap``
+bytes are merged into one request, as long as the request stays within
+``max_request`` bytes (a single record larger than that gets its own request).
+Object stores charge a round trip per GET; reading a small gap is cheaper.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator, NamedTuple
+
+import numpy as np
+
+DEFAULT_MAX_GAP = 256 << 10
+DEFAULT_MAX_REQUEST = 16 << 20
+
+
+class Request(NamedTuple):
+    """One byte-range GET: ``[start, end)`` of shard ``shard``."""
+
+    shard: int
+    start: int
+    end: int
+
+
+@dataclass
+class RangePlan:
+    """Requests (``shard``, ``start``, ``end`` arrays) and, per input record,
+    the request that holds it (``record_request``) and its position inside
+    that request's bytes (``record_pos``)."""
+
+    shard: np.ndarray
+    start: np.ndarray
+    end: np.ndarray
+    record_request: np.ndarray
+    record_pos: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.start.shape[0])
+
+    def __iter__(self) -> Iterator[Request]:
+        for s, a, b in zip(self.shard.tolist(), self.start.tolist(), self.end.tolist()):
+            yield Request(s, a, b)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes all requests read (records plus the gaps merged in)."""
+        return int((self.end - self.start).sum())
+
+
+def plan_ranges(shard_ids, offsets, lengths, max_gap: int = DEFAULT_MAX_GAP,
+                max_request: int = DEFAULT_MAX_REQUEST) -> RangePlan:
+    """Merge records into requests; inputs are parallel arrays, one entry per record.
+
+    Duplicates and overlaps are fine (they share bytes).  Requests come out
+    sorted by (shard, start).  ``max_gap=-1`` disables merging altogether.
+    """
+    shard_ids = np.asarray(shard_ids, dtype=np.int64)
+    offsets = np.asarray(offsets, dtype=np.int64)
+    lengths = np.asarray(lengths, dtype=np.int64)
+    n = offsets.shape[0]
+    if not (shard_ids.shape[0] == n == lengths.shape[0]):
+        raise ValueError("shard_ids, offsets and lengths must have the same length")
+    if max_request < 1:
+        raise ValueError("max_request must be >= 1")
+    empty = np.zeros(0, np.int64)
+    if n == 0:
+        return RangePlan(empty.astype(np.int32), empty, empty, empty, empty)
+    order = np.lexsort((offsets, shard_ids))
+    s_sh, s_off = shard_ids[order], offsets[order]
+    s_end = s_off + lengths[order]
+    new_shard = np.ones(n, bool)
+    new_shard[1:] = s_sh[1:] != s_sh[:-1]
+    shard_starts = np.flatnonzero(new_shard)
+    # reach[i]: furthest end of records up to i in the same shard (handles overlaps)
+    reach = np.empty(n, np.int64)
+    prev_reach = np.empty(n, np.int64)
+    for a, b in zip(shard_starts.tolist(), shard_starts[1:].tolist() + [n]):
+        reach[a:b] = np.maximum.accumulate(s_end[a:b])
+        prev_reach[a] = s_off[a]
+        prev_reach[a + 1:b] = reach[a:b - 1]
+    gap = s_off - prev_reach
+    breaks = new_shard | (gap > max_gap)
+    seg_starts = np.flatnonzero(breaks)
+    seg_ends = np.append(seg_starts[1:], n)
+
+    req_sh, req_a, req_b = [], [], []
+    rec_req_sorted = np.empty(n, np.int64)
+    for a, b in zip(seg_starts.tolist(), seg_ends.tolist()):
+        i = a
+        while i < b:
+            start = int(s_off[i])
+            # one past the last record whose reach stays within start + max_request
+            j = a + int(np.searchsorted(reach[a:b], start + max_request, side="right"))
+            j = min(b, max(j, i + 1))
+            req_sh.append(int(s_sh[i]))
+            req_a.append(start)
+            req_b.append(int(reach[j - 1]))
+            rec_req_sorted[i:j] = len(req_a) - 1
+            i = j
+    req_start = np.asarray(req_a, np.int64)
+    rec_request = np.empty(n, np.int64)
+    rec_request[order] = rec_req_sorted
+    rec_pos = offsets - req_start[rec_request]
+    return RangePlan(np.asarray(req_sh, np.int32), req_start, np.asarray(req_b, np.int64),
+                     rec_request, rec_pos)
