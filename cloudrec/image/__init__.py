@@ -1,0 +1,26 @@
+"""MXNet's ``mx.image`` on numpy: decode, resize/crop helpers, augmenters, CreateAugmenter, ImageIter.
+
+Arrays are HWC uint8 RGB after decoding, as MXNet.  This layer does no
+storage IO; ImageIter reads bytes through cloudrec's reader/storage layers.
+"""
+from cloudrec.image.decode import (get_max_pixels, image_size, imdecode, imread,
+                                   set_max_pixels)
+from cloudrec.image.ops import (center_crop, color_normalize, copyMakeBorder, fixed_crop,
+                                get_interp_method, imresize, random_crop, random_size_crop,
+                                resize_short, scale_down)
+from cloudrec.image.augmenters import (Augmenter, BrightnessJitterAug, CastAug, CenterCropAug,
+                                       ColorJitterAug, ColorNormalizeAug, ContrastJitterAug,
+                                       ForceResizeAug, HorizontalFlipAug, HueJitterAug,
+                                       LightingAug, RandomCropAug, RandomGrayAug,
+                                       RandomOrderAug, RandomSizedCropAug, ResizeAug,
+                                       SaturationJitterAug, SequentialAug)
+from cloudrec.image.create import CreateAugmenter
+
+__all__ = ["imdecode", "imread", "image_size", "get_max_pixels", "set_max_pixels",
+           "imresize", "resize_short", "fixed_crop", "center_crop", "random_crop",
+           "random_size_crop", "scale_down", "color_normalize", "copyMakeBorder",
+           "get_interp_method", "Augmenter", "SequentialAug", "RandomOrderAug", "ResizeAug",
+           "ForceResizeAug", "RandomCropAug", "RandomSizedCropAug", "CenterCropAug",
+           "BrightnessJitterAug", "ContrastJitterAug", "SaturationJitterAug", "HueJitterAug",
+           "ColorJitterAug", "LightingAug", "ColorNormalizeAug", "RandomGrayAug",
+           "HorizontalFlipAug", "CastAug", "CreateAugmenter"]

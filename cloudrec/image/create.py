@@ -1,0 +1,73 @@
+"""``CreateAugmenter``: MXNet's standard classification augmenter list, same arguments and order."""
+from __future__ import annotations
+
+from typing import List, Sequence
+
+import numpy as np
+
+from cloudrec.image.augmenters import (Augmenter, CastAug, CenterCropAug, ColorJitterAug,
+                                       ColorNormalizeAug, HorizontalFlipAug, HueJitterAug,
+                                       LightingAug, RandomCropAug, RandomGrayAug,
+                                       RandomSizedCropAug, ResizeAug)
+
+__all__ = ["CreateAugmenter", "IMAGENET_MEAN", "IMAGENET_STD", "PCA_EIGVAL", "PCA_EIGVEC"]
+
+IMAGENET_MEAN = [123.68, 116.28, 103.53]
+IMAGENET_STD = [58.395, 57.12, 57.375]
+PCA_EIGVAL = [55.46, 4.794, 1.148]
+PCA_EIGVEC = [[-0.5675, 0.7192, 0.4009],
+              [-0.5808, -0.0045, -0.8140],
+              [-0.5836, -0.6948, 0.4203]]
+
+
+def _channels(name: str, value) -> np.ndarray:
+    arr = np.asarray(value, dtype=np.float32)
+    assert arr.ndim >= 1 and arr.shape[0] in (1, 3), \
+        f"{name} must have 1 or 3 values, got shape {arr.shape}"
+    return arr
+
+
+def CreateAugmenter(data_shape: Sequence[int], resize: int = 0, rand_crop: bool = False,
+                    rand_resize: bool = False, rand_mirror: bool = False, mean=None, std=None,
+                    brightness: float = 0, contrast: float = 0, saturation: float = 0,
+                    hue: float = 0, pca_noise: float = 0, rand_gray: float = 0,
+                    inter_method: int = 2) -> List[Augmenter]:
+    """The augmenter list MXNet builds for ImageIter (spec §3.3), in MXNet's order.
+
+    resize -> crop (random-sized / random / centre) -> mirror -> cast float32 ->
+    colour jitter -> hue -> PCA lighting -> random gray -> normalise.
+    ``mean=True``/``std=True`` mean the ImageNet values.
+    """
+    auglist: List[Augmenter] = []
+    if resize > 0:
+        auglist.append(ResizeAug(resize, inter_method))
+    crop_size = (data_shape[2], data_shape[1])
+    if rand_resize:
+        assert rand_crop, "rand_resize requires rand_crop"
+        auglist.append(RandomSizedCropAug(crop_size, 0.08, (3.0 / 4.0, 4.0 / 3.0), inter_method))
+    elif rand_crop:
+        auglist.append(RandomCropAug(crop_size, inter_method))
+    else:
+        auglist.append(CenterCropAug(crop_size, inter_method))
+    if rand_mirror:
+        auglist.append(HorizontalFlipAug(0.5))
+    auglist.append(CastAug())
+    if brightness or contrast or saturation:
+        auglist.append(ColorJitterAug(brightness, contrast, saturation))
+    if hue:
+        auglist.append(HueJitterAug(hue))
+    if pca_noise > 0:
+        auglist.append(LightingAug(pca_noise, np.array(PCA_EIGVAL), np.array(PCA_EIGVEC)))
+    if rand_gray > 0:
+        auglist.append(RandomGrayAug(rand_gray))
+    if mean is True:
+        mean = np.array(IMAGENET_MEAN, dtype=np.float32)
+    elif mean is not None:
+        mean = _channels("mean", mean)
+    if std is True:
+        std = np.array(IMAGENET_STD, dtype=np.float32)
+    elif std is not None:
+        std = _channels("std", std)
+    if mean is not None or std is not None:
+        auglist.append(ColorNormalizeAug(mean, std))
+    return auglist

@@ -1,0 +1,175 @@
+"""Image decoding as MXNet's ``mx.image.imdecode``/``imread``, on numpy, with a bomb guard.
+
+Before a byte is decoded, the image's width and height are read from its
+header (JPEG, PNG, GIF, BMP, WebP) and an image claiming more than
+``max_pixels`` pixels is refused with ImageTooLargeError, so a tiny file that
+would inflate to gigabytes never reaches the decoder.  Pure bytes in, numpy
+out: no storage code here.
+"""
+from __future__ import annotations
+
+import struct
+from typing import Optional, Tuple, Union
+
+import cv2
+import numpy as np
+
+from cloudrec.errors import ImageDecodeError, ImageTooLargeError
+
+__all__ = ["imdecode", "imread", "image_size", "get_max_pixels", "set_max_pixels",
+           "DEFAULT_MAX_PIXELS"]
+
+#: Default pixel limit (width * height), the same order as Pillow's bomb limit.
+DEFAULT_MAX_PIXELS = 178_956_970
+_max_pixels = DEFAULT_MAX_PIXELS
+
+BufferLike = Union[bytes, bytearray, memoryview, np.ndarray]
+
+
+def get_max_pixels() -> int:
+    """The process-wide pixel limit used when ``imdecode`` gets no ``max_pixels``."""
+    return _max_pixels
+
+
+def set_max_pixels(n: Optional[int]) -> None:
+    """Set the process-wide pixel limit; ``None`` or 0 disables the guard."""
+    global _max_pixels
+    _max_pixels = int(n or 0)
+
+
+# --------------------------------------------------------------------------- headers
+_SOF_MARKERS = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+
+
+def _jpeg_size(b: bytes) -> Optional[Tuple[int, int]]:
+    """(w, h) from the first SOF segment of a JPEG; None if no SOF is found."""
+    pos, n = 2, len(b)
+    while pos + 4 <= n:
+        if b[pos] != 0xFF:
+            return None
+        marker = b[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:  # standalone markers
+            pos += 2
+            continue
+        seglen = struct.unpack_from(">H", b, pos + 2)[0]
+        if marker in _SOF_MARKERS:
+            if pos + 9 > n:
+                return None
+            h, w = struct.unpack_from(">HH", b, pos + 5)
+            return w, h
+        if marker == 0xDA or seglen < 2:  # start of scan before any SOF: give up
+            return None
+        pos += 2 + seglen
+    return None
+
+
+def image_size(buf: BufferLike) -> Optional[Tuple[int, int]]:
+    """(width, height) read from the header of a JPEG/PNG/GIF/BMP/WebP, else None.
+
+    Reads only the first bytes (JPEG: the segments up to SOF); never decodes.
+    """
+    b = memoryview(buf).cast("B") if not isinstance(buf, bytes) else buf
+    if b[:3] == b"\xff\xd8\xff":
+        return _jpeg_size(b)
+    if b[:8] == b"\x89PNG\r\n\x1a\n" and len(b) >= 24 and b[12:16] == b"IHDR":
+        w, h = struct.unpack_from(">II", b, 16)
+        return w, h
+    if b[:6] in (b"GIF87a", b"GIF89a") and len(b) >= 10:
+        w, h = struct.unpack_from("<HH", b, 6)
+        return w, h
+    if b[:2] == b"BM" and len(b) >= 26:
+        hsize = struct.unpack_from("<I", b, 14)[0]
+        if hsize == 12:
+            w, h = struct.unpack_from("<HH", b, 18)
+        else:
+            w, h = struct.unpack_from("<ii", b, 18)
+        return abs(w), abs(h)
+    if b[:4] == b"RIFF" and b[8:12] == b"WEBP" and len(b) >= 30:
+        chunk = bytes(b[12:16])
+        if chunk == b"VP8X":
+            w = 1 + int.from_bytes(b[24:27], "little")
+            h = 1 + int.from_bytes(b[27:30], "little")
+            return w, h
+        if chunk == b"VP8L":
+            bits = int.from_bytes(b[21:25], "little")
+            return 1 + (bits & 0x3FFF), 1 + ((bits >> 14) & 0x3FFF)
+        if chunk == b"VP8 ":
+            w, h = struct.unpack_from("<HH", b, 26)
+            return w & 0x3FFF, h & 0x3FFF
+    return None
+
+
+def _ignores_orientation(b: bytes) -> bool:
+    """MXNet reads the size itself, and so ignores EXIF orientation, for JFIF JPEG and PNG."""
+    if b[:4] == b"\xff\xd8\xff\xe0" and b[6:10] == b"JFIF":
+        return True
+    return b[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# --------------------------------------------------------------------------- decode
+def imdecode(buf: BufferLike, flag: int = 1, to_rgb: bool = True, out: Optional[np.ndarray] = None,
+             *, max_pixels: Optional[int] = None, url: Optional[str] = None,
+             key: object = None) -> np.ndarray:
+    """Decode an encoded image to a uint8 HWC array: (H, W, 3) RGB, or (H, W, 1) if ``flag == 0``.
+
+    As MXNet: any ``flag != 0`` gives 3 channels, ``to_rgb`` swaps OpenCV's
+    BGR; JFIF-JPEG and PNG ignore EXIF orientation, other files honour it.
+    Empty, undecodable or truncated input raises ImageDecodeError (naming
+    ``url``/``key``); a header over ``max_pixels`` raises ImageTooLargeError.
+    """
+    if isinstance(buf, str):
+        raise ValueError("imdecode needs bytes, bytearray or a numpy array, not str")
+    if isinstance(buf, np.ndarray):
+        arr = np.ascontiguousarray(buf).view(np.uint8).reshape(-1)
+    else:
+        arr = np.frombuffer(buf, dtype=np.uint8)
+    flag = int(flag)
+    if flag < 0:
+        raise ValueError(f"imdecode flag must be >= 0, got {flag}")
+    if arr.size == 0:
+        raise ImageDecodeError("Input cannot be an empty buffer", url, key)
+    head = arr[:16].tobytes()
+    limit = _max_pixels if max_pixels is None else int(max_pixels)
+    size = image_size(arr) if limit > 0 else None
+    if limit > 0 and size is not None and size[0] * size[1] > limit:
+        raise ImageTooLargeError(
+            f"image header claims {size[0]}x{size[1]} = {size[0] * size[1]} pixels, "
+            f"over the limit of {limit}", url, key)
+    cvflag = cv2.IMREAD_GRAYSCALE if flag == 0 else cv2.IMREAD_COLOR
+    if _ignores_orientation(head):
+        cvflag |= cv2.IMREAD_IGNORE_ORIENTATION
+    try:
+        img = cv2.imdecode(arr, cvflag)
+    except cv2.error as e:  # OpenCV raises for some corrupt headers
+        raise ImageDecodeError(f"Decoding failed. Invalid image file: {e}", url, key) from None
+    if img is None:
+        raise ImageDecodeError("Decoding failed. Invalid image file (broken, truncated "
+                               "or not an image)", url, key)
+    if img.ndim == 2:
+        img = img[:, :, None]
+    elif to_rgb:
+        img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    if out is not None:
+        if out.shape != img.shape:
+            raise ValueError(f"out has shape {out.shape}, the image {img.shape}")
+        out[...] = img
+        return out
+    return img
+
+
+def imread(filename: str, flag: int = 1, to_rgb: bool = True, out: Optional[np.ndarray] = None,
+           *, max_pixels: Optional[int] = None) -> np.ndarray:
+    """Read and decode a local image file (MXNet's ``mx.image.imread``).
+
+    For remote URLs read the bytes through cloudrec's storage layer and call
+    ``imdecode``: this layer does no remote IO.
+    """
+    try:
+        with open(filename, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise FileNotFoundError(f"Imread: '{filename}' couldn't open file: {e}") from None
+    return imdecode(data, flag, to_rgb, out, max_pixels=max_pixels, url=str(filename))
