@@ -1,0 +1,476 @@
+"""Packing images into `.rec`/`.idx` shards: parallel, ordered, atomic.
+
+A pool of workers (threads by default: cv2 and file reads release the GIL;
+or processes) reads and encodes images; the writer takes results back in
+list order, so the output never depends on timing.  Records go to
+temporary names that are renamed only when every shard is complete, so a
+failed or interrupted run never leaves files that look finished.
+"""
+from __future__ import annotations
+
+import bisect
+import concurrent.futures as cf
+import multiprocessing
+import os
+import posixpath
+import sys
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from cloudrec.errors import CloudrecError, ConfigError, ImageDecodeError, StorageError
+from cloudrec.format.framing import encoded_length
+from cloudrec.format.irheader import IRHeader, pack
+from cloudrec.format.lst import ListEntry
+from cloudrec.recordio import MXIndexedRecordIO, pack_img
+from cloudrec.storage.fs import join_url, resolve
+
+ON_ERROR = ("fail", "skip")
+CHECKS = ("none", "header", "decode")
+
+
+class PackError(CloudrecError):
+    """An image could not be packed (and --on-error is 'fail')."""
+
+
+@dataclass(frozen=True)
+class EncodeOptions:
+    """How one image becomes a record payload (im2rec's packing flags)."""
+
+    pass_through: bool = False
+    resize: int = 0
+    center_crop: bool = False
+    quality: int = 95
+    color: int = 1
+    encoding: str = ".jpg"
+    pack_label: bool = False
+    check: str = "header"  # pass-through only: none | header (magic bytes) | decode
+
+
+# -- turning bytes into a payload (pure) ---------------------------------------------------------
+
+_SIGNATURES = (
+    (b"\xff\xd8\xff", "jpeg"), (b"\x89PNG\r\n\x1a\n", "png"), (b"GIF87a", "gif"),
+    (b"GIF89a", "gif"), (b"BM", "bmp"), (b"II*\x00", "tiff"), (b"MM\x00*", "tiff"),
+    (b"\x00\x00\x00\x0cjP  ", "jpeg2000"), (b"\xff\x4f\xff\x51", "jpeg2000"),
+)
+
+
+def sniff_image(data: bytes) -> Optional[str]:
+    """The image format named by the first bytes, or None when they are not an image's."""
+    for sig, name in _SIGNATURES:
+        if data.startswith(sig):
+            return name
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "webp"
+    if len(data) > 2 and data[0:1] == b"P" and data[1:2] in b"1234567" and data[2:3].isspace():
+        return "pnm"
+    return None
+
+
+def make_header(entry: ListEntry, pack_label: bool) -> IRHeader:
+    """im2rec's header: id = list index; all labels when --pack-label and >1, else the first."""
+    if not entry.labels:
+        raise PackError(f"list entry {entry.index} ({entry.path}) has no label")
+    if pack_label and len(entry.labels) > 1:
+        return IRHeader(0, list(entry.labels), entry.index, 0)
+    return IRHeader(0, entry.labels[0], entry.index, 0)
+
+
+def _decode(data: bytes, color: int):
+    import cv2
+
+    arr = np.frombuffer(data, dtype=np.uint8)
+    if arr.size == 0:
+        return None
+    try:
+        return cv2.imdecode(arr, color)
+    except cv2.error:
+        return None
+
+
+def transform_image(img: np.ndarray, resize: int, center_crop: bool) -> np.ndarray:
+    """Central square crop (before resizing), then shorter side -> ``resize`` (bilinear)."""
+    import cv2
+
+    h, w = img.shape[:2]
+    if center_crop:
+        if h > w:
+            m = (h - w) // 2
+            img = img[m:m + w, :]
+        else:
+            m = (w - h) // 2
+            img = img[:, m:m + h]
+        h, w = img.shape[:2]
+    if resize:
+        size = (resize, h * resize // w) if h > w else (w * resize // h, resize)
+        img = cv2.resize(img, size)
+    return img
+
+
+def build_payload(entry: ListEntry, data: bytes, opts: EncodeOptions) -> bytes:
+    """The record payload (IRHeader + labels + image) for one list entry's file bytes.
+
+    Raises :class:`ImageDecodeError` for bytes that are not a usable image.
+    """
+    header = make_header(entry, opts.pack_label)
+    if opts.pass_through:
+        if opts.check != "none" and sniff_image(data) is None:
+            raise ImageDecodeError(f"not an image (first bytes {data[:8]!r})")
+        if opts.check == "decode" and _decode(data, -1) is None:
+            raise ImageDecodeError("image does not decode")
+        return pack(header, data)
+    img = _decode(data, opts.color)
+    if img is None:
+        raise ImageDecodeError(f"cannot decode image ({len(data)} bytes)")
+    img = transform_image(img, opts.resize, opts.center_crop)
+    return pack_img(header, img, quality=opts.quality, img_fmt=opts.encoding)
+
+
+# -- reading and encoding in a pool ----------------------------------------------------------------
+
+class ImageSource:
+    """Reads image files relative to a root URL; picklable (reopens in worker processes)."""
+
+    def __init__(self, root_url: str, storage_options: Optional[Dict[str, Any]] = None) -> None:
+        self.root_url = os.fspath(root_url)
+        self.storage_options = dict(storage_options or {})
+        self._fs = None
+        self._root = None
+
+    def __getstate__(self) -> Dict[str, Any]:
+        return {"root_url": self.root_url, "storage_options": self.storage_options,
+                "_fs": None, "_root": None}
+
+    def _resolve(self):
+        if self._fs is None:
+            self._fs, self._root = resolve(self.root_url, self.storage_options)
+        return self._fs, self._root
+
+    def url(self, relpath: str) -> str:
+        return join_url(self.root_url, relpath)
+
+    def read(self, relpath: str) -> bytes:
+        fs, root = self._resolve()
+        return fs.cat_file(posixpath.join(root, relpath) if root else relpath)
+
+    def size(self, relpath: str) -> int:
+        fs, root = self._resolve()
+        return int(fs.size(posixpath.join(root, relpath)))
+
+
+@dataclass
+class Encoded:
+    """One worker result: the payload, or the error that stopped it."""
+
+    pos: int
+    entry: ListEntry
+    payload: Optional[bytes]
+    error: Optional[str]
+    nbytes_in: int
+
+
+def encode_one(source: ImageSource, entry: ListEntry, opts: EncodeOptions, pos: int) -> Encoded:
+    """Read one image and build its payload; errors are returned, never raised."""
+    try:
+        data = source.read(entry.path)
+    except Exception as exc:  # missing, unreadable, permission, network: all per-image errors
+        return Encoded(pos, entry, None, f"cannot read: {type(exc).__name__}: {exc}", 0)
+    try:
+        return Encoded(pos, entry, build_payload(entry, data, opts), None, len(data))
+    except ImageDecodeError as exc:
+        return Encoded(pos, entry, None, str(exc), len(data))
+    except Exception as exc:  # cv2 errors on exotic input
+        return Encoded(pos, entry, None, f"{type(exc).__name__}: {exc}", len(data))
+
+
+def iter_encoded(entries: Sequence[ListEntry], source: ImageSource, opts: EncodeOptions,
+                 num_thread: int = 1, pool: str = "thread", window: Optional[int] = None
+                 ) -> Iterator[Encoded]:
+    """Encode ``entries`` with ``num_thread`` workers, yielding results in list order.
+
+    At most ``window`` results are in flight, so memory stays bounded.
+    ``num_thread <= 1`` runs inline (no pool at all).
+    """
+    if num_thread <= 1:
+        for pos, e in enumerate(entries):
+            yield encode_one(source, e, opts, pos)
+        return
+    if pool == "thread":
+        ex: cf.Executor = cf.ThreadPoolExecutor(num_thread, thread_name_prefix="im2rec")
+    elif pool == "process":
+        ctx = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else None)
+        ex = cf.ProcessPoolExecutor(num_thread, mp_context=ctx)
+    else:
+        raise ConfigError(f"unknown pool {pool!r} (thread or process)")
+    window = window or max(8, 4 * num_thread)
+    pending: deque = deque()
+    it = iter(enumerate(entries))
+    try:
+        for pos, e in it:
+            pending.append(ex.submit(encode_one, source, e, opts, pos))
+            if len(pending) >= window:
+                break
+        while pending:
+            res = pending.popleft().result()
+            nxt = next(it, None)
+            if nxt is not None:
+                pending.append(ex.submit(encode_one, source, nxt[1], opts, nxt[0]))
+            yield res
+    finally:
+        for f in pending:
+            f.cancel()
+        ex.shutdown(wait=True, cancel_futures=True)
+
+
+# -- writing shards under temporary names ----------------------------------------------------------
+
+def shard_name(base: str, index: Optional[int], count: Optional[int]) -> str:
+    """``base`` or ``base-00003-of-00008`` (file names without extension)."""
+    return base if index is None else "%s-%05d-of-%05d" % (base, index, count)
+
+
+def shard_bounds(n: int, num_shards: int) -> List[int]:
+    """Start position of each of ``num_shards`` near-equal contiguous shards of ``n`` items."""
+    return [i * n // num_shards for i in range(num_shards)]
+
+
+@dataclass
+class ShardFile:
+    """One shard being written: temporary and final URLs, counts."""
+
+    tmp_rec: str
+    tmp_idx: str
+    index: int
+    records: int = 0
+    nbytes: int = 0
+    final_rec: str = ""
+    final_idx: str = ""
+
+
+def _tmp_url(dir_url: str, name: str) -> str:
+    return join_url(dir_url, ".%s.tmp-%s" % (name, uuid.uuid4().hex[:10]))
+
+
+class ShardedWriter:
+    """Writes records to one file or to shards, under temporary names until ``commit``.
+
+    Fixed sharding (``num_shards``) puts list position ``pos`` into the shard
+    whose range holds it; size sharding (``shard_size``) starts a new shard
+    when the next record would overflow the current one.  With ``shard_index``
+    the writer produces just that one shard of ``num_shards`` (Dask tasks).
+    """
+
+    def __init__(self, dir_url: str, base: str, storage_options: Optional[Dict[str, Any]] = None,
+                 *, total: int = 0, num_shards: Optional[int] = None,
+                 shard_size: Optional[int] = None, shard_index: Optional[int] = None) -> None:
+        if num_shards is not None and shard_size is not None:
+            raise ConfigError("give --num-shards or --shard-size, not both")
+        if num_shards is not None and num_shards < 1:
+            raise ConfigError(f"--num-shards must be >= 1, got {num_shards}")
+        if shard_size is not None and shard_size < 1:
+            raise ConfigError(f"--shard-size must be >= 1 byte, got {shard_size}")
+        self.dir_url, self.base = dir_url, base
+        self.storage_options = dict(storage_options or {})
+        self.num_shards, self.shard_size = num_shards, shard_size
+        self.shard_index = shard_index
+        self.sharded = num_shards is not None or shard_size is not None
+        self._starts = shard_bounds(total, num_shards) if num_shards else [0]
+        self.shards: List[ShardFile] = []
+        self._cur: Optional[MXIndexedRecordIO] = None
+        self._cur_shard: Optional[ShardFile] = None
+        self._done = False
+
+    # the shard a record at list position ``pos`` belongs to, before it is written
+    def _target(self, pos: int, length: int) -> int:
+        if self.shard_index is not None:
+            return self.shard_index
+        if self.num_shards:
+            return bisect.bisect_right(self._starts, pos) - 1
+        if self.shard_size and self._cur_shard is not None and self._cur_shard.records \
+                and self._cur_shard.nbytes + length > self.shard_size:
+            return self._cur_shard.index + 1
+        return self._cur_shard.index if self._cur_shard is not None else 0
+
+    def _open(self, index: int) -> None:
+        self._close_current()
+        name = shard_name(self.base, index if self.sharded else None, 0)
+        sf = ShardFile(_tmp_url(self.dir_url, name + ".rec"),
+                       _tmp_url(self.dir_url, name + ".idx"), index)
+        self.shards.append(sf)
+        self._cur_shard = sf
+        try:
+            self._cur = MXIndexedRecordIO(sf.tmp_idx, sf.tmp_rec, "w",
+                                          storage_options=self.storage_options)
+        except OSError as exc:
+            raise StorageError(f"cannot create output: {exc}", sf.tmp_rec) from exc
+
+    def _close_current(self) -> None:
+        if self._cur is not None:
+            self._cur.close()
+            self._cur = None
+
+    def write(self, pos: int, key: int, payload: bytes) -> int:
+        """Append one record (``pos`` = list position, ``key`` = its `.idx` key); bytes written."""
+        target = self._target(pos, encoded_length(len(payload)))
+        if self._cur_shard is None:
+            self._open(self.shard_index if self.shard_index is not None else 0)
+        while self._cur_shard.index < target:
+            self._open(self._cur_shard.index + 1)
+        before = self._cur.tell()
+        self._cur.write_idx(key, payload)
+        self._cur_shard.records += 1
+        self._cur_shard.nbytes = self._cur.tell()
+        return self._cur_shard.nbytes - before
+
+    def finish(self) -> List[ShardFile]:
+        """Close every shard (still under temporary names) and fill in final names."""
+        if self._cur_shard is None:
+            self._open(self.shard_index if self.shard_index is not None else 0)
+        if self.num_shards and self.shard_index is None:  # trailing empty shards still exist
+            while self._cur_shard.index < self.num_shards - 1:
+                self._open(self._cur_shard.index + 1)
+        self._close_current()
+        count = self.num_shards or len(self.shards)
+        for sf in self.shards:
+            name = shard_name(self.base, sf.index if self.sharded else None, count)
+            sf.final_rec = join_url(self.dir_url, name + ".rec")
+            sf.final_idx = join_url(self.dir_url, name + ".idx")
+        return self.shards
+
+    def commit(self) -> List[ShardFile]:
+        """Finish, then rename every temporary file to its final name."""
+        shards = self.finish()
+        commit_shards(shards, self.storage_options)
+        self._done = True
+        return shards
+
+    def abort(self) -> None:
+        """Close and delete every temporary file (best effort)."""
+        try:
+            self._close_current()
+        except Exception:
+            pass
+        remove_temps(self.shards, self.storage_options)
+        self._done = True
+
+
+def commit_shards(shards: Sequence[ShardFile], storage_options: Optional[Dict[str, Any]] = None
+                  ) -> None:
+    """Rename temporaries to final names: `.idx` first, then `.rec` (a lone `.idx` is
+    obviously unfinished, a lone `.rec` is not)."""
+    for sf in shards:
+        for tmp, final in ((sf.tmp_idx, sf.final_idx), (sf.tmp_rec, sf.final_rec)):
+            fs, src = resolve(tmp, storage_options)
+            _, dst = resolve(final, storage_options)
+            try:
+                fs.mv(src, dst)
+            except OSError as exc:
+                raise StorageError(f"cannot rename {tmp} to its final name: {exc}", final) from exc
+
+
+def remove_temps(shards: Sequence[ShardFile], storage_options: Optional[Dict[str, Any]] = None
+                 ) -> None:
+    """Delete the temporary files of ``shards``; missing ones are fine."""
+    for sf in shards:
+        for tmp in (sf.tmp_rec, sf.tmp_idx):
+            try:
+                fs, path = resolve(tmp, storage_options)
+                if fs.exists(path):
+                    fs.rm(path)
+            except Exception:
+                pass
+
+
+# -- the packing loop --------------------------------------------------------------------------------
+
+@dataclass
+class Failure:
+    """An image that was not packed: list index, path and why."""
+
+    index: int
+    path: str
+    error: str
+
+
+@dataclass
+class PackReport:
+    """What one packing run produced."""
+
+    records: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    seconds: float = 0.0
+    shards: List[ShardFile] = field(default_factory=list)
+    failures: List[Failure] = field(default_factory=list)
+    report_url: Optional[str] = None
+
+
+def _progress_bar(total: int, desc: str, enabled: Optional[bool]):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="img", dynamic_ncols=True, file=sys.stderr,
+                disable=(None if enabled is None else not enabled), leave=True)
+
+
+def write_failure_report(url: str, failures: Sequence[Failure],
+                         storage_options: Optional[Dict[str, Any]] = None) -> None:
+    """A TSV of skipped images (index, path, error), written atomically."""
+    text = "index\tpath\terror\n" + "".join(
+        "%d\t%s\t%s\n" % (f.index, f.path, f.error.replace("\t", " ").replace("\n", " "))
+        for f in failures)
+    fs, path = resolve(url, storage_options)
+    tmp = posixpath.join(posixpath.dirname(path), ".%s.tmp-%s" % (
+        posixpath.basename(path), uuid.uuid4().hex[:10]))
+    fs.pipe_file(tmp, text.encode())
+    fs.mv(tmp, path)
+
+
+def pack_entries(entries: Sequence[ListEntry], source: ImageSource, writer: ShardedWriter,
+                 opts: EncodeOptions, *, num_thread: int = 1, pool: str = "thread",
+                 on_error: str = "fail", progress: Optional[bool] = None,
+                 desc: str = "im2rec") -> PackReport:
+    """Encode and write ``entries``; leave the writer finished but NOT committed.
+
+    On a failing image with ``on_error='fail'`` (or any other error) the
+    writer is aborted (temporaries deleted) and :class:`PackError` raised.
+    """
+    if on_error not in ON_ERROR:
+        raise ConfigError(f"--on-error must be one of {ON_ERROR}, got {on_error!r}")
+    report = PackReport()
+    t0 = time.perf_counter()
+    bar = _progress_bar(len(entries), desc, progress)
+    last = 0.0
+    try:
+        for res in iter_encoded(entries, source, opts, num_thread, pool):
+            if res.payload is None:
+                fail = Failure(res.entry.index, res.entry.path, res.error or "unknown error")
+                if on_error == "fail":
+                    raise PackError(f"cannot pack image {source.url(fail.path)} (list index "
+                                    f"{fail.index}): {fail.error}; use --on-error skip to "
+                                    f"skip broken images")
+                print(f"im2rec: skipped {source.url(fail.path)}: {fail.error}", file=sys.stderr)
+                report.failures.append(fail)
+            else:
+                report.bytes_out += writer.write(res.pos, res.entry.index, res.payload)
+                report.records += 1
+            report.bytes_in += res.nbytes_in
+            bar.update(1)
+            now = time.perf_counter()
+            if now - last > 0.25:
+                el = max(now - t0, 1e-9)
+                bar.set_postfix_str("%.1f MB/s in, %.1f MB/s out" % (
+                    report.bytes_in / el / 1e6, report.bytes_out / el / 1e6), refresh=False)
+                last = now
+        report.shards = writer.finish()
+    except BaseException:
+        writer.abort()
+        raise
+    finally:
+        bar.close()
+    report.seconds = time.perf_counter() - t0
+    return report
