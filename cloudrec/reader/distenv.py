@@ -76,9 +76,11 @@ def dist_info(rank: Optional[int] = None, world_size: Optional[int] = None, *,
     if part_index is not None or num_parts is not None:
         if rank is not None or world_size is not None:
             raise ConfigError("give either rank/world_size or part_index/num_parts, not both")
-        rank, world_size = part_index or 0, num_parts or 1
+        rank = 0 if part_index is None else part_index
+        world_size = 1 if num_parts is None else num_parts
     if rank is not None or world_size is not None:
-        r, w = (rank or 0), (world_size or 1)
+        r = 0 if rank is None else int(rank)
+        w = 1 if world_size is None else int(world_size)
         _validate(r, w, "arguments")
         return DistInfo(r, w, 0, "arguments")
     info = _torch_dist()
