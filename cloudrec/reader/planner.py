@@ -94,6 +94,8 @@ def plan_ranges(shard_ids, offsets, lengths, max_gap: int = DEFAULT_MAX_GAP,
             # one past the last record whose reach stays within start + max_request
             j = a + int(np.searchsorted(reach[a:b], start + max_request, side="right"))
             j = min(b, max(j, i + 1))
+            while j < b and s_off[j] < reach[j - 1]:  # overlapping spans share a request
+                j += 1
             req_sh.append(int(s_sh[i]))
             req_a.append(start)
             req_b.append(int(reach[j - 1]))
