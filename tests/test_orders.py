@@ -32,7 +32,8 @@ def positions(order, base):
 
 
 opts = st.fixed_dictionaries({
-    "block_size": st.integers(1, 40), "window_blocks": st.integers(1, 6), "buffer_size": st.integers(1, 60)})
+    "block_size": st.integers(1, 40), "window_blocks": st.integers(1, 6), "buffer_size": st.integers(1, 60),
+    "within": st.sampled_from(["shuffle", "interleave"])})
 
 
 @settings(max_examples=150, deadline=None)
@@ -109,6 +110,20 @@ def test_block_mode_window_holds_exactly_window_blocks_blocks():
         assert not np.array_equal(chunk, np.concatenate([np.arange(b * bs, (b + 1) * bs) for b in blocks]))
 
 
+def test_block_interleave_keeps_each_block_in_file_order_inside_a_mixed_window():
+    n, bs, wb = 1003, 10, 4
+    o = epoch_order(n, 8, 2, "block", block_size=bs, window_blocks=wb, within="interleave")
+    assert np.array_equal(np.sort(o), np.arange(n))
+    blocks = o // bs
+    for b in range(-(-n // bs)):
+        mine = o[blocks == b]
+        assert np.array_equal(mine, np.arange(b * bs, min(n, (b + 1) * bs)))   # file order
+    first = o[:bs * wb] // bs
+    assert len(np.unique(first)) == wb
+    assert any(first[i] != first[i + 1] for i in range(bs - 1))   # blocks are interleaved, not chained
+    assert not np.array_equal(o, epoch_order(n, 8, 2, "block", block_size=bs, window_blocks=wb))
+
+
 def test_block_size_from_bytes_when_table_has_lengths():
     t = make_table([400], record_len=1000)
     a = epoch_order(t, 0, 0, "block", block_bytes=20_000, window_blocks=1)   # 20 records a block
@@ -165,6 +180,8 @@ def test_bad_arguments_raise_config_error():
         epoch_order(10, 0, 0, "block", block_size=0)
     with pytest.raises(ConfigError):
         epoch_order(10, 0, 0, "shard", buffer_size=0)
+    with pytest.raises(ConfigError, match="within"):
+        epoch_order(10, 0, 0, "block", within="random")
     with pytest.raises(ConfigError, match="RecordTable"):
         epoch_order("s3://bucket/x.rec", 0, 0)
 
