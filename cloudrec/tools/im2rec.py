@@ -130,8 +130,9 @@ def write_text_atomic(url: str, text: str, storage_options: Optional[Dict[str, A
 
 # -- --list ---------------------------------------------------------------------------------------
 
-def make_lists(ns: argparse.Namespace, out: TextIO = sys.stdout) -> List[str]:
+def make_lists(ns: argparse.Namespace, out: Optional[TextIO] = None) -> List[str]:
     """``--list`` mode: walk ROOT and write the `.lst` file(s); return their URLs."""
+    out = out or sys.stdout
     so = ns.storage_options
     root_url, prefix_url = _absolute(ns.root), _absolute(ns.prefix)
     fs, root = resolve(root_url, so)
@@ -203,8 +204,9 @@ def load_list(lst_url: str, on_error: str, pack_label: bool,
 
 
 def pack_list(ns: argparse.Namespace, lst_url: str, dir_url: str,
-              out: TextIO = sys.stdout) -> PackReport:
+              out: Optional[TextIO] = None) -> PackReport:
     """Pack one `.lst` into ``dir_url``: records, shards, error report, atomic commit."""
+    out = out or sys.stdout
     so = ns.storage_options
     entries, list_failures = load_list(lst_url, ns.on_error, ns.pack_label, so)
     base = os.path.splitext(posixpath.basename(lst_url))[0]
@@ -243,8 +245,9 @@ def pack_list(ns: argparse.Namespace, lst_url: str, dir_url: str,
     return report
 
 
-def run(ns: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+def run(ns: argparse.Namespace, out: Optional[TextIO] = None) -> int:
     """Entry point shared by ``cloudrec im2rec`` and ``python -m cloudrec.tools.im2rec``."""
+    out = out or sys.stdout
     if ns.list:
         make_lists(ns, out)
         return 0
