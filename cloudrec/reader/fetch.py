@@ -27,7 +27,7 @@ from __future__ import annotations
 import os
 import threading
 from collections import deque
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from itertools import islice
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
 
@@ -84,8 +84,7 @@ class RecordFetcher:
         self.cache_mode = cache
         self._cache = None
         if cache != "none":
-            from cloudrec.reader.cachemode import make_cache_hook
-            self._cache = make_cache_hook(self, cache, cache_dir, cache_max_bytes)
+            self._cache = _CacheHook.make(self, cache, cache_dir, cache_max_bytes)
 
     # -- where a shard's bytes come from --------------------------------------------------
     def _check_pid(self) -> None:
@@ -104,8 +103,8 @@ class RecordFetcher:
                 fs, concurrency=self.concurrency, retry=self.retry)
         return r
 
-    def _target(self, shard_no: int) -> Tuple[RangeReader, str]:
-        """(reader, path) serving a shard: remote, or its cached local copy."""
+    def _target(self, shard_no: int) -> Optional[Tuple[RangeReader, str]]:
+        """(reader, path) serving a shard now; None while its cache download is pending."""
         t = self._targets.get(shard_no)
         if t is None:
             with self._lock:
@@ -113,7 +112,9 @@ class RecordFetcher:
                 if t is None:
                     if self._cache is not None:
                         t = self._cache.target(shard_no)
-                    if t is None:
+                        if t is None:
+                            return None
+                    else:
                         fs, path = self.ds.filesystem(shard_no)
                         t = (self._reader_for(fs), path)
                     self._targets[shard_no] = t
@@ -121,10 +122,10 @@ class RecordFetcher:
 
     def _submit(self, shard_no: int, start: int, end: int) -> Future:
         url = self.ds.shards[shard_no].rec_url
-        if self._cache is not None and shard_no not in self._targets:
-            return self._cache.submit(shard_no, start, end)
-        reader, path = self._target(shard_no)
-        return reader.submit(path, start, end, url)
+        t = self._target(shard_no)
+        if t is None:
+            return self._cache.submit(shard_no, start, end)  # type: ignore[union-attr]
+        return t[0].submit(t[1], start, end, url)
 
     # -- windows ---------------------------------------------------------------------------
     def _id_blocks(self, record_ids: Iterable[int]) -> Iterator[np.ndarray]:
@@ -260,6 +261,112 @@ class RecordFetcher:
     def __setstate__(self, state: Dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._lock = threading.Lock()
+
+
+class _CacheHook:
+    """Serves shards from a :class:`ShardCache`: download once, then ``pread`` locally.
+
+    A shard's first request waits for its download (started in a small pool);
+    later ones go straight to the local file.  Local files are read in place.
+    """
+
+    DOWNLOADERS = 4
+
+    def __init__(self, fetcher: "RecordFetcher", cache: Any) -> None:
+        self.f = fetcher
+        self.cache = cache
+        self._paths: Dict[int, Future] = {}
+        self._local: Optional[RangeReader] = None
+        self._pool: Optional[ThreadPoolExecutor] = None
+        self._lock = threading.Lock()
+
+    @classmethod
+    def make(cls, fetcher: "RecordFetcher", mode: str, cache_dir: Optional[str],
+             max_bytes: Optional[int]) -> Optional["_CacheHook"]:
+        from cloudrec.storage.cache import ShardCache
+        cache = ShardCache(cache_dir, max_bytes)
+        if mode == "auto":
+            remote = [s for i, s in enumerate(fetcher.ds.shards)
+                      if not _is_local(fetcher.ds.filesystem(i)[0])]
+            if not remote or sum(s.size for s in remote) > cache.max_bytes:
+                return None
+        return cls(fetcher, cache)
+
+    def after_fork(self) -> None:
+        self._paths, self._local, self._pool = {}, None, None
+        self._lock = threading.Lock()
+
+    def local_reader(self) -> RangeReader:
+        if self._local is None:
+            from fsspec.implementations.local import LocalFileSystem
+            self._local = make_range_reader(LocalFileSystem(), concurrency=self.f.concurrency,
+                                            retry=self.f.retry)
+        return self._local
+
+    def target(self, shard_no: int) -> Optional[Tuple[RangeReader, str]]:
+        """(local reader, path) when the shard is on local disk already, else None."""
+        fs, path = self.f.ds.filesystem(shard_no)
+        if _is_local(fs):  # read in place
+            return self.f._reader_for(fs), path
+        fut = self._paths.get(shard_no)
+        if fut is not None and fut.done() and fut.exception() is None:
+            return self.local_reader(), fut.result()
+        return None
+
+    def _ensure(self, shard_no: int) -> Future:
+        with self._lock:
+            fut = self._paths.get(shard_no)
+            if fut is None or (fut.done() and fut.exception() is not None):
+                if self._pool is None:
+                    self._pool = ThreadPoolExecutor(self.DOWNLOADERS,
+                                                    thread_name_prefix="cloudrec-cache")
+                fut = self._paths[shard_no] = self._pool.submit(self._download, shard_no)
+            return fut
+
+    def _download(self, shard_no: int) -> str:
+        from cloudrec.storage.cache import download_ranges
+        shard = self.f.ds.shards[shard_no]
+        fs, path = self.f.ds.filesystem(shard_no)
+        reader = self.f._reader_for(fs)
+        dl = download_ranges(lambda a, b: reader.submit(path, a, b, shard.rec_url), shard.size)
+        local = self.cache.get(shard.rec_url, shard.size, shard.version, dl)
+        self.local_reader()._fd(local)  # hold it open: a later eviction cannot pull it away
+        return local
+
+    def submit(self, shard_no: int, start: int, end: int) -> Future:
+        """A Future of ``[start, end)`` read from the cached copy once it is there."""
+        out: Future = Future()
+        url = self.f.ds.shards[shard_no].rec_url
+
+        def chain(pf: Future) -> None:
+            if out.cancelled():
+                return
+            exc = pf.exception()
+            if exc is not None:
+                out.set_exception(exc)
+                return
+            inner = self.local_reader().submit(pf.result(), start, end, url)
+            inner.add_done_callback(lambda f: out.cancelled() or (
+                out.set_exception(f.exception()) if f.exception() is not None
+                else out.set_result(f.result())))
+
+        self._ensure(shard_no).add_done_callback(chain)
+        return out
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+        if self._local is not None:
+            self._local.close()
+            self._local = None
+        self._paths = {}
+
+
+def _is_local(fs: Any) -> bool:
+    from fsspec.implementations.local import LocalFileSystem
+    from fsspec.implementations.memory import MemoryFileSystem
+    return isinstance(fs, (LocalFileSystem, MemoryFileSystem))
 
 
 def _key(k: Any) -> Any:

@@ -1,0 +1,44 @@
+"""``cloudrec cache ls`` and ``cloudrec cache clear``: inspect and empty the shard cache."""
+from __future__ import annotations
+
+import argparse
+import time
+
+from cloudrec.storage.cache import ShardCache, default_cache_dir
+
+
+def register(subparsers) -> None:
+    """Add the ``cache`` sub-command (``ls`` / ``clear``)."""
+    p = subparsers.add_parser("cache", help="list or clear the local shard cache",
+                              description=__doc__)
+    p.add_argument("--dir", default=None,
+                   help=f"cache folder (default: $CLOUDREC_CACHE_DIR or {default_cache_dir()})")
+    sub = p.add_subparsers(dest="cache_command", metavar="ACTION")
+    ls = sub.add_parser("ls", help="list cached shards, least recently used first")
+    ls.set_defaults(func=_ls)
+    clear = sub.add_parser("clear", help="remove cached shards (all, or those of URLs given)")
+    clear.add_argument("urls", nargs="*", help="only these shard URLs")
+    clear.set_defaults(func=_clear)
+    p.set_defaults(func=_ls)
+
+
+def _ls(ns: argparse.Namespace) -> int:
+    cache = ShardCache(ns.dir)
+    entries = cache.entries()
+    total = 0
+    for e in entries:
+        used = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.last_used))
+        print(f"{e.size:>14,d}  {used}  {e.url}  [{e.version}]")
+        total += e.size
+    print(f"{len(entries)} shard(s), {total:,d} bytes in {cache.dir}")
+    return 0
+
+
+def _clear(ns: argparse.Namespace) -> int:
+    cache = ShardCache(ns.dir)
+    if ns.urls:
+        n = sum(cache.remove(u) for u in ns.urls)
+    else:
+        n = cache.clear()
+    print(f"removed {n} shard(s) from {cache.dir}")
+    return 0
