@@ -1,0 +1,436 @@
+"""MXNet's detection augmenters (``mx.image.Det*Aug``, ``CreateDetAugmenter``) on numpy.
+
+A detection augmenter maps ``(src, label) -> (src, label)`` where ``src`` is an HWC
+image and ``label`` the ``(n, B)`` object array ``[class, xmin, ymin, xmax, ymax, ...]``
+with corners normalised to the image (spec §3.6).  Geometry (crop proposal, coverage
+and ejection rules, padding) follows MXNet 1.9.1.  Differences: randomness comes from a
+numpy Generator (``rng`` argument, else the augmenter's own, set by ``seed()``), never
+global state; no augmenter mutates itself or its input label while running.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import numbers
+import warnings
+from typing import Any, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from cloudrec.image import ops
+from cloudrec.image.augmenters import (Augmenter, CastAug, ColorJitterAug, ColorNormalizeAug,
+                                       ForceResizeAug, HueJitterAug, LightingAug,
+                                       RandomGrayAug, ResizeAug)
+from cloudrec.image.create import IMAGENET_MEAN, IMAGENET_STD, PCA_EIGVAL, PCA_EIGVEC
+
+__all__ = ["DetAugmenter", "DetBorrowAug", "DetRandomSelectAug", "DetHorizontalFlipAug",
+           "DetRandomCropAug", "DetRandomPadAug", "CreateMultiRandCropAugmenter",
+           "CreateDetAugmenter", "seed_augmenters", "box_areas"]
+
+log = logging.getLogger(__name__)
+Label = np.ndarray
+
+
+def box_areas(boxes: np.ndarray) -> np.ndarray:
+    """Areas of ``(n, 4+)`` boxes ``[xmin, ymin, xmax, ymax, ...]``; inverted boxes count 0."""
+    return (np.maximum(0, boxes[:, 2] - boxes[:, 0]) *
+            np.maximum(0, boxes[:, 3] - boxes[:, 1]))
+
+
+def _intersect(boxes: np.ndarray, xmin: float, ymin: float, xmax: float, ymax: float
+               ) -> np.ndarray:
+    """Boxes clipped to a window; boxes that do not overlap it become all zeros."""
+    out = boxes.copy()
+    out[:, 0] = np.maximum(boxes[:, 0], xmin)
+    out[:, 1] = np.maximum(boxes[:, 1], ymin)
+    out[:, 2] = np.minimum(boxes[:, 2], xmax)
+    out[:, 3] = np.minimum(boxes[:, 3], ymax)
+    out[(out[:, 0] >= out[:, 2]) | (out[:, 1] >= out[:, 3])] = 0
+    return out
+
+
+def _pair(value: Any, name: str, owner: str) -> Tuple[float, float]:
+    if isinstance(value, (tuple, list)):
+        return (value[0], value[1])
+    assert isinstance(value, numbers.Number), f"{name} must be a number or a pair"
+    log.info("Using fixed %s: %s in %s", name, value, owner)
+    return (value, value)
+
+
+class DetAugmenter:
+    """Base detection augmenter: kwargs kept for ``dumps()``, a private seedable Generator."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        self._kwargs = {}
+        for k, v in kwargs.items():
+            if isinstance(v, np.ndarray):
+                v = v.tolist()
+            self._kwargs[k] = v
+        self._rng: Optional[np.random.Generator] = None
+
+    def dumps(self) -> Any:
+        """JSON ``[class name lower-cased, kwargs]``, as MXNet."""
+        return json.dumps([self.__class__.__name__.lower(), self._kwargs])
+
+    def seed(self, seed: Any) -> "DetAugmenter":
+        """Give this augmenter a Generator seeded with ``seed`` (int or SeedSequence)."""
+        self._rng = np.random.default_rng(seed)
+        return self
+
+    def _gen(self, rng: Optional[np.random.Generator]) -> np.random.Generator:
+        if rng is not None:
+            return rng
+        if self._rng is None:
+            self._rng = np.random.default_rng()
+        return self._rng
+
+    def __call__(self, src: np.ndarray, label: Label,
+                 rng: Optional[np.random.Generator] = None) -> Tuple[np.ndarray, Label]:
+        raise NotImplementedError("Must override implementation.")
+
+
+class DetBorrowAug(DetAugmenter):
+    """Apply an image-only Augmenter (resize, cast, colour); the normalised label is unchanged."""
+
+    def __init__(self, augmenter: Augmenter) -> None:
+        if not isinstance(augmenter, Augmenter):
+            raise TypeError("Borrowing from invalid Augmenter")
+        super().__init__(augmenter=augmenter.dumps())
+        self.augmenter = augmenter
+
+    def dumps(self):
+        return [self.__class__.__name__.lower(), self.augmenter.dumps()]
+
+    def seed(self, seed: Any) -> "DetBorrowAug":
+        self.augmenter.seed(seed)
+        return self
+
+    def __call__(self, src, label, rng=None):
+        return self.augmenter(src, rng), label
+
+
+class DetRandomSelectAug(DetAugmenter):
+    """With probability ``skip_prob`` pass through, else apply one augmenter chosen uniformly."""
+
+    def __init__(self, aug_list: Any, skip_prob: float = 0) -> None:
+        super().__init__(skip_prob=skip_prob)
+        if not isinstance(aug_list, (list, tuple)):
+            aug_list = [aug_list]
+        for aug in aug_list:
+            if not isinstance(aug, DetAugmenter):
+                raise ValueError("Allow DetAugmenter in list only")
+        if not aug_list:
+            skip_prob = 1  # nothing to select: disabled
+        self.aug_list = list(aug_list)
+        self.skip_prob = skip_prob
+
+    def dumps(self):
+        return [self.__class__.__name__.lower(), [x.dumps() for x in self.aug_list]]
+
+    def seed(self, seed: Any) -> "DetRandomSelectAug":
+        ss = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
+        children = ss.spawn(len(self.aug_list) + 1)
+        self._rng = np.random.default_rng(children[0])
+        for aug, s in zip(self.aug_list, children[1:]):
+            aug.seed(s)
+        return self
+
+    def __call__(self, src, label, rng=None):
+        g = self._gen(rng)
+        if g.random() < self.skip_prob:
+            return src, label
+        aug = self.aug_list[int(g.integers(len(self.aug_list)))]
+        return aug(src, label, rng)
+
+
+class DetHorizontalFlipAug(DetAugmenter):
+    """With probability ``p`` mirror the image and map ``xmin' = 1 - xmax``, ``xmax' = 1 - xmin``."""
+
+    def __init__(self, p: float) -> None:
+        super().__init__(p=p)
+        self.p = p
+
+    def __call__(self, src, label, rng=None):
+        if self._gen(rng).random() < self.p:
+            src = np.ascontiguousarray(src[:, ::-1])
+            out = np.array(label, dtype=np.float32, copy=True)
+            out[:, 1] = 1.0 - label[:, 3]
+            out[:, 3] = 1.0 - label[:, 1]
+            label = out
+        return src, label
+
+
+class DetRandomCropAug(DetAugmenter):
+    """SSD-style random crop: a window whose area fraction and aspect ratio lie in range and
+    which covers more than ``min_object_covered`` of every object it touches.
+
+    Labels are re-normalised to the window and clipped; an object keeping no more than
+    ``min_eject_coverage`` of its area is ejected.  After ``max_attempts`` failed
+    proposals the input is returned unchanged.  Invalid ranges disable it (a warning).
+    """
+
+    def __init__(self, min_object_covered: float = 0.1, aspect_ratio_range=(0.75, 1.33),
+                 area_range=(0.05, 1.0), min_eject_coverage: float = 0.3,
+                 max_attempts: int = 50) -> None:
+        aspect_ratio_range = _pair(aspect_ratio_range, "aspect ratio", "DetRandomCropAug")
+        area_range = _pair(area_range, "area range", "DetRandomCropAug")
+        super().__init__(min_object_covered=min_object_covered,
+                         aspect_ratio_range=aspect_ratio_range, area_range=area_range,
+                         min_eject_coverage=min_eject_coverage, max_attempts=max_attempts)
+        self.min_object_covered = min_object_covered
+        self.min_eject_coverage = min_eject_coverage
+        self.max_attempts = max_attempts
+        self.aspect_ratio_range = aspect_ratio_range
+        self.area_range = area_range
+        self.enabled = False
+        if area_range[1] <= 0 or area_range[0] > area_range[1]:
+            warnings.warn(f"Skip DetRandomCropAug due to invalid area_range: {area_range}")
+        elif aspect_ratio_range[0] > aspect_ratio_range[1] or aspect_ratio_range[0] <= 0:
+            warnings.warn("Skip DetRandomCropAug due to invalid aspect_ratio_range: "
+                          f"{aspect_ratio_range}")
+        else:
+            self.enabled = True
+
+    def __call__(self, src, label, rng=None):
+        crop = self.propose(label, src.shape[0], src.shape[1], self._gen(rng))
+        if crop is not None:
+            x, y, w, h, label = crop
+            src = ops.fixed_crop(src, x, y, w, h, None)
+        return src, label
+
+    def satisfies(self, label: Label, xmin: int, ymin: int, xmax: int, ymax: int,
+                  width: int, height: int) -> bool:
+        """Does the pixel window cover > min_object_covered of every object it overlaps?"""
+        if (xmax - xmin) * (ymax - ymin) < 2:
+            return False  # a single pixel
+        areas = box_areas(label[:, 1:])
+        valid = np.flatnonzero(areas * width * height > 2)
+        if valid.size < 1:
+            return False
+        inter = _intersect(label[valid, 1:], xmin / width, ymin / height,
+                           xmax / width, ymax / height)
+        cov = box_areas(inter) / areas[valid]
+        cov = cov[cov > 0]
+        return cov.size > 0 and float(np.amin(cov)) > self.min_object_covered
+
+    def crop_labels(self, label: Label, box: Tuple[int, int, int, int], height: int,
+                    width: int) -> Optional[Label]:
+        """Labels re-normalised to the pixel window ``box=(x, y, w, h)``, clipped to [0, 1],
+        objects with coverage <= min_eject_coverage ejected; None if none is left."""
+        x0, y0 = box[0] / width, box[1] / height
+        w, h = box[2] / width, box[3] / height
+        out = np.array(label, dtype=np.float32, copy=True)
+        out[:, (1, 3)] = (out[:, (1, 3)] - x0) / w
+        out[:, (2, 4)] = (out[:, (2, 4)] - y0) / h
+        np.clip(out[:, 1:5], 0, 1, out=out[:, 1:5])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            coverage = box_areas(out[:, 1:]) * w * h / box_areas(label[:, 1:])
+        keep = (out[:, 3] > out[:, 1]) & (out[:, 4] > out[:, 2]) & \
+            (coverage > self.min_eject_coverage)
+        if not keep.any():
+            return None
+        return out[keep]
+
+    def propose(self, label: Label, height: int, width: int, rng: np.random.Generator
+                ) -> Optional[Tuple[int, int, int, int, Label]]:
+        """A crop ``(x, y, w, h, new_label)`` in pixels meeting every constraint, or None."""
+        if not self.enabled or height <= 0 or width <= 0:
+            return None
+        min_area = self.area_range[0] * height * width
+        max_area = self.area_range[1] * height * width
+        for _ in range(self.max_attempts):
+            ratio = rng.uniform(*self.aspect_ratio_range)
+            if ratio <= 0:
+                continue
+            h = int(round(math.sqrt(min_area / ratio)))
+            max_h = int(round(math.sqrt(max_area / ratio)))
+            if round(max_h * ratio) > width:
+                max_h = int((width + 0.4999999) / ratio)  # largest h with round(h*ratio) <= width
+            max_h = min(max_h, height)
+            h = min(h, max_h)
+            if h < max_h:
+                h = int(rng.integers(h, max_h + 1))
+            w = int(round(h * ratio))
+            area = w * h
+            if area < min_area:  # rounding fix-ups, as MXNet
+                h += 1
+                w = int(round(h * ratio))
+                area = w * h
+            if area > max_area:
+                h -= 1
+                w = int(round(h * ratio))
+                area = w * h
+            if not (min_area <= area <= max_area and 0 <= w <= width and 0 <= h <= height):
+                continue
+            y = int(rng.integers(0, max(0, height - h) + 1))
+            x = int(rng.integers(0, max(0, width - w) + 1))
+            if self.satisfies(label, x, y, x + w, y + h, width, height):
+                new_label = self.crop_labels(label, (x, y, w, h), height, width)
+                if new_label is not None:
+                    return x, y, w, h, new_label
+        return None
+
+
+class DetRandomPadAug(DetAugmenter):
+    """Random zoom-out: place the image on a larger canvas filled with ``pad_val``.
+
+    The canvas area is ``U(area_range)`` times the image's (area_range[1] must exceed 1,
+    else disabled) with aspect ratio in ``aspect_ratio_range``; labels map as
+    ``x' = (x*W + x0) / W'``.
+    """
+
+    def __init__(self, aspect_ratio_range=(0.75, 1.33), area_range=(1.0, 3.0),
+                 max_attempts: int = 50, pad_val=(128, 128, 128)) -> None:
+        if not isinstance(pad_val, (list, tuple)):
+            assert isinstance(pad_val, numbers.Number), "pad_val must be a number or a tuple"
+        aspect_ratio_range = _pair(aspect_ratio_range, "aspect ratio", "DetRandomPadAug")
+        area_range = _pair(area_range, "area range", "DetRandomPadAug")
+        super().__init__(aspect_ratio_range=aspect_ratio_range, area_range=area_range,
+                         max_attempts=max_attempts, pad_val=pad_val)
+        self.pad_val = pad_val
+        self.aspect_ratio_range = aspect_ratio_range
+        self.area_range = area_range
+        self.max_attempts = max_attempts
+        self.enabled = False
+        if area_range[1] <= 1.0 or area_range[0] > area_range[1]:
+            warnings.warn(f"Skip DetRandomPadAug due to invalid parameters: {area_range}")
+        elif aspect_ratio_range[0] <= 0 or aspect_ratio_range[0] > aspect_ratio_range[1]:
+            warnings.warn("Skip DetRandomPadAug due to invalid aspect_ratio_range: "
+                          f"{aspect_ratio_range}")
+        else:
+            self.enabled = True
+
+    def __call__(self, src, label, rng=None):
+        height, width = src.shape[0], src.shape[1]
+        pad = self.propose(label, height, width, self._gen(rng))
+        if pad is not None:
+            x, y, w, h, label = pad
+            vals = self.pad_val if isinstance(self.pad_val, (list, tuple)) else \
+                [self.pad_val] * (src.shape[2] if src.ndim == 3 else 1)
+            src = ops.copyMakeBorder(src, y, h - y - height, x, w - x - width,
+                                     values=[float(v) for v in vals])
+        return src, label
+
+    @staticmethod
+    def pad_labels(label: Label, box: Tuple[int, int, int, int], height: int,
+                   width: int) -> Label:
+        """Labels of an ``height x width`` image placed at ``(x, y)`` on a ``w x h`` canvas."""
+        out = np.array(label, dtype=np.float32, copy=True)
+        out[:, (1, 3)] = (out[:, (1, 3)] * width + box[0]) / box[2]
+        out[:, (2, 4)] = (out[:, (2, 4)] * height + box[1]) / box[3]
+        return out
+
+    def propose(self, label: Label, height: int, width: int, rng: np.random.Generator
+                ) -> Optional[Tuple[int, int, int, int, Label]]:
+        """A canvas ``(x, y, w, h, new_label)`` in pixels, or None after max_attempts."""
+        if not self.enabled or height <= 0 or width <= 0:
+            return None
+        min_area = self.area_range[0] * height * width
+        max_area = self.area_range[1] * height * width
+        for _ in range(self.max_attempts):
+            ratio = rng.uniform(*self.aspect_ratio_range)
+            if ratio <= 0:
+                continue
+            h = int(round(math.sqrt(min_area / ratio)))
+            max_h = int(round(math.sqrt(max_area / ratio)))
+            if round(h * ratio) < width:
+                h = int((width + 0.499999) / ratio)
+            h = max(h, height)
+            h = min(h, max_h)
+            if h < max_h:
+                h = int(rng.integers(h, max_h + 1))
+            w = int(round(h * ratio))
+            if (h - height) < 2 or (w - width) < 2:
+                continue  # marginal padding is not helpful
+            y = int(rng.integers(0, max(0, h - height) + 1))
+            x = int(rng.integers(0, max(0, w - width) + 1))
+            return x, y, w, h, self.pad_labels(label, (x, y, w, h), height, width)
+        return None
+
+
+def _align(params: Sequence[Any]) -> List[List[Any]]:
+    """MXNet's parameter alignment: lists are per-augmenter, anything else is shared."""
+    out = [p if isinstance(p, list) else [p] for p in params]
+    num = max(len(p) for p in out)
+    for k, p in enumerate(out):
+        if len(p) != num:
+            assert len(p) == 1, f"parameter lists must have equal lengths, got {params}"
+            out[k] = p * num
+    return out
+
+
+def CreateMultiRandCropAugmenter(min_object_covered=0.1, aspect_ratio_range=(0.75, 1.33),
+                                 area_range=(0.05, 1.0), min_eject_coverage=0.3,
+                                 max_attempts=50, skip_prob=0) -> DetRandomSelectAug:
+    """One DetRandomCropAug per aligned parameter tuple (list arguments), inside a select."""
+    augs = [DetRandomCropAug(min_object_covered=moc, aspect_ratio_range=arr, area_range=ar,
+                             min_eject_coverage=mec, max_attempts=ma)
+            for moc, arr, ar, mec, ma in zip(*_align([min_object_covered, aspect_ratio_range,
+                                                      area_range, min_eject_coverage,
+                                                      max_attempts]))]
+    return DetRandomSelectAug(augs, skip_prob=skip_prob)
+
+
+def _channels(name: str, value: Any) -> np.ndarray:
+    arr = np.asarray(value, dtype=np.float32)
+    assert arr.ndim >= 1 and arr.shape[0] in (1, 3), \
+        f"{name} must have 1 or 3 values, got shape {arr.shape}"
+    return arr
+
+
+def CreateDetAugmenter(data_shape: Sequence[int], resize: int = 0, rand_crop: float = 0,
+                       rand_pad: float = 0, rand_gray: float = 0, rand_mirror: bool = False,
+                       mean=None, std=None, brightness: float = 0, contrast: float = 0,
+                       saturation: float = 0, pca_noise: float = 0, hue: float = 0,
+                       inter_method: int = 2, min_object_covered=0.1,
+                       aspect_ratio_range=(0.75, 1.33), area_range=(0.05, 3.0),
+                       min_eject_coverage=0.3, max_attempts=50,
+                       pad_val=(127, 127, 127)) -> List[DetAugmenter]:
+    """MXNet's detection augmenter list, same arguments and order (spec §3.6).
+
+    resize -> random crop (prob rand_crop) -> mirror -> random pad (prob rand_pad) ->
+    force resize to data_shape -> cast float32 -> colour jitter -> hue -> PCA lighting ->
+    random gray -> normalise.  ``mean=True``/``std=True`` mean the ImageNet values.
+    """
+    auglist: List[DetAugmenter] = []
+    if resize > 0:
+        auglist.append(DetBorrowAug(ResizeAug(resize, inter_method)))
+    if rand_crop > 0:
+        auglist.append(CreateMultiRandCropAugmenter(min_object_covered, aspect_ratio_range,
+                                                    area_range, min_eject_coverage,
+                                                    max_attempts, skip_prob=1 - rand_crop))
+    if rand_mirror > 0:
+        auglist.append(DetHorizontalFlipAug(0.5))
+    if rand_pad > 0:
+        pad = DetRandomPadAug(aspect_ratio_range, (1.0, area_range[1]), max_attempts, pad_val)
+        auglist.append(DetRandomSelectAug([pad], 1 - rand_pad))
+    auglist.append(DetBorrowAug(ForceResizeAug((data_shape[2], data_shape[1]), inter_method)))
+    auglist.append(DetBorrowAug(CastAug()))
+    if brightness or contrast or saturation:
+        auglist.append(DetBorrowAug(ColorJitterAug(brightness, contrast, saturation)))
+    if hue:
+        auglist.append(DetBorrowAug(HueJitterAug(hue)))
+    if pca_noise > 0:
+        auglist.append(DetBorrowAug(LightingAug(pca_noise, np.array(PCA_EIGVAL),
+                                                np.array(PCA_EIGVEC))))
+    if rand_gray > 0:
+        auglist.append(DetBorrowAug(RandomGrayAug(rand_gray)))
+    if mean is True:
+        mean = np.array(IMAGENET_MEAN, dtype=np.float32)
+    elif mean is not None:
+        mean = _channels("mean", mean)
+    if std is True:
+        std = np.array(IMAGENET_STD, dtype=np.float32)
+    elif std is not None:
+        std = _channels("std", std)
+    if mean is not None or std is not None:
+        auglist.append(DetBorrowAug(ColorNormalizeAug(mean, std)))
+    return auglist
+
+
+def seed_augmenters(auglist: Sequence[Any], seed: Any) -> None:
+    """Seed every augmenter of a list from one seed (independent child streams)."""
+    ss = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
+    for aug, child in zip(auglist, ss.spawn(len(auglist))):
+        aug.seed(child)
