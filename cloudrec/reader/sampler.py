@@ -128,5 +128,6 @@ class EpochSampler:
             raise ConfigError(f"sampler state is for order mode {state['mode']!r}, not {self.mode!r}")
         if int(epoch) < 0 or not 0 <= int(consumed):
             raise ConfigError(f"sampler state has a bad epoch/consumed: {epoch}, {consumed}")
+        if int(seed) != self.seed:
+            self._order_cache = (-1, None)
         self.seed, self.epoch, self.consumed = int(seed), int(epoch), int(consumed)
-        self._order_cache = (-1, None)

@@ -1,0 +1,141 @@
+"""cloudrec.torch: DataLoader workers see every record exactly once, right bytes, resumable."""
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from cloudrec.dataset import open_dataset  # noqa: E402
+from cloudrec.errors import ConfigError  # noqa: E402
+from cloudrec.format.irheader import IRHeader  # noqa: E402
+from cloudrec.reader.orders import epoch_order  # noqa: E402
+from cloudrec.recordio import MXIndexedRecordIO, pack_img  # noqa: E402
+from cloudrec.torch import (IndexedRecordDataset, RecordIterableDataset, ResumableLoader,  # noqa: E402
+                            _to_tensor, collate_numpy)
+
+
+def colour(uid: int) -> np.ndarray:
+    """A distinct BGR colour per record, far apart enough to survive JPEG."""
+    return np.array([(uid * 37) % 200 + 20, (uid * 11) % 200 + 20, (uid * 5) % 200 + 20], np.uint8)
+
+
+def write_image_dataset(prefix: str, n: int, shards: int, storage_options=None, size: int = 8) -> list:
+    """``shards`` shards ``prefix-000i.rec/.idx`` of ``n`` tiny JPEGs; key = uid, label = [uid % 5, uid]."""
+    urls = []
+    per = -(-n // shards)
+    for s in range(shards):
+        rec, idx = f"{prefix}-{s:04d}.rec", f"{prefix}-{s:04d}.idx"
+        with MXIndexedRecordIO(idx, rec, "w", storage_options=storage_options) as w:
+            for uid in range(s * per, min(n, (s + 1) * per)):
+                img = np.empty((size, size, 3), np.uint8)
+                img[:] = colour(uid)
+                w.write_idx(uid, pack_img(IRHeader(2, np.array([uid % 5, uid], np.float32), uid, 0), img))
+        urls.append(rec)
+    return urls
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    d = tmp_path_factory.mktemp("torchds")
+    urls = write_image_dataset(str(d / "train"), 45, 3)
+    return open_dataset(urls)
+
+
+def check_batch(ds, batch, batch_size):
+    img, label = batch["data"]
+    assert img.shape == (batch_size, 8, 8, 3) and img.dtype == torch.uint8
+    assert label.shape == (batch_size, 2) and label.dtype == torch.float32
+    keys = ds.table.key[batch["ids"].numpy()]
+    assert np.array_equal(label[:, 1].numpy().astype(np.int64), keys)     # the right record's bytes
+    want_rgb = np.stack([colour(int(k))[::-1] for k in keys]).astype(int)
+    assert np.abs(img.numpy()[:, 4, 4, :].astype(int) - want_rgb).max() <= 8
+
+
+def real_ids(batches):
+    out = []
+    for b in batches:
+        out.extend(b["ids"][~b["is_pad"]].tolist())
+    return out
+
+
+def test_workers_cover_the_epoch_exactly_once_with_persistent_workers(dataset):
+    rds = RecordIterableDataset(dataset, seed=3, mode="block", batch_size=4,
+                                order_options={"block_size": 4}, rank=0, world_size=1)
+    loader = ResumableLoader(rds, num_workers=2, persistent_workers=True)
+    epochs = []
+    for e in range(2):
+        batches = list(loader)
+        assert len(batches) == 12            # ceil(45 / 4)
+        for b in batches:
+            check_batch(dataset, b, 4)
+        ids = real_ids(batches)
+        assert Counter(ids) == Counter(range(45))
+        assert sum(int(b["is_pad"].sum()) for b in batches) == 3
+        # DataLoader's round-robin over workers gives back the epoch order itself
+        assert ids == epoch_order(dataset.table, 3, e, "block", block_size=4).tolist()
+        epochs.append(ids)
+    assert epochs[0] != epochs[1] and rds.state_dict()["epoch"] == 2
+
+
+def test_two_ranks_times_two_workers_are_disjoint_and_complete(dataset):
+    seen = Counter()
+    counts = []
+    for rank in range(2):
+        rds = RecordIterableDataset(dataset, seed=9, batch_size=5, rank=rank, world_size=2, last="pad")
+        batches = list(ResumableLoader(rds, num_workers=2))
+        counts.append(len(batches))
+        seen.update(real_ids(batches))
+    assert counts == [5, 5] and seen == Counter(range(45))
+
+
+def test_resume_with_other_worker_count_and_on_persistent_workers(dataset):
+    kw = dict(seed=1, batch_size=3, rank=0, world_size=1)
+    whole = real_ids(list(ResumableLoader(RecordIterableDataset(dataset, **kw), num_workers=0)))
+    rds = RecordIterableDataset(dataset, **kw)
+    loader = ResumableLoader(rds, num_workers=2, persistent_workers=True)
+    first = []
+    for i, b in enumerate(loader):
+        first.append(b)
+        if i == 4:
+            break
+    state = rds.state_dict()
+    assert state["consumed"] == 15 and state["epoch"] == 0
+    # a fresh loader with one worker resumes at the next batch
+    rds2 = RecordIterableDataset(dataset, **kw)
+    rds2.load_state_dict(state)
+    rest = list(ResumableLoader(rds2, num_workers=1))
+    assert real_ids(first) + real_ids(rest) == whole
+    # the same persistent-worker loader, rewound to batch 2 of epoch 0, follows the restored state
+    rds.load_state_dict({**state, "consumed": 6})
+    again = list(loader)
+    assert real_ids(again) == whole[6:]
+
+
+def test_zero_copy_tensors_and_collate():
+    a = np.arange(12, dtype=np.float32).reshape(3, 4)
+    t = _to_tensor(a)
+    a[0, 0] = 99
+    assert t[0, 0].item() == 99
+    out = collate_numpy([(np.ones((2, 2), np.uint8), np.float32(1)), (np.zeros((2, 2), np.uint8), np.float32(2))])
+    assert out[0].shape == (2, 2, 2) and out[1].tolist() == [1.0, 2.0]
+
+
+def test_map_style_dataset_over_mxindexedrecordio(dataset, tmp_path):
+    urls = write_image_dataset(str(tmp_path / "legacy"), 23, 1)
+    mds = IndexedRecordDataset(urls[0][:-4] + ".idx", urls[0])
+    assert len(mds) == 23
+    loader = torch.utils.data.DataLoader(mds, batch_size=5, num_workers=2, persistent_workers=True)
+    labels = torch.cat([lab for _, lab in loader])
+    assert labels[:, 1].tolist() == list(range(23))
+    img, lab = mds[7]
+    assert img.shape == (8, 8, 3) and abs(int(img[4, 4, 0]) - int(colour(7)[2])) <= 8
+    with pytest.raises(IndexError):
+        mds[23]
+
+
+def test_loader_rejects_a_batch_size(dataset):
+    with pytest.raises(ConfigError):
+        ResumableLoader(RecordIterableDataset(dataset, batch_size=2), batch_size=4)
