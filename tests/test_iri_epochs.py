@@ -1,0 +1,188 @@
+"""ImageRecordIter epochs: every record exactly once, partitions, shuffle, padding, threads.
+
+Synthetic datasets: record i holds a 6x6 PNG whose pixels encode i, and label i,
+so every output slot can be traced back to its record.
+"""
+from __future__ import annotations
+
+import itertools
+
+import cv2
+import numpy as np
+import pytest
+
+from cloudrec.errors import ConfigError
+from cloudrec.iterators import ImageRecordIter
+from cloudrec.iterators.mxshuffle import MXNetShuffle
+from cloudrec.recordio import IRHeader, MXIndexedRecordIO, pack_img
+
+
+def make_rec(tmp_path, n, name="d", side=6):
+    rec, idx = str(tmp_path / f"{name}.rec"), str(tmp_path / f"{name}.idx")
+    w = MXIndexedRecordIO(idx, rec, "w")
+    for i in range(n):
+        img = np.zeros((side, side, 3), np.uint8)
+        img[..., 0] = i % 256          # B
+        img[..., 1] = i // 256          # G
+        img[..., 2] = 7                 # R
+        w.write_idx(i, pack_img(IRHeader(0, float(i), i, 0), img, img_fmt=".png"))
+    w.close()
+    return rec, idx
+
+
+def read_epoch(it):
+    """(real record labels in order, all slots, pads) of one epoch."""
+    real, slots, pads = [], [], []
+    for b in it:
+        lab = b.label[0].astype(int).tolist()
+        slots.extend(lab)
+        real.extend(lab[:len(lab) - b.pad])
+        pads.append(b.pad)
+        # the pixels agree with the label: the slot holds that record's image
+        data = b.data[0]
+        np.testing.assert_array_equal(data[:len(lab) - b.pad, 2, 0, 0],  # B channel = i % 256
+                                      np.asarray(lab[:len(lab) - b.pad]) % 256)
+    return real, slots, pads
+
+
+CASES = [(n, bs, parts, rb) for n, bs, parts, rb in itertools.product(
+    (1, 7, 24, 50), (1, 4, 9), (1, 2, 3), (True, False)) if n >= parts]
+
+
+@pytest.mark.parametrize("n,bs,parts,round_batch", CASES)
+def test_every_record_exactly_once_per_epoch(tmp_path, n, bs, parts, round_batch):
+    rec, idx = make_rec(tmp_path, n)
+    for use_idx, shuffle in ((True, False), (True, True), (False, True)):
+        seen = []
+        for part in range(parts):
+            kw = dict(path_imgrec=rec, data_shape=(3, 6, 6), batch_size=bs, num_parts=parts,
+                      part_index=part, round_batch=round_batch, shuffle=shuffle, seed=3,
+                      dtype="uint8", preprocess_threads=2)
+            if use_idx:
+                kw["path_imgidx"] = idx
+            try:
+                it = ImageRecordIter(**kw)
+            except ConfigError:
+                assert not use_idx  # byte partitions of tiny files can be empty
+                continue
+            with it:
+                for epoch in range(2):
+                    if epoch:
+                        it.reset()
+                    real, slots, pads = read_epoch(it)
+                    assert len(slots) % bs == 0 and all(p == 0 for p in pads[:-1])
+                    assert len(real) == it.num_records
+                    assert sorted(real) == sorted(set(real))
+                    if round_batch:  # pad slots repeat records of the partition
+                        assert set(slots) <= set(it.epoch_order(epoch).tolist())
+                    else:
+                        assert all(s == 0 for s in slots[len(real):])
+                    if epoch == 0:
+                        seen.extend(real)
+                        part_records = sorted(real)
+                    else:
+                        assert sorted(real) == part_records
+        assert sorted(seen) == list(range(n)), (use_idx, shuffle)
+
+
+def test_indexed_partitions_are_ceil_sized_consecutive_runs(tmp_path):
+    rec, idx = make_rec(tmp_path, 10)
+    sizes = []
+    for part in range(3):
+        with ImageRecordIter(path_imgrec=rec, path_imgidx=idx, data_shape=(3, 6, 6),
+                             batch_size=4, num_parts=3, part_index=part) as it:
+            real, slots, pads = read_epoch(it)
+        sizes.append(len(real))
+        assert real == list(range(4 * part, 4 * part + len(real)))
+        if len(real) % 4:  # padding wraps inside the part
+            assert slots[len(real):] == real[:4 - len(real) % 4]
+    assert sizes == [4, 4, 2]
+
+
+def test_empty_partition_raises_clear_error(tmp_path):
+    rec, idx = make_rec(tmp_path, 3)
+    with pytest.raises(ConfigError, match="partition 3 of 4 is empty"):
+        ImageRecordIter(path_imgrec=rec, path_imgidx=idx, data_shape=(3, 6, 6),
+                        batch_size=2, num_parts=4, part_index=3)
+
+
+def test_shuffle_deterministic_and_different_per_epoch(tmp_path):
+    rec, idx = make_rec(tmp_path, 40)
+    kw = dict(path_imgrec=rec, path_imgidx=idx, data_shape=(3, 6, 6), batch_size=8,
+              shuffle=True, seed=5, preprocess_threads=3)
+
+    def orders():
+        with ImageRecordIter(**kw) as it:
+            out = []
+            for e in range(3):
+                if e:
+                    it.reset()
+                out.append(read_epoch(it)[0])
+        return out
+
+    a, b = orders(), orders()
+    assert a == b
+    assert a[0] != a[1] != a[2] and a[0] != a[2]
+    assert all(sorted(x) == list(range(40)) for x in a)
+    with ImageRecordIter(**dict(kw, seed=6)) as it:
+        assert read_epoch(it)[0] != a[0]
+    # set_epoch jumps straight to an epoch's order
+    with ImageRecordIter(**kw) as it:
+        it.set_epoch(2)
+        assert read_epoch(it)[0] == a[2]
+
+
+@pytest.mark.parametrize("mode", ["global", "block"])
+def test_reader_layer_shuffle_modes(tmp_path, mode):
+    rec, idx = make_rec(tmp_path, 30)
+    kw = dict(path_imgrec=rec, path_imgidx=idx, data_shape=(3, 6, 6), batch_size=7,
+              shuffle=True, seed=1, shuffle_mode=mode)
+    with ImageRecordIter(**kw) as it:
+        e0 = read_epoch(it)[0]
+        it.reset()
+        e1 = read_epoch(it)[0]
+    assert sorted(e0) == sorted(e1) == list(range(30))
+    if mode == "global":
+        assert e0 != e1
+
+
+def test_mxnet_shuffle_jump_equals_walk():
+    walk = MXNetShuffle(1000, 4)
+    seq = [walk.permutation(e) for e in range(5)]
+    jump = MXNetShuffle(1000, 4)
+    np.testing.assert_array_equal(jump.permutation(4), seq[4])
+    np.testing.assert_array_equal(jump.permutation(1), seq[1])
+    for p in seq:
+        assert sorted(p.tolist()) == list(range(1000))
+
+
+def test_reset_before_reading_is_a_noop(tmp_path):
+    rec, idx = make_rec(tmp_path, 10)
+    kw = dict(path_imgrec=rec, path_imgidx=idx, data_shape=(3, 6, 6), batch_size=4,
+              shuffle=True, seed=0)
+    with ImageRecordIter(**kw) as a, ImageRecordIter(**kw) as b:
+        b.reset()
+        assert read_epoch(a)[1] == read_epoch(b)[1]
+        assert a.epoch == b.epoch == 0
+
+
+def test_output_independent_of_thread_count(tmp_path):
+    rec, idx = make_rec(tmp_path, 33, side=12)
+    kw = dict(path_imgrec=rec, path_imgidx=idx, data_shape=(3, 8, 8), batch_size=5,
+              shuffle=True, rand_crop=True, rand_mirror=True, brightness=0.3,
+              max_rotate_angle=10, seed=2)
+    outs = []
+    for threads, prefetch in ((1, 1), (4, 3)):
+        with ImageRecordIter(preprocess_threads=threads, prefetch_buffer=prefetch, **kw) as it:
+            outs.append(np.concatenate([b.data[0] for b in it]))
+    np.testing.assert_array_equal(outs[0], outs[1])
+
+
+def test_batches_are_not_recycled(tmp_path):
+    rec, idx = make_rec(tmp_path, 20)
+    with ImageRecordIter(path_imgrec=rec, path_imgidx=idx, data_shape=(3, 6, 6),
+                         batch_size=2, prefetch_buffer=1) as it:
+        batches = list(it)
+    for i, b in enumerate(batches):  # a kept batch is never overwritten by later ones
+        assert b.label[0].tolist() == [2 * i, 2 * i + 1]
+        assert b.data[0][:, 2, 0, 0].tolist() == [2 * i, 2 * i + 1]
