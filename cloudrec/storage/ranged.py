@@ -141,7 +141,10 @@ class HandleRangeReader(RangeReader):
         if h is None:
             h = handles[path] = self.fs.open(path, "rb")
         try:
-            return h.read_range(start, end - start)
+            size = len(h)  # hdfs-native panics (BaseException) when asked past the end
+            if start >= size:
+                return b""
+            return h.read_range(start, min(end, size) - start)
         except Exception:
             handles.pop(path, None)  # reopen on the next attempt
             raise
