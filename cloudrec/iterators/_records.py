@@ -89,7 +89,11 @@ class RecordSource:
         return ids
 
     def describe(self, rid: int) -> str:
-        return self.ds.describe(int(rid))
+        """``url, key K, offset O`` of a record, for error messages."""
+        t, rid = self.ds.table, int(rid)
+        key = t.key[rid]
+        key = key.item() if hasattr(key, "item") else key
+        return f"{self.ds.record_url(rid)}, key {key!r}, offset {int(t.offset[rid])}"
 
     def fetch(self, ids: Iterable[int]) -> Iterator[Tuple[int, bytes]]:
         """(record id, payload) in the order asked; an .idx span that holds more than
