@@ -15,6 +15,7 @@ from cloudrec.image.augmenters import (Augmenter, BrightnessJitterAug, CastAug, 
                                        RandomOrderAug, RandomSizedCropAug, ResizeAug,
                                        SaturationJitterAug, SequentialAug)
 from cloudrec.image.create import CreateAugmenter
+from cloudrec.image.image_iter import BrokenImageError, ImageIter
 
 __all__ = ["imdecode", "imread", "image_size", "get_max_pixels", "set_max_pixels",
            "imresize", "resize_short", "fixed_crop", "center_crop", "random_crop",
@@ -23,4 +24,4 @@ __all__ = ["imdecode", "imread", "image_size", "get_max_pixels", "set_max_pixels
            "ForceResizeAug", "RandomCropAug", "RandomSizedCropAug", "CenterCropAug",
            "BrightnessJitterAug", "ContrastJitterAug", "SaturationJitterAug", "HueJitterAug",
            "ColorJitterAug", "LightingAug", "ColorNormalizeAug", "RandomGrayAug",
-           "HorizontalFlipAug", "CastAug", "CreateAugmenter"]
+           "HorizontalFlipAug", "CastAug", "CreateAugmenter", "ImageIter", "BrokenImageError"]

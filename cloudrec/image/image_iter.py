@@ -1,0 +1,552 @@
+"""``ImageIter``: MXNet's Python image iterator over `.rec`(+`.idx`) or image files, on any URL.
+
+Same constructor, batches, pads and epoch behaviour as ``mx.image.ImageIter``
+1.9.1 (spec §3.5): partitions of ``N // num_parts``, ``last_batch_handle``
+pad / discard / roll_over, `.idx` line order, labels from the record header or
+an image list.  What differs is speed and determinism: records come through
+the reader layer (coalesced, concurrent ranged reads), and decode + augment
+run in a thread pool (OpenCV releases the GIL) a couple of batches ahead,
+each sample with its own Generator derived from ``seed`` and its position in
+the stream, so the batches never depend on thread timing.
+
+Hooks a subclass (ImageDetIter) may override, as in MXNet: ``next_sample``,
+``read_image``, ``imdecode``, ``check_valid_image``, ``augmentation_transform``,
+``postprocess_data``, plus ``process_sample`` / ``write_sample`` (one worker's
+job, and how one sample lands in the batch).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import posixpath
+import threading
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from cloudrec.errors import ImageDecodeError, ImageTooLargeError, LabelError
+from cloudrec.format.irheader import unpack_header
+from cloudrec.format.lst import parse_lst
+from cloudrec.image.augmenters import Augmenter
+from cloudrec.image.create import CreateAugmenter
+from cloudrec.image.decode import imdecode as _imdecode
+from cloudrec.io.base import DataBatch, DataDesc, DataIter
+
+__all__ = ["ImageIter", "BrokenImageError", "BrokenImageTooLargeError"]
+
+log = logging.getLogger(__name__)
+
+_LABEL_DTYPES = ("int32", "float32", "int64", "float64")
+_END = object()  # end-of-epoch marker in the lookahead queue
+
+
+class BrokenImageError(ImageDecodeError, RuntimeError):
+    """A sample's image could not be decoded; a RuntimeError like MXNet's ("Broken image ...")."""
+
+
+class BrokenImageTooLargeError(BrokenImageError, ImageTooLargeError):
+    """A sample's image header claims more pixels than ``max_pixels`` (a decompression bomb)."""
+
+
+class _Item:
+    """One sample on its way to a worker: label, bytes (or a loader), and where it came from."""
+
+    __slots__ = ("label", "payload", "loader", "where", "key")
+
+    def __init__(self, label: Any, payload: Any = None, loader: Optional[Callable[[], bytes]] = None,
+                 where: str = "", key: Any = None) -> None:
+        self.label, self.payload, self.loader, self.where, self.key = (
+            label, payload, loader, where, key)
+
+
+# ------------------------------------------------------------------------------------ sources
+def _read_records_source(path_imgrec: str, path_imgidx: str, storage_options, fetch_options):
+    """The one place that opens an indexed `.rec`: the reader layer (dataset + fetcher)."""
+    from cloudrec.dataset import open_dataset
+    from cloudrec.reader.fetch import RecordFetcher
+    ds = open_dataset(path_imgrec, idx_urls=path_imgidx, storage_options=storage_options)
+    opts = {"concurrency": 8, "readahead_bytes": 32 << 20}
+    opts.update(fetch_options or {})
+    return ds, RecordFetcher(ds, **opts)
+
+
+class _IndexedRecAdapter:
+    """``read_idx(key)``/``reset()``/``keys`` over the fetcher, for code written against MXNet's
+    ``self.imgrec`` (an MXIndexedRecordIO)."""
+
+    def __init__(self, ds, fetcher) -> None:
+        self.ds, self.fetcher = ds, fetcher
+        self.keys = [k.item() if hasattr(k, "item") else k for k in ds.table.key]
+        self._rid: Optional[Dict[Any, int]] = None
+
+    def read_idx(self, key) -> bytes:
+        if self._rid is None:
+            self._rid = {k: i for i, k in enumerate(self.keys)}  # a later duplicate wins
+        return self.fetcher.get(self._rid[key])
+
+    def reset(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.fetcher.close()
+
+
+def _read_text(url: str, storage_options) -> str:
+    from cloudrec.storage.fs import resolve
+    fs, path = resolve(url, storage_options)
+    with fs.open(path, "rb") as f:
+        return f.read().decode("utf-8")
+
+
+# ------------------------------------------------------------------------------------ iterator
+class ImageIter(DataIter):
+    """MXNet's ImageIter: NCHW float32 batches of decoded, augmented images with labels.
+
+    MXNet's arguments keep their meaning; ``kwargs`` go to ``CreateAugmenter``
+    when ``aug_list`` is None.  cloudrec's own keyword arguments: ``seed``
+    (shuffle order and augmenter randomness; None = fresh entropy),
+    ``num_threads`` (decode/augment threads), ``on_error`` ('raise', or 'skip'
+    to drop undecodable images and count them in ``num_skipped``),
+    ``max_pixels`` (decompression-bomb limit), ``storage_options`` (fsspec) and
+    ``fetch_options`` (RecordFetcher tuning).
+    """
+
+    def __init__(self, batch_size: int, data_shape: Sequence[int], label_width: int = 1,
+                 path_imgrec: Optional[str] = None, path_imglist: Optional[str] = None,
+                 path_root: Optional[str] = None, path_imgidx: Optional[str] = None,
+                 shuffle: bool = False, part_index: int = 0, num_parts: int = 1,
+                 aug_list: Optional[List[Any]] = None, imglist: Optional[list] = None,
+                 data_name: str = "data", label_name: str = "softmax_label",
+                 dtype: str = "float32", last_batch_handle: str = "pad", *,
+                 seed: Optional[int] = None, num_threads: Optional[int] = None,
+                 on_error: str = "raise", max_pixels: Optional[int] = None,
+                 storage_options: Optional[Dict[str, Any]] = None,
+                 fetch_options: Optional[Dict[str, Any]] = None, **kwargs: Any) -> None:
+        super().__init__(batch_size)
+        assert path_imgrec or path_imglist or isinstance(imglist, list), \
+            "one of path_imgrec, path_imglist or a list imglist is needed"
+        assert dtype in _LABEL_DTYPES, dtype + " label not supported"
+        assert last_batch_handle in ("pad", "discard", "roll_over"), \
+            "last_batch_handle must be 'pad', 'discard' or 'roll_over'"
+        if on_error not in ("raise", "skip"):
+            raise ValueError("on_error must be 'raise' or 'skip'")
+        self.storage_options = dict(storage_options or {})
+        self.max_pixels = max_pixels
+        self.on_error = on_error
+        self.num_skipped = 0
+        self.skipped: List[str] = []
+        self.dtype = dtype
+
+        # -- where the bytes come from
+        self.imgrec = None
+        self.dataset = None
+        self.fetcher = None
+        self.imgidx: Optional[list] = None
+        self.path_imgrec = path_imgrec
+        if path_imgrec:
+            log.info("%s: loading recordio %s...", type(self).__name__, path_imgrec)
+            if path_imgidx:
+                self.dataset, self.fetcher = _read_records_source(
+                    path_imgrec, path_imgidx, self.storage_options, fetch_options)
+                self.imgrec = _IndexedRecAdapter(self.dataset, self.fetcher)
+                self.imgidx = list(self.imgrec.keys)
+            else:
+                from cloudrec.recordio import MXRecordIO
+                self.imgrec = MXRecordIO(path_imgrec, "r", storage_options=self.storage_options)
+        self._list_entries: Optional[List[Tuple[Any, np.ndarray, str]]] = None
+        self.imglist: Optional[Dict[Any, Tuple[np.ndarray, str]]] = None
+        if path_imglist:
+            log.info("%s: loading image list %s...", type(self).__name__, path_imglist)
+            entries = parse_lst(_read_text(path_imglist, self.storage_options), url=path_imglist)
+            self._list_entries = [(e.index, np.array(e.labels, dtype=dtype), e.path)
+                                  for e in entries]
+            self._list_url = path_imglist
+        elif isinstance(imglist, list):
+            ents = []
+            for index, img in enumerate(imglist, 1):
+                if len(img) > 2:
+                    label = np.array(img[:-1], dtype=dtype)
+                elif isinstance(img[0], (int, float, np.number)):
+                    label = np.array([img[0]], dtype=dtype)
+                else:
+                    label = np.array(img[0], dtype=dtype)
+                ents.append((str(index), label, img[-1]))
+            self._list_entries = ents
+            self._list_url = "imglist"
+        if self._list_entries is not None:
+            self.imglist = {k: (lab, p) for k, lab, p in self._list_entries}
+        self.path_root = path_root
+        self._root_fs = None
+
+        # -- shapes
+        self.check_data_shape(data_shape)
+        data_shape = tuple(int(x) for x in data_shape)
+        self.provide_data = [DataDesc(data_name, (batch_size,) + data_shape)]
+        if label_width > 1:
+            self.provide_label = [DataDesc(label_name, (batch_size, label_width), dtype)]
+        else:
+            self.provide_label = [DataDesc(label_name, (batch_size,), dtype)]
+        self.batch_size = batch_size
+        self.data_shape = data_shape
+        self.label_width = label_width
+        self.shuffle = shuffle
+
+        # -- the sample order: positions into the record table or the image list
+        if path_imgrec is None:
+            order = np.arange(len(self._list_entries), dtype=np.int64)
+        elif shuffle or num_parts > 1 or path_imgidx:
+            assert self.imgidx is not None, "shuffle and num_parts > 1 need path_imgidx"
+            order = np.arange(len(self.imgidx), dtype=np.int64)
+        else:
+            order = None
+        if num_parts > 1:
+            assert part_index < num_parts
+            c = len(order) // num_parts
+            order = order[part_index * c:(part_index + 1) * c]
+        self._order = order
+        self.num_image = len(order) if order is not None else None
+
+        self.auglist = CreateAugmenter(data_shape, **kwargs) if aug_list is None else aug_list
+
+        # -- randomness: one Generator for shuffles, one per sample derived from (seed, n)
+        self.seed = int(np.random.SeedSequence().entropy % (1 << 63)) if seed is None else int(seed)
+        self._shuffle_rng = np.random.default_rng([self.seed, 0x5EED])
+        self._samples_started = 0
+
+        # -- threads
+        if num_threads is None:
+            num_threads = int(os.environ.get("MXNET_CPU_WORKER_NTHREADS", "0") or 0) or \
+                min(8, os.cpu_count() or 1)
+        self.num_threads = max(1, int(num_threads))
+        self._pool: Optional[ThreadPoolExecutor] = None
+        self._pending: "deque[Any]" = deque()
+        self._lookahead = max(2 * batch_size, 2 * self.num_threads)
+        self._local = threading.local()
+        self._custom_next_sample = type(self).next_sample is not ImageIter.next_sample
+
+        # -- state as MXNet's
+        self.cur = 0
+        self._allow_read = True
+        self.last_batch_handle = last_batch_handle
+        self._cache_data = None
+        self._cache_label = None
+        self._cache_idx = None
+        self._stream = None
+        self._stream_pos = -1
+        self._seq_no = 0  # records read so far without an .idx (for error messages)
+        self.reset()
+
+    # ------------------------------------------------------------------------------ MXNet API
+    @property
+    def seq(self) -> Optional[list]:
+        """The keys of this partition in the current epoch order (None: sequential `.rec`)."""
+        if self._order is None:
+            return None
+        if self.path_imgrec is None:
+            return [self._list_entries[i][0] for i in self._order]
+        return [self.imgidx[i] for i in self._order]
+
+    def check_data_shape(self, data_shape: Sequence[int]) -> None:
+        """ImageIter produces 3-channel images only (as MXNet)."""
+        if not len(data_shape) == 3:
+            raise ValueError("data_shape should have length 3, with dimensions CxHxW")
+        if not data_shape[0] == 3:
+            raise ValueError("This iterator expects inputs to have 3 channels.")
+
+    def reset(self) -> None:
+        """Start the next epoch: reshuffle, rewind (unless roll-over samples are cached)."""
+        self._drop_pending()
+        if self._order is not None and self.shuffle:
+            self._order = self._shuffle_rng.permutation(self._order)
+        if self.last_batch_handle != "roll_over" or self._cache_data is None:
+            if self.imgrec is not None:
+                self.imgrec.reset()
+                self._seq_no = 0
+            self.cur = 0
+            if self._allow_read is False:
+                self._allow_read = True
+
+    def hard_reset(self) -> None:
+        """Reset and forget any rolled-over samples."""
+        self._drop_pending()
+        if self._order is not None and self.shuffle:
+            self._order = self._shuffle_rng.permutation(self._order)
+        if self.imgrec is not None:
+            self.imgrec.reset()
+            self._seq_no = 0
+        self.cur = 0
+        self._allow_read = True
+        self._cache_data = None
+        self._cache_label = None
+        self._cache_idx = None
+
+    def next(self) -> DataBatch:
+        """The next batch; pads, drops or rolls over the last one per ``last_batch_handle``."""
+        batch_size = self.batch_size
+        c, h, w = self.data_shape
+        if self._cache_data is not None:
+            batch_data, batch_label, i = self._cache_data, self._cache_label, self._cache_idx
+        else:
+            batch_data = np.zeros((batch_size, c, h, w), dtype=np.float32)
+            batch_label = np.zeros(self.provide_label[0][1], dtype=self.dtype)
+            i = self._batchify(batch_data, batch_label)
+        pad = batch_size - i
+        if pad != 0:
+            if self.last_batch_handle == "discard":
+                raise StopIteration
+            if self.last_batch_handle == "roll_over" and self._cache_data is None:
+                self._cache_data, self._cache_label, self._cache_idx = batch_data, batch_label, i
+                raise StopIteration
+            self._batchify(batch_data, batch_label, i)
+            if self.last_batch_handle == "pad":
+                self._allow_read = False
+                self._drop_pending()  # the lookahead read past the padding
+            else:
+                self._cache_data = self._cache_label = self._cache_idx = None
+        return DataBatch([batch_data], [batch_label], pad=pad)
+
+    def next_sample(self) -> Tuple[Any, bytes]:
+        """The next ``(label, image bytes)`` of the epoch, or StopIteration."""
+        item = self._next_item()
+        return item.label, self._payload(item)
+
+    def read_image(self, fname: str) -> bytes:
+        """The bytes of an image file named by the list, under ``path_root`` (any URL)."""
+        fs, path = self._file_location(fname)
+        try:
+            return fs.cat_file(path)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"image file not found: {self._join_root(fname)}") from None
+
+    def imdecode(self, s) -> np.ndarray:
+        """Decode to HWC uint8 RGB; a failure names the sample (MXNet's "Broken image ...")."""
+        where = getattr(self._local, "where", "")
+        try:
+            return _imdecode(s, max_pixels=self.max_pixels)
+        except ImageDecodeError as e:
+            cls = BrokenImageTooLargeError if isinstance(e, ImageTooLargeError) else BrokenImageError
+            err = cls(f"Broken image {where}: {e}")
+            err.url, err.key = e.url, getattr(self._local, "key", None)
+            raise err from None
+
+    def check_valid_image(self, data: np.ndarray) -> None:
+        """Reject an image with an empty shape (MXNet skips those samples)."""
+        if data.ndim == 0 or data.size == 0:
+            raise RuntimeError("Data shape is wrong")
+
+    def augmentation_transform(self, data: np.ndarray) -> np.ndarray:
+        """Apply ``auglist`` in order, with this sample's Generator."""
+        rng = self.sample_rng
+        for aug in self.auglist:
+            data = aug(data, rng) if isinstance(aug, Augmenter) else aug(data)
+        return data
+
+    def postprocess_data(self, datum: np.ndarray) -> np.ndarray:
+        """HWC -> CHW."""
+        return np.transpose(datum, (2, 0, 1))
+
+    @property
+    def sample_rng(self) -> np.random.Generator:
+        """The Generator of the sample this worker thread is processing."""
+        rng = getattr(self._local, "rng", None)
+        if rng is None:
+            rng = self._local.rng = np.random.default_rng()
+        return rng
+
+    # ------------------------------------------------------------------------------ pipeline
+    def process_sample(self, label: Any, s: Any) -> Optional[Tuple[np.ndarray, Any]]:
+        """One worker's job: decode, check, augment, to CHW.  None drops the sample."""
+        data = self.imdecode(s)
+        try:
+            self.check_valid_image(data)
+        except RuntimeError as e:
+            log.debug("Invalid image, skipping: %s", e)
+            return None
+        data = self.augmentation_transform(data)
+        return self.postprocess_data(data), label
+
+    def write_sample(self, batch_data: np.ndarray, batch_label: np.ndarray, i: int,
+                     data: np.ndarray, label: Any, where: str = "") -> None:
+        """Put one processed sample into slot ``i``; a label of the wrong width is an error."""
+        if data.shape != batch_data.shape[1:]:
+            raise ValueError(f"sample {where} has shape {data.shape} after augmentation, "
+                             f"the batch needs {batch_data.shape[1:]}")
+        batch_data[i] = data
+        lab = np.asarray(label)
+        if lab.size != (1 if batch_label.ndim == 1 else batch_label.shape[1]):
+            raise LabelError(f"sample {where} has {lab.size} label(s) but label_width is "
+                             f"{self.label_width}")
+        batch_label[i] = lab.reshape(batch_label.shape[1:])
+
+    def _run(self, item: _Item, rng: np.random.Generator):
+        loc = self._local
+        loc.rng, loc.where, loc.key = rng, item.where, item.key
+        try:
+            s = self._payload(item)
+            try:
+                res = self.process_sample(item.label, s)
+            except BrokenImageError as e:
+                if self.on_error == "skip":
+                    return ("skip", str(e))
+                raise
+            return ("ok", res, item.where)
+        finally:
+            loc.rng = None
+
+    def _payload(self, item: _Item):
+        return item.loader() if item.loader is not None else item.payload
+
+    def _ensure_pool(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.num_threads, thread_name_prefix="cloudrec-imageiter")
+        return self._pool
+
+    def _next_rng(self) -> np.random.Generator:
+        n = self._samples_started
+        self._samples_started += 1
+        return np.random.Generator(np.random.PCG64([self.seed, n]))
+
+    def _fill(self) -> None:
+        pool = self._ensure_pool()
+        while len(self._pending) < self._lookahead:
+            if self._pending and self._pending[-1] is _END:
+                return
+            try:
+                if self._custom_next_sample:
+                    label, s = self.next_sample()
+                    item = _Item(label, s, where=f"index: {self.cur}")
+                else:
+                    item = self._next_item()
+            except StopIteration:
+                self._pending.append(_END)
+                return
+            self._pending.append(pool.submit(self._run, item, self._next_rng()))
+
+    def _take(self):
+        if not self._pending:
+            self._fill()
+        x = self._pending.popleft()
+        if x is _END:
+            raise StopIteration
+        if len(self._pending) < self._lookahead // 2:
+            self._fill()
+        return x.result()
+
+    def _drop_pending(self) -> None:
+        while self._pending:
+            x = self._pending.popleft()
+            if isinstance(x, Future):
+                x.cancel()
+        if self._stream is not None:
+            self._stream.close()
+            self._stream = None
+
+    def _batchify(self, batch_data: np.ndarray, batch_label: np.ndarray, start: int = 0) -> int:
+        """Fill slots ``start..`` from the sample stream; return the number of filled slots."""
+        i = start
+        try:
+            while i < self.batch_size:
+                res = self._take()
+                if res[0] == "skip":
+                    self.num_skipped += 1
+                    if len(self.skipped) < 1000:
+                        self.skipped.append(res[1])
+                    log.warning("skipping a broken image: %s", res[1])
+                    continue
+                if res[1] is None:
+                    continue
+                data, label = res[1]
+                self.write_sample(batch_data, batch_label, i, data, label, res[2])
+                i += 1
+        except StopIteration:
+            if not i:
+                raise StopIteration
+        return i
+
+    # ------------------------------------------------------------------------------ reading
+    def _next_item(self) -> _Item:
+        """The next sample to process (reads record bytes; image files are read by a worker)."""
+        if self._allow_read is False:
+            raise StopIteration
+        if self._order is not None:
+            if self.cur < self.num_image:
+                pos = int(self._order[self.cur])
+            else:
+                if self.last_batch_handle != "discard":
+                    self.cur = 0
+                raise StopIteration
+            cur = self.cur
+            self.cur += 1
+            if self.imgrec is not None:
+                return self._record_item(cur, pos)
+            key, label, fname = self._list_entries[pos]
+            return _Item(label, loader=lambda f=fname: self.read_image(f),
+                         where=f"filename: {self._join_root(fname)}", key=key)
+        s = self.imgrec.read()
+        if s is None:
+            if self.last_batch_handle != "discard":
+                self.imgrec.reset()
+                self._seq_no = 0
+            raise StopIteration
+        n = self._seq_no
+        self._seq_no += 1
+        header, start = unpack_header(s)
+        return _Item(header.label, memoryview(s)[start:],
+                     where=f"index: {n} (record #{n} of {self.path_imgrec}, sequential read)",
+                     key=n)
+
+    def _record_item(self, cur: int, rid: int) -> _Item:
+        if self._stream is None or self._stream_pos != cur:
+            if self._stream is not None:
+                self._stream.close()
+            self._stream = self.fetcher.fetch(iter(self._order[cur:].tolist()))
+            self._stream_pos = cur
+        got, payload = next(self._stream)
+        self._stream_pos += 1
+        assert got == rid
+        key = self.imgidx[rid]
+        where = (f"index: {key} ({self.dataset.record_url(rid)}, key {key!r}, "
+                 f"offset {int(self.dataset.table.offset[rid])})")
+        header, start = unpack_header(payload)
+        if self.imglist is None:
+            label = header.label
+        else:
+            try:
+                label = self.imglist[key][0]
+            except KeyError:
+                raise LabelError(f"record key {key!r} of {self.path_imgrec} is not in the "
+                                 f"image list {self._list_url}") from None
+        return _Item(label, memoryview(payload)[start:], where=where, key=key)
+
+    def _join_root(self, fname: str) -> str:
+        if "://" in fname or self.path_root is None:
+            return fname
+        return self.path_root.rstrip("/") + "/" + fname
+
+    def _file_location(self, fname: str):
+        from cloudrec.storage.fs import resolve
+        if "://" in fname or self.path_root is None:
+            return resolve(fname, self.storage_options)
+        if self._root_fs is None:
+            self._root_fs = resolve(self.path_root, self.storage_options)
+        fs, base = self._root_fs
+        return fs, posixpath.join(base, fname) if base else fname
+
+    # ------------------------------------------------------------------------------ lifecycle
+    def close(self) -> None:
+        """Stop the worker threads and release readers."""
+        self._drop_pending()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+        if self.imgrec is not None:
+            self.imgrec.close()
+
+    def __del__(self) -> None:
+        try:
+            if self._pool is not None:
+                self._pool.shutdown(wait=False)
+        except Exception:
+            pass
