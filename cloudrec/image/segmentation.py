@@ -1,0 +1,219 @@
+"""Image + mask records for segmentation, and SegmentationIter over them.
+
+Record layout ("cloudrec segmentation v1").  An ordinary RecordIO image record, so
+every `.rec`/`.idx` tool (index, inspect, shuffling, partitioning, caching) works on it:
+
+    IRHeader(flag = 5 + k, label = 0, id, id2 = 0)
+    float32 labels: [SEG_TAG, img_hi, img_lo, mask_hi, mask_lo, extra_0 .. extra_{k-1}]
+    image bytes   (img_len = img_hi * 65536 + img_lo bytes: JPEG, PNG, ...)
+    mask bytes    (mask_len = mask_hi * 65536 + mask_lo bytes: a 1-channel PNG, 8 or 16 bit)
+
+``SEG_TAG`` (-20481.0) marks the layout; byte lengths are split into two float32 values
+because a float32 holds integers exactly only up to 2**24.  ``img_len + mask_len`` must
+equal the bytes after the labels, so a truncated or foreign record is refused with an
+error naming it.  The mask is a class-id map (uint8/uint16), encoded losslessly.
+"""
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import cv2
+import numpy as np
+
+from cloudrec.errors import ConfigError, ImageDecodeError, LabelError
+from cloudrec.format.irheader import IRHeader, pack, unpack_header
+from cloudrec.image.decode import imdecode
+from cloudrec.image.seg_augmenters import CreateSegAugmenter, SegAugmenter
+from cloudrec.io import DataBatch, DataDesc, DataIter
+
+__all__ = ["SEG_TAG", "SegRecord", "pack_seg", "unpack_seg", "decode_seg", "SegmentationIter"]
+
+log = logging.getLogger(__name__)
+
+SEG_TAG = -20481.0
+_BASE = 65536
+_NFIXED = 5
+
+
+@dataclass
+class SegRecord:
+    """An unpacked segmentation record: header, encoded image and mask, extra labels."""
+
+    header: IRHeader
+    image: bytes
+    mask: bytes
+    extra: np.ndarray
+
+
+def _split(n: int) -> Tuple[float, float]:
+    return float(n // _BASE), float(n % _BASE)
+
+
+def _encode(arr: np.ndarray, fmt: str, quality: int) -> bytes:
+    params = []
+    if fmt.lower() in (".jpg", ".jpeg"):
+        params = [cv2.IMWRITE_JPEG_QUALITY, int(quality)]
+    elif fmt.lower() == ".png":
+        params = [cv2.IMWRITE_PNG_COMPRESSION, min(int(quality), 9)]
+    ok, buf = cv2.imencode(fmt, arr, params)
+    if not ok:
+        raise ValueError(f"failed to encode image as {fmt}")
+    return buf.tobytes()
+
+
+def pack_seg(image: Union[np.ndarray, bytes], mask: Union[np.ndarray, bytes], id: int = 0,
+             extra: Sequence[float] = (), img_fmt: str = ".jpg", quality: int = 95) -> bytes:
+    """Pack an image and its mask into one record payload (layout in the module docstring).
+
+    ``image``: encoded bytes (kept as is) or an OpenCV-order (BGR) array, encoded with
+    ``img_fmt``/``quality`` as ``pack_img``.  ``mask``: encoded PNG bytes or a 2-D
+    uint8/uint16 class map, always encoded as PNG (lossless).
+    """
+    if isinstance(image, np.ndarray):
+        image = _encode(image, img_fmt, quality)
+    if isinstance(mask, np.ndarray):
+        if mask.ndim == 3 and mask.shape[2] == 1:
+            mask = mask[:, :, 0]
+        if mask.ndim != 2 or mask.dtype not in (np.uint8, np.uint16):
+            raise ValueError(f"mask must be a 2-D uint8 or uint16 array, got {mask.dtype} "
+                             f"{mask.shape}")
+        mask = _encode(mask, ".png", 3)
+    image, mask = bytes(image), bytes(mask)
+    label = [SEG_TAG, *_split(len(image)), *_split(len(mask)), *[float(x) for x in extra]]
+    return pack(IRHeader(0, label, int(id), 0), image + mask)
+
+
+def unpack_seg(payload: bytes, url: Optional[str] = None, key: Any = None) -> SegRecord:
+    """Split a segmentation record payload; LabelError (naming url/key) if it is not one."""
+    where = f" ({url}, record key {key!r})" if url or key is not None else ""
+    header, start = unpack_header(payload)
+    lab = header.label
+    if header.flag < _NFIXED or float(lab[0]) != SEG_TAG:
+        first = "none" if header.flag == 0 else ", ".join("%g" % v for v in lab[:_NFIXED])
+        raise LabelError(f"not a segmentation record: its packed label should start with "
+                         f"{SEG_TAG:g} and two byte lengths, got flag {header.flag} "
+                         f"label [{first}]{where}")
+    img_len = int(lab[1]) * _BASE + int(lab[2])
+    mask_len = int(lab[3]) * _BASE + int(lab[4])
+    rest = len(payload) - start
+    if img_len + mask_len != rest or img_len <= 0 or mask_len <= 0:
+        raise LabelError(f"segmentation record claims {img_len} image + {mask_len} mask bytes "
+                         f"but holds {rest}{where}")
+    image = payload[start:start + img_len]
+    mask = payload[start + img_len:]
+    return SegRecord(header, bytes(image), bytes(mask), np.array(lab[_NFIXED:], np.float32))
+
+
+def decode_seg(payload: bytes, flag: int = 1, url: Optional[str] = None, key: Any = None
+               ) -> Tuple[SegRecord, np.ndarray, np.ndarray]:
+    """Unpack and decode: ``(record, image HWC RGB uint8, mask HW)``; sizes must agree."""
+    rec = unpack_seg(payload, url, key)
+    image = imdecode(rec.image, flag, url=url, key=key)
+    mask = cv2.imdecode(np.frombuffer(rec.mask, np.uint8), cv2.IMREAD_UNCHANGED)
+    if mask is None:
+        raise ImageDecodeError("mask could not be decoded", url, key)
+    if mask.ndim == 3:
+        raise ImageDecodeError(f"mask must have one channel, it has {mask.shape[2]}", url, key)
+    if mask.shape != image.shape[:2]:
+        raise ImageDecodeError(f"mask is {mask.shape[1]}x{mask.shape[0]} but the image is "
+                               f"{image.shape[1]}x{image.shape[0]}", url, key)
+    return rec, image, mask
+
+
+class SegmentationIter(DataIter):
+    """Batches of (image NCHW float32, mask NHW) from segmentation records at any URL.
+
+    Reads through cloudrec's dataset/reader layers (``.idx`` ranged reads, optional
+    shard cache), orders with ``EpochSampler`` (shuffle = seeded global permutation per
+    epoch, ``part_index``/``num_parts`` = ranks, pad or discard the last batch), and
+    augments each sample with a Generator derived from (seed, epoch, record id), so a
+    run repeats exactly regardless of thread timing.  ``kwargs`` go to CreateSegAugmenter.
+    """
+
+    def __init__(self, batch_size: int, data_shape: Sequence[int], path_imgrec: Any,
+                 path_imgidx: Any = None, shuffle: bool = False, seed: int = 0,
+                 part_index: int = 0, num_parts: int = 1,
+                 aug_list: Optional[List[SegAugmenter]] = None, data_name: str = "data",
+                 label_name: str = "mask", mask_dtype: Any = np.int32,
+                 last_batch_handle: str = "pad", storage_options: Optional[Dict] = None,
+                 cache: str = "none", preprocess_threads: int = 2, **kwargs: Any) -> None:
+        from cloudrec.dataset import open_dataset
+        from cloudrec.reader.fetch import RecordFetcher
+        from cloudrec.reader.sampler import EpochSampler
+        super().__init__(batch_size)
+        data_shape = tuple(int(x) for x in data_shape)
+        if len(data_shape) != 3 or data_shape[0] not in (1, 3):
+            raise ConfigError(f"data_shape must be (channels 1 or 3, height, width), "
+                              f"got {data_shape}")
+        if last_batch_handle not in ("pad", "discard"):
+            raise ConfigError(f"last_batch_handle must be 'pad' or 'discard', "
+                              f"got {last_batch_handle!r}")
+        self.data_shape = data_shape
+        self.seed = int(seed)
+        self.mask_dtype = np.dtype(mask_dtype)
+        self.auglist = CreateSegAugmenter(data_shape, **kwargs) if aug_list is None \
+            else list(aug_list)
+        self.ds = open_dataset(path_imgrec, path_imgidx, storage_options, require_index=False)
+        self.fetcher = RecordFetcher(self.ds, cache=cache)
+        self.sampler = EpochSampler(len(self.ds), seed=self.seed,
+                                    mode="global" if shuffle else "none", rank=part_index,
+                                    world_size=num_parts, batch_size=batch_size,
+                                    last="pad" if last_batch_handle == "pad" else "drop")
+        self.provide_data = [DataDesc(data_name, (batch_size,) + data_shape)]
+        self.provide_label = [DataDesc(label_name, (batch_size,) + data_shape[1:],
+                                       self.mask_dtype)]
+        self._pool = ThreadPoolExecutor(max(1, int(preprocess_threads)))
+        self.epoch = -1
+        self._batches = iter(())
+        self.reset()
+
+    # ----- epochs
+    def reset(self) -> None:
+        """Start the next epoch (the first call starts epoch 0)."""
+        self.epoch += 1
+        self.sampler.set_epoch(self.epoch)
+        self._batches = iter(self.sampler)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+        self.fetcher.close()
+
+    # ----- samples
+    def sample_rng(self, record_id: int) -> np.random.Generator:
+        """The Generator that augments ``record_id`` in the current epoch."""
+        return np.random.default_rng([self.seed, self.epoch, int(record_id)])
+
+    def load_sample(self, record_id: int, payload: bytes) -> Tuple[np.ndarray, np.ndarray]:
+        """Decode and jointly augment one record; returns (CHW float32 image, HW mask)."""
+        where = self.ds.record_url(record_id)
+        key = self.ds.table.key[record_id]
+        c, h, w = self.data_shape
+        _rec, image, mask = decode_seg(payload, 0 if c == 1 else 1, where, key)
+        rng = self.sample_rng(record_id)
+        for aug in self.auglist:
+            image, mask = aug(image, mask, rng)
+        if image.shape[:2] != (h, w) or mask.shape[:2] != (h, w):
+            raise ConfigError(f"after augmentation the image is {image.shape[:2]} and the mask "
+                              f"{mask.shape[:2]}, data_shape wants {(h, w)}: add a crop or "
+                              f"resize ({self.ds.describe(record_id)})")
+        if mask.ndim == 3:
+            mask = mask[:, :, 0]
+        return np.asarray(image, np.float32).transpose(2, 0, 1), mask
+
+    def next(self) -> DataBatch:
+        ids, is_pad = next(self._batches)
+        payloads = dict(self.fetcher.fetch(ids.tolist()))
+        samples = list(self._pool.map(lambda i: self.load_sample(i, payloads[i]), ids.tolist()))
+        data = np.empty(self.provide_data[0].shape, np.float32)
+        label = np.empty(self.provide_label[0].shape, self.mask_dtype)
+        for slot, (img, mask) in enumerate(samples):
+            data[slot] = img
+            label[slot] = mask
+        return DataBatch([data], [label], pad=int(is_pad.sum()), index=ids.copy(),
+                         provide_data=self.provide_data, provide_label=self.provide_label)
+
+    def __len__(self) -> int:
+        return self.sampler.batches_per_epoch()
