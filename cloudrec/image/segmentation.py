@@ -190,6 +190,7 @@ class SegmentationIter(DataIter):
         """Decode and jointly augment one record; returns (CHW float32 image, HW mask)."""
         where = self.ds.record_url(record_id)
         key = self.ds.table.key[record_id]
+        key = key.item() if hasattr(key, "item") else key
         c, h, w = self.data_shape
         _rec, image, mask = decode_seg(payload, 0 if c == 1 else 1, where, key)
         rng = self.sample_rng(record_id)
@@ -198,7 +199,7 @@ class SegmentationIter(DataIter):
         if image.shape[:2] != (h, w) or mask.shape[:2] != (h, w):
             raise ConfigError(f"after augmentation the image is {image.shape[:2]} and the mask "
                               f"{mask.shape[:2]}, data_shape wants {(h, w)}: add a crop or "
-                              f"resize ({self.ds.describe(record_id)})")
+                              f"resize ({where}, record key {key!r})")
         if mask.ndim == 3:
             mask = mask[:, :, 0]
         return np.asarray(image, np.float32).transpose(2, 0, 1), mask
