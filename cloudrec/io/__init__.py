@@ -1,4 +1,7 @@
-"""MXNet's ``mx.io`` data iterator API in numpy: DataDesc, DataBatch, DataIter and friends."""
+"""MXNet's ``mx.io`` data iterator API in numpy: DataDesc, DataBatch, DataIter, NDArrayIter,
+PrefetchingIter, ResizeIter (ImageRecordIter lives in ``cloudrec.iterators``)."""
 from cloudrec.io.base import DataBatch, DataDesc, DataIter
+from cloudrec.io.ndarray_iter import NDArrayIter
+from cloudrec.io.prefetch import PrefetchingIter, ResizeIter
 
-__all__ = ["DataDesc", "DataBatch", "DataIter"]
+__all__ = ["DataDesc", "DataBatch", "DataIter", "NDArrayIter", "PrefetchingIter", "ResizeIter"]
