@@ -57,7 +57,7 @@ def test_pad_tiles_when_batch_exceeds_data():
 
 def test_names_dtypes_and_provide():
     a = np.zeros((10, 3), np.int64)
-    it = NDArrayIter({"b": a, "a": np.zeros((10, 2))}, [[1.0]] * 10, batch_size=4)
+    it = NDArrayIter({"b": a, "a": np.zeros((10, 2))}, {"softmax_label": [[1]] * 10}, batch_size=4)
     assert [d.name for d in it.provide_data] == ["a", "b"]  # sorted, as MXNet
     assert it.provide_data[1] == DataDesc("b", (4, 3)) and it.provide_data[1].dtype == np.int64
     assert it.provide_label[0] == ("softmax_label", (4, 1))
