@@ -9,7 +9,8 @@ CLOUDREC_S3_ENDPOINT / AWS_ENDPOINT_URL. ``--make-data N`` first writes N tiny
 labelled JPEGs as 3 shards ``<data>-000i.rec`` (rank 0 only). Every rank reads
 its own share of each epoch; at the end the ranks ``all_gather`` the record
 ids they saw and rank 0 checks that they are disjoint and cover the dataset
-(``--report`` writes that as JSON).
+(``--report`` writes that as JSON). ``--save-state`` / ``--load-state`` stop
+and resume mid-epoch, also with another number of ranks.
 """
 from __future__ import annotations
 
@@ -57,7 +58,9 @@ def make_data(prefix: str, n: int, shards: int, so: dict) -> None:
 
 def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", default=os.environ.get("CLOUDREC_DATA"), required="CLOUDREC_DATA" not in os.environ)
+    env_data = os.environ.get("CLOUDREC_DATA")
+    ap.add_argument("--data", nargs="+", default=[env_data] if env_data else None, required=not env_data,
+                    help="dataset URL(s), glob or brace range; with --make-data a shard prefix")
     ap.add_argument("--endpoint-url", default=os.environ.get("CLOUDREC_S3_ENDPOINT")
                     or os.environ.get("AWS_ENDPOINT_URL"))
     ap.add_argument("--make-data", type=int, default=0, metavar="N")
@@ -69,6 +72,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--lr", type=float, default=0.05)
     ap.add_argument("--report", default=None, help="rank 0 writes the gathered coverage here (JSON)")
+    ap.add_argument("--save-state", default=None, help="rank 0 writes the loader state here at the end")
+    ap.add_argument("--load-state", default=None, help="resume from a saved loader state (any world size)")
     return ap.parse_args(argv)
 
 
@@ -77,12 +82,12 @@ def main(argv=None) -> int:
     dist.init_process_group("gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
     so = storage_options(a.endpoint_url)
-    data = a.data
+    data = a.data[0] if len(a.data) == 1 else a.data
     if a.make_data:
         if rank == 0:
-            make_data(a.data, a.make_data, 3, so)
+            make_data(a.data[0], a.make_data, 3, so)
         dist.barrier()
-        data = shard_urls(a.data, 3)
+        data = shard_urls(a.data[0], 3)
     ds = open_dataset(data, storage_options=so)
     rds = RecordIterableDataset(ds, seed=a.seed, mode=a.mode, batch_size=a.batch_size, last="pad",
                                 order_options={"block_size": 8})   # rank/world from torch.distributed
@@ -94,7 +99,12 @@ def main(argv=None) -> int:
         nn.Linear(8, NUM_CLASSES)))
     opt = torch.optim.SGD(model.parameters(), lr=a.lr)
     report = {"world_size": world, "records": len(ds), "epochs": {}, "losses": []}
-    for epoch in range(a.epochs):
+    first_epoch = 0
+    if a.load_state:
+        with open(a.load_state) as f:
+            loader.load_state_dict(json.load(f))
+        first_epoch = loader.state_dict()["epoch"]
+    for epoch in range(first_epoch, a.epochs):
         loader.set_epoch(epoch)
         seen, steps = [], 0
         for batch in loader:
@@ -128,7 +138,12 @@ def main(argv=None) -> int:
                   flush=True)
     ok = True
     if rank == 0:
-        ok = all(e["disjoint"] and (a.steps or e["complete"]) for e in report["epochs"].values())
+        partial = a.steps or a.load_state
+        ok = all(e["disjoint"] and (partial or e["complete"]) for e in report["epochs"].values())
+        report["state"] = loader.state_dict()
+        if a.save_state:
+            with open(a.save_state, "w") as f:
+                json.dump(loader.state_dict(), f)
         if a.report:
             with open(a.report, "w") as f:
                 json.dump(report, f)

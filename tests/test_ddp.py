@@ -17,14 +17,14 @@ ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "ddp_torchrun.py"
 
 
-def torchrun(args, tmp_path, env_extra=None):
+def torchrun(args, tmp_path, env_extra=None, nproc=2):
     torchrun_bin = Path(sys.executable).with_name("torchrun")
     cmd = [str(torchrun_bin)] if torchrun_bin.exists() else [sys.executable, "-m", "torch.distributed.run"]
-    report = tmp_path / "report.json"
+    report = tmp_path / f"report-{len(list(tmp_path.glob('report-*')))}.json"
     env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1", **(env_extra or {})}
     for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(k, None)
-    p = subprocess.run(cmd + ["--nproc_per_node=2", "--master_addr=127.0.0.1",
+    p = subprocess.run(cmd + [f"--nproc_per_node={nproc}", "--master_addr=127.0.0.1",
                               f"--master_port={free_ports(1)[0]}", str(EXAMPLE), *args,
                               "--report", str(report)],
                        capture_output=True, text=True, timeout=240, env=env, cwd=str(tmp_path))
@@ -67,3 +67,30 @@ def test_torchrun_two_ranks_from_loopback_s3(tmp_path, s3_server):
     fs = s3_server.filesystem()
     assert sorted(p.rsplit("/", 1)[1] for p in fs.ls(bucket[5:])) == [
         f"train-000{i}.{x}" for i in range(3) for x in ("idx", "rec")]
+
+
+def test_stop_with_two_ranks_resume_with_one_in_a_fresh_torchrun(tmp_path):
+    from cloudrec.reader.orders import epoch_order
+    from cloudrec.dataset import open_dataset
+
+    data = str(tmp_path / "train")
+    state = str(tmp_path / "state.json")
+    common = ["--batch-size", "3", "--num-workers", "2", "--epochs", "2", "--mode", "block"]
+    first, _ = torchrun(["--data", data, "--make-data", "40", "--steps", "2", "--epochs", "1",
+                         "--save-state", state] + common[:-4], tmp_path)
+    saved = json.loads(Path(state).read_text())
+    assert saved["epoch"] == 0 and saved["consumed"] == 2 * 2 * 3   # 2 steps x 2 ranks x 3
+    second, _ = torchrun(["--data", *[f"{data}-{i:04d}.rec" for i in range(3)], "--load-state", state]
+                         + common, tmp_path, nproc=1)
+    assert second["world_size"] == 1
+    ep0_first = first["epochs"]["0"]["per_rank"]
+    ep0_second = second["epochs"]["0"]["per_rank"]["0"]
+    # global order of epoch 0: step by step, rank by rank, then the single rank's continuation
+    seen = []
+    for step in range(2):
+        for r in ("0", "1"):
+            seen += ep0_first[r][step * 3:(step + 1) * 3]
+    seen += ep0_second
+    ds = open_dataset([f"{data}-{i:04d}.rec" for i in range(3)])
+    assert seen == epoch_order(ds.table, 0, 0, "block", block_size=8).tolist()
+    assert sorted(second["epochs"]["1"]["per_rank"]["0"]) == list(range(40))
