@@ -139,3 +139,36 @@ def test_map_style_dataset_over_mxindexedrecordio(dataset, tmp_path):
 def test_loader_rejects_a_batch_size(dataset):
     with pytest.raises(ConfigError):
         ResumableLoader(RecordIterableDataset(dataset, batch_size=2), batch_size=4)
+
+
+def test_spawned_persistent_workers_follow_a_restored_state(dataset):
+    rds = RecordIterableDataset(dataset, seed=2, batch_size=4, rank=0, world_size=1)
+    whole = epoch_order(dataset.table, 2, 0, "global").tolist()
+    loader = ResumableLoader(rds, num_workers=2, multiprocessing_context="spawn", persistent_workers=True)
+    it = iter(loader)
+    got = [next(it), next(it)]
+    del it
+    assert real_ids(got) == whole[:8]
+    rds.load_state_dict({**rds.state_dict(), "consumed": 4})   # rewind to after batch 1
+    rest = list(loader)
+    assert real_ids(rest) == whole[4:]
+    for b in rest:
+        check_batch(dataset, b, 4)
+
+
+@pytest.mark.s3
+def test_both_datasets_read_from_loopback_s3_in_workers(s3_server):
+    bucket = s3_server.new_bucket()
+    so = s3_server.storage_options
+    urls = write_image_dataset(f"{bucket}/tr", 30, 2, storage_options=so)
+    ds = open_dataset(urls, storage_options=so)
+    rds = RecordIterableDataset(ds, seed=4, mode="shard", batch_size=4, rank=1, world_size=2)
+    batches = list(ResumableLoader(rds, num_workers=2))
+    for b in batches:
+        check_batch(ds, b, 4)
+    other = RecordIterableDataset(ds, seed=4, mode="shard", batch_size=4, rank=0, world_size=2)
+    ids = real_ids(batches) + real_ids(list(ResumableLoader(other, num_workers=0)))
+    assert sorted(ids) == list(range(30))
+    mds = IndexedRecordDataset(urls[1][:-4] + ".idx", urls[1], storage_options=so)
+    labels = torch.cat([lab for _, lab in torch.utils.data.DataLoader(mds, batch_size=4, num_workers=2)])
+    assert labels[:, 1].tolist() == list(range(15, 30))
