@@ -11,9 +11,9 @@ one shard at most 2 apart):
 mode                       disp    rho    near    reqs/1k  amp
 =========================  ======  =====  ======  =======  =====
 global                     0.333   0.000  0.005   941      1.06
-block                      0.319   0.075  0.234   23.8     1.03
+block                      0.319   0.075  0.233   23.8     1.03
 block, within=interleave   0.319   0.075  0.996   5.8      1.00
-shard                      0.252   0.343  0.123   125      1.49
+shard                      0.252   0.343  0.124   124      1.49
 none                       0.000   1.000  1.000   0.6      1.00
 =========================  ======  =====  ======  =======  =====
 
@@ -36,7 +36,8 @@ file order) needs 17.6 there and 5.8 at 2,048. ``shard`` permutes whole
 shards and shuffles inside a buffer of ``buffer_size`` records: its global
 mixing is only as good as a permutation of the shards (rho 0.34 with 8
 shards). ``none`` is file order, for evaluation and MXNet-compatible
-unshuffled reads.
+unshuffled reads. An order of 1.28 M records (ImageNet) takes 0.1-0.2 s to
+compute in any mode (same bench, ``--records 1281167 --shards 1024``).
 """
 from __future__ import annotations
 
@@ -90,7 +91,13 @@ def _rng(seed: int, epoch: int, mode: str) -> np.random.Generator:
 
 def _shuffle_within_groups(ids: np.ndarray, group: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Shuffle ``ids`` inside each run of equal, non-decreasing ``group`` labels (vectorised)."""
-    return ids[np.lexsort((rng.random(len(ids)), group))]
+    return ids[_group_shuffle_index(group, rng)]
+
+
+def _group_shuffle_index(group: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Indices that shuffle within groups: one stable sort on (group, 32 random bits)."""
+    key = (np.asarray(group, np.int64) << 32) | rng.integers(0, 1 << 32, len(group), dtype=np.int64)
+    return np.argsort(key, kind="stable")
 
 
 def _block_order(base: np.ndarray, rng: np.random.Generator, block_size: int,
@@ -110,7 +117,7 @@ def _block_order(base: np.ndarray, rng: np.random.Generator, block_size: int,
     if within == "shuffle":
         return _shuffle_within_groups(records, window, rng)
     # interleave: a uniformly random merge of the window's blocks, each kept in file order
-    labels = block_of_slot[np.lexsort((rng.random(n), window))]
+    labels = block_of_slot[_group_shuffle_index(window, rng)]
     out = np.empty(n, np.int64)
     out[np.argsort(labels, kind="stable")] = records
     return out
