@@ -25,3 +25,17 @@ __all__ = ["imdecode", "imread", "image_size", "get_max_pixels", "set_max_pixels
            "BrightnessJitterAug", "ContrastJitterAug", "SaturationJitterAug", "HueJitterAug",
            "ColorJitterAug", "LightingAug", "ColorNormalizeAug", "RandomGrayAug",
            "HorizontalFlipAug", "CastAug", "CreateAugmenter", "ImageIter", "BrokenImageError"]
+
+# detection and segmentation (as ``mx.image`` re-exports its detection module)
+from cloudrec.image.det_augmenters import (CreateDetAugmenter, CreateMultiRandCropAugmenter,
+                                           DetAugmenter, DetBorrowAug, DetHorizontalFlipAug,
+                                           DetRandomCropAug, DetRandomPadAug,
+                                           DetRandomSelectAug)
+from cloudrec.image.detection import ImageDetIter
+from cloudrec.image.segmentation import SegmentationIter, pack_seg, unpack_seg
+from cloudrec.image.seg_augmenters import CreateSegAugmenter
+
+__all__ += ["DetAugmenter", "DetBorrowAug", "DetRandomSelectAug", "DetHorizontalFlipAug",
+            "DetRandomCropAug", "DetRandomPadAug", "CreateMultiRandCropAugmenter",
+            "CreateDetAugmenter", "ImageDetIter", "SegmentationIter", "pack_seg", "unpack_seg",
+            "CreateSegAugmenter"]
