@@ -1,6 +1,8 @@
 """ImageDetIter over detection `.rec` files: labels, -1 padding, shapes, errors, stores, im2rec."""
 from __future__ import annotations
 
+import os
+
 import cv2
 import numpy as np
 import pytest
@@ -378,3 +380,23 @@ def test_im2rec_pack_label_variable_width_detection_list(tmp_path, capsys):
     labels = np.concatenate([g[1] for g in collect(it)])
     for slot in range(7):
         np.testing.assert_allclose(labels[slot], expected_label(slot, 3), atol=1e-6)
+
+
+def test_config_yaml_builds_the_iterator_and_unknown_args_are_named(tmp_path):
+    from cloudrec.config import load_config
+    from cloudrec.errors import ConfigError
+    rec, idx = write_local(tmp_path)
+    os.environ["CLOUDREC_DATA"], os.environ["CLOUDREC_DATA_IDX"] = rec, idx
+    try:
+        cfg = load_config(os.path.join(os.path.dirname(__file__), "..", "config",
+                                       "detection.yaml"))
+    finally:
+        del os.environ["CLOUDREC_DATA"], os.environ["CLOUDREC_DATA_IDX"]
+    assert cfg.iterator == "ImageDetIter"
+    kw = cfg.iterator_kwargs(batch_size=4, data_shape=(3, 64, 64), seed=1)
+    it = ImageDetIter(**kw)
+    b = it.next()
+    assert b.data[0].shape == (4, 3, 64, 64) and b.label[0].shape == (4, 3, 6)
+    it.close()
+    with pytest.raises(ConfigError, match=r"unknown keyword argument\(s\) \['rand_mirorr'\]"):
+        ImageDetIter(2, (3, 32, 32), path_imgrec=rec, path_imgidx=idx, rand_mirorr=True)

@@ -11,6 +11,7 @@ no valid object are skipped (as MXNet) and listed in ``num_empty``/``empty``.
 """
 from __future__ import annotations
 
+import inspect
 import logging
 import threading
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
@@ -18,7 +19,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-from cloudrec.errors import LabelError
+from cloudrec.errors import ConfigError, LabelError
 from cloudrec.image.create import IMAGENET_MEAN, IMAGENET_STD
 from cloudrec.image.det_augmenters import CreateDetAugmenter, DetAugmenter
 from cloudrec.image.det_labels import DetLabelError, EmptyDetLabelError, parse_det_label
@@ -32,6 +33,7 @@ log = logging.getLogger(__name__)
 #: ImageIter keywords that are cloudrec's own (not CreateDetAugmenter arguments).
 _ITER_KWARGS = ("seed", "num_threads", "on_error", "max_pixels", "storage_options",
                 "fetch_options")
+_DET_AUG_ARGS = tuple(inspect.signature(CreateDetAugmenter).parameters)[1:]
 
 
 def draw_boxes(image: np.ndarray, label: np.ndarray, color: Optional[Sequence[int]] = None,
@@ -82,6 +84,10 @@ class ImageDetIter(ImageIter):
                          part_index=part_index, num_parts=num_parts, aug_list=[],
                          imglist=imglist, data_name=data_name, label_name=label_name,
                          dtype="float32", last_batch_handle=last_batch_handle, **iter_kwargs)
+        unknown = sorted(set(kwargs) - set(_DET_AUG_ARGS))
+        if unknown:
+            raise ConfigError(f"ImageDetIter got unknown keyword argument(s) {unknown}; "
+                              f"augmenter arguments are {', '.join(_DET_AUG_ARGS)}")
         self._det_aug_kwargs = dict(kwargs) if aug_list is None else None
         self.auglist = CreateDetAugmenter(self.data_shape, **kwargs) if aug_list is None \
             else aug_list
