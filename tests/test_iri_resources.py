@@ -64,6 +64,7 @@ def test_rss_flat_over_epochs(small_rec):
 
 
 def test_create_close_100_iterators_no_thread_or_memory_growth(small_rec):
+    wait_threads(1, timeout=2.0)  # let earlier tests' pools finish exiting
     base_threads = threading.active_count()
 
     def cycle(k):
@@ -84,6 +85,7 @@ def test_create_close_100_iterators_no_thread_or_memory_growth(small_rec):
 
 
 def test_unclosed_iterator_is_collected_and_its_threads_stop(small_rec):
+    wait_threads(1, timeout=2.0)
     base_threads = threading.active_count()
     it = ImageRecordIter(**kwargs(*small_rec))
     next(it)

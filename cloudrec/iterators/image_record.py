@@ -256,10 +256,11 @@ class ImageRecordIter(DataIter):
         return np.float32(header.label)
 
     def _process_one_rng(self, rid: int, epoch: int) -> Optional[np.random.Generator]:
+        """The image's own generator: a pure function of (aug seed, epoch, record id)."""
         if not self._rng_needed:
             return None
-        return np.random.Generator(np.random.PCG64([self._aug_seed & 0xFFFFFFFF,
-                                                    epoch, int(rid), 0x1D7]))
+        key = ((self._aug_seed & 0xFFFFFFFF) << 96) | ((epoch & 0xFFFFFFFF) << 64) | int(rid)
+        return np.random.Generator(np.random.Philox(key=key))
 
     def _process_inner(self, payload: bytes, rid: int, slot: int, buf: BatchBuffers) -> None:
         header, start = unpack_header(payload)

@@ -89,24 +89,25 @@ class ImageWriter:
                                                  and (self.std == 1).all() and scale == 1)
 
     def _source_channels(self, img: np.ndarray) -> List[np.ndarray]:
+        """Contiguous source planes in output order (R, G, B, A or gray)."""
         if img.ndim == 2:
             return [img]
         if self.C == 1:
-            return [img[..., 0]]
-        order = [2, 1, 0, 3][:self.C]
-        return [img[..., k] for k in order]
+            return [np.ascontiguousarray(img[..., 0])]
+        planes = cv2.split(img)
+        return [planes[k] for k in (2, 1, 0, 3)[:self.C]]
 
     def write(self, img: np.ndarray, out: np.ndarray, mirror: bool,
               contrast: float = 1.0, illumination: float = 0.0) -> None:
         """Fill ``out`` (C,H,W or H,W,C) from ``img`` (H,W[,C] uint8 BGR/BGRA/gray)."""
         if mirror:
-            img = img[:, ::-1]
+            img = cv2.flip(np.ascontiguousarray(img), 1)
+        if self.dtype == np.uint8 and not self.chw and self.C == 3 and img.ndim == 3:
+            cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_BGR2RGB, dst=out)
+            return
         chans = self._source_channels(img)
         views = [out[c] if self.chw else out[..., c] for c in range(self.C)]
         if self.dtype == np.uint8:
-            if not self.chw and self.C == 3 and img.ndim == 3:
-                cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_BGR2RGB, dst=out)
-                return
             for v, s in zip(views, chans):
                 v[...] = s
             return
@@ -119,15 +120,16 @@ class ImageWriter:
         k = np.float32(contrast) * self.scale / self.std if contrast != 1.0 \
             else self.scale / self.std
         illum = np.float32(illumination) / self.std if illumination else None
-        tmp = None if self.dtype == np.float32 else np.empty(chans[0].shape, np.float32)
+        direct = self.dtype == np.float32 and self.chw
+        tmp = None if direct else np.empty(chans[0].shape, np.float32)
         for c, (v, s) in enumerate(zip(views, chans)):
-            dst = v if tmp is None else tmp
+            dst = v if direct else tmp
             m = self.mean_img[c] if self.mean_img is not None else self.mean[c]
             np.subtract(s, m, out=dst, dtype=np.float32, casting="unsafe")
             np.multiply(dst, k[c], out=dst)
             if illum is not None:
                 np.add(dst, illum[c], out=dst)
-            if tmp is not None:
+            if not direct:
                 v[...] = tmp
 
 
