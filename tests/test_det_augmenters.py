@@ -324,3 +324,27 @@ def test_property_full_pipeline_without_resize_keeps_pixels(seed, h, w, rel):
     for a in augs:
         x, y = a(x, y, rng)
     assert_boxes_frame_pixels(x, y)
+
+
+def test_mxnet_style_user_augmenters_without_rng():
+    """User augmenters written for MXNet (no rng parameter) still run, in lists and selects."""
+    from cloudrec.image.augmenters import Augmenter
+    from cloudrec.image.det_augmenters import DetAugmenter, apply_det
+
+    class Invert(Augmenter):
+        def __call__(self, src):
+            return 255 - src
+
+    class DropLast(DetAugmenter):
+        def __call__(self, src, label):
+            return src, label[:-1]
+
+    img, label = scene(40, 40, [(2, 2, 10, 10), (20, 20, 30, 30)])
+    out, lab = DetBorrowAug(Invert())(img, label, np.random.default_rng(0))
+    np.testing.assert_array_equal(out, 255 - img)
+    out, lab = DetRandomSelectAug([DropLast()], 0)(img, label, np.random.default_rng(0))
+    assert len(lab) == 1
+    out, lab = apply_det(lambda s, l: (s[::-1], l), img, label, None)
+    np.testing.assert_array_equal(out, img[::-1])
+    out, lab = apply_det(DetHorizontalFlipAug(1.0), img, label, np.random.default_rng(0))
+    np.testing.assert_array_equal(out, img[:, ::-1])

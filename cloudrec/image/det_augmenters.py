@@ -9,6 +9,7 @@ global state; no augmenter mutates itself or its input label while running.
 """
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import math
@@ -26,7 +27,7 @@ from cloudrec.image.create import IMAGENET_MEAN, IMAGENET_STD, PCA_EIGVAL, PCA_E
 
 __all__ = ["DetAugmenter", "DetBorrowAug", "DetRandomSelectAug", "DetHorizontalFlipAug",
            "DetRandomCropAug", "DetRandomPadAug", "CreateMultiRandCropAugmenter",
-           "CreateDetAugmenter", "seed_augmenters", "box_areas"]
+           "CreateDetAugmenter", "seed_augmenters", "box_areas", "apply_det"]
 
 log = logging.getLogger(__name__)
 Label = np.ndarray
@@ -56,6 +57,34 @@ def _pair(value: Any, name: str, owner: str) -> Tuple[float, float]:
     assert isinstance(value, numbers.Number), f"{name} must be a number or a pair"
     log.info("Using fixed %s: %s in %s", name, value, owner)
     return (value, value)
+
+
+_ACCEPTS_RNG: dict = {}
+
+
+def accepts_rng(fn: Any, nargs: int) -> bool:
+    """Does ``fn`` take an ``rng`` after its ``nargs`` data arguments?  MXNet-style user
+    augmenters (``__call__(self, src)`` / ``(self, src, label)``) do not; cached per type."""
+    if inspect.isfunction(fn) or inspect.ismethod(fn) or inspect.isbuiltin(fn):
+        key = (fn, nargs)  # plain callables: per object (they all share one type)
+    else:
+        key = (type(fn), nargs)
+    if key not in _ACCEPTS_RNG:
+        try:
+            params = list(inspect.signature(fn).parameters.values())
+        except (TypeError, ValueError):
+            _ACCEPTS_RNG[key] = False
+            return False
+        positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        _ACCEPTS_RNG[key] = (len(positional) > nargs or
+                             any(p.kind == p.VAR_POSITIONAL for p in params))
+    return _ACCEPTS_RNG[key]
+
+
+def apply_det(aug: Any, src: np.ndarray, label: Label, rng: Optional[np.random.Generator]
+              ) -> Tuple[np.ndarray, Label]:
+    """Call a detection augmenter, passing ``rng`` only if it takes one."""
+    return aug(src, label, rng) if accepts_rng(aug, 2) else aug(src, label)
 
 
 class DetAugmenter:
@@ -107,7 +136,9 @@ class DetBorrowAug(DetAugmenter):
         return self
 
     def __call__(self, src, label, rng=None):
-        return self.augmenter(src, rng), label
+        if accepts_rng(self.augmenter, 1):
+            return self.augmenter(src, rng), label
+        return self.augmenter(src), label
 
 
 class DetRandomSelectAug(DetAugmenter):
@@ -141,7 +172,7 @@ class DetRandomSelectAug(DetAugmenter):
         if g.random() < self.skip_prob:
             return src, label
         aug = self.aug_list[int(g.integers(len(self.aug_list)))]
-        return aug(src, label, rng)
+        return apply_det(aug, src, label, rng)
 
 
 class DetHorizontalFlipAug(DetAugmenter):

@@ -21,7 +21,7 @@ import numpy as np
 
 from cloudrec.errors import ConfigError, LabelError
 from cloudrec.image.create import IMAGENET_MEAN, IMAGENET_STD
-from cloudrec.image.det_augmenters import CreateDetAugmenter, DetAugmenter
+from cloudrec.image.det_augmenters import CreateDetAugmenter, apply_det
 from cloudrec.image.det_labels import DetLabelError, EmptyDetLabelError, parse_det_label
 from cloudrec.image.image_iter import ImageIter
 from cloudrec.io.base import DataDesc
@@ -167,8 +167,7 @@ class ImageDetIter(ImageIter):
         """Apply the detection augmenters in order with this sample's Generator."""
         rng = self.sample_rng
         for aug in self.auglist:
-            data, label = aug(data, label, rng) if isinstance(aug, DetAugmenter) \
-                else aug(data, label)
+            data, label = apply_det(aug, data, label, rng)
         return data, label
 
     def process_sample(self, label: Any, s: Any) -> Optional[Tuple[np.ndarray, np.ndarray]]:
