@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from typing import Any, List, Optional, Sequence
 
+import cv2
 import numpy as np
 
 from cloudrec.image import ops
@@ -186,7 +187,7 @@ class ContrastJitterAug(Augmenter):
         alpha = 1.0 + self._gen(rng).uniform(-self.contrast, self.contrast)
         src = _as_float(src)
         t = src.dtype.type
-        gray = src * self.coef.astype(src.dtype)
+        gray = src * ops.per_channel(self.coef, src)
         gray = t(3.0 * (1.0 - alpha) / gray.size) * gray.sum(dtype=src.dtype)
         src *= t(alpha)
         src += gray
@@ -205,7 +206,7 @@ class SaturationJitterAug(Augmenter):
         alpha = 1.0 + self._gen(rng).uniform(-self.saturation, self.saturation)
         src = _as_float(src)
         t = src.dtype.type
-        gray = (src * self.coef.astype(src.dtype)).sum(axis=2, keepdims=True, dtype=src.dtype)
+        gray = (src * ops.per_channel(self.coef, src)).sum(axis=2, keepdims=True, dtype=src.dtype)
         gray *= t(1.0 - alpha)
         src *= t(alpha)
         src += gray
@@ -261,7 +262,7 @@ class LightingAug(Augmenter):
         alpha = self._gen(rng).normal(0, self.alphastd, size=(3,))
         rgb = np.dot(self.eigvec * alpha, self.eigval)
         src = _as_float(src)
-        src += rgb.astype(src.dtype)
+        src += ops.per_channel(rgb, src)
         return src
 
 
@@ -302,7 +303,10 @@ class HorizontalFlipAug(Augmenter):
 
     def __call__(self, src, rng=None):
         if self._gen(rng).random() < self.p:
-            src = np.ascontiguousarray(src[:, ::-1])
+            flipped = cv2.flip(src, 1) if src.ndim == 3 and src.shape[2] <= 4 else None
+            if flipped is None or flipped.shape != src.shape:
+                flipped = np.ascontiguousarray(src[:, ::-1])
+            src = flipped
         return src
 
 

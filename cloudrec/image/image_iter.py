@@ -344,8 +344,8 @@ class ImageIter(DataIter):
         return data
 
     def postprocess_data(self, datum: np.ndarray) -> np.ndarray:
-        """HWC -> CHW."""
-        return np.transpose(datum, (2, 0, 1))
+        """HWC -> CHW (made contiguous here, in the worker thread, not in the batch write)."""
+        return np.ascontiguousarray(np.transpose(datum, (2, 0, 1)))
 
     @property
     def sample_rng(self) -> np.random.Generator:

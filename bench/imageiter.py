@@ -1,0 +1,71 @@
+"""Benchmark: ImageIter images/s vs a plain threaded ``cv2.imdecode`` loop, same records, same run.
+
+Dataset: photo-like JPEGs made from the sample photos shipped in PyPI packages
+(``cloudrec.tools.photos``, 300-600 px plus a few 1000-2000 px), packed pass-through
+into one local `.rec`/`.idx` (the same maker as bench/image_record_iter.py).
+Iterator settings as the issue asks: data_shape=(3,224,224),
+CreateAugmenter(resize=256, rand_crop, rand_mirror, mean, std), batch 64.
+
+Baseline, measured in the same run over the same payloads held in memory:
+``cv2.imdecode`` on a thread pool of T threads (decode only: the ceiling).
+Also prints ImageIter with ``num_threads=1`` (MXNet's ImageIter decodes in
+the calling thread, apache/mxnet#11165).  Usage::
+
+    .venv/bin/python bench/imageiter.py [--n 1000] [--threads 1 2] [--repeat 2]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+import cv2
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from image_record_iter import bench_decode, build_dataset, load_payloads  # noqa: E402
+
+from cloudrec.image import ImageIter  # noqa: E402
+
+
+def bench_imageiter(rec: str, threads: int, inter_method: int = 2) -> float:
+    it = ImageIter(64, (3, 224, 224), path_imgrec=rec, path_imgidx=rec[:-4] + ".idx",
+                   shuffle=True, seed=0, num_threads=threads, resize=256, rand_crop=True,
+                   rand_mirror=True, mean=True, std=True, inter_method=inter_method)
+    try:
+        n = 0
+        t0 = time.perf_counter()
+        for b in it:
+            n += b.data[0].shape[0] - b.pad
+        return n / (time.perf_counter() - t0)
+    finally:
+        it.close()
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=1000)
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--repeat", type=int, default=2, help="best of R runs")
+    ap.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "cloudrec_bench_ii"))
+    a = ap.parse_args(argv)
+    os.makedirs(a.workdir, exist_ok=True)
+    cv2.setNumThreads(1)  # one image per thread, as in the iterator
+    rec = build_dataset(a.workdir, a.n)
+    payloads = load_payloads(rec)
+    kb = sum(len(p) for p in payloads) / len(payloads) / 1e3
+    print(f"dataset: {len(payloads)} JPEG records, mean {kb:.1f} KB, {rec}")
+    best = lambda f: max(f() for _ in range(a.repeat))  # noqa: E731
+    for t in a.threads:
+        ceiling = best(lambda: bench_decode(payloads, t))
+        ii = best(lambda: bench_imageiter(rec, t))
+        lin = best(lambda: bench_imageiter(rec, t, inter_method=1))
+        print(f"threads={t}: cv2.imdecode loop {ceiling:7.0f} img/s | ImageIter (bicubic, "
+              f"MXNet default) {ii:7.0f} img/s = {ii / ceiling:.2f} x | ImageIter (bilinear) "
+              f"{lin:7.0f} img/s = {lin / ceiling:.2f} x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
