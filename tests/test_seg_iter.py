@@ -8,7 +8,7 @@ from cloudrec.dataset.synthetic import build_shard
 from cloudrec.errors import ConfigError, LabelError
 from cloudrec.format.irheader import IRHeader, pack
 from cloudrec.image.seg_augmenters import SegForceResizeAug, SegHorizontalFlipAug
-from cloudrec.image.segmentation import SegmentationIter, pack_seg
+from cloudrec.image.segmentation import SegmentationIter, pack_seg, write_seg_records
 
 from test_seg_augment import PALETTE, assert_aligned, synthetic
 
@@ -135,7 +135,13 @@ def test_iter_errors_name_the_record(tmp_path):
 def test_iter_on_store(store):
     """The same batches from local disk, S3 and HDFS (reads go through the reader layer)."""
     payloads, masks = make_records(6)
-    rec, idx = write(store, payloads)
+    # written through cloudrec's own writer on the store (MXIndexedRecordIO on any URL)
+    samples = [(synthetic(48 + (i % 3) * 4, 64 + (i % 2) * 8, seed=i)[0][:, :, ::-1].copy(),
+                masks[i], [i]) for i in range(6)]
+    rec, idx = store.url("seg.rec"), store.url("seg.idx")
+    assert write_seg_records(rec, samples, storage_options=store.storage_options,
+                             img_fmt=".png") == 6
+    assert store.get("seg.rec") == build_shard(payloads, list(range(6)))[0]
     it = SegmentationIter(4, (3, 32, 32), rec, idx, storage_options=store.storage_options,
                           rand_crop=True, rand_mirror=True, inter_method=0, seed=9)
     got = batches(it)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
@@ -29,7 +29,8 @@ from cloudrec.image.decode import imdecode
 from cloudrec.image.seg_augmenters import CreateSegAugmenter, SegAugmenter
 from cloudrec.io import DataBatch, DataDesc, DataIter
 
-__all__ = ["SEG_TAG", "SegRecord", "pack_seg", "unpack_seg", "decode_seg", "SegmentationIter"]
+__all__ = ["SEG_TAG", "SegRecord", "pack_seg", "unpack_seg", "decode_seg", "write_seg_records",
+           "SegmentationIter"]
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +122,26 @@ def decode_seg(payload: bytes, flag: int = 1, url: Optional[str] = None, key: An
         raise ImageDecodeError(f"mask is {mask.shape[1]}x{mask.shape[0]} but the image is "
                                f"{image.shape[1]}x{image.shape[0]}", url, key)
     return rec, image, mask
+
+
+def write_seg_records(rec_url: str, samples: Iterable[Sequence[Any]],
+                      idx_url: Optional[str] = None, storage_options: Optional[Dict] = None,
+                      img_fmt: str = ".jpg", quality: int = 95) -> int:
+    """Write ``samples`` of ``(image, mask[, extra])`` as segmentation records (keys 0..n-1)
+    to a `.rec` + `.idx` at any URL; returns the record count.  Arguments as ``pack_seg``."""
+    from cloudrec.recordio import MXIndexedRecordIO
+    if idx_url is None:
+        idx_url = rec_url[:-4] + ".idx" if rec_url.endswith(".rec") else rec_url + ".idx"
+    w = MXIndexedRecordIO(idx_url, rec_url, "w", storage_options=storage_options)
+    n = 0
+    try:
+        for n, sample in enumerate(samples, 1):
+            extra = sample[2] if len(sample) > 2 else ()
+            w.write_idx(n - 1, pack_seg(sample[0], sample[1], id=n - 1, extra=extra,
+                                        img_fmt=img_fmt, quality=quality))
+    finally:
+        w.close()
+    return n
 
 
 class SegmentationIter(DataIter):
