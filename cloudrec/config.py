@@ -170,8 +170,8 @@ def _validate_params(iterator: str, params: Mapping[str, Any], source: str) -> N
     known = None
     if iterator == "ImageRecordIter":
         try:
-            from cloudrec.iterators.record_params import known_parameters
-            known = tuple(known_parameters())
+            from cloudrec.iterators.record_params import known_keywords
+            known = tuple(known_keywords())
         except ImportError:
             known = None
     if known:

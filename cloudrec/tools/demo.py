@@ -162,10 +162,10 @@ def _train_rank(rank: int, ranks: int, port: int, url: str, storage_options: Dic
                 opt.step()
                 seen += len(y) - batch.pad
                 steps += 1
-                losses.append(float(loss))
+                losses.append(loss.item())
                 if rank == 0:
                     bar.set_postfix(img_s=f"{seen * ranks / (time.perf_counter() - t0):.0f}",
-                                    loss=f"{float(loss):.3f}")
+                                    loss=f"{losses[-1]:.3f}")
     finally:
         it.close()
     elapsed = time.perf_counter() - t0
