@@ -298,7 +298,7 @@ def test_shuffle_and_partitions_cover_each_record_once(tmp_path):
     assert sorted(seen) == list(range(14))
 
 
-def test_on_store(store):
+def test_on_store(store, tmp_path):
     """Local disk, S3 and HDFS: the same labels and pixels, read through the reader layer."""
     rec_bytes, idx_bytes = build_shard(payloads(), list(range(N)))
     rec = store.put("det/train.rec", rec_bytes)
@@ -316,6 +316,21 @@ def test_on_store(store):
         flipped[valid, 1], flipped[valid, 3] = 1 - want[valid, 3], 1 - want[valid, 1]
         assert np.allclose(labels[slot], want) or np.allclose(labels[slot], flipped, atol=1e-6)
     it.close()
+    # through the local shard cache, and sequentially without the .idx: the same batches
+    cached = ImageDetIter(3, (3, 40, 40), path_imgrec=rec, path_imgidx=idx,
+                          storage_options=store.storage_options, rand_mirror=True, seed=2,
+                          fetch_options={"cache": "shards", "cache_dir": str(tmp_path / "c")})
+    seq = ImageDetIter(3, (3, 40, 40), path_imgrec=rec, storage_options=store.storage_options,
+                       rand_mirror=True, seed=2)
+    for other in (cached, seq):
+        assert other.label_shape == (3, 6)
+        for (d1, l1, p1), (d2, l2, p2) in zip(got, collect(other)):
+            np.testing.assert_array_equal(d1, d2)
+            np.testing.assert_array_equal(l1, l2)
+            assert p1 == p2
+        other.close()
+    if store.name != "local":  # local shards are read in place, never cached
+        assert any(p.is_file() for p in (tmp_path / "c").rglob("*"))
 
 
 def _run_im2rec(argv):

@@ -239,3 +239,9 @@ class SegmentationIter(DataIter):
 
     def __len__(self) -> int:
         return self.sampler.batches_per_epoch()
+
+    def __del__(self) -> None:
+        try:
+            self._pool.shutdown(wait=False)
+        except Exception:
+            pass
