@@ -162,3 +162,28 @@ def test_iter_on_store(store):
             np.testing.assert_array_equal(a[0], b[0])
             np.testing.assert_array_equal(a[1], b[1])
         it.close()
+
+
+def test_iter_resumes_mid_epoch(tmp_path):
+    from cloudrec.testing.stores import local_store
+    store = local_store(tmp_path / "s")
+    payloads, _ = make_records()
+    rec, idx = write(store, payloads)
+    kw = dict(shuffle=True, seed=21, rand_crop=True, rand_mirror=True, inter_method=0)
+    it = SegmentationIter(2, (3, 24, 24), rec, idx, **kw)
+    batches(it)
+    it.reset()                       # epoch 1
+    it.next()
+    it.next()
+    state = it.state_dict()
+    rest = batches(it)
+    again = SegmentationIter(2, (3, 24, 24), rec, idx, **kw)
+    again.load_state_dict(state)
+    resumed = batches(again)
+    assert len(resumed) == len(rest) == 4
+    for a, b in zip(rest, resumed):
+        np.testing.assert_array_equal(a[3], b[3])
+        np.testing.assert_array_equal(a[0], b[0])
+        np.testing.assert_array_equal(a[1], b[1])
+    it.close()
+    again.close()

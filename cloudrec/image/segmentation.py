@@ -151,7 +151,9 @@ class SegmentationIter(DataIter):
     shard cache), orders with ``EpochSampler`` (shuffle = seeded global permutation per
     epoch, ``part_index``/``num_parts`` = ranks, pad or discard the last batch), and
     augments each sample with a Generator derived from (seed, epoch, record id), so a
-    run repeats exactly regardless of thread timing.  ``kwargs`` go to CreateSegAugmenter.
+    run repeats exactly regardless of thread timing; ``state_dict()`` resumes mid-epoch.
+    ``fetch_options`` tune the RecordFetcher (cache_dir, concurrency, ...); ``kwargs`` go
+    to CreateSegAugmenter.
     """
 
     def __init__(self, batch_size: int, data_shape: Sequence[int], path_imgrec: Any,
@@ -160,7 +162,8 @@ class SegmentationIter(DataIter):
                  aug_list: Optional[List[SegAugmenter]] = None, data_name: str = "data",
                  label_name: str = "mask", mask_dtype: Any = np.int32,
                  last_batch_handle: str = "pad", storage_options: Optional[Dict] = None,
-                 cache: str = "none", preprocess_threads: int = 2, **kwargs: Any) -> None:
+                 cache: str = "none", fetch_options: Optional[Dict[str, Any]] = None,
+                 preprocess_threads: int = 2, **kwargs: Any) -> None:
         from cloudrec.dataset import open_dataset
         from cloudrec.reader.fetch import RecordFetcher
         from cloudrec.reader.sampler import EpochSampler
@@ -178,7 +181,7 @@ class SegmentationIter(DataIter):
         self.auglist = CreateSegAugmenter(data_shape, **kwargs) if aug_list is None \
             else list(aug_list)
         self.ds = open_dataset(path_imgrec, path_imgidx, storage_options, require_index=False)
-        self.fetcher = RecordFetcher(self.ds, cache=cache)
+        self.fetcher = RecordFetcher(self.ds, **{"cache": cache, **(fetch_options or {})})
         self.sampler = EpochSampler(len(self.ds), seed=self.seed,
                                     mode="global" if shuffle else "none", rank=part_index,
                                     world_size=num_parts, batch_size=batch_size,
@@ -196,6 +199,17 @@ class SegmentationIter(DataIter):
         """Start the next epoch (the first call starts epoch 0)."""
         self.epoch += 1
         self.sampler.set_epoch(self.epoch)
+        self._batches = iter(self.sampler)
+
+    def state_dict(self) -> Dict[str, Any]:
+        """Progress (seed, epoch, samples consumed by all ranks): restores the exact next batch."""
+        return self.sampler.state_dict()
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        """Resume from ``state_dict()`` output, also with another number of ranks."""
+        self.sampler.load_state_dict(state)
+        self.seed = self.sampler.seed
+        self.epoch = self.sampler.epoch
         self._batches = iter(self.sampler)
 
     def close(self) -> None:
