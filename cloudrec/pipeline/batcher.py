@@ -125,7 +125,8 @@ class ImageWriter:
         for c, (v, s) in enumerate(zip(views, chans)):
             dst = v if direct else tmp
             m = self.mean_img[c] if self.mean_img is not None else self.mean[c]
-            np.subtract(s, m, out=dst, dtype=np.float32, casting="unsafe")
+            np.copyto(dst, s, casting="unsafe")  # exact uint8 -> float32, SIMD
+            np.subtract(dst, m, out=dst)
             np.multiply(dst, k[c], out=dst)
             if illum is not None:
                 np.add(dst, illum[c], out=dst)
