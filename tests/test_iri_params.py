@@ -172,3 +172,24 @@ def test_provide_data_and_databatch_fields():
         assert b.provide_data == it.provide_data
         assert b.index.dtype == np.int64 and b.index.tolist() == list(range(8))
         assert it.getpad() == 0 and it.getindex().tolist() == list(range(8))
+
+
+def test_decode_reduce_close_to_exact_and_only_with_resize(tmp_path):
+    rec, idx = str(tmp_path / "big.rec"), str(tmp_path / "big.idx")
+    yy, xx = np.mgrid[0:600, 0:800]
+    img = np.stack([(xx * 255 // 800), (yy * 255 // 600), ((xx + yy) % 256)], -1).astype(np.uint8)
+    img = cv2.GaussianBlur(img, (9, 9), 3)
+    w = MXIndexedRecordIO(idx, rec, "w")
+    w.write_idx(0, pack_img(IRHeader(0, 0.0, 0, 0), img, quality=95))
+    w.close()
+    kw = dict(path_imgrec=rec, path_imgidx=idx, data_shape=(3, 96, 96), batch_size=1,
+              dtype="uint8")
+    with ImageRecordIter(resize=100, **kw) as it:
+        exact = next(it).data[0].astype(int)
+    with ImageRecordIter(resize=100, decode_reduce=True, **kw) as it:
+        assert it._min_side == 100
+        fast = next(it).data[0].astype(int)
+    assert not np.array_equal(exact, fast)           # decoded at 1/4 scale ...
+    assert np.abs(exact - fast).mean() < 2.0         # ... yet nearly the same pixels
+    with ImageRecordIter(decode_reduce=True, **kw) as it:  # no resize: crop semantics kept
+        assert it._min_side == 0

@@ -124,3 +124,22 @@ def test_bad_record_error_names_record_then_epoch_ends(tmp_path):
         next(it)
         with pytest.raises(ImageDecodeError):
             next(it)
+
+
+def test_storage_stage_error_reaches_consumer_naming_record(tmp_path):
+    from cloudrec.errors import RecordIOError
+    rec, idx = str(tmp_path / "t.rec"), str(tmp_path / "t.idx")
+    w = MXIndexedRecordIO(idx, rec, "w")
+    img = np.full((8, 8, 3), 5, np.uint8)
+    for i in range(9):
+        w.write_idx(i, pack_img(IRHeader(0, 0.0, i, 0), img, img_fmt=".png"))
+    w.close()
+    data = bytearray(open(rec, "rb").read())
+    offsets = [int(line.split()[1]) for line in open(idx)]
+    data[offsets[5]:offsets[5] + 4] = b"\0\0\0\0"  # break record 5's magic
+    open(rec, "wb").write(bytes(data))
+    with ImageRecordIter(path_imgrec=rec, path_imgidx=idx, data_shape=(3, 8, 8),
+                         batch_size=3, prefetch_buffer=2) as it:
+        assert next(it).index.tolist() == [0, 1, 2]
+        with pytest.raises(RecordIOError, match=r"bad magic.*t\.rec"):
+            next(it)

@@ -152,11 +152,9 @@ class ImageRecordIter(DataIter):
                                    (n.std_r, n.std_g, n.std_b, n.std_a), n.scale, mean_img)
         if n.mean_img and mean_img is None:
             self._writer.mean_img = self._compute_mean_img(n.mean_img)
-        self._min_side = 0
-        if p.extra.decode_reduce:
-            self._min_side = p.aug.resize if p.aug.resize > 0 else max(H, W)
-            if self._aug.do_affine or self._aug.do_rrc or self._aug.do_cropsize or p.aug.pad:
-                self._min_side = max(self._min_side, H, W) * 2
+        # reduced-scale JPEG decoding only where the first step resizes anyway (resize > 0):
+        # everything after it sees the same geometry, only the resampling source differs
+        self._min_side = p.aug.resize if (p.extra.decode_reduce and p.aug.resize > 0) else 0
         self._aug_seed = p.parser.seed_aug if p.parser.seed_aug is not None else p.record.seed
         self._rng_needed = (self._aug.needs_rng or n.rand_mirror
                             or n.max_random_contrast > 0 or n.max_random_illumination > 0)
