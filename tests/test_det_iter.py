@@ -146,6 +146,28 @@ def test_bad_labels_name_the_record(tmp_path, bad, match):
     it.close()
 
 
+def test_on_error_skip_skips_bad_labels_like_mxnet(tmp_path):
+    labels = [s[2] for s in SAMPLES[:5]]
+    labels[1] = np.array([2, 5, 0, np.nan, .1, .5, .5], np.float32)
+    labels[3] = make_det_label(np.array([[0, .1, .1, .5, .5]], np.float32))  # width 5, not 6
+    rec, idx = write_local(tmp_path, labels)
+    it = ImageDetIter(4, (3, 32, 32), path_imgrec=rec, path_imgidx=idx, on_error="skip")
+    assert it.label_shape == (3, 6)
+    (data, lab, pad), = collect(it)
+    assert pad == 1 and [record_of(d) for d in data] == [0, 2, 4, 0]
+    bad = it.bad_labels
+    assert len(bad) == 2 and "non-finite" in bad[0] and "record key 1" in bad[0]
+    assert "object width 5" in bad[1] and "record key 3" in bad[1]
+    # with a given label_shape (no scan) the width is checked per sample too
+    it = ImageDetIter(4, (3, 32, 32), path_imgrec=rec, path_imgidx=idx, on_error="skip",
+                      label_shape=(3, 6))
+    (data, lab, pad), = collect(it)
+    assert [record_of(d) for d in data] == [0, 2, 4, 0]
+    it = ImageDetIter(4, (3, 32, 32), path_imgrec=rec, path_imgidx=idx, label_shape=(3, 6))
+    with pytest.raises(DetLabelError, match="record key 1"):
+        it.next()
+
+
 def test_object_width_must_agree_across_records(tmp_path):
     labels = [s[2] for s in SAMPLES[:3]]
     labels[2] = make_det_label(np.array([[0, .1, .1, .5, .5]], np.float32))

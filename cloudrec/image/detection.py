@@ -5,9 +5,11 @@ Each record's packed label is a flat detection label ``[A, B, header..., objects
 count (MXNet's ``_estimate_label_shape``) unless ``label_shape`` is given; batches carry
 labels of shape ``(batch, max_objects, B)`` with the rows after a sample's objects set
 to -1 (spec §3.6).  Differences from MXNet, all about bad data: a malformed label (width
-against the header, a box outside [0, 1], NaN) raises DetLabelError naming the file
-and record instead of being skipped at batch time or crashing the scan; samples with
-no valid object are skipped (as MXNet) and listed in ``num_empty``/``empty``.
+against the header, a box outside [0, 1], NaN, an object width unlike the others) raises
+DetLabelError naming the file and record, instead of crashing the scan or being skipped
+silently at batch time; ``on_error='skip'`` skips such samples (MXNet's behaviour) and
+lists them in ``bad_labels``.  Samples with no valid object are skipped (as MXNet) and
+listed in ``num_empty``/``empty``.
 """
 from __future__ import annotations
 
@@ -78,6 +80,7 @@ class ImageDetIter(ImageIter):
         iter_kwargs = {k: kwargs.pop(k) for k in _ITER_KWARGS if k in kwargs}
         self._lock = threading.Lock()
         self._empty: Dict[Any, str] = {}
+        self._bad: Dict[Any, str] = {}
         super().__init__(batch_size=batch_size, data_shape=data_shape, label_width=1,
                          path_imgrec=path_imgrec, path_imglist=path_imglist,
                          path_root=path_root, path_imgidx=path_imgidx, shuffle=shuffle,
@@ -129,12 +132,44 @@ class ImageDetIter(ImageIter):
         """Why each of those records was skipped (first 1000)."""
         return list(self._empty.values())
 
-    def _note_empty(self, msg: str) -> None:
-        key = getattr(self._local, "key", None)
+    @property
+    def bad_labels(self) -> List[str]:
+        """With ``on_error='skip'``: the malformed labels that were skipped (first 1000)."""
+        return list(self._bad.values())
+
+    def _note_empty(self, msg: str, key: Any = None) -> None:
+        key = getattr(self._local, "key", None) if key is None else key
         with self._lock:
             if key not in self._empty and len(self._empty) < 1000:
                 self._empty[key] = msg
         log.debug("skipping a sample without valid objects: %s", msg)
+
+    def _bad_label(self, err: DetLabelError) -> None:
+        """Raise a malformed label, or (``on_error='skip'``, MXNet's behaviour) log and skip."""
+        if self.on_error != "skip":
+            raise err
+        with self._lock:
+            if err.key not in self._bad and len(self._bad) < 1000:
+                self._bad[err.key] = str(err)
+        log.warning("skipping a sample with a malformed detection label: %s", err)
+
+    def _objects(self, label: Any, key: Any = None) -> Optional[np.ndarray]:
+        """Parsed objects, or None when the sample is to be skipped (empty or skipped bad)."""
+        try:
+            obj = self._parse_label(label, key)
+        except EmptyDetLabelError as e:
+            self._note_empty(str(e), key)
+            return None
+        except DetLabelError as e:
+            self._bad_label(e)
+            return None
+        width = getattr(self, "label_shape", (None, None))[1]
+        if width is not None and obj.shape[1] != width:
+            self._bad_label(DetLabelError(
+                f"object width {obj.shape[1]} differs from the label_shape width {width}",
+                self._source_url(), getattr(self._local, "key", None) if key is None else key))
+            return None
+        return obj
 
     def _estimate_label_shape(self) -> Tuple[int, int]:
         """One pass over the partition: (largest object count, object width)."""
@@ -147,12 +182,16 @@ class ImageDetIter(ImageIter):
                     obj = self._parse_label(item.label, item.key)
                 except EmptyDetLabelError:
                     continue  # skipped (and counted) when batches are made
+                except DetLabelError as e:
+                    self._bad_label(e)
+                    continue
                 if width is None:
                     width, first = obj.shape[1], item.key
                 elif obj.shape[1] != width:
-                    raise DetLabelError(f"object width {obj.shape[1]} differs from the width "
-                                        f"{width} of record key {first!r}",
-                                        self._source_url(), item.key)
+                    self._bad_label(DetLabelError(
+                        f"object width {obj.shape[1]} differs from the width {width} of "
+                        f"record key {first!r}", self._source_url(), item.key))
+                    continue
                 max_count = max(max_count, obj.shape[0])
         except StopIteration:
             pass
@@ -175,14 +214,11 @@ class ImageDetIter(ImageIter):
         data = self.imdecode(s)
         try:
             self.check_valid_image(data)
-            objects = self._parse_label(label)
-        except EmptyDetLabelError as e:
-            self._note_empty(str(e))
-            return None
-        except DetLabelError:
-            raise
         except RuntimeError as e:
             log.debug("Invalid image, skipping: %s", e)
+            return None
+        objects = self._objects(label)
+        if objects is None:
             return None
         data, objects = self.augmentation_transform(data, objects)
         try:
@@ -286,14 +322,11 @@ class ImageDetIter(ImageIter):
                 data = self.imdecode(self._payload(item))
                 try:
                     self.check_valid_image(data)
-                    label = self._parse_label(item.label, item.key)
-                except EmptyDetLabelError as e:
-                    self._note_empty(str(e))
-                    continue
-                except DetLabelError:
-                    raise
                 except RuntimeError as e:
                     log.debug("Invalid image, skipping: %s", e)
+                    continue
+                label = self._objects(item.label, item.key)
+                if label is None:
                     continue
                 data, label = self.augmentation_transform(data, label)
             finally:
