@@ -132,7 +132,8 @@ class DetBorrowAug(DetAugmenter):
         return [self.__class__.__name__.lower(), self.augmenter.dumps()]
 
     def seed(self, seed: Any) -> "DetBorrowAug":
-        self.augmenter.seed(seed)
+        if hasattr(self.augmenter, "seed"):
+            self.augmenter.seed(seed)
         return self
 
     def __call__(self, src, label, rng=None):
@@ -164,7 +165,8 @@ class DetRandomSelectAug(DetAugmenter):
         children = ss.spawn(len(self.aug_list) + 1)
         self._rng = np.random.default_rng(children[0])
         for aug, s in zip(self.aug_list, children[1:]):
-            aug.seed(s)
+            if hasattr(aug, "seed"):
+                aug.seed(s)
         return self
 
     def __call__(self, src, label, rng=None):
@@ -464,4 +466,5 @@ def seed_augmenters(auglist: Sequence[Any], seed: Any) -> None:
     """Seed every augmenter of a list from one seed (independent child streams)."""
     ss = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
     for aug, child in zip(auglist, ss.spawn(len(auglist))):
-        aug.seed(child)
+        if hasattr(aug, "seed"):  # MXNet-style user augmenters may have none
+            aug.seed(child)
