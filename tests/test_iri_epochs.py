@@ -186,3 +186,21 @@ def test_batches_are_not_recycled(tmp_path):
     for i, b in enumerate(batches):  # a kept batch is never overwritten by later ones
         assert b.label[0].tolist() == [2 * i, 2 * i + 1]
         assert b.data[0][:, 2, 0, 0].tolist() == [2 * i, 2 * i + 1]
+
+
+def test_several_shards_as_one_dataset(tmp_path):
+    a_rec, a_idx = make_rec(tmp_path, 7, name="a")
+    b_rec, b_idx = make_rec(tmp_path, 5, name="b")
+    kw = dict(data_shape=(3, 6, 6), batch_size=4, dtype="uint8")
+    with ImageRecordIter(path_imgrec=[a_rec, b_rec], path_imgidx=[a_idx, b_idx], **kw) as it:
+        real, _, pads = read_epoch(it)
+    assert real == list(range(7)) + list(range(5)) and pads == [0, 0, 0]
+    # MXNet's ';'-separated form, without .idx: byte partitions over the concatenated files
+    seen = []
+    for part in range(2):
+        with ImageRecordIter(path_imgrec=f"{a_rec};{b_rec}", num_parts=2, part_index=part,
+                             **kw) as it:
+            seen += read_epoch(it)[0]
+    assert sorted(seen) == sorted(list(range(7)) + list(range(5)))
+    with ImageRecordIter(path_imgrec=str(tmp_path / "*.rec"), shuffle=True, **kw) as it:
+        assert sorted(read_epoch(it)[0]) == sorted(list(range(7)) + list(range(5)))

@@ -33,7 +33,7 @@ Deliberate differences from MXNet 1.9.1 (spec §2.5 and the issue):
 """
 from __future__ import annotations
 
-import threading
+import logging
 import weakref
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -50,6 +50,8 @@ from cloudrec.pipeline.batcher import (BatchBuffers, BatchPipeline, BatchPlan, I
                                       PipelineClosed, decode_image)
 
 __all__ = ["ImageRecordIter", "ImageRecordUInt8Iter", "ImageRecordInt8Iter"]
+
+log = logging.getLogger(__name__)
 
 
 def _load_imglist(url: str, label_width: int, storage_options: Optional[Dict[str, Any]]
@@ -166,6 +168,10 @@ class ImageRecordIter(DataIter):
                                        p.prefetch.prefetch_buffer)
         self._finalizer.detach()
         self._finalizer = weakref.finalize(self, _close_parts, self._source, self._pipeline)
+        if p.parser.verbose:
+            log.info("ImageRecordIter: %s, partition %d/%d with %d records, %d decode threads",
+                     p.parser.path_imgrec, p.parser.part_index, p.parser.num_parts,
+                     self.part_ids.size, p.parser.preprocess_threads)
         self.epoch = 0
         self._served = 0
         self._current: Optional[DataBatch] = None
