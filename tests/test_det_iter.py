@@ -302,6 +302,25 @@ def test_imglist_and_lst_sources(tmp_path):
         ImageDetIter(4, (3, 32, 32), path_imglist=str(lst), path_root=str(root))
 
 
+def test_rec_images_with_lst_labels(tmp_path):
+    """path_imgrec + path_imglist: images from the records, detection labels from the .lst
+    (looked up by record key), as MXNet's ImageIter."""
+    rec, idx = str(tmp_path / "r.rec"), str(tmp_path / "r.idx")
+    w = MXIndexedRecordIO(idx, rec, "w")
+    for i, smp in enumerate(SAMPLES):
+        w.write_idx(i, pack(IRHeader(0, 0.0, i, 0), smp[3]))
+    w.close()
+    lst = tmp_path / "r.lst"
+    lst.write_text("".join(format_lst_line(i, smp[2].tolist(), f"{i}.png")
+                           for i, smp in enumerate(SAMPLES)))
+    it = ImageDetIter(7, (3, 32, 32), path_imgrec=rec, path_imgidx=idx, path_imglist=str(lst))
+    assert it.label_shape == (3, 6)
+    b = it.next()
+    for i in range(N):
+        np.testing.assert_allclose(b.label[0][i], expected_label(i, 3), atol=1e-6)
+        assert record_of(b.data[0][i]) == i
+
+
 def test_shuffle_and_partitions_cover_each_record_once(tmp_path):
     rec, idx = write_local(tmp_path, [s[2] for s in SAMPLES] * 2)  # 14 records
     seen = []
