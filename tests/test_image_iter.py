@@ -324,3 +324,16 @@ def test_rec_and_lst_on_s3(s3_server, tmp_path):
             assert sorted(ep) == sorted(it.seq)
         seen += it.seq
     assert sorted(seen) == list(range(24))
+    # .lst + path_root on S3 with shuffle and parts: uniq.lst labels are the record indices
+    fs.pipe_file(f"{base}/uniq/uniq.lst", (uniq / "uniq.lst").read_bytes())
+    seen = []
+    for p in range(3):
+        it = ImageIter(3, (3, 32, 32), path_imglist=f"{bucket}/uniq/uniq.lst",
+                       path_root=f"{bucket}/images", shuffle=True, num_parts=3, part_index=p,
+                       seed=2, storage_options=so, resize=36)
+        part = sorted(int(k) for k in it.seq)
+        assert len(part) == 8
+        for ep in _ids_labels(it, 2):
+            assert sorted(ep) == part
+        seen += part
+    assert sorted(seen) == list(range(24))

@@ -5,9 +5,9 @@ storage IO; ImageIter reads bytes through cloudrec's reader/storage layers.
 """
 from cloudrec.image.decode import (get_max_pixels, image_size, imdecode, imread,
                                    set_max_pixels)
-from cloudrec.image.ops import (INTER_CUBIC_MXNET, center_crop, color_normalize, copyMakeBorder, fixed_crop,
-                                get_interp_method, imresize, random_crop, random_size_crop,
-                                resize_short, scale_down)
+from cloudrec.image.ops import (INTER_CUBIC_MXNET, center_crop, color_normalize,
+                                copyMakeBorder, fixed_crop, get_interp_method, imresize,
+                                random_crop, random_size_crop, resize_short, scale_down)
 from cloudrec.image.augmenters import (Augmenter, BrightnessJitterAug, CastAug, CenterCropAug,
                                        ColorJitterAug, ColorNormalizeAug, ContrastJitterAug,
                                        ForceResizeAug, HorizontalFlipAug, HueJitterAug,
@@ -20,8 +20,8 @@ from cloudrec.image.image_iter import BrokenImageError, ImageIter
 __all__ = ["imdecode", "imread", "image_size", "get_max_pixels", "set_max_pixels",
            "imresize", "resize_short", "fixed_crop", "center_crop", "random_crop",
            "random_size_crop", "scale_down", "color_normalize", "copyMakeBorder",
-           "get_interp_method", "INTER_CUBIC_MXNET", "Augmenter", "SequentialAug", "RandomOrderAug", "ResizeAug",
-           "ForceResizeAug", "RandomCropAug", "RandomSizedCropAug", "CenterCropAug",
+           "get_interp_method", "INTER_CUBIC_MXNET", "Augmenter", "SequentialAug",
+           "RandomOrderAug", "ResizeAug", "ForceResizeAug", "RandomCropAug", "RandomSizedCropAug", "CenterCropAug",
            "BrightnessJitterAug", "ContrastJitterAug", "SaturationJitterAug", "HueJitterAug",
            "ColorJitterAug", "LightingAug", "ColorNormalizeAug", "RandomGrayAug",
            "HorizontalFlipAug", "CastAug", "CreateAugmenter", "ImageIter", "BrokenImageError"]
