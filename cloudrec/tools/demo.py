@@ -279,11 +279,11 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("demo", help="pack photos, serve them from S3 on loopback, train",
                               description=__doc__)
     p.add_argument("--workdir", default=None, help="where to put photos and shards (default: temp)")
-    p.add_argument("--images", type=int, default=1200)
+    p.add_argument("--images", type=int, default=2000)
     p.add_argument("--classes", type=int, default=6)
     p.add_argument("--shards", type=int, default=4)
     p.add_argument("--ranks", type=int, default=2)
-    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--threads", type=int, default=2, help="preprocess_threads per rank")
     p.add_argument("--sheet", default=None, help="contact sheet PNG path")
