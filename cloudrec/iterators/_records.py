@@ -52,6 +52,8 @@ class RecordSource:
         self.file_order = np.lexsort((t.offset, t.shard)).astype(np.int64)
         self._check_unique_offsets()
         opts = dict(fetch_options or {})
+        if all(("://" not in u or u.startswith("file://")) for u in urls):
+            opts.setdefault("concurrency", 4)  # a local disk needs few reader threads
         self.fetcher = RecordFetcher(self.ds, cache=cache, **opts)
 
     def _check_unique_offsets(self) -> None:

@@ -130,7 +130,6 @@ class ImageRecordIter(DataIter):
         self._imglist = (_load_imglist(p.parser.path_imglist, self.label_width, so)
                          if p.parser.path_imglist else None)
         self._aug = DefaultAugmenter(p.aug, self.data_shape)
-        n = p.norm
         self._source = None
         self._pipeline = None
         from cloudrec.iterators._records import RecordSource
@@ -138,13 +137,30 @@ class ImageRecordIter(DataIter):
                                     p.extra.cache, p.extra.fetch_options)
         self._closed = False
         self._finalizer = weakref.finalize(self, _close_parts, self._source, None)
+        try:
+            self._build(p)
+        except BaseException:
+            self.close()
+            raise
+        if p.parser.verbose:
+            log.info("ImageRecordIter: %s, partition %d/%d with %d records, %d decode threads",
+                     p.parser.path_imgrec, p.parser.part_index, p.parser.num_parts,
+                     self.part_ids.size, p.parser.preprocess_threads)
+        self.epoch = 0
+        self._served = 0
+        self._current: Optional[DataBatch] = None
+        self._pipeline.start(self._plans(self.epoch))
+
+    def _build(self, p: IterParams) -> None:
+        """Everything after the records are open; on error the caller closes them."""
+        C, H, W = self.data_shape
+        n = p.norm
+        so = p.extra.storage_options
         self.part_ids = self._source.partition(p.parser.num_parts, p.parser.part_index)
         if self.part_ids.size == 0:
-            n_total = len(self._source)
-            self.close()
             raise ConfigError(
                 f"ImageRecordIter: partition {p.parser.part_index} of {p.parser.num_parts} is "
-                f"empty ({n_total} records in {p.parser.path_imgrec}); "
+                f"empty ({len(self._source)} records in {p.parser.path_imgrec}); "
                 "use fewer parts (MXNet crashed here)")
         mean_img = None
         if n.mean_img:
@@ -168,14 +184,6 @@ class ImageRecordIter(DataIter):
                                        p.prefetch.prefetch_buffer)
         self._finalizer.detach()
         self._finalizer = weakref.finalize(self, _close_parts, self._source, self._pipeline)
-        if p.parser.verbose:
-            log.info("ImageRecordIter: %s, partition %d/%d with %d records, %d decode threads",
-                     p.parser.path_imgrec, p.parser.part_index, p.parser.num_parts,
-                     self.part_ids.size, p.parser.preprocess_threads)
-        self.epoch = 0
-        self._served = 0
-        self._current: Optional[DataBatch] = None
-        self._pipeline.start(self._plans(self.epoch))
 
     # -- descriptions ----------------------------------------------------------------------
     @property
