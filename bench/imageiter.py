@@ -56,14 +56,16 @@ def main(argv=None) -> int:
     payloads = load_payloads(rec)
     kb = sum(len(p) for p in payloads) / len(payloads) / 1e3
     print(f"dataset: {len(payloads)} JPEG records, mean {kb:.1f} KB, {rec}")
-    best = lambda f: max(f() for _ in range(a.repeat))  # noqa: E731
     for t in a.threads:
-        ceiling = best(lambda: bench_decode(payloads, t))
-        ii = best(lambda: bench_imageiter(rec, t))
-        lin = best(lambda: bench_imageiter(rec, t, inter_method=1))
-        print(f"threads={t}: cv2.imdecode loop {ceiling:7.0f} img/s | ImageIter (bicubic, "
-              f"MXNet default) {ii:7.0f} img/s = {ii / ceiling:.2f} x | ImageIter (bilinear) "
-              f"{lin:7.0f} img/s = {lin / ceiling:.2f} x")
+        runs = {"base": [], "cubic": [], "linear": []}
+        for _ in range(a.repeat):  # interleaved, so a noisy neighbour hits all alike
+            runs["base"].append(bench_decode(payloads, t))
+            runs["cubic"].append(bench_imageiter(rec, t))
+            runs["linear"].append(bench_imageiter(rec, t, inter_method=1))
+        base, ii, lin = (max(runs[k]) for k in ("base", "cubic", "linear"))
+        print(f"threads={t}: cv2.imdecode loop {base:7.0f} img/s | ImageIter (bicubic, "
+              f"MXNet default) {ii:7.0f} img/s = {ii / base:.2f} x | ImageIter (bilinear) "
+              f"{lin:7.0f} img/s = {lin / base:.2f} x")
     return 0
 
 

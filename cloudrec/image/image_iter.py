@@ -53,12 +53,13 @@ class BrokenImageTooLargeError(BrokenImageError, ImageTooLargeError):
 class _Item:
     """One sample on its way to a worker: label, bytes (or a loader), and where it came from."""
 
-    __slots__ = ("label", "payload", "loader", "where", "key")
+    __slots__ = ("label", "payload", "loader", "where", "key", "pos")
 
     def __init__(self, label: Any, payload: Any = None, loader: Optional[Callable[[], bytes]] = None,
-                 where: str = "", key: Any = None) -> None:
+                 where: str = "", key: Any = None, pos: int = -1) -> None:
         self.label, self.payload, self.loader, self.where, self.key = (
             label, payload, loader, where, key)
+        self.pos = pos  # position in the epoch's sample stream (seeds its Generator)
 
 
 # ------------------------------------------------------------------------------------ sources
@@ -213,7 +214,9 @@ class ImageIter(DataIter):
         # -- randomness: one Generator for shuffles, one per sample derived from (seed, n)
         self.seed = int(np.random.SeedSequence().entropy % (1 << 63)) if seed is None else int(seed)
         self._shuffle_rng = np.random.default_rng([self.seed, 0x5EED])
-        self._samples_started = 0
+        self._epoch = -1  # reset() below starts epoch 0
+        self._wrap = 0  # times the stream wrapped to its start within this epoch (pad refill)
+        self._extra = 0  # samples from an overriding next_sample (no position known)
 
         # -- threads
         if num_threads is None:
@@ -258,6 +261,7 @@ class ImageIter(DataIter):
     def reset(self) -> None:
         """Start the next epoch: reshuffle, rewind (unless roll-over samples are cached)."""
         self._drop_pending()
+        self._new_epoch()
         if self._order is not None and self.shuffle:
             self._order = self._shuffle_rng.permutation(self._order)
         if self.last_batch_handle != "roll_over" or self._cache_data is None:
@@ -271,6 +275,7 @@ class ImageIter(DataIter):
     def hard_reset(self) -> None:
         """Reset and forget any rolled-over samples."""
         self._drop_pending()
+        self._new_epoch()
         if self._order is not None and self.shuffle:
             self._order = self._shuffle_rng.permutation(self._order)
         if self.imgrec is not None:
@@ -403,10 +408,19 @@ class ImageIter(DataIter):
             self._pool = ThreadPoolExecutor(self.num_threads, thread_name_prefix="cloudrec-imageiter")
         return self._pool
 
-    def _next_rng(self) -> np.random.Generator:
-        n = self._samples_started
-        self._samples_started += 1
-        return np.random.Generator(np.random.PCG64([self.seed, n]))
+    def _new_epoch(self) -> None:
+        self._epoch += 1
+        self._wrap = 0
+        self._extra = 0
+
+    def _next_rng(self, item: _Item) -> np.random.Generator:
+        """The sample's own Generator: a function of (seed, epoch, wrap, position) only, so
+        batches do not depend on thread count, lookahead or timing."""
+        pos = item.pos
+        if pos < 0:
+            pos = (1 << 40) + self._extra
+            self._extra += 1
+        return np.random.Generator(np.random.PCG64([self.seed, self._epoch, self._wrap, pos]))
 
     def _fill(self) -> None:
         pool = self._ensure_pool()
@@ -422,7 +436,7 @@ class ImageIter(DataIter):
             except StopIteration:
                 self._pending.append(_END)
                 return
-            self._pending.append(pool.submit(self._run, item, self._next_rng()))
+            self._pending.append(pool.submit(self._run, item, self._next_rng(item)))
 
     def _take(self):
         if not self._pending:
@@ -476,6 +490,7 @@ class ImageIter(DataIter):
             else:
                 if self.last_batch_handle != "discard":
                     self.cur = 0
+                    self._wrap += 1
                 raise StopIteration
             cur = self.cur
             self.cur += 1
@@ -483,19 +498,20 @@ class ImageIter(DataIter):
                 return self._record_item(cur, pos)
             key, label, fname = self._list_entries[pos]
             return _Item(label, loader=lambda f=fname: self.read_image(f),
-                         where=f"filename: {self._join_root(fname)}", key=key)
+                         where=f"filename: {self._join_root(fname)}", key=key, pos=cur)
         s = self.imgrec.read()
         if s is None:
             if self.last_batch_handle != "discard":
                 self.imgrec.reset()
                 self._seq_no = 0
+                self._wrap += 1
             raise StopIteration
         n = self._seq_no
         self._seq_no += 1
         header, start = unpack_header(s)
         return _Item(header.label, memoryview(s)[start:],
                      where=f"index: {n} (record #{n} of {self.path_imgrec}, sequential read)",
-                     key=n)
+                     key=n, pos=n)
 
     def _record_item(self, cur: int, rid: int) -> _Item:
         if self._stream is None or self._stream_pos != cur:
@@ -518,7 +534,7 @@ class ImageIter(DataIter):
             except KeyError:
                 raise LabelError(f"record key {key!r} of {self.path_imgrec} is not in the "
                                  f"image list {self._list_url}") from None
-        return _Item(label, memoryview(payload)[start:], where=where, key=key)
+        return _Item(label, memoryview(payload)[start:], where=where, key=key, pos=cur)
 
     def _join_root(self, fname: str) -> str:
         if "://" in fname or self.path_root is None:
