@@ -204,3 +204,33 @@ def test_several_shards_as_one_dataset(tmp_path):
     assert sorted(seen) == sorted(list(range(7)) + list(range(5)))
     with ImageRecordIter(path_imgrec=str(tmp_path / "*.rec"), shuffle=True, **kw) as it:
         assert sorted(read_epoch(it)[0]) == sorted(list(range(7)) + list(range(5)))
+
+
+def _reference_std_shuffle(n, seed, epochs):
+    """libstdc++ std::shuffle with uniform_int_distribution, one raw draw at a time."""
+    bg = np.random.MT19937()
+    bg._legacy_seeding(111 + seed)
+    out = []
+    for _ in range(epochs):
+        perm = list(range(n))
+        for i in range(1, n):
+            scaling = ((1 << 32) - 1) // (i + 1)
+            while True:
+                r = int(bg.random_raw())
+                if r < (i + 1) * scaling:
+                    break
+            j = r // scaling
+            perm[i], perm[j] = perm[j], perm[i]
+        out.append(perm)
+    return out
+
+
+def test_mxnet_shuffle_bulk_draws_equal_scalar_reference_with_rejections():
+    # n = 200k makes the rejection branch fire several times per shuffle
+    n = 200_000
+    ref = _reference_std_shuffle(n, 0, 2)
+    sh = MXNetShuffle(n, 0)
+    assert sh.permutation(0).tolist() == ref[0]
+    assert sh.permutation(1).tolist() == ref[1]
+    small = _reference_std_shuffle(24, 1, 3)
+    assert [MXNetShuffle(24, 1).permutation(e).tolist() for e in range(3)] == small
