@@ -126,6 +126,7 @@ class ImageIter(DataIter):
                  storage_options: Optional[Dict[str, Any]] = None,
                  fetch_options: Optional[Dict[str, Any]] = None, **kwargs: Any) -> None:
         super().__init__(batch_size)
+        self.check_data_shape(data_shape)  # before anything is opened
         assert path_imgrec or path_imglist or isinstance(imglist, list), \
             "one of path_imgrec, path_imglist or a list imglist is needed"
         assert dtype in _LABEL_DTYPES, dtype + " label not supported"
@@ -182,7 +183,6 @@ class ImageIter(DataIter):
         self._root_fs = None
 
         # -- shapes
-        self.check_data_shape(data_shape)
         data_shape = tuple(int(x) for x in data_shape)
         self.provide_data = [DataDesc(data_name, (batch_size,) + data_shape)]
         if label_width > 1:
@@ -207,6 +207,7 @@ class ImageIter(DataIter):
             c = len(order) // num_parts
             order = order[part_index * c:(part_index + 1) * c]
         self._order = order
+        self._seq_cache: Optional[list] = None
         self.num_image = len(order) if order is not None else None
 
         self.auglist = CreateAugmenter(data_shape, **kwargs) if aug_list is None else aug_list
@@ -247,9 +248,12 @@ class ImageIter(DataIter):
         """The keys of this partition in the current epoch order (None: sequential `.rec`)."""
         if self._order is None:
             return None
-        if self.path_imgrec is None:
-            return [self._list_entries[i][0] for i in self._order]
-        return [self.imgidx[i] for i in self._order]
+        if self._seq_cache is None:
+            if self.path_imgrec is None:
+                self._seq_cache = [self._list_entries[i][0] for i in self._order.tolist()]
+            else:
+                self._seq_cache = [self.imgidx[i] for i in self._order.tolist()]
+        return self._seq_cache
 
     def check_data_shape(self, data_shape: Sequence[int]) -> None:
         """ImageIter produces 3-channel images only (as MXNet)."""
@@ -264,6 +268,7 @@ class ImageIter(DataIter):
         self._new_epoch()
         if self._order is not None and self.shuffle:
             self._order = self._shuffle_rng.permutation(self._order)
+            self._seq_cache = None
         if self.last_batch_handle != "roll_over" or self._cache_data is None:
             if self.imgrec is not None:
                 self.imgrec.reset()
@@ -278,6 +283,7 @@ class ImageIter(DataIter):
         self._new_epoch()
         if self._order is not None and self.shuffle:
             self._order = self._shuffle_rng.permutation(self._order)
+            self._seq_cache = None
         if self.imgrec is not None:
             self.imgrec.reset()
             self._seq_no = 0
