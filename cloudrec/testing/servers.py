@@ -1,0 +1,623 @@
+"""Real test servers on 127.0.0.1: moto's S3, the fault proxy, a one-node HDFS.
+
+Each class starts its processes on free ports, is a context manager, stops
+them by pid (never by name) and registers an atexit stop, so nothing outlives
+the Python process that started it unless asked to (``detach=True``, used by
+``cloudrec services start``).  ``X.existing(...)`` wraps a server that some
+other process runs (shared developer instance), and never stops it.
+"""
+from __future__ import annotations
+
+import atexit
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any, Dict, IO, List, Optional
+
+LOOPBACK = "127.0.0.1"
+DUMMY_KEY = "testing"
+
+
+class ServiceError(RuntimeError):
+    """A test server could not be started; the message carries its log tail."""
+
+
+def free_ports(n: int = 1) -> List[int]:
+    """``n`` distinct ports that were free on 127.0.0.1 a moment ago."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind((LOOPBACK, 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def port_open(port: int, host: str = LOOPBACK) -> bool:
+    """True when something accepts TCP connections on ``host:port``."""
+    with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
+        return True
+    return False
+
+
+def _log_tail(path: Path, lines: int = 40) -> str:
+    try:
+        text = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return f"(no log at {path})"
+    return f"--- last lines of {path} ---\n" + "\n".join(text[-lines:])
+
+
+def _die_with_parent_prefix() -> List[str]:
+    """A command prefix making the child get SIGTERM when its parent dies.
+
+    util-linux's ``setpriv --pdeathsig`` sets it before exec; a Python
+    ``preexec_fn`` would do the same but can deadlock the forked child when
+    other threads (hdfs-native, aiobotocore) hold locks.
+    """
+    exe = shutil.which("setpriv")
+    return [exe, "--pdeathsig", "TERM", "--"] if exe else []
+
+
+def _running(pid: int) -> bool:
+    """The pid exists and is not a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] not in ("Z", "X")
+
+
+def stop_pid(pid: int, timeout: float = 10.0) -> None:
+    """SIGTERM one process by pid, SIGKILL it if it lingers; ignore if gone."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+            if done:
+                return
+        except ChildProcessError:  # not our child: poll for existence instead
+            if not _running(pid):
+                return
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+
+
+OWNER_FILE = "owner.pid"
+
+
+def _sweep_stale_workdirs() -> None:
+    """Remove work folders left by killed test sessions (owner pid gone)."""
+    for folder in Path(tempfile.gettempdir()).glob("cloudrec-*-*"):
+        try:
+            owner = int((folder / OWNER_FILE).read_text())
+        except (OSError, ValueError):
+            continue  # detached services and foreign folders have no owner file
+        if not _running(owner):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+class _Service:
+    """Owns a set of child processes and a work folder; stops both once."""
+
+    name = "service"
+
+    def __init__(self, *, workdir: Optional[str] = None, detach: bool = False,
+                 start_timeout: float = 60.0) -> None:
+        self.detach = detach
+        self.start_timeout = start_timeout
+        self._own_workdir = workdir is None
+        if workdir is None:
+            _sweep_stale_workdirs()
+        self.workdir = Path(workdir or tempfile.mkdtemp(prefix=f"cloudrec-{self.name}-"))
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        if self._own_workdir and not detach:
+            (self.workdir / OWNER_FILE).write_text(str(os.getpid()))
+        self.procs: Dict[str, subprocess.Popen] = {}
+        self.started = False
+        self.external = False
+        self._logs: List[IO[bytes]] = []
+
+    # -- process handling -------------------------------------------------
+    def _spawn(self, label: str, cmd: List[str], env: Optional[Dict[str, str]] = None) -> subprocess.Popen:
+        log = open(self.workdir / f"{label}.log", "ab")
+        self._logs.append(log)
+        if not self.detach:
+            cmd = _die_with_parent_prefix() + cmd
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                env=env, cwd=str(self.workdir), start_new_session=True)
+        self.procs[label] = proc
+        return proc
+
+    def _check_alive(self) -> None:
+        for label, proc in self.procs.items():
+            if proc.poll() is not None:
+                raise ServiceError(f"{self.name}: {label} (pid {proc.pid}) exited with code "
+                                   f"{proc.returncode} while starting\n"
+                                   + _log_tail(self.workdir / f"{label}.log"))
+
+    def _wait_port(self, port: int, label: str) -> None:
+        deadline = time.monotonic() + self.start_timeout
+        while time.monotonic() < deadline:
+            self._check_alive()
+            if port_open(port):
+                return
+            time.sleep(0.05)
+        raise ServiceError(f"{self.name}: {label} not listening on {LOOPBACK}:{port} after "
+                           f"{self.start_timeout:.0f} s\n" + _log_tail(self.workdir / f"{label}.log"))
+
+    @property
+    def pids(self) -> Dict[str, int]:
+        return {label: p.pid for label, p in self.procs.items()}
+
+    def start(self) -> "_Service":
+        if self.started:
+            return self
+        if not self.detach:
+            atexit.register(self.stop)
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+        self.started = True
+        return self
+
+    def _start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        """Stop every process this object started (by pid) and drop its work folder."""
+        for proc in reversed(list(self.procs.values())):
+            if proc.poll() is None:
+                stop_pid(proc.pid)
+            with contextlib.suppress(Exception):
+                proc.wait(timeout=5)
+        self.procs.clear()
+        for log in self._logs:
+            log.close()
+        self._logs.clear()
+        if self._own_workdir and not self.detach and not self.external:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+        self.started = False
+        with contextlib.suppress(Exception):
+            atexit.unregister(self.stop)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+
+def s3_storage_options(endpoint_url: str, **config_kwargs: Any) -> Dict[str, Any]:
+    """s3fs options for a loopback endpoint with dummy credentials."""
+    opts: Dict[str, Any] = {"key": DUMMY_KEY, "secret": DUMMY_KEY,
+                            "client_kwargs": {"endpoint_url": endpoint_url, "region_name": "us-east-1"}}
+    if config_kwargs:
+        opts["config_kwargs"] = config_kwargs
+    return opts
+
+
+class MotoServer(_Service):
+    """moto's S3 server as a subprocess: ``moto_server -H 127.0.0.1 -p PORT``."""
+
+    name = "moto"
+
+    def __init__(self, port: Optional[int] = None, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.port = port or 0
+        self.endpoint_url = ""
+
+    @classmethod
+    def existing(cls, endpoint_url: str) -> "MotoServer":
+        """Wrap an S3 endpoint run elsewhere (not stopped by us)."""
+        self = cls.__new__(cls)
+        _Service.__init__(self, workdir=tempfile.gettempdir())
+        self.external, self.started = True, True
+        self.endpoint_url = endpoint_url.rstrip("/")
+        self.port = urllib.parse.urlsplit(self.endpoint_url).port or 80
+        return self
+
+    def _start(self) -> None:
+        exe = shutil.which("moto_server", path=os.path.dirname(sys.executable)) or shutil.which("moto_server")
+        cmd = [exe] if exe else [sys.executable, "-m", "moto.server"]
+        for attempt in range(3):
+            port = self.port or free_ports(1)[0]
+            self._spawn("moto", cmd + ["-H", LOOPBACK, "-p", str(port)])
+            try:
+                self._wait_port(port, "moto")
+            except ServiceError:
+                if self.port or attempt == 2:
+                    raise
+                stop_pid(self.procs.pop("moto").pid)  # port taken meanwhile: try another
+                continue
+            self.port = port
+            break
+        self.endpoint_url = f"http://{LOOPBACK}:{self.port}"
+
+    @property
+    def storage_options(self) -> Dict[str, Any]:
+        return s3_storage_options(self.endpoint_url)
+
+    def filesystem(self, **opts: Any):
+        """A fresh (uncached) s3fs filesystem on this endpoint."""
+        import s3fs
+        return s3fs.S3FileSystem(skip_instance_cache=True, **{**self.storage_options, **opts})
+
+    def new_bucket(self, prefix: str = "cloudrec-test") -> str:
+        """Create a fresh bucket and return ``s3://name``.
+
+        Uses ``create_bucket`` without a LocationConstraint: s3fs's ``mkdir``
+        sends one for us-east-1, which moto rejects.
+        """
+        name = f"{prefix}-{uuid.uuid4().hex[:12]}"
+        if getattr(self, "_admin_fs", None) is None:
+            self._admin_fs = self.filesystem()
+        self._admin_fs.call_s3("create_bucket", Bucket=name)
+        return f"s3://{name}"
+
+
+class FaultProxy(_Service):
+    """``cloudrec.testing.faultproxy`` in front of an S3 endpoint, on a free port."""
+
+    name = "faultproxy"
+
+    def __init__(self, upstream: str, port: Optional[int] = None, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.upstream = upstream.rstrip("/")
+        self.port = port or 0
+        self.endpoint_url = ""
+
+    @classmethod
+    def existing(cls, endpoint_url: str) -> "FaultProxy":
+        self = cls.__new__(cls)
+        _Service.__init__(self, workdir=tempfile.gettempdir())
+        self.external, self.started = True, True
+        self.endpoint_url = endpoint_url.rstrip("/")
+        self.upstream = ""
+        self.port = urllib.parse.urlsplit(self.endpoint_url).port or 80
+        return self
+
+    def _start(self) -> None:
+        for attempt in range(3):
+            port = self.port or free_ports(1)[0]
+            self._spawn("faultproxy", [sys.executable, "-m", "cloudrec.testing.faultproxy",
+                                       "--listen", str(port), "--upstream", self.upstream])
+            try:
+                self._wait_port(port, "faultproxy")
+            except ServiceError:
+                if self.port or attempt == 2:
+                    raise
+                stop_pid(self.procs.pop("faultproxy").pid)
+                continue
+            self.port = port
+            break
+        self.endpoint_url = f"http://{LOOPBACK}:{self.port}"
+
+    @property
+    def storage_options(self) -> Dict[str, Any]:
+        """s3fs options through the proxy: botocore's own retries off and short
+        timeouts, so injected faults reach the caller (s3fs still retries a few
+        error kinds itself)."""
+        return s3_storage_options(self.endpoint_url, retries={"max_attempts": 1, "mode": "standard"},
+                                  connect_timeout=2, read_timeout=5)
+
+    def _control(self, **query: Any) -> Dict[str, Any]:
+        url = f"{self.endpoint_url}/__faults?" + urllib.parse.urlencode(query)
+        try:
+            with urllib.request.urlopen(url, timeout=10) as resp:
+                return json.loads(resp.read())
+        except urllib.error.HTTPError as exc:
+            raise ValueError(f"fault proxy refused {query}: {exc.read().decode(errors='replace')}") from exc
+
+    def configure(self, p503: float = 0.0, p500: float = 0.0, pdrop: float = 0.0, ptrunc: float = 0.0,
+                  pstall: float = 0.0, latency_ms: float = 0.0, seed: int = 0, *,
+                  stall_s: float = 30.0, stall_at: str = "head", methods: str = "",
+                  max_faults: int = -1, clear_stats: bool = True) -> Dict[str, Any]:
+        """Set every fault setting at once (unnamed ones back to 0/default),
+        re-seed the RNG and, by default, zero the counts."""
+        query: Dict[str, Any] = dict(p503=p503, p500=p500, pdrop=pdrop, ptrunc=ptrunc, pstall=pstall,
+                                     latency_ms=latency_ms, seed=seed, stall_s=stall_s, stall_at=stall_at,
+                                     methods=methods, max_faults=max_faults)
+        if clear_stats:
+            query["clear"] = 1
+        return self._control(**query)["config"]
+
+    def stats(self) -> Dict[str, int]:
+        """Counts since the last clear: requests, 503, 500, drop, trunc, stall, ok, faults."""
+        return self._control()["counts"]
+
+
+# ---------------------------------------------------------------------------
+# HDFS
+# ---------------------------------------------------------------------------
+HADOOP_VERSION = "2.7.3"
+PYSPARK_SDIST = "pyspark==2.4.8"
+_JVM_OPENS = ["java.base/java.lang", "java.base/java.nio", "java.base/sun.nio.ch", "java.base/java.util",
+              "java.base/java.lang.reflect", "java.base/java.io", "java.base/java.net",
+              "java.base/jdk.internal.misc", "java.base/java.util.concurrent",
+              "java.security.jgss/sun.security.krb5"]
+_JERSEY1 = ["jsr311-api.jar", "jersey1-core.jar", "jersey1-server.jar", "jersey1-servlet.jar"]
+JERSEY_DIR = Path("/usr/share/java")
+
+
+def hdfs_cache_dir() -> Path:
+    """Where the pyspark sdist and Hadoop jars are kept, once per machine."""
+    return Path(os.environ.get("CLOUDREC_HDFS_CACHE", Path.home() / ".cache" / "cloudrec" / "hdfs"))
+
+
+@contextlib.contextmanager
+def _locked(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def hadoop_jars(cache: Optional[Path] = None) -> Path:
+    """Folder of the Hadoop 2.7.3 jars, taken from the pyspark 2.4.8 sdist on PyPI.
+
+    Downloads (``pip download``, ~220 MB, needs setuptools+wheel) and unpacks
+    once per machine, under a file lock so parallel sessions share the work.
+    """
+    cache = cache or hdfs_cache_dir()
+    jars = cache / f"jars-{HADOOP_VERSION}"
+    if (jars / f"hadoop-hdfs-{HADOOP_VERSION}.jar").exists():
+        return jars
+    with _locked(cache / ".lock"):
+        if (jars / f"hadoop-hdfs-{HADOOP_VERSION}.jar").exists():
+            return jars
+        dl = cache / "dl"
+        sdists = sorted(dl.glob("pyspark-2.4.8.tar.gz"))
+        if not sdists:
+            dl.mkdir(parents=True, exist_ok=True)
+            cmd = [sys.executable, "-m", "pip", "download", "-q", PYSPARK_SDIST, "--no-deps",
+                   "--no-build-isolation", "--no-binary", ":all:", "-d", str(dl)]
+            res = subprocess.run(cmd, capture_output=True, text=True)
+            sdists = sorted(dl.glob("pyspark-2.4.8.tar.gz"))
+            if res.returncode != 0 or not sdists:
+                raise ServiceError(f"could not download the {PYSPARK_SDIST} sdist for its Hadoop jars "
+                                   f"({' '.join(cmd)} -> {res.returncode}):\n{res.stdout}\n{res.stderr}")
+        tmp = Path(tempfile.mkdtemp(prefix="jars-", dir=cache))
+        try:
+            with tarfile.open(sdists[0], "r:gz") as tar:
+                for member in tar:
+                    parts = member.name.split("/")
+                    if (member.isfile() and len(parts) == 4 and parts[1:3] == ["deps", "jars"]
+                            and parts[3].endswith(".jar")):
+                        src = tar.extractfile(member)
+                        assert src is not None
+                        with open(tmp / parts[3], "wb") as out:
+                            shutil.copyfileobj(src, out, 1 << 20)
+            if not (tmp / f"hadoop-hdfs-{HADOOP_VERSION}.jar").exists():
+                raise ServiceError(f"{sdists[0]} holds no hadoop-hdfs-{HADOOP_VERSION}.jar")
+            shutil.rmtree(jars, ignore_errors=True)
+            tmp.rename(jars)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return jars
+
+
+def _hdfs_classpath(conf: Path, jars: Path) -> str:
+    """Jersey 1 (Debian) first; Spark's JAX-RS 2 / Jersey 2 jars left out (they clash)."""
+    missing = [j for j in _JERSEY1 if not (JERSEY_DIR / j).exists()]
+    if missing:
+        raise ServiceError("WebHDFS needs Debian's Jersey 1 jars, missing: " + ", ".join(
+            str(JERSEY_DIR / j) for j in missing) + " (apt-get install libjersey1-server-java "
+            "libjersey1-servlet-java libjersey1-core-java)")
+    cp = [str(conf)] + [str(JERSEY_DIR / j) for j in _JERSEY1]
+    for jar in sorted(jars.glob("*.jar")):
+        if not jar.name.startswith(("javax.ws.rs-api-", "jersey-")):
+            cp.append(str(jar))
+    return ":".join(cp)
+
+
+def _site_xml(props: Dict[str, Any]) -> str:
+    body = "".join(f" <property><name>{k}</name><value>{v}</value></property>\n" for k, v in props.items())
+    return f"<?xml version=\"1.0\"?>\n<configuration>\n{body}</configuration>\n"
+
+
+class HdfsCluster(_Service):
+    """One NameNode + one DataNode (Hadoop 2.7.3 on Java 17) on free loopback ports.
+
+    ``.url`` is ``hdfs://127.0.0.1:RPC`` (hdfs-native), ``.webhdfs_url`` is
+    ``webhdfs://127.0.0.1:HTTP``; data lives in a temporary folder.
+    """
+
+    name = "hdfs"
+    PORT_NAMES = ("rpc", "http", "dn_xfer", "dn_http", "dn_ipc")
+
+    def __init__(self, *, heap_mb: int = 512, java: Optional[str] = None, start_timeout: float = 180.0,
+                 **kw: Any) -> None:
+        super().__init__(start_timeout=start_timeout, **kw)
+        self.heap_mb = heap_mb
+        self.java = java or os.environ.get("CLOUDREC_JAVA") or shutil.which("java") or "java"
+        self.ports: Dict[str, int] = {}
+        self.url = ""
+        self.webhdfs_url = ""
+        self.startup_seconds = 0.0
+
+    @classmethod
+    def existing(cls, url: str, webhdfs_url: str = "") -> "HdfsCluster":
+        """Wrap an HDFS run elsewhere (not stopped by us)."""
+        self = cls.__new__(cls)
+        _Service.__init__(self, workdir=tempfile.gettempdir())
+        self.external, self.started = True, True
+        self.url, self.webhdfs_url = url.rstrip("/"), webhdfs_url.rstrip("/")
+        self.ports = {"rpc": urllib.parse.urlsplit(self.url).port or 8020}
+        if webhdfs_url:
+            self.ports["http"] = urllib.parse.urlsplit(self.webhdfs_url).port or 9870
+        return self
+
+    @property
+    def storage_options(self) -> Dict[str, Any]:
+        """Options for both ``hdfs://`` (host/port come from the URL) and ``webhdfs://``."""
+        return {}
+
+    @property
+    def webhdfs_storage_options(self) -> Dict[str, Any]:
+        return {"user": "root"}
+
+    def _jvm(self, cp: str) -> List[str]:
+        opts = [f"-Xmx{self.heap_mb}m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1",
+                "-Djava.net.preferIPv4Stack=true", f"-Dhadoop.log.dir={self.workdir / 'logs'}",
+                f"-Dhadoop.home.dir={self.workdir}"]
+        opts += [f"--add-opens={m}=ALL-UNNAMED" for m in _JVM_OPENS]
+        return [self.java] + opts + ["-cp", cp]
+
+    def _write_conf(self, conf: Path) -> None:
+        base, p = self.workdir, self.ports
+        for app in ("hdfs", "datanode", "secondary"):
+            # HttpServer2 only needs webapps/<name> on the classpath (the Maven jar lacks it)
+            web = conf / "webapps" / app / "WEB-INF"
+            web.mkdir(parents=True, exist_ok=True)
+            (web / "web.xml").write_text('<web-app xmlns="http://java.sun.com/xml/ns/javaee" version="2.5">'
+                                         "</web-app>\n")
+        (conf / "core-site.xml").write_text(_site_xml({
+            "fs.defaultFS": f"hdfs://{LOOPBACK}:{p['rpc']}", "hadoop.tmp.dir": base / "tmp",
+            "hadoop.http.staticuser.user": "root"}))
+        (conf / "hdfs-site.xml").write_text(_site_xml({
+            "dfs.replication": 1,
+            "dfs.namenode.name.dir": f"file://{base / 'name'}",
+            "dfs.datanode.data.dir": f"file://{base / 'data'}",
+            "dfs.namenode.rpc-bind-host": LOOPBACK,
+            "dfs.namenode.rpc-address": f"{LOOPBACK}:{p['rpc']}",
+            "dfs.namenode.http-address": f"{LOOPBACK}:{p['http']}",
+            "dfs.namenode.secondary.http-address": f"{LOOPBACK}:0",
+            "dfs.datanode.address": f"{LOOPBACK}:{p['dn_xfer']}",
+            "dfs.datanode.http.address": f"{LOOPBACK}:{p['dn_http']}",
+            "dfs.datanode.ipc.address": f"{LOOPBACK}:{p['dn_ipc']}",
+            "dfs.datanode.hostname": LOOPBACK,
+            "dfs.namenode.datanode.registration.ip-hostname-check": "false",
+            "dfs.permissions.enabled": "false",
+            "dfs.webhdfs.enabled": "true",
+            "dfs.namenode.safemode.extension": 0,
+            "dfs.namenode.safemode.min.datanodes": 0,
+            "dfs.blocksize": 64 << 20,
+            "dfs.namenode.fs-limits.min-block-size": 1 << 16,
+            "dfs.heartbeat.interval": 1,
+        }))
+        (conf / "log4j.properties").write_text(
+            "log4j.rootLogger=INFO,console\nlog4j.appender.console=org.apache.log4j.ConsoleAppender\n"
+            "log4j.appender.console.layout=org.apache.log4j.PatternLayout\n"
+            "log4j.appender.console.layout.ConversionPattern=%d{HH:mm:ss} %p %c{1}: %m%n\n")
+
+    def _name_dir(self, cmd: List[str], env: Dict[str, str], cache: Path) -> None:
+        """A formatted NameNode folder: copied from a per-machine template (one
+        ``-format`` JVM run per machine, not per start)."""
+        template = cache / f"name-template-{HADOOP_VERSION}"
+        if not (template / "current" / "VERSION").exists():
+            with _locked(cache / ".lock"):
+                if not (template / "current" / "VERSION").exists():
+                    log = self.workdir / "format.log"
+                    with open(log, "wb") as fh:
+                        res = subprocess.run(cmd + ["org.apache.hadoop.hdfs.server.namenode.NameNode",
+                                                    "-format", "-force", "-nonInteractive"],
+                                             stdout=fh, stderr=subprocess.STDOUT, env=env,
+                                             cwd=str(self.workdir), timeout=self.start_timeout)
+                    if res.returncode != 0 or not (self.workdir / "name" / "current" / "VERSION").exists():
+                        raise ServiceError(f"hdfs: NameNode -format failed ({res.returncode})\n"
+                                           + _log_tail(log))
+                    tmp = Path(tempfile.mkdtemp(prefix="name-", dir=cache))
+                    shutil.copytree(self.workdir / "name", tmp / "n")
+                    shutil.rmtree(template, ignore_errors=True)
+                    (tmp / "n").rename(template)
+                    shutil.rmtree(tmp, ignore_errors=True)
+                    return
+        shutil.rmtree(self.workdir / "name", ignore_errors=True)
+        shutil.copytree(template, self.workdir / "name")
+
+    def _ready(self) -> bool:
+        http = f"http://{LOOPBACK}:{self.ports['http']}"
+        try:
+            with urllib.request.urlopen(f"{http}/jmx?qry=Hadoop:service=NameNode,name=FSNamesystemState",
+                                        timeout=2) as r:
+                beans = json.loads(r.read()).get("beans", [{}])
+            if not beans or beans[0].get("NumLiveDataNodes") != 1:
+                return False
+            with urllib.request.urlopen(f"{http}/jmx?qry=Hadoop:service=NameNode,name=NameNodeInfo",
+                                        timeout=2) as r:
+                info = json.loads(r.read()).get("beans", [{}])
+            if not info or info[0].get("Safemode"):
+                return False
+            with urllib.request.urlopen(f"{http}/webhdfs/v1/?op=GETFILESTATUS&user.name=root", timeout=2) as r:
+                return r.status == 200
+        except (OSError, ValueError):
+            return False
+
+    def _start(self) -> None:
+        t0 = time.monotonic()
+        if not Path(self.java).exists() and not shutil.which(self.java):
+            raise ServiceError(f"hdfs: no java found ({self.java}); install Java 17 (openjdk-17-jre-headless)")
+        cache = hdfs_cache_dir()
+        jars = hadoop_jars(cache)
+        for attempt in range(3):
+            try:
+                self._start_once(jars, cache)
+                break
+            except ServiceError as exc:
+                if attempt == 2 or "BindException" not in str(exc) and "Address already in use" not in str(exc):
+                    raise
+                for label in list(self.procs):  # a port was taken meanwhile: new ports, new try
+                    stop_pid(self.procs.pop(label).pid)
+        self.startup_seconds = time.monotonic() - t0
+
+    def _start_once(self, jars: Path, cache: Path) -> None:
+        self.ports = dict(zip(self.PORT_NAMES, free_ports(len(self.PORT_NAMES))))
+        for sub in ("conf", "logs", "data", "tmp"):
+            shutil.rmtree(self.workdir / sub, ignore_errors=True)
+            (self.workdir / sub).mkdir(parents=True)
+        conf = self.workdir / "conf"
+        self._write_conf(conf)
+        cmd = self._jvm(_hdfs_classpath(conf, jars))
+        env = dict(os.environ, HADOOP_USER_NAME=os.environ.get("HADOOP_USER_NAME", "root"))
+        self._name_dir(cmd, env, cache)
+        self._spawn("namenode", cmd + ["org.apache.hadoop.hdfs.server.namenode.NameNode"], env)
+        self._spawn("datanode", cmd + ["org.apache.hadoop.hdfs.server.datanode.DataNode"], env)
+        deadline = time.monotonic() + self.start_timeout
+        while time.monotonic() < deadline:
+            self._check_alive()
+            if self._ready():
+                self.url = f"hdfs://{LOOPBACK}:{self.ports['rpc']}"
+                self.webhdfs_url = f"webhdfs://{LOOPBACK}:{self.ports['http']}"
+                return
+            time.sleep(0.25)
+        raise ServiceError(f"hdfs: not ready after {self.start_timeout:.0f} s (ports {self.ports})\n"
+                           + _log_tail(self.workdir / "namenode.log") + "\n"
+                           + _log_tail(self.workdir / "datanode.log"))
+
+    def rss_mb(self) -> Dict[str, float]:
+        """Resident memory of each JVM in MB (from /proc)."""
+        out = {}
+        for label, pid in self.pids.items():
+            with contextlib.suppress(OSError):
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmRSS:"):
+                        out[label] = int(line.split()[1]) / 1024
+        return out
