@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Set up what the tests need (once), then run them:  bash scripts/test.sh [pytest args]
+# Needs Debian with Python 3.11 (root, or the system packages below already there).
+# Installs: Java 17 if missing, Debian's Jersey 1 jars (WebHDFS of the loopback HDFS),
+# .venv with cloudrec[dev] + torch==2.13.0 (CPU), and the Hadoop 2.7.3 jars from the
+# pyspark 2.4.8 sdist (cached in ~/.cache/cloudrec/hdfs). The S3 and HDFS test servers
+# are started by the pytest fixtures on free 127.0.0.1 ports and stopped at the end.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+VENV=${VENV:-.venv}
+TORCH_VERSION=2.13.0
+t0=$SECONDS
+
+# -- system packages ---------------------------------------------------------
+apt_pkgs=()
+command -v java >/dev/null 2>&1 || apt_pkgs+=(openjdk-17-jre-headless)
+command -v setpriv >/dev/null 2>&1 || apt_pkgs+=(util-linux)
+for p in libjersey1-server-java libjersey1-servlet-java libjersey1-core-java; do
+  dpkg -s "$p" >/dev/null 2>&1 || apt_pkgs+=("$p")
+done
+if [ ${#apt_pkgs[@]} -gt 0 ]; then
+  if [ "$(id -u)" != 0 ]; then
+    echo "scripts/test.sh: please install: apt-get install ${apt_pkgs[*]}" >&2; exit 1
+  fi
+  echo "== apt-get install ${apt_pkgs[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  [ -n "$(ls -A /var/lib/apt/lists 2>/dev/null | grep -v -e lock -e partial)" ] || apt-get update -q
+  apt-get install -y -q --no-install-recommends "${apt_pkgs[@]}"
+fi
+
+# -- Python environment --------------------------------------------------------
+[ -x "$VENV/bin/python" ] || { echo "== creating $VENV"; "$PY" -m venv "$VENV"; }
+stamp="$VENV/.cloudrec-setup-done"
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  echo "== pip install -e '.[dev]' torch==$TORCH_VERSION"
+  "$VENV/bin/python" -m pip install -q "setuptools<70" wheel   # the pyspark sdist's setup.py needs both
+  "$VENV/bin/python" -m pip install -q -e '.[dev]'
+  "$VENV/bin/python" -m pip install -q "torch==$TORCH_VERSION"
+  touch "$stamp"
+fi
+# Hadoop jars for the HDFS fixture: fetched once per machine, here so a failure shows early
+"$VENV/bin/python" -c "from cloudrec.testing import hadoop_jars; print('== hadoop jars in', hadoop_jars())"
+echo "== setup took $((SECONDS - t0)) s"
+
+# -- tests -----------------------------------------------------------------------
+set +e
+"$VENV/bin/python" -m pytest --durations=15 "$@"
+rc=$?
+set -e
+if [ "$rc" = 5 ]; then
+  echo "scripts/test.sh: pytest collected no tests: counting that as a failure" >&2
+  exit 1
+fi
+echo "== tests finished with exit code $rc after $((SECONDS - t0)) s"
+exit "$rc"
