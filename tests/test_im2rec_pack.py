@@ -48,7 +48,7 @@ def _run_pack(tmp_path: Path, folder: str, name: str, extra=(), monkeypatch=None
         shutil.copy(lst, out / lst.name)
     argv = _cmd_flags(folder, name)
     prefix = argv[-1]
-    argv = argv[:-1] + list(extra) + ["--no-progress", str(out / prefix), str(IMAGES)]
+    argv = argv[:-1] + ["--no-progress"] + list(extra) + [str(out / prefix), str(IMAGES)]
     assert im2rec.main(argv) == 0
     return out
 
@@ -322,3 +322,71 @@ def test_no_list_found_and_mixed_label_widths(tmp_path):
     with pytest.raises(ImageListError, match="different label counts"):
         im2rec.run(_ns(["--pass-through", "--pack-label", "--no-progress", str(tmp_path / "m"),
                         str(IMAGES)]))
+
+
+# -- progress, interruption, optional dask ------------------------------------------------------------
+
+def test_progress_bar_shows_images_and_megabytes_per_second(tmp_path, capsys):
+    _run_pack(tmp_path, "passthrough", "all", extra=["--progress"])
+    err = capsys.readouterr().err
+    assert "24/24" in err and "img/s" in err and "MB/s" in err
+
+
+class _InterruptingSource:
+    """Wraps an ImageSource; raises KeyboardInterrupt on the n-th read (a user's Ctrl-C)."""
+
+    def __init__(self, inner, n):
+        self.inner, self.n, self.calls = inner, n, 0
+
+    def url(self, rel):
+        return self.inner.url(rel)
+
+    def read(self, rel):
+        self.calls += 1
+        if self.calls == self.n:
+            raise KeyboardInterrupt
+        return self.inner.read(rel)
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_interrupted_run_leaves_no_files(tmp_path, threads):
+    from cloudrec.format import parse_lst
+    from cloudrec.tools.packing import EncodeOptions, ImageSource, ShardedWriter, pack_entries
+
+    entries = parse_lst((PACK / "passthrough" / "all.lst").read_text())
+    writer = ShardedWriter(str(tmp_path), "all", total=24, num_shards=3)
+    src = _InterruptingSource(ImageSource(str(IMAGES)), 20)
+    with pytest.raises(KeyboardInterrupt):
+        pack_entries(entries, src, writer, EncodeOptions(pass_through=True), num_thread=threads,
+                     progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_too_many_shards_is_an_error(tmp_path, capsys):
+    shutil.copy(PACK / "passthrough" / "all.lst", tmp_path / "all.lst")
+    assert im2rec.main(["--pass-through", "--num-shards", "25", str(tmp_path / "all"),
+                        str(IMAGES)]) == 1
+    assert "--num-shards 25 is more than the 24 images" in capsys.readouterr().err
+    assert _listdir(tmp_path) == ["all.lst"]
+
+
+def test_tools_import_without_dask(tmp_path):
+    import subprocess
+    import sys
+    code = ("import sys, builtins\n"
+            "real = builtins.__import__\n"
+            "def imp(name, *a, **k):\n"
+            "    if name.split('.')[0] in ('dask', 'distributed'):\n"
+            "        raise ImportError('no dask here')\n"
+            "    return real(name, *a, **k)\n"
+            "builtins.__import__ = imp\n"
+            "import cloudrec.tools.im2rec, cloudrec.tools.index, cloudrec.tools.inspect\n"
+            "import cloudrec.tools.dask_pack as d\n"
+            "from cloudrec.errors import ConfigError\n"
+            "try:\n"
+            "    d._import_distributed()\n"
+            "except ConfigError as e:\n"
+            "    print('ok', e)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("ok") and "cloudrec[dask]" in out.stdout

@@ -291,6 +291,8 @@ class ShardedWriter:
             raise ConfigError(f"--num-shards must be >= 1, got {num_shards}")
         if shard_size is not None and shard_size < 1:
             raise ConfigError(f"--shard-size must be >= 1 byte, got {shard_size}")
+        if num_shards and shard_index is None and total and num_shards > total:
+            raise ConfigError(f"--num-shards {num_shards} is more than the {total} images")
         self.dir_url, self.base = dir_url, base
         self.storage_options = dict(storage_options or {})
         self.num_shards, self.shard_size = num_shards, shard_size
