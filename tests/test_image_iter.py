@@ -339,3 +339,26 @@ def test_rec_and_lst_on_s3(s3_server, tmp_path):
             assert sorted(ep) == part
         seen += part
     assert sorted(seen) == list(range(24))
+
+
+def test_rec_and_files_on_every_store(store):
+    """The same batches from a local folder, S3 and HDFS (rec + idx, and .lst + path_root)."""
+    for f in ("all.rec", "all.idx", "all.lst"):
+        store.put(f"pack/{f}", (FIX / "pack/passthrough" / f).read_bytes())
+    for p in (FIX / "images").rglob("*.jpg"):
+        store.put(f"images/{p.relative_to(FIX / 'images')}", p.read_bytes())
+    for p in (FIX / "images").rglob("*.png"):
+        store.put(f"images/{p.relative_to(FIX / 'images')}", p.read_bytes())
+    cfg = _load("ii_center_norm_bilinear")
+    ref = np.load(ITERS / cfg["data_file"])
+    augs = CreateAugmenter((3, 32, 32), **cfg["create_augmenter"])
+    so = store.storage_options
+    it = ImageIter(5, (3, 32, 32), path_imgrec=store.url("pack/all.rec"),
+                   path_imgidx=store.url("pack/all.idx"), aug_list=augs, storage_options=so)
+    assert np.array_equal(np.concatenate([b.data[0] for b in it]), ref)
+    it = ImageIter(5, (3, 32, 32), path_imglist=store.url("pack/all.lst"),
+                   path_root=store.url("images"), aug_list=augs, storage_options=so)
+    assert np.array_equal(np.concatenate([b.data[0] for b in it]), ref)
+    it = ImageIter(5, (3, 32, 32), path_imgrec=store.url("pack/all.rec"), aug_list=augs,
+                   storage_options=so)  # no .idx: sequential read
+    assert np.array_equal(np.concatenate([b.data[0] for b in it]), ref)
