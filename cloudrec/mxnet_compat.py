@@ -158,7 +158,6 @@ nd.flip = lambda data, axis, **kw: np.ascontiguousarray(np.flip(_np(data), axis)
 nd.dot = lambda lhs, rhs, **kw: np.dot(_np(lhs), _np(rhs)).view(NDArray)
 nd.clip = lambda data, a_min, a_max, **kw: np.clip(_np(data), a_min, a_max).view(NDArray)
 nd.waitall = lambda: None
-nd.save = None  # MXNet's parameter files are out of scope
 
 
 # ------------------------------------------------------------------------------ mx.recordio

@@ -7,7 +7,7 @@ Arrays are numpy (or anything with ``.shape``); nothing here does IO.
 from __future__ import annotations
 
 from collections import namedtuple
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
