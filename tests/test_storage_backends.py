@@ -41,7 +41,8 @@ def test_range_reader_exact_bytes(store):
     url = store.put("blob.bin", blob)
     from cloudrec.storage.fs import resolve
     fs, path = resolve(url, store.storage_options)
-    with make_range_reader(fs, concurrency=4) as r:
+    from cloudrec.storage.retry import RetryPolicy
+    with make_range_reader(fs, concurrency=4, retry=RetryPolicy(max_attempts=2)) as r:
         ranges = [(0, 1), (5, 900), (1000, 10240), (10239, 10240), (7, 7)]
         assert r.read_ranges(path, ranges, url) == [blob[a:b] for a, b in ranges]
         with pytest.raises(StorageError, match=r"blob.bin bytes \[10000, 10300\)"):

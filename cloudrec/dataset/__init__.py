@@ -17,6 +17,7 @@ from cloudrec.dataset.shards import (Shard, expand_braces, expand_urls, read_idx
                                      sibling_idx, stat_shards)
 from cloudrec.dataset.table import RecordTable, table_from_idx, table_from_scan
 from cloudrec.errors import IndexFileError
+from cloudrec.storage.retry import RetryPolicy
 
 __all__ = ["open_dataset", "ShardedDataset", "Shard", "RecordTable", "expand_urls",
            "expand_braces", "sibling_idx"]
@@ -89,27 +90,28 @@ class ShardedDataset:
 def open_dataset(urls: UrlArg, idx_urls: Optional[Union[str, Sequence[Optional[str]]]] = None,
                  storage_options: Optional[Dict[str, Any]] = None, *,
                  require_index: bool = True, key_type: Any = None,
-                 concurrency: int = 16) -> ShardedDataset:
+                 concurrency: int = 16, retry: Optional[RetryPolicy] = None) -> ShardedDataset:
     """Open a dataset of one or more `.rec` shards.
 
     ``urls``: one URL, a list, a glob (``s3://b/train-*.rec``) or a brace range
     (``train-{0000..0127}.rec``).  ``idx_urls`` default to the sibling `.idx`
     files.  With ``require_index=False`` a shard without `.idx` is scanned for
-    record heads (reads the whole shard once).
+    record heads (reads the whole shard once).  ``retry`` governs the
+    metadata reads (``info``, `.idx`) as it does record reads.
     """
     rec_urls = expand_urls(urls, storage_options)
     if isinstance(idx_urls, (str, os.PathLike)):
         idx_urls = expand_urls(idx_urls, storage_options) if len(rec_urls) > 1 else [idx_urls]
-    shards = stat_shards(rec_urls, idx_urls, storage_options, concurrency)
+    shards = stat_shards(rec_urls, idx_urls, storage_options, concurrency, retry)
 
     def load(i: int) -> RecordTable:
         s = shards[i]
         try:
-            data = read_idx_bytes(s, storage_options)
+            data = read_idx_bytes(s, storage_options, retry)
         except IndexFileError:
             if require_index:
                 raise
-            return _scan(i, s)
+            return _scan(i, s, retry)
         return table_from_idx(i, data, s.size, idx_url=s.idx_url or "", rec_url=s.rec_url,
                               key_type=key_type)
 
@@ -125,9 +127,9 @@ def open_dataset(urls: UrlArg, idx_urls: Optional[Union[str, Sequence[Optional[s
     return ShardedDataset(shards, RecordTable.concat(parts), storage_options)
 
 
-def _scan(shard_no: int, shard: Shard) -> RecordTable:
+def _scan(shard_no: int, shard: Shard, retry: Optional[RetryPolicy]) -> RecordTable:
     from cloudrec.storage.ranged import make_range_reader
-    reader = make_range_reader(shard.fs, concurrency=1)
+    reader = make_range_reader(shard.fs, concurrency=1, retry=retry)
     try:
         return table_from_scan(shard_no, lambda a, b: reader.read(shard.path, a, b, shard.rec_url),
                                shard.size)

@@ -16,7 +16,8 @@ import fsspec
 
 from cloudrec.errors import IndexFileError, StorageError
 from cloudrec.storage.fs import resolve
-from cloudrec.storage.retry import StorageNotFound
+from cloudrec.storage.ranged import call_fs
+from cloudrec.storage.retry import RetryPolicy, StorageNotFound
 
 _BRACE = re.compile(r"\{([^{}]*)\}")
 _RANGE = re.compile(r"^(-?\d+)\.\.(-?\d+)$")
@@ -117,12 +118,14 @@ def _version(info: Dict[str, Any]) -> str:
     return ""
 
 
-def _info(url: str, storage_options: Optional[Dict[str, Any]]) -> Shard:
+def _info(url: str, storage_options: Optional[Dict[str, Any]],
+          retry: Optional[RetryPolicy] = None) -> Shard:
     try:
         fs, path = resolve(url, storage_options)
-        info = fs.info(path)
+        info = call_fs(fs, "info", path, retry=retry, url=url)
     except FileNotFoundError as exc:
-        raise StorageNotFound(f"shard not found ({exc})", url) from exc
+        why = "" if isinstance(exc, StorageError) else f" ({exc})"
+        raise StorageNotFound(f"shard not found{why}", url) from exc
     except PermissionError as exc:
         raise StorageError(f"access denied to shard ({exc})", url) from exc
     except StorageError:
@@ -146,33 +149,37 @@ def _info(url: str, storage_options: Optional[Dict[str, Any]]) -> Shard:
 
 def stat_shards(rec_urls: Sequence[str], idx_urls: Optional[Sequence[Optional[str]]] = None,
                 storage_options: Optional[Dict[str, Any]] = None,
-                concurrency: int = INFO_CONCURRENCY) -> List[Shard]:
+                concurrency: int = INFO_CONCURRENCY,
+                retry: Optional[RetryPolicy] = None) -> List[Shard]:
     """One concurrent ``info`` per shard; ``idx_urls`` default to the siblings."""
     if idx_urls is None:
         idx_urls = [sibling_idx(u) for u in rec_urls]
     if len(idx_urls) != len(rec_urls):
         raise ValueError(f"{len(rec_urls)} shards but {len(idx_urls)} index URLs")
     if len(rec_urls) == 1:
-        shards = [_info(rec_urls[0], storage_options)]
+        shards = [_info(rec_urls[0], storage_options, retry)]
     else:
         with ThreadPoolExecutor(min(concurrency, len(rec_urls))) as pool:
-            shards = list(pool.map(lambda u: _info(u, storage_options), rec_urls))
+            shards = list(pool.map(lambda u: _info(u, storage_options, retry), rec_urls))
     for s, i in zip(shards, idx_urls):
         s.idx_url = os.fspath(i) if i is not None else None
     return shards
 
 
-def read_idx_bytes(shard: Shard, storage_options: Optional[Dict[str, Any]] = None) -> bytes:
+def read_idx_bytes(shard: Shard, storage_options: Optional[Dict[str, Any]] = None,
+                   retry: Optional[RetryPolicy] = None) -> bytes:
     """The `.idx` file of a shard; a missing one raises IndexFileError naming it."""
     url = shard.idx_url
     if url is None:
         raise IndexFileError("no index for this shard", shard.rec_url)
     try:
         fs, path = resolve(url, storage_options)
-        return fs.cat_file(path)
+        return call_fs(fs, "cat_file", path, retry=retry, url=url)
     except FileNotFoundError as exc:
         raise IndexFileError(f"index file not found (shard {shard.rec_url})", url) from exc
     except PermissionError as exc:
         raise IndexFileError(f"access denied to index file ({exc})", url) from exc
+    except StorageError as exc:
+        raise IndexFileError(f"cannot read index file: {exc}", url) from exc
     except OSError as exc:
         raise IndexFileError(f"cannot read index file: {type(exc).__name__}: {exc}", url) from exc

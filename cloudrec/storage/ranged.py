@@ -177,6 +177,60 @@ class AsyncRangeReader(RangeReader):
             return await self.retry.acall(attempt, url, start, end)
 
 
+def call_fs(fs: fsspec.AbstractFileSystem, method: str, *args: Any,
+            retry: Optional[RetryPolicy] = None, url: str = "", **kwargs: Any) -> Any:
+    """``fs.<method>(*args)`` (e.g. ``info``, ``cat_file``) with the retry policy.
+
+    On async filesystems each attempt runs ``_<method>`` on the filesystem's
+    loop and is cut off after ``retry.timeout`` seconds.
+    """
+    retry = retry or RetryPolicy()
+    if getattr(fs, "async_impl", False) and getattr(fs, "loop", None) is not None \
+            and hasattr(fs, "_" + method):
+        fs = _without_client_retries(fs)
+        coro_fn = getattr(fs, "_" + method)
+
+        async def run() -> Any:
+            return await retry.acall(lambda: coro_fn(*args, **kwargs), url or str(args[0]))
+        return asyncio.run_coroutine_threadsafe(run(), fs.loop).result()
+    fn = getattr(fs, method)
+    return retry.call(lambda: fn(*args, **kwargs), url or str(args[0]))
+
+
+_CLONES: Dict[Tuple[int, str], fsspec.AbstractFileSystem] = {}
+_CLONES_LOCK = threading.Lock()
+
+
+def _without_client_retries(fs: fsspec.AbstractFileSystem) -> fsspec.AbstractFileSystem:
+    """Memoised (per process and filesystem token) :func:`_make_retry_free`."""
+    key = (os.getpid(), str(getattr(fs, "_fs_token", id(fs))))
+    with _CLONES_LOCK:
+        clone = _CLONES.get(key)
+        if clone is None:
+            clone = _CLONES[key] = _make_retry_free(fs)
+    return clone
+
+
+def _make_retry_free(fs: fsspec.AbstractFileSystem) -> fsspec.AbstractFileSystem:
+    """A private copy of ``fs`` with the client's own retries off (s3fs nests two
+    loops of 5 attempts with sleeps, botocore adds its own), so that
+    :class:`RetryPolicy` alone bounds attempts and the time they take."""
+    retries = getattr(fs, "retries", None)
+    if not isinstance(retries, int):
+        return fs
+    opts = dict(fs.storage_options)
+    if type(fs).__module__.startswith("s3fs"):
+        config = dict(opts.get("config_kwargs") or {})
+        config["retries"] = {"total_max_attempts": 1, "mode": "standard"}
+        opts["config_kwargs"] = config
+    try:
+        clone = type(fs)(skip_instance_cache=True, **opts)
+    except Exception:  # noqa: BLE001 - keep the shared instance rather than fail
+        return fs
+    clone.retries = 1
+    return clone
+
+
 def make_range_reader(fs: fsspec.AbstractFileSystem, *, concurrency: int = DEFAULT_CONCURRENCY,
                       retry: Optional[RetryPolicy] = None) -> RangeReader:
     """The best :class:`RangeReader` for ``fs`` (see the module docstring)."""
@@ -185,7 +239,7 @@ def make_range_reader(fs: fsspec.AbstractFileSystem, *, concurrency: int = DEFAU
     if isinstance(fs, LocalFileSystem):
         return LocalRangeReader(fs, **kw)
     if getattr(fs, "async_impl", False) and getattr(fs, "loop", None) is not None:
-        return AsyncRangeReader(fs, **kw)
+        return AsyncRangeReader(_without_client_retries(fs), **kw)
     if type(fs).__module__.startswith("hdfs_native"):
         return HandleRangeReader(fs, **kw)
     return RangeReader(fs, **kw)

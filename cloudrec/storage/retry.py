@@ -28,8 +28,10 @@ _TRANSIENT_WORDS = (
     "responsestreamingerror", "endpoint connection", "connection was closed",
     "503", "500", "502", "504",
 )
+_TRANSIENT_TYPES = ("Payload", "ContentLength", "IncompleteRead", "Disconnected",
+                    "ConnectionClosed", "ResponseStreaming", "Timeout", "ProtocolError")
 _TRANSIENT_ERRNOS = {errno.ECONNRESET, errno.ECONNABORTED, errno.ECONNREFUSED, errno.EPIPE,
-                     errno.ETIMEDOUT, errno.EAGAIN, errno.EHOSTUNREACH, errno.ENETUNREACH}
+                     errno.ETIMEDOUT, errno.EAGAIN, errno.EBUSY, errno.EHOSTUNREACH, errno.ENETUNREACH}
 
 
 class ShortReadError(StorageError):
@@ -56,6 +58,9 @@ def is_transient(exc: BaseException) -> bool:
                         ConnectionError, EOFError)):
         return True
     if isinstance(exc, OSError) and exc.errno in _TRANSIENT_ERRNOS:
+        return True
+    name = type(exc).__name__
+    if any(w in name for w in _TRANSIENT_TYPES):  # body cut short, connection lost
         return True
     status = _status_code(exc)
     if status is not None:
