@@ -225,6 +225,7 @@ class ImageIter(DataIter):
                 min(8, os.cpu_count() or 1)
         self.num_threads = max(1, int(num_threads))
         self._pool: Optional[ThreadPoolExecutor] = None
+        self._buf_future: Optional[Future] = None
         self._pending: "deque[Any]" = deque()
         self._lookahead = max(2 * batch_size, 2 * self.num_threads)
         self._local = threading.local()
@@ -300,7 +301,7 @@ class ImageIter(DataIter):
         if self._cache_data is not None:
             batch_data, batch_label, i = self._cache_data, self._cache_label, self._cache_idx
         else:
-            batch_data = np.zeros((batch_size, c, h, w), dtype=np.float32)
+            batch_data = self._new_batch_buffer()
             batch_label = np.zeros(self.provide_label[0][1], dtype=self.dtype)
             i = self._batchify(batch_data, batch_label)
         pad = batch_size - i
@@ -413,6 +414,18 @@ class ImageIter(DataIter):
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self.num_threads, thread_name_prefix="cloudrec-imageiter")
         return self._pool
+
+    def _alloc_batch(self) -> np.ndarray:
+        buf = np.empty((self.batch_size,) + tuple(self.data_shape), dtype=np.float32)
+        buf.fill(0)  # touches every page here, in a worker, not during the batch writes
+        return buf
+
+    def _new_batch_buffer(self) -> np.ndarray:
+        """A zeroed batch array, allocated (and page-faulted) one batch ahead on the pool."""
+        fut, self._buf_future = self._buf_future, None
+        buf = fut.result() if fut is not None else self._alloc_batch()
+        self._buf_future = self._ensure_pool().submit(self._alloc_batch)
+        return buf
 
     def _new_epoch(self) -> None:
         self._epoch += 1
