@@ -79,13 +79,16 @@ def _slow_get(cache_dir, data, log):
 
 def test_killed_download_leaves_nothing_that_is_read(tmp_path):
     data = os.urandom(4000)
-    ctx = mp.get_context("fork")
+    ctx = mp.get_context("spawn")  # no fork of a threaded pytest process
     p = ctx.Process(target=_slow_get, args=(str(tmp_path), data, str(tmp_path / "log")))
     p.start()
-    for _ in range(100):  # wait until it is writing
+    for _ in range(600):  # wait until it is half-way through writing
         if [n for n in os.listdir(tmp_path) if ".tmp." in n]:
             break
         time.sleep(0.05)
+    else:
+        pytest.fail("the download never started")
+    time.sleep(0.2)
     os.kill(p.pid, signal.SIGKILL)
     p.join()
     c = ShardCache(str(tmp_path), max_bytes=1 << 20)
@@ -104,7 +107,7 @@ def _proc_get(cache_dir, data, log, q):
 
 def test_two_processes_download_once(tmp_path):
     data = os.urandom(10000)
-    ctx = mp.get_context("fork")
+    ctx = mp.get_context("spawn")  # no fork of a threaded pytest process
     q = ctx.Queue()
     log = str(tmp_path / "downloads.log")
     ps = [ctx.Process(target=_proc_get, args=(str(tmp_path / "c"), data, log, q))
