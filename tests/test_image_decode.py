@@ -94,6 +94,40 @@ def test_broken_inputs_raise_decode_error_naming_the_record():
         imdecode(payload, key=1)  # cut JPEG: an error, never half an image
 
 
+def test_truncated_jpeg_as_mxnet_matches_libmxnet_pixels():
+    n = 0
+    for meta, payload in _records("api/truncated"):
+        img = imdecode(payload, truncated="mxnet")
+        assert hashlib.sha256(img.tobytes()).hexdigest() == meta["mx_imdecode"]["sha256"]
+        n += 1
+    assert n == 4
+
+
+@pytest.mark.parametrize("gray,subsample", [(False, True), (False, False), (True, True)])
+def test_truncated_jpeg_rebuild_is_consistent(gray, subsample):
+    rng = np.random.default_rng(5)
+    src = cv2.GaussianBlur(rng.integers(0, 256, (80, 64, 3), dtype=np.uint8), (5, 5), 0)
+    params = [cv2.IMWRITE_JPEG_QUALITY, 90]
+    if not subsample:
+        params += [cv2.IMWRITE_JPEG_SAMPLING_FACTOR, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444]
+    full_bytes = cv2.imencode(".jpg", src, params)[1].tobytes()
+    flag = 0 if gray else 1
+    full = imdecode(full_bytes, flag)
+    sos = full_bytes.index(b"\xff\xda")
+    for frac in (0.3, 0.6, 0.9):
+        cut = full_bytes[:sos + int((len(full_bytes) - sos) * frac)]
+        with pytest.raises(ImageDecodeError):
+            imdecode(cut, flag)
+        img = imdecode(cut, flag, truncated="mxnet")
+        assert img.shape == full.shape
+        rows = int(np.argmax((img != full).reshape(img.shape[0], -1).any(axis=1)))
+        assert 0 < rows < img.shape[0]
+        assert np.array_equal(img[:rows], full[:rows])  # decoded rows are the real ones
+        assert (img[rows:] == img[rows - 1]).all()  # below: the last row, repeated
+    with pytest.raises(ImageDecodeError):  # cut inside the headers: nothing to rebuild
+        imdecode(full_bytes[:sos], flag, truncated="mxnet")
+
+
 def _png(w, h, idat=b""):
     ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
     chunk = lambda t, d: struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d))

@@ -92,7 +92,7 @@ def test_truncated_jpeg_is_an_error_or_a_counted_skip():
     cfg = _load("ii_truncated_jpeg")
     with pytest.raises(BrokenImageError, match="Broken image index: 1"):
         _run(_make(cfg), 1)
-    # MXNet's OpenCV 3.4.2 returned half an image; we refuse it.  With on_error='skip' the
+    # MXNet's OpenCV 3.4.2 returned half an image; by default we refuse it.  With on_error='skip' the
     # other three records match MXNet's pixels exactly, and the skip is counted.
     it = _make(cfg, on_error="skip")
     batches = list(it)
@@ -101,6 +101,10 @@ def test_truncated_jpeg_is_an_error_or_a_counted_skip():
     ref = np.load(ITERS / cfg["data_file"])
     assert np.array_equal(batches[0].data[0][:3], ref[[0, 2, 3]])
     assert it.num_skipped == 1 and "index: 1" in it.skipped[0]
+    # truncated='mxnet' rebuilds libmxnet's half-decoded image: the whole batch is bit-exact
+    it = _make(cfg, truncated="mxnet")
+    got = np.concatenate([b.data[0] for b in it])
+    assert np.array_equal(got, ref)
 
 
 def test_gray_and_png_inputs_as_mxnet():

@@ -112,13 +112,15 @@ def _ignores_orientation(b: bytes) -> bool:
 # --------------------------------------------------------------------------- decode
 def imdecode(buf: BufferLike, flag: int = 1, to_rgb: bool = True, out: Optional[np.ndarray] = None,
              *, max_pixels: Optional[int] = None, url: Optional[str] = None,
-             key: object = None) -> np.ndarray:
+             key: object = None, truncated: str = "error") -> np.ndarray:
     """Decode an encoded image to a uint8 HWC array: (H, W, 3) RGB, or (H, W, 1) if ``flag == 0``.
 
     As MXNet: any ``flag != 0`` gives 3 channels, ``to_rgb`` swaps OpenCV's
     BGR; JFIF-JPEG and PNG ignore EXIF orientation, other files honour it.
     Empty, undecodable or truncated input raises ImageDecodeError (naming
     ``url``/``key``); a header over ``max_pixels`` raises ImageTooLargeError.
+    ``truncated='mxnet'`` instead returns what libmxnet returned for a JPEG
+    cut inside its scan data (see ``_truncated_jpeg_as_mxnet``).
     """
     if isinstance(buf, str):
         raise ValueError("imdecode needs bytes, bytearray or a numpy array, not str")
@@ -145,6 +147,8 @@ def imdecode(buf: BufferLike, flag: int = 1, to_rgb: bool = True, out: Optional[
         img = cv2.imdecode(arr, cvflag)
     except cv2.error as e:  # OpenCV raises for some corrupt headers
         raise ImageDecodeError(f"Decoding failed. Invalid image file: {e}", url, key) from None
+    if img is None and truncated == "mxnet":
+        img = _truncated_jpeg_as_mxnet(arr, cvflag)
     if img is None:
         raise ImageDecodeError("Decoding failed. Invalid image file (broken, truncated "
                                "or not an image)", url, key)
@@ -158,6 +162,52 @@ def imdecode(buf: BufferLike, flag: int = 1, to_rgb: bool = True, out: Optional[
         out[...] = img
         return out
     return img
+
+
+_FILLER = bytes((np.arange(512) * 37 + 11) % 251)  # no 0xFF: not a marker
+
+
+def _first_sof_sampling(b: bytes) -> int:
+    """Vertical sampling factor of the first component in the SOF (1 if unknown)."""
+    pos = 2
+    while pos + 4 <= len(b) and b[pos] == 0xFF:
+        marker = b[pos + 1]
+        seglen = struct.unpack_from(">H", b, pos + 2)[0]
+        if marker in _SOF_MARKERS:
+            if pos + 12 <= len(b):
+                return b[pos + 11] & 0x0F
+            return 1
+        if marker == 0xDA:
+            break
+        pos += 2 + seglen
+    return 1
+
+
+def _truncated_jpeg_as_mxnet(arr: np.ndarray, cvflag: int) -> Optional[np.ndarray]:
+    """Rebuild libmxnet's image of a JPEG cut inside its scan data (OpenCV 3.4 + libjpeg).
+
+    libjpeg there suspended at the cut and OpenCV kept copying its last scanline:
+    rows up to the last complete iMCU row are decoded (less one row group held
+    back for fancy chroma upsampling), and every row below repeats the last one.
+    Rows fixed by the available data are those that do not change when different
+    bytes follow the cut; everything else comes from OpenCV 4.x via a fake EOI.
+    Returns None when this does not apply (not a JPEG, nothing decodable).
+    """
+    data = arr.tobytes()
+    if data[:2] != b"\xff\xd8" or data[-2:] == b"\xff\xd9":
+        return None
+    a = cv2.imdecode(np.frombuffer(data + b"\xff\xd9", np.uint8), cvflag)
+    b = cv2.imdecode(np.frombuffer(data + _FILLER + b"\xff\xd9", np.uint8), cvflag)
+    if a is None or b is None or a.shape != b.shape:
+        return None
+    differs = (a != b).reshape(a.shape[0], -1).any(axis=1)
+    first = int(np.argmax(differs)) if differs.any() else a.shape[0]
+    color = a.ndim == 3
+    rows = first - 1 if color and _first_sof_sampling(data) == 2 and first < a.shape[0] else first
+    if rows <= 0:
+        return None
+    a[rows:] = a[rows - 1]
+    return a
 
 
 def imread(filename: str, flag: int = 1, to_rgb: bool = True, out: Optional[np.ndarray] = None,

@@ -110,8 +110,9 @@ class ImageIter(DataIter):
     (shuffle order and augmenter randomness; None = fresh entropy),
     ``num_threads`` (decode/augment threads), ``on_error`` ('raise', or 'skip'
     to drop undecodable images and count them in ``num_skipped``),
-    ``max_pixels`` (decompression-bomb limit), ``storage_options`` (fsspec) and
-    ``fetch_options`` (RecordFetcher tuning).
+    ``max_pixels`` (decompression-bomb limit), ``truncated`` ('error', or
+    'mxnet' to return what libmxnet returned for a JPEG cut in its scan data),
+    ``storage_options`` (fsspec) and ``fetch_options`` (RecordFetcher tuning).
     """
 
     def __init__(self, batch_size: int, data_shape: Sequence[int], label_width: int = 1,
@@ -123,6 +124,7 @@ class ImageIter(DataIter):
                  dtype: str = "float32", last_batch_handle: str = "pad", *,
                  seed: Optional[int] = None, num_threads: Optional[int] = None,
                  on_error: str = "raise", max_pixels: Optional[int] = None,
+                 truncated: str = "error",
                  storage_options: Optional[Dict[str, Any]] = None,
                  fetch_options: Optional[Dict[str, Any]] = None, **kwargs: Any) -> None:
         super().__init__(batch_size)
@@ -136,6 +138,9 @@ class ImageIter(DataIter):
             raise ValueError("on_error must be 'raise' or 'skip'")
         self.storage_options = dict(storage_options or {})
         self.max_pixels = max_pixels
+        if truncated not in ("error", "mxnet"):
+            raise ValueError("truncated must be 'error' or 'mxnet'")
+        self.truncated = truncated
         self.on_error = on_error
         self.num_skipped = 0
         self.skipped: List[str] = []
@@ -336,7 +341,7 @@ class ImageIter(DataIter):
         """Decode to HWC uint8 RGB; a failure names the sample (MXNet's "Broken image ...")."""
         where = getattr(self._local, "where", "")
         try:
-            return _imdecode(s, max_pixels=self.max_pixels)
+            return _imdecode(s, max_pixels=self.max_pixels, truncated=self.truncated)
         except ImageDecodeError as e:
             cls = BrokenImageTooLargeError if isinstance(e, ImageTooLargeError) else BrokenImageError
             err = cls(f"Broken image {where}: {e}")
