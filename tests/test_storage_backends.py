@@ -86,7 +86,7 @@ def test_cache_mode(store, tmp_path):
     cdir = str(tmp_path / "cache")
     f = RecordFetcher(ds, cache="shards", cache_dir=cdir)
     _check(ds, truth, list(f.fetch(order)), order.tolist())
-    remote = store.name != "local"
+    remote = store.name not in ("local", "memory")  # those are read in place
     assert f._cache.cache.downloads == (3 if remote else 0)
     f.close()
     g = RecordFetcher(ds, cache="auto", cache_dir=cdir)
@@ -104,3 +104,29 @@ def test_cache_mode(store, tmp_path):
         assert h._cache.cache.downloads == 1
         assert len(h._cache.cache.entries()) == 3
     h.close()
+
+
+# -- the same cases on webhdfs:// (Hadoop's REST API) and memory:// --------------------------
+_CASES = [test_open_glob_brace_and_shuffled_fetch, test_range_reader_exact_bytes,
+          test_scan_without_index, test_bad_input_names_the_url]
+
+
+@pytest.fixture(params=[pytest.param("webhdfs", marks=pytest.mark.hdfs), "memory"])
+def extra_store(request):
+    import uuid
+    from cloudrec.testing.stores import Store, hdfs_store
+    if request.param == "webhdfs":
+        yield hdfs_store(request.getfixturevalue("hdfs_server"), via="webhdfs")
+        return
+    st = Store("memory", f"memory://cloudrec-test-{uuid.uuid4().hex[:12]}")
+    yield st
+    st.fs.rm(st.path(), recursive=True)
+
+
+@pytest.mark.parametrize("case", _CASES, ids=lambda c: c.__name__[5:])
+def test_extra_backends(extra_store, case):
+    case(extra_store)
+
+
+def test_extra_backend_cache(extra_store, tmp_path):
+    test_cache_mode(extra_store, tmp_path)

@@ -6,7 +6,8 @@ from cloudrec.storage.fs import resolve, join_url, strip_protocol
 from cloudrec.storage.retry import (RetryPolicy, ShortReadError, ReadTimeoutError,
                                     StorageNotFound, is_transient)
 from cloudrec.storage.ranged import RangeReader, make_range_reader
+from cloudrec.storage.cache import ShardCache, default_cache_dir
 
 __all__ = ["resolve", "join_url", "strip_protocol", "RetryPolicy", "ShortReadError",
            "ReadTimeoutError", "StorageNotFound", "is_transient", "RangeReader",
-           "make_range_reader"]
+           "make_range_reader", "ShardCache", "default_cache_dir"]
