@@ -234,3 +234,23 @@ def test_mxnet_shuffle_bulk_draws_equal_scalar_reference_with_rejections():
     assert sh.permutation(1).tolist() == ref[1]
     small = _reference_std_shuffle(24, 1, 3)
     assert [MXNetShuffle(24, 1).permutation(e).tolist() for e in range(3)] == small
+
+
+def test_dropped_batch_arrays_are_reused_kept_ones_and_views_are_not(tmp_path):
+    rec, idx = make_rec(tmp_path, 60)
+    kept, views, seen_ids = {}, {}, []
+    with ImageRecordIter(path_imgrec=rec, path_imgidx=idx, data_shape=(3, 6, 6),
+                         batch_size=3, prefetch_buffer=2, preprocess_threads=2) as it:
+        for i, b in enumerate(it):
+            seen_ids.append(id(b.data[0]))
+            if i % 5 == 0:
+                kept[i] = b
+            if i % 5 == 1:
+                views[i] = b.data[0][1:]          # a view keeps its base alive
+            del b
+    assert len(set(seen_ids)) < len(seen_ids)       # dropped arrays were recycled
+    for i, b in kept.items():
+        assert b.label[0].tolist() == [3 * i, 3 * i + 1, 3 * i + 2]
+        assert b.data[0][:, 2, 0, 0].tolist() == [3 * i, 3 * i + 1, 3 * i + 2]
+    for i, v in views.items():
+        assert v[:, 2, 0, 0].tolist() == [3 * i + 1, 3 * i + 2]

@@ -45,7 +45,7 @@ from cloudrec.format.irheader import unpack_header
 from cloudrec.io.base import DataBatch, DataDesc, DataIter
 from cloudrec.iterators.mxshuffle import MXNetShuffle
 from cloudrec.iterators.record_params import IterParams, parse_kwargs
-from cloudrec.pipeline.augment import DefaultAugmenter
+from cloudrec.pipeline.augment import AugRng, DefaultAugmenter
 from cloudrec.pipeline.batcher import (BatchBuffers, BatchPipeline, BatchPlan, ImageWriter,
                                       PipelineClosed, decode_image)
 
@@ -267,12 +267,12 @@ class ImageRecordIter(DataIter):
                              f"{self._where(rid)}")
         return np.float32(header.label)
 
-    def _process_one_rng(self, rid: int, epoch: int) -> Optional[np.random.Generator]:
+    def _process_one_rng(self, rid: int, epoch: int) -> Optional[AugRng]:
         """The image's own generator: a pure function of (aug seed, epoch, record id)."""
         if not self._rng_needed:
             return None
-        key = ((self._aug_seed & 0xFFFFFFFF) << 96) | ((epoch & 0xFFFFFFFF) << 64) | int(rid)
-        return np.random.Generator(np.random.Philox(key=key))
+        return AugRng(((self._aug_seed & 0xFFFFFFFF) << 96) | ((epoch & 0xFFFFFFFF) << 64)
+                      | (int(rid) & 0xFFFFFFFFFFFFFFFF))
 
     def _process_inner(self, payload: bytes, rid: int, slot: int, buf: BatchBuffers) -> None:
         header, start = unpack_header(payload)

@@ -12,7 +12,9 @@ thread ran it or when (apache/mxnet#7708).
 from __future__ import annotations
 
 import queue
+import sys
 import threading
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, List, Optional, Sequence, Tuple
@@ -149,10 +151,10 @@ class BatchBuffers:
     __slots__ = ("plan", "data", "label", "header_id", "futures")
 
     def __init__(self, plan: BatchPlan, data_shape: Tuple[int, ...], dtype: np.dtype,
-                 label_width: int) -> None:
+                 label_width: int, data: Optional[np.ndarray] = None) -> None:
         b = plan.ids.shape[0]
         self.plan = plan
-        self.data = np.empty((b,) + tuple(data_shape), dtype)
+        self.data = data if data is not None else np.empty((b,) + tuple(data_shape), dtype)
         self.label = np.zeros((b, label_width), np.float32)
         self.header_id = np.full(b, -1, np.int64)
         self.futures: List[Future] = []
@@ -183,6 +185,26 @@ class BatchPipeline:
         self._producer: Optional[threading.Thread] = None
         self._stop = threading.Event()
         self._closed = False
+        # data arrays handed to the consumer; one is reused once nobody else references it
+        self._handed: "deque[np.ndarray]" = deque(maxlen=prefetch + 2)
+        self._handed_lock = threading.Lock()
+
+    def _data_array(self, batch: int) -> Optional[np.ndarray]:
+        """A handed-out data array the consumer has dropped (no batch, no view keeps it).
+
+        Reusing it saves the page faults of a fresh multi-MB allocation per batch.
+        Every slot is rewritten (image or zeros), so no stale content survives.
+        """
+        shape = (batch,) + self._shape
+        with self._handed_lock:
+            for i in range(len(self._handed)):
+                a = self._handed[i]
+                # references: the deque, ``a`` and getrefcount's argument
+                if sys.getrefcount(a) == 3 and a.shape == shape:
+                    del self._handed[i]
+                    return a
+                del a
+        return None
 
     # -- epoch control ---------------------------------------------------------------------
     def start(self, plans: Sequence[BatchPlan]) -> None:
@@ -215,7 +237,8 @@ class BatchPipeline:
             for plan in plans:
                 if stop.is_set():
                     return
-                buf = BatchBuffers(plan, self._shape, self._dtype, self._lw)
+                buf = BatchBuffers(plan, self._shape, self._dtype, self._lw,
+                                   self._data_array(plan.ids.shape[0]))
                 for slot, rid in enumerate(plan.ids.tolist()):
                     if rid < 0:
                         buf.data[slot] = 0
@@ -257,6 +280,8 @@ class BatchPipeline:
             self.stop()
             raise
         item.futures = []
+        with self._handed_lock:
+            self._handed.append(item.data)
         return item
 
     def stop(self) -> None:
@@ -284,4 +309,6 @@ class BatchPipeline:
             return
         self.stop()
         self._pool.shutdown(wait=True, cancel_futures=True)
+        with self._handed_lock:
+            self._handed.clear()
         self._closed = True
