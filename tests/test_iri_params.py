@@ -74,6 +74,7 @@ def test_mxnet_string_values_are_parsed():
     (dict(rand_crop="maybe"), "rand_crop must be a bool"),
     (dict(layout="CHWN"), "layout"),
     (dict(preprocess_threads=0), "preprocess_threads"),
+    (dict(max_rotate_angle=10, inter_method=0), "inter_method 0"),
 ])
 def test_invalid_values_raise_config_error(bad, match):
     with pytest.raises(ConfigError, match=match):

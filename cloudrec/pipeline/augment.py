@@ -17,7 +17,7 @@ from typing import Optional, Tuple
 import cv2
 import numpy as np
 
-from cloudrec.errors import ImageDecodeError
+from cloudrec.errors import ConfigError, ImageDecodeError
 
 __all__ = ["DefaultAugmenter", "AugRng", "inter_method", "PCA_EIGVAL", "PCA_EIGVEC"]
 
@@ -85,6 +85,10 @@ class DefaultAugmenter:
                           or p.min_random_scale != 1
                           or (not p.random_resized_crop and (lo != 1 or hi != 1))
                           or p.max_img_size != 1e10 or p.min_img_size != 0)
+        if self.do_affine and p.inter_method == 0:
+            raise ConfigError("inter_method 0 (nearest) is not allowed with the affine step "
+                              "(rotation, shear, random scale/aspect, img size limits); "
+                              "MXNet rejects it too: use 1-4, 9 or 10")
         self.do_rrc = bool(p.random_resized_crop) and (
             p.max_random_area != 1 or p.min_random_area != 1 or lo != 1 or hi != 1)
         self.do_cropsize = (not p.random_resized_crop) and (
@@ -144,8 +148,7 @@ class DefaultAugmenter:
         m[0, 2] = (f32(new_w) - ocw) / f32(2)
         m[1, 2] = (f32(new_h) - och) / f32(2)
         iw, ih = max(int(new_w), 1), max(int(new_h), 1)
-        method = 1 if self.p.inter_method == 0 else self.p.inter_method
-        interp = inter_method(method, cols, rows, iw, ih, rng)
+        interp = inter_method(self.p.inter_method, cols, rows, iw, ih, rng)
         return cv2.warpAffine(img, m, (iw, ih), flags=interp,
                               borderMode=cv2.BORDER_CONSTANT, borderValue=self.border)
 
