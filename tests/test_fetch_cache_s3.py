@@ -1,0 +1,51 @@
+"""cache='shards' on real loopback S3: processes of one node share one download."""
+import multiprocessing as mp
+
+import numpy as np
+import pytest
+
+from cloudrec.dataset import open_dataset
+from cloudrec.dataset.synthetic import write_synthetic
+from cloudrec.reader.fetch import RecordFetcher
+
+pytestmark = pytest.mark.s3
+
+
+def _epoch(urls, so, cache_dir, barrier, q):
+    import os
+    for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        os.environ.setdefault(k, "testing")
+    ds = open_dataset(urls, storage_options=so)
+    f = RecordFetcher(ds, cache="shards", cache_dir=cache_dir)
+    barrier.wait(timeout=60)
+    got = {rid: p for rid, p in f.fetch(np.random.default_rng(os.getpid()).permutation(len(ds)))}
+    q.put((f._cache.cache.downloads, f._cache.cache.hits,
+           {int(r): bytes(p) for r, p in got.items()}))
+
+
+def test_two_processes_download_each_shard_once(s3_server, fault_proxy, tmp_path):
+    bucket = s3_server.new_bucket("cache2p")
+    urls, truth = write_synthetic(bucket, 2, 200, seed=31, min_size=20_000, max_size=40_000,
+                                  storage_options=s3_server.storage_options)
+    # the proxy slows every request so both processes surely overlap
+    fault_proxy.configure(latency_ms=150)
+    so = fault_proxy.storage_options
+    ctx = mp.get_context("spawn")
+    barrier, q = ctx.Barrier(2), ctx.Queue()
+    ps = [ctx.Process(target=_epoch, args=(urls, so, str(tmp_path / "cache"), barrier, q))
+          for _ in range(2)]
+    for p in ps:
+        p.start()
+    res = [q.get(timeout=120) for _ in ps]
+    for p in ps:
+        p.join(30)
+    assert sorted(r[0] for r in res) in ([0, 2], [1, 1])  # 2 shards, each downloaded once
+    assert sum(r[0] for r in res) == 2 and sum(r[1] for r in res) == 2
+    ds = open_dataset(urls, storage_options=s3_server.storage_options)
+    for _, _, got in res:
+        assert len(got) == 400
+        for rid, p in got.items():
+            assert p == truth[(int(ds.table.shard[rid]), int(ds.table.key[rid]))]
+    # per process and shard: HEAD (info), HEAD + GET (.idx, s3fs sizes it first);
+    # plus one GET per shard download (each < 8 MB): a second download would add more
+    assert fault_proxy.stats()["requests"] <= 2 * 2 * 3 + 2
