@@ -390,3 +390,20 @@ def test_tools_import_without_dask(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("ok") and "cloudrec[dask]" in out.stdout
+
+
+def test_dask_engine_local_shard_size_and_missing_plan(tmp_path, capsys):
+    limit = 15_000
+    out = _run_pack(tmp_path, "passthrough", "all",
+                    extra=["--engine", "dask", "--shard-size", str(limit), "--dask-workers", "2"])
+    recs = sorted(out.glob("all-*.rec"))
+    n = len(recs)
+    assert n >= 4 and recs[0].name == "all-00000-of-%05d.rec" % n
+    assert all(r.stat().st_size <= limit for r in recs)
+    shards, keys = _read_shard_set(out, "all", n)
+    assert [p for s in shards for p in s] == list(MXRecordIO(str(PACK / "passthrough" /
+                                                                  "all.rec"), "r"))
+    shutil.copy(PACK / "passthrough" / "all.lst", tmp_path / "x.lst")
+    assert im2rec.main(["--pass-through", "--engine", "dask", "--no-progress",
+                        str(tmp_path / "x"), str(IMAGES)]) == 1
+    assert "needs --num-shards or --shard-size" in capsys.readouterr().err

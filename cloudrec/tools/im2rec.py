@@ -220,7 +220,8 @@ def pack_list(ns: argparse.Namespace, lst_url: str, dir_url: str,
         report = pack_with_dask(entries, source, dir_url, base, opts, num_shards=ns.num_shards,
                                 shard_size=ns.shard_size, on_error=ns.on_error,
                                 scheduler=ns.scheduler, n_workers=ns.dask_workers,
-                                num_thread=ns.num_thread, storage_options=so)
+                                num_thread=ns.num_thread, storage_options=so,
+                                progress=ns.progress)
     else:
         writer = ShardedWriter(dir_url, base, so, total=len(entries), num_shards=ns.num_shards,
                                shard_size=ns.shard_size)

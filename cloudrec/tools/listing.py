@@ -11,7 +11,7 @@ import os
 import posixpath
 import random
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 from cloudrec.errors import ImageListError
 from cloudrec.format.lst import ListEntry, format_lst_line, parse_lst_line
