@@ -80,3 +80,30 @@ def test_shuffle_is_seeded_and_keeps_pairs():
     it1.reset()
     for b in it1:
         assert np.array_equal(b.label[0], b.data[0] * 10)
+
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+
+@settings(max_examples=80, deadline=None)
+@given(n=st.integers(1, 60), batch=st.integers(1, 16))
+def test_counts_for_any_size(n, batch):
+    x = np.arange(n, dtype=np.float32)
+    pad = list(NDArrayIter(x, batch_size=batch, last_batch_handle="pad"))
+    assert len(pad) == -(-n // batch)
+    assert all(b.data[0].shape == (batch,) for b in pad)
+    assert np.concatenate([b.data[0] for b in pad])[:n].tolist() == x.tolist()
+    assert pad[-1].pad == len(pad) * batch - n
+    tail = pad[-1].data[0][batch - pad[-1].pad:]
+    assert tail.tolist() == np.resize(x, pad[-1].pad).tolist()  # from the start, tiled
+    assert len(list(NDArrayIter(x, batch_size=batch, last_batch_handle="discard"))) == n // batch
+    it = NDArrayIter(x, batch_size=batch, last_batch_handle="roll_over")
+    stream = []
+    for e in range(3):
+        if e:
+            it.reset()
+        for b in it:
+            assert b.data[0].shape == (batch,)
+            stream += b.data[0].tolist()
+    assert stream == np.resize(x, len(stream)).tolist()  # epochs back to back
+    assert 3 * n - len(stream) < batch
