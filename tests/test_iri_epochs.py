@@ -254,3 +254,24 @@ def test_dropped_batch_arrays_are_reused_kept_ones_and_views_are_not(tmp_path):
         assert b.data[0][:, 2, 0, 0].tolist() == [3 * i, 3 * i + 1, 3 * i + 2]
     for i, v in views.items():
         assert v[:, 2, 0, 0].tolist() == [3 * i + 1, 3 * i + 2]
+
+
+def test_state_dict_resumes_at_the_next_batch(tmp_path):
+    rec, idx = make_rec(tmp_path, 23, side=10)
+    kw = dict(path_imgrec=rec, path_imgidx=idx, data_shape=(3, 8, 8), batch_size=4,
+              shuffle=True, seed=4, rand_crop=True, rand_mirror=True)
+    with ImageRecordIter(**kw) as it:
+        it.set_epoch(1)
+        full = [b.data[0].copy() for b in it]
+        it.set_epoch(1)
+        for _ in range(3):
+            next(it)
+        state = it.state_dict()
+    assert state == {"epoch": 1, "batches": 3}
+    with ImageRecordIter(**kw) as it:
+        it.load_state_dict(state)
+        rest = [b.data[0].copy() for b in it]
+        assert it.state_dict() == {"epoch": 1, "batches": 6}
+    assert len(rest) == 3
+    for a, b in zip(rest, full[3:]):
+        np.testing.assert_array_equal(a, b)

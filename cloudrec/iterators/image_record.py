@@ -328,6 +328,19 @@ class ImageRecordIter(DataIter):
         self._current = None
         self._pipeline.start(self._plans(self.epoch))
 
+    def state_dict(self) -> Dict[str, int]:
+        """Where the iterator is: epoch and batches already returned in it."""
+        return {"epoch": int(self.epoch), "batches": int(self._served)}
+
+    def load_state_dict(self, state: Dict[str, int]) -> None:
+        """Resume at the batch after ``state`` (same shuffle order and augmentations);
+        the skipped batches are not read."""
+        self._check_open()
+        self.epoch = int(state["epoch"])
+        self._served = int(state["batches"])
+        self._current = None
+        self._pipeline.start(self._plans(self.epoch)[self._served:])
+
     def reset(self) -> None:
         """Start the next epoch from the start of the partition (full epoch, always)."""
         self._check_open()
