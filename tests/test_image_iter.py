@@ -366,3 +366,22 @@ def test_rec_and_files_on_every_store(store):
     it = ImageIter(5, (3, 32, 32), path_imgrec=store.url("pack/all.rec"), aug_list=augs,
                    storage_options=so)  # no .idx: sequential read
     assert np.array_equal(np.concatenate([b.data[0] for b in it]), ref)
+
+
+def test_no_thread_leak_with_or_without_close():
+    import gc
+    import threading
+    import time
+    base = threading.active_count()
+    for i in range(12):
+        it = ImageIter(4, (3, 32, 32), path_imgrec=str(FIX / "pack/uniq/uniq.rec"),
+                       path_imgidx=str(FIX / "pack/uniq/uniq.idx"), resize=36, shuffle=True)
+        next(it)
+        if i % 2:
+            it.close()
+        del it
+    gc.collect()
+    deadline = time.time() + 5
+    while threading.active_count() > base and time.time() < deadline:
+        time.sleep(0.05)
+    assert threading.active_count() <= base
