@@ -215,7 +215,13 @@ class ImageIter(DataIter):
         self._seq_cache: Optional[list] = None
         self.num_image = len(order) if order is not None else None
 
-        self.auglist = CreateAugmenter(data_shape, **kwargs) if aug_list is None else aug_list
+        if aug_list is None:
+            self.auglist = CreateAugmenter(data_shape, **kwargs)
+        else:
+            if kwargs:  # MXNet ignores them silently; say so
+                log.warning("%s: aug_list is given, so these keywords are ignored: %s",
+                            type(self).__name__, ", ".join(sorted(kwargs)))
+            self.auglist = aug_list
 
         # -- randomness: one Generator for shuffles, one per sample derived from (seed, n)
         self.seed = int(np.random.SeedSequence().entropy % (1 << 63)) if seed is None else int(seed)
