@@ -275,3 +275,24 @@ def test_state_dict_resumes_at_the_next_batch(tmp_path):
     assert len(rest) == 3
     for a, b in zip(rest, full[3:]):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("n,parts,bs", [(10, 3, 4), (23, 2, 5), (5, 3, 4), (40, 4, 3)])
+def test_even_part_mode_equal_batch_counts_exactly_once(tmp_path, n, parts, bs):
+    rec, idx = make_rec(tmp_path, n)
+    for shuffle, round_batch in ((False, True), (True, True), (True, False)):
+        for epoch in (0, 1):
+            seen, counts = [], []
+            for part in range(parts):
+                with ImageRecordIter(path_imgrec=rec, path_imgidx=idx, data_shape=(3, 6, 6),
+                                     batch_size=bs, num_parts=parts, part_index=part,
+                                     part_mode="even", shuffle=shuffle, seed=9,
+                                     round_batch=round_batch) as it:
+                    it.set_epoch(epoch)
+                    real, slots, pads = read_epoch(it)
+                counts.append(len(pads))
+                seen += real
+                if not round_batch:
+                    assert all(s == 0 for s in slots[len(real):])
+            assert len(set(counts)) == 1                      # same number of batches
+            assert sorted(seen) == list(range(n))             # every record exactly once

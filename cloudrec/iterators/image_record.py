@@ -156,7 +156,11 @@ class ImageRecordIter(DataIter):
         C, H, W = self.data_shape
         n = p.norm
         so = p.extra.storage_options
-        self.part_ids = self._source.partition(p.parser.num_parts, p.parser.part_index)
+        self._even = p.extra.part_mode == "even"
+        if self._even:  # shuffle/partition the whole dataset per epoch, equal shares
+            self.part_ids = self._source.file_order
+        else:
+            self.part_ids = self._source.partition(p.parser.num_parts, p.parser.part_index)
         if self.part_ids.size == 0:
             raise ConfigError(
                 f"ImageRecordIter: partition {p.parser.part_index} of {p.parser.num_parts} is "
@@ -201,6 +205,8 @@ class ImageRecordIter(DataIter):
     @property
     def num_records(self) -> int:
         """Records in this iterator's partition (one epoch reads each exactly once)."""
+        if self._even:
+            return int(sum(p.ids.size - p.pad for p in self._even_plans(0)))
         return int(self.part_ids.size)
 
     # -- epoch planning --------------------------------------------------------------------
@@ -217,7 +223,22 @@ class ImageRecordIter(DataIter):
                       t.length[self.part_ids])
         return self.part_ids[epoch_order(sub, p.record.seed, epoch, p.extra.shuffle_mode)]
 
+    def _even_plans(self, epoch: int) -> List[BatchPlan]:
+        from cloudrec.reader.partition import partition_epoch
+        ps = self.params.parser
+        sl = partition_epoch(self.epoch_order(epoch), rank=ps.part_index,
+                             world_size=ps.num_parts, batch_size=self.batch_size, last="pad")
+        plans = []
+        for ids, is_pad in sl.batches():
+            ids = ids.copy()
+            if not self.params.batch.round_batch:
+                ids[is_pad] = -1
+            plans.append(BatchPlan(ids, int(is_pad.sum()), epoch))
+        return plans
+
     def _plans(self, epoch: int) -> List[BatchPlan]:
+        if self._even:
+            return self._even_plans(epoch)
         order = self.epoch_order(epoch)
         b = self.batch_size
         n = order.size

@@ -137,12 +137,17 @@ class CloudrecParam:
     'global'/'block'/'shard' use the reader layer's orders.
     ``decode_reduce``: let libjpeg decode at 1/2, 1/4 or 1/8 scale when the
     image is at least that much larger than needed (faster, not bit-identical).
+    ``part_mode``: 'mxnet' splits like MXNet (consecutive records by count with
+    an `.idx`, by bytes without; parts may differ in batch count); 'even' cuts
+    one global epoch order into equal shares so that every part yields the same
+    number of batches (what distributed training needs, apache/mxnet#17651).
     """
 
     data_name: str = "data"
     label_name: str = "softmax_label"
     layout: str = "NCHW"
     shuffle_mode: str = "mxnet"
+    part_mode: str = "mxnet"
     decode_reduce: bool = False
     storage_options: Optional[Dict[str, Any]] = None
     cache: str = "none"
@@ -374,5 +379,7 @@ def validate(p: IterParams) -> None:
         bad(f"layout must be 'NCHW' or 'NHWC', got {x.layout!r}")
     if x.shuffle_mode not in ("mxnet", "global", "block", "shard"):
         bad(f"shuffle_mode must be 'mxnet', 'global', 'block' or 'shard', got {x.shuffle_mode!r}")
+    if x.part_mode not in ("mxnet", "even"):
+        bad(f"part_mode must be 'mxnet' or 'even', got {x.part_mode!r}")
     if x.cache not in ("none", "shards", "auto"):
         bad(f"cache must be 'none', 'shards' or 'auto', got {x.cache!r}")
