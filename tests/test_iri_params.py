@@ -10,7 +10,7 @@ import pytest
 from cloudrec.errors import ConfigError, ImageListError, LabelError
 from cloudrec.iterators import ImageRecordInt8Iter, ImageRecordIter, ImageRecordUInt8Iter
 from cloudrec.iterators.record_params import known_keywords, parse_kwargs
-from cloudrec.recordio import IRHeader, MXIndexedRecordIO, pack_img
+from cloudrec.recordio import IRHeader, MXIndexedRecordIO, pack, pack_img
 
 FX = os.path.join(os.path.dirname(__file__), "fixtures", "mxnet")
 REC = os.path.join(FX, "pack", "passthrough", "all.rec")
@@ -194,3 +194,16 @@ def test_decode_reduce_close_to_exact_and_only_with_resize(tmp_path):
     assert np.abs(exact - fast).mean() < 2.0         # ... yet nearly the same pixels
     with ImageRecordIter(decode_reduce=True, **kw) as it:  # no resize: crop semantics kept
         assert it._min_side == 0
+
+
+def test_sixteen_bit_rgba_png_is_scaled_to_8_bits(tmp_path):
+    rec, idx = str(tmp_path / "h.rec"), str(tmp_path / "h.idx")
+    img = np.zeros((4, 4, 4), np.uint16)
+    img[..., 0], img[..., 1], img[..., 2], img[..., 3] = 0, 257 * 100, 65535, 257 * 7
+    ok, buf = cv2.imencode(".png", img)
+    w = MXIndexedRecordIO(idx, rec, "w")
+    w.write_idx(0, pack(IRHeader(0, 0.0, 0, 0), buf.tobytes()))
+    w.close()
+    with ImageRecordIter(path_imgrec=rec, path_imgidx=idx, data_shape=(4, 4, 4), batch_size=1,
+                         dtype="uint8") as it:
+        assert next(it).data[0][0][:, 0, 0].tolist() == [255, 100, 0, 7]   # RGBA

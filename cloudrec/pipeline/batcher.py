@@ -62,6 +62,10 @@ def decode_image(buf: memoryview, channels: int, where: str = "",
     if img is None or img.size == 0:
         raise ImageDecodeError(f"cannot decode image payload of {arr.size} bytes "
                                f"(broken, truncated or not an image){where}")
+    if img.dtype != np.uint8:  # 16-bit/float PNG or TIFF with IMREAD_UNCHANGED: to 8 bits
+        img = (img.astype(np.float32) * (255.0 / np.iinfo(img.dtype).max
+                                         if img.dtype.kind in "ui" else 255.0))
+        img = np.clip(np.rint(img), 0, 255).astype(np.uint8)
     if channels == 4 and (img.ndim != 3 or img.shape[2] != 4):
         c = 1 if img.ndim == 2 else img.shape[2]
         raise ImageDecodeError(f"expected 4 channels, got {c}{where}")
