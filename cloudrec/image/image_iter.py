@@ -403,8 +403,9 @@ class ImageIter(DataIter):
                              f"{self.label_width}")
         batch_label[i] = lab.reshape(batch_label.shape[1:])
 
-    def _run(self, item: _Item, rng: np.random.Generator):
+    def _run(self, item: _Item, rng_key: Tuple[int, ...]):
         loc = self._local
+        rng = np.random.Generator(np.random.PCG64(list(rng_key)))  # built here, off the main thread
         loc.rng, loc.where, loc.key = rng, item.where, item.key
         try:
             s = self._payload(item)
@@ -443,14 +444,14 @@ class ImageIter(DataIter):
         self._wrap = 0
         self._extra = 0
 
-    def _next_rng(self, item: _Item) -> np.random.Generator:
-        """The sample's own Generator: a function of (seed, epoch, wrap, position) only, so
+    def _rng_key(self, item: _Item) -> Tuple[int, ...]:
+        """Seed of the sample's own Generator: (seed, epoch, wrap, position) only, so
         batches do not depend on thread count, lookahead or timing."""
         pos = item.pos
         if pos < 0:
             pos = (1 << 40) + self._extra
             self._extra += 1
-        return np.random.Generator(np.random.PCG64([self.seed, self._epoch, self._wrap, pos]))
+        return (self.seed, self._epoch, self._wrap, pos)
 
     def _fill(self) -> None:
         pool = self._ensure_pool()
@@ -466,7 +467,7 @@ class ImageIter(DataIter):
             except StopIteration:
                 self._pending.append(_END)
                 return
-            self._pending.append(pool.submit(self._run, item, self._next_rng(item)))
+            self._pending.append(pool.submit(self._run, item, self._rng_key(item)))
 
     def _take(self):
         if not self._pending:
