@@ -2,7 +2,7 @@
 latency proxy) and HDFS, read five ways, with ratios measured in the same run.
 
     python bench/storage.py [--backends s3,hdfs] [--shards 4] [--shard-mb 16]
-                            [--record-kb 100] [--latency-ms 20] [--naive 150]
+                            [--record-kb 100] [--latency-ms 20] [--naive 150] [--repeat 2]
 
 (a) naive: one handle per shard, ``seek(offset); read(length)`` per record in
     a plain loop (one exact ranged GET per record: fsspec cache off, so the
@@ -113,25 +113,36 @@ def run_backend(name: str, ds, args: argparse.Namespace) -> Dict[str, Any]:
         print(f"  {label:<34} {records:>6} rec {secs:8.2f} s {records / secs:9.1f} rec/s "
               f"{mb / secs:8.1f} MB/s", flush=True)
 
+    def best(fn: Callable[[], Any], before: Callable[[], None] = lambda: None) -> tuple:
+        """Fastest of ``--repeat`` runs (the machine is shared; noise only slows)."""
+        out = None
+        for _ in range(args.repeat):
+            before()
+            res, secs = _timed(fn)
+            if out is None or secs < out[1]:
+                out = (res, secs)
+        return out
+
+    def cold() -> None:
+        shutil.rmtree(cache_dir, ignore_errors=True)
+
     try:
         k = min(args.naive, n)
         sub = g[:k]
         res, secs = _timed(lambda: naive(ds, sub))
         add("(a) naive seek+read per record", res, secs, k, ds.table.length[sub].sum() / 1e6)
-        ref_g = ref_b = None
-        res, secs = _timed(lambda: planned(ds, g))
-        ref_g = res
-        add("(b) planner + global order", res, secs, n, total_mb)
-        res, secs = _timed(lambda: planned(ds, b))
-        ref_b = res
-        add("(c) planner + block order", res, secs, n, total_mb)
-        res, secs = _timed(lambda: planned(ds, g, cache="shards", cache_dir=cache_dir))
+        ref_g, secs = best(lambda: planned(ds, g))
+        add("(b) planner + global order", ref_g, secs, n, total_mb)
+        ref_b, secs = best(lambda: planned(ds, b))
+        add("(c) planner + block order", ref_b, secs, n, total_mb)
+        assert ref_b == ref_g, "block order read different bytes"
+        res, secs = best(lambda: planned(ds, g, cache="shards", cache_dir=cache_dir), cold)
         add("(d) cache='shards', cold, global", res, secs, n, total_mb)
         assert res == ref_g, "cache mode read different bytes"
-        res, secs = _timed(lambda: planned(ds, g, cache="shards", cache_dir=cache_dir))
+        res, secs = best(lambda: planned(ds, g, cache="shards", cache_dir=cache_dir))
         add("(d') cache='shards', warm, global", res, secs, n, total_mb)
-        assert res == ref_g and ref_b[:2] == ref_g[:2] and ref_b[2] == ref_g[2]
-        res, secs = _timed(lambda: whole_objects(ds))
+        assert res == ref_g
+        res, secs = best(lambda: whole_objects(ds))
         add("(e) whole objects, sequential", res, secs, n, sum(s.size for s in ds.shards) / 1e6)
     finally:
         shutil.rmtree(cache_dir, ignore_errors=True)
@@ -153,6 +164,7 @@ def main(argv=None) -> int:
     ap.add_argument("--record-kb", type=float, default=100)
     ap.add_argument("--latency-ms", type=float, default=20)
     ap.add_argument("--naive", type=int, default=150, help="records timed for (a)")
+    ap.add_argument("--repeat", type=int, default=2, help="runs of (b)-(e); the fastest counts")
     args = ap.parse_args(argv)
     rec = int(args.record_kb * 1024)
     per = max(1, int(args.shard_mb * 2 ** 20 // (rec + 8)))

@@ -198,10 +198,11 @@ class RecordFetcher:
                     inflight += w.nbytes
                 if not queue:
                     return
-                w = queue.popleft()
+                w = queue[0]
                 yield from self._emit(w)
+                queue.popleft()
                 inflight -= w.nbytes
-        finally:
+        finally:  # stopped early or failed: drop what is still queued
             for w in queue:
                 for f in w.futures:
                     f.cancel()
