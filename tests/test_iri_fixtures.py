@@ -16,8 +16,7 @@ import os
 import numpy as np
 import pytest
 
-from cloudrec.errors import (CloudrecError, ConfigError, ImageDecodeError, LabelError,
-                             RecordIOError)
+from cloudrec.errors import ConfigError, ImageDecodeError, LabelError, RecordIOError
 from cloudrec.iterators import ImageRecordIter
 
 HERE = os.path.dirname(__file__)

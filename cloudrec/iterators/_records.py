@@ -8,7 +8,7 @@ payloads through ``cloudrec.reader.fetch.RecordFetcher``.
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
 
 import numpy as np
 
@@ -32,7 +32,7 @@ class RecordSource:
     def __init__(self, path_imgrec: Any, path_imgidx: Any = "",
                  storage_options: Optional[Dict[str, Any]] = None, cache: str = "none",
                  fetch_options: Optional[Dict[str, Any]] = None) -> None:
-        from cloudrec.dataset import open_dataset, sibling_idx
+        from cloudrec.dataset import open_dataset
         from cloudrec.reader.fetch import RecordFetcher
 
         urls = _split_urls(path_imgrec)
