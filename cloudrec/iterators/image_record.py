@@ -107,10 +107,14 @@ class ImageRecordIter(DataIter):
     """Batches of decoded, augmented images from RecordIO files (MXNet's ImageRecordIter).
 
     Keyword arguments only, as in MXNet (spec §2.1), plus cloudrec's own:
-    ``layout`` ('NCHW' or 'NHWC'), ``shuffle_mode`` ('mxnet' exact MXNet
-    orders, or the reader layer's 'global'/'block'/'shard'), ``decode_reduce``,
-    ``storage_options``, ``cache``, ``fetch_options``.  Use as a context
-    manager or call :meth:`close` to release threads and buffers.
+    ``layout`` ('NCHW' or 'NHWC'; ``dtype='uint8', layout='NHWC'`` is the
+    cheapest batch to hand to a GPU), ``shuffle_mode`` ('mxnet' exact MXNet
+    orders, or the reader layer's 'global'/'block'/'shard'), ``part_mode``
+    ('mxnet' or 'even': equal batch counts on every part), ``decode_reduce``
+    (libjpeg DCT-scaled decoding of big JPEGs when ``resize`` is set),
+    ``storage_options``, ``cache``, ``fetch_options`` (RecordFetcher tuning).
+    Use as a context manager or call :meth:`close` to release threads and
+    buffers; ``state_dict()``/``load_state_dict()`` resume mid-epoch.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
