@@ -130,3 +130,17 @@ def test_truncated_remote_rec_is_an_error(store):
     with pytest.raises(RecordIOError) as ei:
         rebuild_index(store.url("t/all.rec"), store.storage_options, chunk_size=4096)
     assert "all.rec" in str(ei.value) and ei.value.offset is not None
+
+
+def test_repacking_replaces_previous_outputs(store):
+    root = _upload_images(store)
+    store.put("out/all.lst", (PASS / "all.lst").read_bytes())
+    args = ["im2rec", "--no-progress", *_so(store), store.url("out/all"), root]
+    assert cli.main(["im2rec", "--resize", "24", *args[1:]]) == 0
+    first = store.get("out/all.rec")
+    assert cli.main(["im2rec", "--pass-through", *args[1:]]) == 0
+    assert store.get("out/all.rec") == (PASS / "all.rec").read_bytes() != first
+    assert store.get("out/all.idx") == (PASS / "all.idx").read_bytes()
+    assert cli.main(["index", "--force", *_so(store), store.url("out/all.rec")]) == 0
+    assert store.get("out/all.idx") == (PASS / "all.idx").read_bytes()
+    assert store.listdir("out") == ["all.idx", "all.lst", "all.rec"]

@@ -14,7 +14,6 @@ import os
 import posixpath
 import re
 import sys
-import uuid
 from typing import Any, Dict, List, Optional, Sequence, TextIO, Tuple
 
 from cloudrec.errors import CloudrecError, ConfigError, ImageListError
@@ -22,7 +21,7 @@ from cloudrec.storage.fs import join_url, resolve
 from cloudrec.tools import listing
 from cloudrec.tools.packing import (CHECKS, ON_ERROR, EncodeOptions, Failure, ImageSource,
                                     PackError, PackReport, ShardedWriter, pack_entries,
-                                    write_failure_report)
+                                    write_bytes_atomic, write_failure_report)
 
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b)?\s*$", re.I)
 
@@ -113,19 +112,8 @@ def _parent_url(url: str) -> str:
 
 def write_text_atomic(url: str, text: str, storage_options: Optional[Dict[str, Any]] = None
                       ) -> None:
-    """Write ``text`` to a temporary name next to ``url``, then rename it into place."""
-    fs, path = resolve(url, storage_options)
-    parent = posixpath.dirname(path)
-    if parent and not fs.exists(parent):
-        fs.makedirs(parent, exist_ok=True)
-    tmp = posixpath.join(parent, ".%s.tmp-%s" % (posixpath.basename(path), uuid.uuid4().hex[:10]))
-    fs.pipe_file(tmp, text.encode("utf-8"))
-    try:
-        fs.mv(tmp, path)
-    except BaseException:
-        if fs.exists(tmp):
-            fs.rm(tmp)
-        raise
+    """Write ``text`` under a temporary name next to ``url``, then rename it into place."""
+    write_bytes_atomic(url, text.encode("utf-8"), storage_options)
 
 
 # -- --list ---------------------------------------------------------------------------------------

@@ -9,9 +9,7 @@ index.  Keys are the IRHeader ids (im2rec's keys) or record ordinals.
 from __future__ import annotations
 
 import argparse
-import posixpath
 import sys
-import uuid
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
@@ -134,16 +132,9 @@ def default_idx_url(rec_url: str) -> str:
 
 def write_atomic(url: str, data: bytes, storage_options: Optional[Dict[str, Any]] = None) -> None:
     """Write to a temporary name next to ``url`` and rename it into place."""
-    fs, path = resolve(url, storage_options)
-    tmp = posixpath.join(posixpath.dirname(path),
-                         ".%s.tmp-%s" % (posixpath.basename(path), uuid.uuid4().hex[:10]))
-    fs.pipe_file(tmp, data)
-    try:
-        fs.mv(tmp, path)
-    except BaseException:
-        if fs.exists(tmp):
-            fs.rm(tmp)
-        raise
+    from cloudrec.tools.packing import write_bytes_atomic
+
+    write_bytes_atomic(url, data, storage_options)
 
 
 def run(ns: argparse.Namespace) -> int:

@@ -378,6 +378,46 @@ class ShardedWriter:
         self._done = True
 
 
+def replace_file(fs, src: str, dst: str) -> None:
+    """Rename ``src`` onto ``dst``, replacing an existing ``dst`` on every backend.
+
+    POSIX and S3 overwrite on their own; HDFS refuses unless asked (hdfs-native's
+    ``overwrite=True`` keeps it one atomic rename); a store that refuses
+    otherwise gets ``dst`` removed first.
+    """
+    if type(fs).__module__.startswith("hdfs_native"):
+        fs.mv(src, dst, overwrite=True)
+        return
+    try:
+        fs.mv(src, dst)
+    except OSError:
+        if not fs.exists(dst):
+            raise
+        fs.rm(dst)
+        fs.mv(src, dst)
+        return
+    if src != dst and fs.exists(src):  # refused without an error (e.g. WebHDFS)
+        fs.rm(dst)
+        fs.mv(src, dst)
+
+
+def write_bytes_atomic(url: str, data: bytes,
+                       storage_options: Optional[Dict[str, Any]] = None) -> None:
+    """Write ``data`` to a temporary name next to ``url``, then rename it into place."""
+    fs, path = resolve(url, storage_options)
+    parent = posixpath.dirname(path)
+    if parent and not fs.exists(parent):
+        fs.makedirs(parent, exist_ok=True)
+    tmp = posixpath.join(parent, ".%s.tmp-%s" % (posixpath.basename(path), uuid.uuid4().hex[:10]))
+    fs.pipe_file(tmp, data)
+    try:
+        replace_file(fs, tmp, path)
+    except BaseException:
+        if fs.exists(tmp):
+            fs.rm(tmp)
+        raise
+
+
 def commit_shards(shards: Sequence[ShardFile], storage_options: Optional[Dict[str, Any]] = None
                   ) -> None:
     """Rename temporaries to final names: `.idx` first, then `.rec` (a lone `.idx` is
@@ -387,7 +427,7 @@ def commit_shards(shards: Sequence[ShardFile], storage_options: Optional[Dict[st
             fs, src = resolve(tmp, storage_options)
             _, dst = resolve(final, storage_options)
             try:
-                fs.mv(src, dst)
+                replace_file(fs, src, dst)
             except OSError as exc:
                 raise StorageError(f"cannot rename {tmp} to its final name: {exc}", final) from exc
 
@@ -442,11 +482,7 @@ def write_failure_report(url: str, failures: Sequence[Failure],
     text = "index\tpath\terror\n" + "".join(
         "%d\t%s\t%s\n" % (f.index, f.path, f.error.replace("\t", " ").replace("\n", " "))
         for f in failures)
-    fs, path = resolve(url, storage_options)
-    tmp = posixpath.join(posixpath.dirname(path), ".%s.tmp-%s" % (
-        posixpath.basename(path), uuid.uuid4().hex[:10]))
-    fs.pipe_file(tmp, text.encode())
-    fs.mv(tmp, path)
+    write_bytes_atomic(url, text.encode("utf-8"), storage_options)
 
 
 def pack_entries(entries: Sequence[ListEntry], source: ImageSource, writer: ShardedWriter,
