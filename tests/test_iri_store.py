@@ -68,3 +68,32 @@ def test_missing_file_is_a_clear_error(store):
                         data_shape=(3, 8, 8), batch_size=1,
                         storage_options=store.storage_options)
     assert "nope" in str(ei.value)
+
+
+def test_s3_faults_are_retried_and_batches_stay_exact(s3_server, fault_proxy):
+    from cloudrec.storage.retry import RetryPolicy
+    import fsspec
+    bucket = s3_server.new_bucket("iri-faults")
+    fs = fsspec.filesystem("s3", **s3_server.storage_options)
+    for ext in (".rec", ".idx"):
+        with open(os.path.join(FX, "pack", "uniq", "uniq" + ext), "rb") as f:
+            fs.pipe(f"{bucket[5:]}/uniq{ext}", f.read())
+    ref_kw = dict(data_shape=(3, 32, 32), batch_size=5, resize=36, shuffle=True, seed=1,
+                  rand_crop=True, rand_mirror=True)
+    with ImageRecordIter(path_imgrec=os.path.join(FX, "pack", "uniq", "uniq.rec"),
+                         path_imgidx=os.path.join(FX, "pack", "uniq", "uniq.idx"),
+                         **ref_kw) as it:
+        ref = [b.data[0].copy() for b in it]
+    fault_proxy.configure(p503=0.25, pdrop=0.1, seed=5)
+    retry = RetryPolicy(max_attempts=12, base_delay=0.01, max_delay=0.2, timeout=2.0, seed=1)
+    # small requests so that many of them (and so many faults) happen
+    opts = dict(retry=retry, max_gap=0, max_request=4096, window_bytes=8192, concurrency=4)
+    with ImageRecordIter(path_imgrec=f"{bucket}/uniq.rec", path_imgidx=f"{bucket}/uniq.idx",
+                         storage_options=fault_proxy.storage_options, fetch_options=opts,
+                         **ref_kw) as it:
+        got = [b.data[0].copy() for b in it]
+    st = fault_proxy.stats()
+    assert st["faults"] >= 3, st
+    assert len(got) == len(ref)
+    for a, b in zip(got, ref):
+        np.testing.assert_array_equal(a, b)

@@ -36,22 +36,24 @@ class RecordSource:
         from cloudrec.reader.fetch import RecordFetcher
 
         urls = _split_urls(path_imgrec)
+        opts = dict(fetch_options or {})
+        retry = opts.get("retry")  # the same policy for the .idx/stat requests
         self.indexed = bool(path_imgidx)
         if self.indexed:
             idx = _split_urls(path_imgidx)
             if len(idx) != len(urls):
                 raise ConfigError(f"{len(urls)} .rec files but {len(idx)} .idx files "
                                   "(give one .idx per .rec)")
-            self.ds = open_dataset(urls, idx, storage_options)
+            self.ds = open_dataset(urls, idx, storage_options, retry=retry)
         else:
             # MXNet reads sequentially and splits by bytes; the sibling .idx, when it
             # exists, only saves cloudrec a scan for record heads.
-            self.ds = open_dataset(urls, None, storage_options, require_index=False)
+            self.ds = open_dataset(urls, None, storage_options, require_index=False,
+                                   retry=retry)
         t = self.ds.table
         # MXNet's C++ reader: offsets sorted, keys ignored -> file order
         self.file_order = np.lexsort((t.offset, t.shard)).astype(np.int64)
         self._check_unique_offsets()
-        opts = dict(fetch_options or {})
         if all(("://" not in u or u.startswith("file://")) for u in urls):
             opts.setdefault("concurrency", 4)  # a local disk needs few reader threads
         self.fetcher = RecordFetcher(self.ds, cache=cache, **opts)
