@@ -4,6 +4,7 @@ Dask LocalCluster of 2 workers straight into S3."""
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -21,8 +22,13 @@ PASS = FIX / "pack" / "passthrough"
 
 
 def _upload_images(store, rel="images"):
-    for p in sorted(IMAGES.rglob("*.*")):
-        store.put(f"{rel}/{p.relative_to(IMAGES).as_posix()}", p.read_bytes())
+    files = sorted(IMAGES.rglob("*.*"))
+    if store.name != "s3":  # folders first, then the files concurrently
+        for d in sorted({p.parent.relative_to(IMAGES).as_posix() for p in files}):
+            store.fs.makedirs(store.path(rel if d == "." else f"{rel}/{d}"), exist_ok=True)
+    with ThreadPoolExecutor(8) as pool:  # an HDFS file close takes ~0.4 s
+        list(pool.map(lambda p: store.put(f"{rel}/{p.relative_to(IMAGES).as_posix()}",
+                                          p.read_bytes()), files))
     return store.url(rel)
 
 
