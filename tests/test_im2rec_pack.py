@@ -407,3 +407,22 @@ def test_dask_engine_local_shard_size_and_missing_plan(tmp_path, capsys):
     assert im2rec.main(["--pass-through", "--engine", "dask", "--no-progress",
                         str(tmp_path / "x"), str(IMAGES)]) == 1
     assert "needs --num-shards or --shard-size" in capsys.readouterr().err
+
+
+def test_decompression_bomb_header_is_refused_before_decoding():
+    import struct
+    import zlib
+    from cloudrec.errors import ImageDecodeError
+    from cloudrec.format.lst import ListEntry
+    from cloudrec.tools.packing import EncodeOptions, build_payload
+
+    def chunk(kind, body):
+        return (struct.pack(">I", len(body)) + kind + body
+                + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF))
+    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 60000, 60000, 8, 2, 0, 0, 0))
+           + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+    with pytest.raises(ImageDecodeError, match="60000x60000"):
+        build_payload(ListEntry(0, (0.0,), "bomb.png"), png, EncodeOptions(resize=32))
+    # pass-through never decodes, so the file is packed as it is (as MXNet would)
+    assert build_payload(ListEntry(0, (0.0,), "bomb.png"), png,
+                         EncodeOptions(pass_through=True)).endswith(png)

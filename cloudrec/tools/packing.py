@@ -112,6 +112,17 @@ def transform_image(img: np.ndarray, resize: int, center_crop: bool) -> np.ndarr
     return img
 
 
+def _check_pixels(data: bytes) -> None:
+    """Refuse to decode an image whose header claims more pixels than cloudrec.image allows."""
+    from cloudrec.image.decode import get_max_pixels, image_size
+
+    limit = get_max_pixels()
+    wh = image_size(data)
+    if limit and wh is not None and wh[0] * wh[1] > limit:
+        raise ImageDecodeError(f"image header claims {wh[0]}x{wh[1]} pixels, more than the "
+                               f"limit of {limit} (cloudrec.image.set_max_pixels)")
+
+
 def build_payload(entry: ListEntry, data: bytes, opts: EncodeOptions) -> bytes:
     """The record payload (IRHeader + labels + image) for one list entry's file bytes.
 
@@ -124,6 +135,7 @@ def build_payload(entry: ListEntry, data: bytes, opts: EncodeOptions) -> bytes:
         if opts.check == "decode" and _decode(data, -1) is None:
             raise ImageDecodeError("image does not decode")
         return pack(header, data)
+    _check_pixels(data)
     img = _decode(data, opts.color)
     if img is None:
         raise ImageDecodeError(f"cannot decode image ({len(data)} bytes)")
