@@ -142,3 +142,23 @@ def test_storage_stage_error_reaches_consumer_naming_record(tmp_path):
         assert next(it).index.tolist() == [0, 1, 2]
         with pytest.raises(RecordIOError, match=r"bad magic.*t\.rec"):
             next(it)
+
+
+def test_close_from_another_thread_wakes_a_blocked_consumer(tmp_path):
+    import time
+    from cloudrec.pipeline.batcher import BatchPipeline, BatchPlan
+
+    def slow_fetch(ids):
+        for rid in ids.tolist():
+            time.sleep(0.5)
+            yield rid, b""
+    pipe = BatchPipeline(slow_fetch, lambda *a: None, (1,), np.float32, 1, threads=1,
+                         prefetch=1)
+    pipe.start([BatchPlan(np.arange(4), 0, 0)])
+    result = []
+    t = threading.Thread(target=lambda: result.append(pipe.next()))
+    t.start()
+    time.sleep(0.1)
+    pipe.close()
+    t.join(5)
+    assert not t.is_alive() and result == [None]

@@ -244,6 +244,8 @@ class BatchPipeline:
                 buf = BatchBuffers(plan, self._shape, self._dtype, self._lw,
                                    self._data_array(plan.ids.shape[0]))
                 for slot, rid in enumerate(plan.ids.tolist()):
+                    if stop.is_set():
+                        return
                     if rid < 0:
                         buf.data[slot] = 0
                         continue
@@ -267,11 +269,15 @@ class BatchPipeline:
         """The next finished batch, or None at the end of the epoch."""
         if self._closed:
             raise PipelineClosed("the iterator is closed")
-        if self._queue is None:
+        q = self._queue
+        if q is None:
             return None
-        item = self._queue.get()
+        item = q.get()
         if item is _END:
-            self._queue.put(_END)  # stay at the end until the next start()
+            try:
+                q.put_nowait(_END)  # stay at the end until the next start()
+            except queue.Full:
+                pass
             return None
         if isinstance(item, BaseException):
             self._queue = None
@@ -305,6 +311,11 @@ class BatchPipeline:
                         pass
                 self._producer.join(timeout=0.05)
             self._producer = None
+            if q is not None:  # wake a consumer blocked in next() on this queue
+                try:
+                    q.put_nowait(_END)
+                except queue.Full:
+                    pass
         self._queue = None
 
     def close(self) -> None:
