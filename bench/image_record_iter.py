@@ -10,7 +10,19 @@ Baselines, measured in the same run over the same record payloads held in memory
 * ``decode``: ``cv2.imdecode`` on a thread pool of T threads (the decode ceiling);
 * ``decode+resize``: a single-threaded ``cv2.imdecode`` + shorter-side resize loop.
 
-Prints images/s and the ratios.  Usage::
+Prints images/s and the ratios.  Measured on the 2-core dev box (load ~2 from other
+jobs), 2000 photos of 44 KB mean, ``--repeat 4``:
+
+    threads  cv2.imdecode ceiling  ImageRecordIter (ratio)  decode_reduce (ratio)  MXNet 1.9.1*
+    1        1433 img/s            799 img/s (0.55)         989 img/s (0.69)       388 img/s
+    2        2525 img/s            1230 img/s (0.50)        1524 img/s (0.57)      722 img/s
+
+    * MXNet's C++ ImageRecordIter, same settings, measured on this machine (issue 5).
+
+The gap to the ceiling is the work a decode loop does not do: the shorter-side resize
+(~30 % of a decode here), the float normalisation write (~15 %), Python plumbing (~5 %).
+
+Usage::
 
     .venv/bin/python bench/image_record_iter.py [--n 2000] [--threads 1 2] [--workdir DIR]
 """
