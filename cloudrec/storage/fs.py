@@ -3,10 +3,56 @@ memory://, ...) into an fsspec filesystem and a path, in one place."""
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, Optional, Tuple
+import weakref
+from typing import Any, Dict, List, Optional, Tuple
 
 import fsspec
 from fsspec.core import url_to_fs
+
+# ---- fork safety -----------------------------------------------------------------------
+# After fork, fsspec clears its instance caches in the child.  Dropping the
+# last reference to an hdfs-native filesystem there runs its Rust destructor,
+# which waits forever on a tokio runtime whose threads did not survive the
+# fork (and an s3fs instance spends ~1 s trying to close its session on a dead
+# event loop).  So the parent hands the child a strong reference to every
+# filesystem instance alive at fork time: the child never destroys them and
+# builds fresh ones on first use.  DataLoader workers forked from a process
+# that used hdfs:// or s3:// therefore start promptly instead of hanging.
+_tracked: "weakref.WeakSet[Any]" = weakref.WeakSet()
+_fork_keepalive: List[Any] = []
+
+
+def _instances_alive() -> List[Any]:
+    alive = list(_tracked)
+    try:
+        from fsspec.spec import _registered_classes  # type: ignore[attr-defined]
+        for cls in list(_registered_classes):
+            alive.extend(list(getattr(cls, "_cache", {}).values()))
+    except ImportError:
+        pass
+    return alive
+
+
+def _before_fork() -> None:
+    _fork_keepalive.extend(_instances_alive())
+
+
+def _after_fork_in_parent() -> None:
+    _fork_keepalive.clear()
+
+
+# hdfs-native runs every call on one process-wide tokio runtime; its threads do
+# not survive fork, so any hdfs:// call in a forked child would block forever.
+_hdfs_native_pid: Optional[int] = None
+
+HDFS_FORK_MESSAGE = (
+    "hdfs-native was used in the parent process and its I/O threads do not survive fork(); "
+    "start workers with the 'spawn' or 'forkserver' method (for PyTorch: "
+    "DataLoader(..., multiprocessing_context='spawn')) or read through webhdfs://")
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent)
 
 
 def _hdfs_native_class():
@@ -36,9 +82,17 @@ def resolve(url: str, storage_options: Optional[Dict[str, Any]] = None
                 opts["host"] = parts.hostname
             if parts.port and "port" not in opts:
                 opts["port"] = parts.port
+            global _hdfs_native_pid
+            if _hdfs_native_pid is not None and _hdfs_native_pid != os.getpid():
+                from cloudrec.errors import StorageError
+                raise StorageError(HDFS_FORK_MESSAGE, url)
+            _hdfs_native_pid = os.getpid()
             fs = cls(**opts)
+            _tracked.add(fs)
             return fs, parts.path or "/"
-    return url_to_fs(url, **opts)
+    fs, path = url_to_fs(url, **opts)
+    _tracked.add(fs)
+    return fs, path
 
 
 def join_url(base: str, name: str) -> str:

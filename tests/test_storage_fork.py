@@ -1,0 +1,66 @@
+"""fork() after remote I/O: children start promptly, never hang.
+
+hdfs-native runs on a process-wide tokio runtime that fork() does not copy,
+and fsspec drops its cached filesystems in a forked child: without cloudrec's
+at-fork keep-alive the child blocked forever in the hdfs-native destructor.
+"""
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from cloudrec.errors import StorageError
+from cloudrec.storage.fs import HDFS_FORK_MESSAGE, resolve
+
+
+def _fork_and_wait(child_fn, timeout: float = 20.0) -> int:
+    pid = os.fork()
+    if pid == 0:  # child
+        try:
+            code = child_fn()
+        except BaseException:
+            code = 99
+        os._exit(code)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.05)
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+    pytest.fail("forked child hung")
+
+
+def test_fork_after_hdfs_use(hdfs_server):
+    fs, path = resolve(hdfs_server.url + "/fork/x.bin", hdfs_server.storage_options)
+    fs.pipe(path, b"payload")
+    assert fs.cat(path) == b"payload"
+    del fs
+    # a child that does no HDFS I/O exits promptly (it used to hang in fsspec's at-fork reset)
+    assert _fork_and_wait(lambda: 0) == 0
+
+    def child_uses_hdfs() -> int:
+        try:
+            resolve(hdfs_server.url + "/fork/x.bin", hdfs_server.storage_options)
+        except StorageError as exc:
+            return 7 if HDFS_FORK_MESSAGE in str(exc) else 8
+        return 0
+    # a child that would use hdfs-native gets a clear error instead of blocking forever
+    assert _fork_and_wait(child_uses_hdfs) == 7
+
+
+def test_fork_after_s3_use_reads_in_child(s3_server):
+    bucket = s3_server.new_bucket()
+    fs, path = resolve(bucket + "/x.bin", s3_server.storage_options)
+    fs.pipe(path, b"s3 bytes")
+    assert fs.cat(path) == b"s3 bytes"
+
+    def child_reads() -> int:
+        fs2, p2 = resolve(bucket + "/x.bin", s3_server.storage_options)
+        return 0 if fs2.cat(p2) == b"s3 bytes" else 3
+    t0 = time.monotonic()
+    assert _fork_and_wait(child_reads) == 0
+    assert time.monotonic() - t0 < 15
