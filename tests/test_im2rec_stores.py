@@ -150,3 +150,12 @@ def test_repacking_replaces_previous_outputs(store):
     assert cli.main(["index", "--force", *_so(store), store.url("out/all.rec")]) == 0
     assert store.get("out/all.idx") == (PASS / "all.idx").read_bytes()
     assert store.listdir("out") == ["all.idx", "all.lst", "all.rec"]
+
+
+def test_process_pool_reads_remote_root(store):
+    """Worker processes open their own clients (a plain fork would hang on HDFS)."""
+    root = _upload_images(store)
+    store.put("out/all.lst", (PASS / "all.lst").read_bytes())
+    assert cli.main(["im2rec", "--pass-through", "--num-thread", "2", "--pool", "process",
+                     "--no-progress", *_so(store), store.url("out/all"), root]) == 0
+    assert store.get("out/all.rec") == (PASS / "all.rec").read_bytes()

@@ -230,11 +230,15 @@ def iter_encoded(entries: Sequence[ListEntry], source: ImageSource, opts: Encode
     if pool == "thread":
         ex: cf.Executor = cf.ThreadPoolExecutor(num_thread, thread_name_prefix="im2rec")
     elif pool == "process":
-        ctx = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else None)
-        ex = cf.ProcessPoolExecutor(num_thread, mp_context=ctx)
+        # never plain fork: a forked child inherits filesystem clients whose IO threads
+        # (hdfs-native's runtime, s3fs's event loop) do not exist in it, and hangs
+        method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() \
+            else "spawn"
+        ex = cf.ProcessPoolExecutor(num_thread, mp_context=multiprocessing.get_context(method))
     else:
         raise ConfigError(f"unknown pool {pool!r} (thread or process)")
-    batch = batch or (8 if opts.pass_through else 2)
+    if not batch:  # small tasks for pass-through, but enough of them to keep every worker busy
+        batch = max(1, min(8 if opts.pass_through else 2, len(entries) // (4 * num_thread)))
     window = window or max(4, 3 * num_thread)
     items = list(enumerate(entries))
     batches = iter(items[i:i + batch] for i in range(0, len(items), batch))
