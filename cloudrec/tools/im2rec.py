@@ -72,7 +72,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sg.add_argument("--num-shards", type=int, default=None,
                     help="write N shards PREFIX-00000-of-0000N.rec/.idx (contiguous, near-equal)")
     sg.add_argument("--shard-size", type=parse_size, default=None,
-                    help="start a new shard before one would exceed this many bytes (64MB, 1G)")
+                    help="start a new shard before one would exceed this many bytes (64MB, 1G); "
+                         "a record larger than this gets a shard of its own")
     xg.add_argument("--on-error", choices=ON_ERROR, default="fail",
                     help="an unreadable/undecodable image or bad list line: 'fail' (default; "
                          "nothing is written) or 'skip' (counted, listed in PREFIX.errors.tsv)")
