@@ -146,3 +146,14 @@ def test_missing_and_empty_rec(tmp_path):
     (tmp_path / "empty.rec").write_bytes(b"")
     with pytest.raises(RecordIOError, match="no records"):
         rebuild_index(str(tmp_path / "empty.rec"))
+
+
+def test_auto_keys_fall_back_to_ordinals_on_duplicate_ids():
+    from cloudrec.format import IRHeader, pack
+    from cloudrec.tools.index import ScannedRecord, keys_for
+    recs = [ScannedRecord(i * 64, 30, pack(IRHeader(0, 1.0, 7 if i < 2 else i, 0), b"xxxxxx")[:24])
+            for i in range(4)]
+    keys, used = keys_for(recs, "auto")
+    assert used == "seq" and keys.tolist() == [0, 1, 2, 3]
+    keys, used = keys_for(recs, "id")
+    assert used == "id" and keys.tolist() == [7, 7, 2, 3]
