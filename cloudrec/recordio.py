@@ -26,6 +26,13 @@ __all__ = ["MXRecordIO", "MXIndexedRecordIO", "IRHeader", "pack", "unpack",
 _HEAD = struct.Struct("<II")
 
 
+def _make_local_parent(fs, path: str) -> None:
+    """Create the parent folder of a local output file (object stores need none)."""
+    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+    if protocol in ("file", "local"):
+        fs.makedirs(fs._parent(path), exist_ok=True)
+
+
 class MXRecordIO:
     """Sequential reader/writer of a `.rec` file at ``uri`` (``flag`` 'r' or 'w')."""
 
@@ -47,6 +54,7 @@ class MXRecordIO:
         """Open (or reopen) the file; in 'w' mode this truncates it."""
         fs, path = resolve(self.uri, self.storage_options)
         if self.flag == "w":
+            _make_local_parent(fs, path)
             self.handle = fs.open(path, "wb")
             self.writable = True
         else:
@@ -213,6 +221,7 @@ class MXIndexedRecordIO(MXRecordIO):
         self.idx, self.keys = {}, []
         fs, path = resolve(self.idx_path, self.storage_options)
         if self.flag == "w":
+            _make_local_parent(fs, path)
             self.fidx = fs.open(path, "wb")
             return
         self.fidx = None

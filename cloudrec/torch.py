@@ -165,6 +165,12 @@ class RecordIterableDataset(IterableDataset):
                    "consumed": s.consumed_after(consumed, step + 1)}
 
 
+def _uses_hdfs_native(source: Any) -> bool:
+    """True when any shard of ``source`` is read through hdfs-native (hdfs:// URLs)."""
+    shards = getattr(source, "shards", None) or []
+    return any(str(getattr(sh, "rec_url", "")).startswith(("hdfs://", "viewfs://")) for sh in shards)
+
+
 class ResumableLoader:
     """A DataLoader over a RecordIterableDataset that keeps the global progress.
 
@@ -177,6 +183,10 @@ class ResumableLoader:
         if loader_kw.get("batch_size") is not None:
             raise ConfigError("RecordIterableDataset batches itself: set its batch_size, not the loader's")
         loader_kw["batch_size"] = None
+        if loader_kw.get("num_workers", 0) > 0 and "multiprocessing_context" not in loader_kw \
+                and _uses_hdfs_native(dataset.source):
+            # hdfs-native's I/O threads do not survive fork(): spawn the workers instead
+            loader_kw["multiprocessing_context"] = "spawn"
         self.dataset = dataset
         self.loader = DataLoader(dataset, **loader_kw)
 
