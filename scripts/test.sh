@@ -31,12 +31,17 @@ fi
 
 # -- Python environment --------------------------------------------------------
 [ -x "$VENV/bin/python" ] || { echo "== creating $VENV"; "$PY" -m venv "$VENV"; }
+pip_install() {  # quiet pip; its full output only when it fails
+  local log; log=$(mktemp)
+  if ! "$VENV/bin/python" -m pip install -q "$@" >"$log" 2>&1; then cat "$log" >&2; rm -f "$log"; return 1; fi
+  grep -v "is ignored: it is neither a file nor a directory" "$log" || true; rm -f "$log"
+}
 stamp="$VENV/.cloudrec-setup-done"
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   echo "== pip install -e '.[dev]' torch==$TORCH_VERSION"
-  "$VENV/bin/python" -m pip install -q "setuptools<70" wheel   # the pyspark sdist's setup.py needs both
-  "$VENV/bin/python" -m pip install -q -e '.[dev]'
-  "$VENV/bin/python" -m pip install -q "torch==$TORCH_VERSION"
+  pip_install "setuptools<70" wheel   # the pyspark sdist's setup.py needs both (HDFS jars)
+  pip_install -e '.[dev]'
+  pip_install "torch==$TORCH_VERSION"
   touch "$stamp"
 fi
 # Hadoop jars for the HDFS fixture: fetched once per machine, here so a failure shows early
@@ -45,7 +50,8 @@ echo "== setup took $((SECONDS - t0)) s"
 
 # -- tests -----------------------------------------------------------------------
 set +e
-"$VENV/bin/python" -m pytest --durations=15 "$@"
+# a hung test fails after CLOUDREC_TEST_TIMEOUT seconds instead of eating CI's time
+"$VENV/bin/python" -m pytest --durations=15 --timeout="${CLOUDREC_TEST_TIMEOUT:-300}" "$@"
 rc=$?
 set -e
 if [ "$rc" = 5 ]; then
