@@ -407,35 +407,43 @@ def test_im2rec_pack_label_uniform_width_detection_list(tmp_path):
         np.testing.assert_allclose(labels[slot], expected_label(slot, 3), atol=1e-6)
 
 
-def test_im2rec_pack_label_variable_width_detection_list(tmp_path, capsys):
-    """Variable-width detection lines (MXNet's im2rec.py packs them as they are).
-
-    Today cloudrec's im2rec insists on one label count for --pack-label and refuses such
-    a list with an error naming the widths, writing no .rec; once it accepts detection
-    lists, the second branch checks ImageDetIter reads them right.
-    """
+def test_im2rec_pack_label_variable_width_detection_list(tmp_path):
+    """Variable-width detection lines pack as they are (as MXNet's im2rec.py) and read back."""
     root = tmp_path / "img"
     root.mkdir()
     lines = []
     for i, (_img, _objs, label, png) in enumerate(SAMPLES):
         (root / f"{i}.png").write_bytes(png)
         lines.append(format_lst_line(i, label.tolist(), f"{i}.png"))
+    assert len({len(ln.split("\t")) for ln in lines}) > 1  # the widths really differ
     (tmp_path / "det.lst").write_text("".join(lines))
-    try:
-        rc = _run_im2rec([str(tmp_path / "det"), str(root), "--pack-label", "--pass-through",
-                          "--no-progress"])
-        msg = capsys.readouterr().err
-    except ImageListError as e:
-        rc, msg = 1, str(e)
-    if rc != 0:
-        assert "different label counts" in msg and "det.lst" in msg
-        assert not (tmp_path / "det.idx").exists()
-        return
+    rc = _run_im2rec([str(tmp_path / "det"), str(root), "--pack-label", "--pass-through",
+                      "--no-progress"])
+    assert rc == 0
     it = ImageDetIter(4, (3, 32, 32), path_imgrec=str(tmp_path / "det.rec"),
                       path_imgidx=str(tmp_path / "det.idx"))
     labels = np.concatenate([g[1] for g in collect(it)])
     for slot in range(7):
         np.testing.assert_allclose(labels[slot], expected_label(slot, 3), atol=1e-6)
+
+
+def test_im2rec_pack_label_names_the_bad_detection_line(tmp_path, capsys):
+    root = tmp_path / "img"
+    root.mkdir()
+    lines = []
+    for i, (_img, _objs, label, png) in enumerate(SAMPLES):
+        (root / f"{i}.png").write_bytes(png)
+        lab = label.tolist()
+        if i == 2:
+            lab[int(lab[0]) + 3] = 1.7  # the first object's xmax, outside 0..1
+        lines.append(format_lst_line(i, lab, f"{i}.png"))
+    (tmp_path / "det.lst").write_text("".join(lines))
+    rc = _run_im2rec([str(tmp_path / "det"), str(root), "--pack-label", "--pass-through",
+                      "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc != 0
+    assert "outside [0, 1]" in err and "det.lst" in err and "line 3" in err
+    assert not (tmp_path / "det.rec").exists()
 
 
 def test_config_yaml_builds_the_iterator_and_unknown_args_are_named(tmp_path):

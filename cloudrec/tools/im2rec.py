@@ -178,7 +178,8 @@ def load_list(lst_url: str, on_error: str, pack_label: bool,
               storage_options: Optional[Dict[str, Any]] = None):
     """Read and validate a `.lst`: ``(entries, failures for skipped lines)``."""
     fs, path = resolve(lst_url, storage_options)
-    entries, bad = listing.read_list(fs.cat_file(path).decode("utf-8"), lst_url)
+    text = fs.cat_file(path).decode("utf-8")
+    entries, bad = listing.read_list(text, lst_url)
     failures = []
     for b in bad:
         if on_error == "fail":
@@ -188,8 +189,36 @@ def load_list(lst_url: str, on_error: str, pack_label: bool,
     if not entries:
         raise ImageListError("image list has no usable entries", lst_url)
     if pack_label:
-        listing.check_label_widths(entries, lst_url)
+        if len({len(e.labels) for e in entries}) > 1 and _looks_like_detection(entries):
+            _check_detection_list(text, lst_url)  # variable widths are legal here
+        else:
+            listing.check_label_widths(entries, lst_url)
     return entries, failures
+
+
+def _looks_like_detection(entries) -> bool:
+    """Every line starts with MXNet's detection header: A >= 2 and B >= 5, both integers."""
+    def head_ok(labels) -> bool:
+        return (len(labels) >= 2 and labels[0] >= 2 and labels[1] >= 5
+                and float(labels[0]).is_integer() and float(labels[1]).is_integer())
+    return all(head_ok(e.labels) for e in entries)
+
+
+def _check_detection_list(text: str, lst_url: str) -> None:
+    """Validate each detection label (layout, NaN, boxes in 0..1), naming the bad line.
+
+    Images without a valid object are packed (ImageDetIter skips them, as MXNet)."""
+    from cloudrec.format.lst import parse_lst_line
+    from cloudrec.image.det_labels import EmptyDetLabelError, parse_det_label
+
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        entry = parse_lst_line(line, lst_url, lineno)
+        try:
+            parse_det_label(entry.labels, url=lst_url, key=entry.index, line=lineno)
+        except EmptyDetLabelError:
+            pass
 
 
 def pack_list(ns: argparse.Namespace, lst_url: str, dir_url: str,
