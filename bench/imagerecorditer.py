@@ -24,7 +24,7 @@ The gap to the ceiling is the work a decode loop does not do: the shorter-side r
 
 Usage::
 
-    .venv/bin/python bench/image_record_iter.py [--n 2000] [--threads 1 2] [--workdir DIR]
+    .venv/bin/python bench/imagerecorditer.py [--n 2000] [--threads 1 2] [--workdir DIR]
 """
 from __future__ import annotations
 
