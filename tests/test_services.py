@@ -228,3 +228,13 @@ def test_services_cli_start_env_stop(tmp_path):
     assert not env_file.exists()
     port = int(endpoint.rsplit(":", 1)[1])
     assert not port_open(port)
+
+
+def test_hdfs_start_failures_are_clear_errors(monkeypatch, tmp_path):
+    from cloudrec.testing import HdfsCluster, ServiceError
+    from cloudrec.testing import servers
+    with pytest.raises(ServiceError, match="no java found"):
+        HdfsCluster(java=str(tmp_path / "no-java")).start()
+    monkeypatch.setattr(servers, "JERSEY_DIR", tmp_path)  # as if libjersey1-*-java were not installed
+    with pytest.raises(ServiceError, match="apt-get install libjersey1-server-java"):
+        HdfsCluster().start()

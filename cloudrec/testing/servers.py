@@ -180,7 +180,7 @@ class _Service:
         try:
             self._start()
         except BaseException:
-            self.stop()
+            self.stop(keep_workdir=True)  # logs stay for a look; swept once this process is gone
             raise
         self.started = True
         return self
@@ -188,7 +188,7 @@ class _Service:
     def _start(self) -> None:
         raise NotImplementedError
 
-    def stop(self) -> None:
+    def stop(self, keep_workdir: bool = False) -> None:
         """Stop every process this object started (by pid) and drop its work folder."""
         for proc in reversed(list(self.procs.values())):
             if proc.poll() is None:
@@ -199,7 +199,7 @@ class _Service:
         for log in self._logs:
             log.close()
         self._logs.clear()
-        if self._own_workdir and not self.detach and not self.external:
+        if self._own_workdir and not self.detach and not self.external and not keep_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
         self.started = False
         with contextlib.suppress(Exception):
