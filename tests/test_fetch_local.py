@@ -125,8 +125,18 @@ def test_pickle_and_fork(tmp_path):
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:
-        ok = f.get(21) == _expected(ds, truth, 21)
-        os.write(w, b"1" if ok else b"0")
-        os._exit(0)
+        import faulthandler
+        faulthandler.dump_traceback_later(30, exit=True)  # never hang the suite
+        try:
+            ok = f.get(21) == _expected(ds, truth, 21)
+            os.write(w, b"1" if ok else b"0")
+        except BaseException as exc:  # report, never run on inside pytest
+            os.write(w, f"E {type(exc).__name__}: {exc}".encode()[:500])
+        finally:
+            os._exit(0)
+    os.close(w)
+    import select
+    ready, _, _ = select.select([r], [], [], 60)
+    got = os.read(r, 500) if ready else b"timeout"
     os.waitpid(pid, 0)
-    assert os.read(r, 1) == b"1"
+    assert got == b"1"

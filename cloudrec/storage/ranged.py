@@ -132,6 +132,7 @@ class HandleRangeReader(RangeReader):
     def __init__(self, fs: fsspec.AbstractFileSystem, **kw: Any) -> None:
         super().__init__(fs, **kw)
         self._local = threading.local()
+        self._all: List[Any] = []  # every handle opened, to close them all
 
     def _read_once(self, path: str, start: int, end: int) -> bytes:
         handles = getattr(self._local, "handles", None)
@@ -140,6 +141,8 @@ class HandleRangeReader(RangeReader):
         h = handles.get(path)
         if h is None:
             h = handles[path] = self.fs.open(path, "rb")
+            with self._lock:
+                self._all.append(h)
         try:
             size = len(h)  # hdfs-native panics (BaseException) when asked past the end
             if start >= size:
@@ -148,6 +151,16 @@ class HandleRangeReader(RangeReader):
         except Exception:
             handles.pop(path, None)  # reopen on the next attempt
             raise
+
+    def close(self) -> None:
+        super().close()
+        with self._lock:
+            hs, self._all = self._all, []
+        for h in hs:
+            try:
+                h.close()
+            except Exception:  # noqa: BLE001 - closing is best effort
+                pass
 
 
 class AsyncRangeReader(RangeReader):
