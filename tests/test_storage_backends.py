@@ -94,6 +94,11 @@ def test_cache_mode(store, tmp_path):
     if remote:
         assert g._cache.cache.downloads == 0 and g._cache.cache.hits == 3
     g.close()
+    # 'auto' caches only remote datasets that fit the cap; local ones are read in place
+    assert RecordFetcher(ds, cache="auto", cache_dir=cdir, cache_max_bytes=1000)._cache is None
+    auto = RecordFetcher(ds, cache="auto", cache_dir=cdir)
+    assert (auto._cache is not None) == remote
+    auto.close()
     # the object changes: a new dataset object sees the new version and refetches
     _, truth2 = _write(store, 1, 30, seed=6)
     ds2 = open_dataset(urls, storage_options=so)
