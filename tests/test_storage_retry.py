@@ -120,3 +120,37 @@ def test_async_timeout_cuts_a_stalled_attempt():
     with pytest.raises(StorageError, match=r"timed out after 2 attempt\(s\).*s3://b/k bytes \[0, 4\)"):
         asyncio.run(RetryPolicy(max_attempts=2, base_delay=0.001, timeout=0.1).acall(
             always_stall, "s3://b/k", 0, 4))
+
+
+def test_sync_reader_abandons_a_stalled_attempt():
+    """A sync filesystem without socket timeouts: the reader cuts the attempt off."""
+    import threading
+    from fsspec.implementations.memory import MemoryFileSystem
+    from cloudrec.storage.ranged import RangeReader
+
+    release = threading.Event()
+
+    class StallOnce(MemoryFileSystem):
+        calls = 0
+        stall_all = False
+
+        def cat_file(self, path, start=None, end=None, **kw):
+            StallOnce.calls += 1
+            if StallOnce.calls == 1 or StallOnce.stall_all:
+                release.wait(10)  # a hung socket
+            return super().cat_file(path, start=start, end=end, **kw)
+
+    fs = StallOnce(skip_instance_cache=True)
+    fs.pipe_file("/stall/blob", bytes(range(200)))
+    r = RangeReader(fs, retry=RetryPolicy(max_attempts=3, base_delay=0.001, timeout=0.3))
+    t0 = time.perf_counter()
+    assert r.read("/stall/blob", 10, 50, "memory://stall/blob") == bytes(range(10, 50))
+    assert time.perf_counter() - t0 < 3 and StallOnce.calls == 2
+    release.set()
+    StallOnce.stall_all = True  # every attempt stalls now
+    release.clear()
+    with pytest.raises(StorageError, match=r"timed out after 2 attempt\(s\).*memory://stall/blob"):
+        RangeReader(fs, retry=RetryPolicy(max_attempts=2, base_delay=0.001, timeout=0.2)).read(
+            "/stall/blob", 0, 10, "memory://stall/blob")
+    release.set()
+    r.close()

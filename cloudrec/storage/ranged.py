@@ -20,11 +20,12 @@ import asyncio
 import os
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import fsspec
 
-from cloudrec.storage.retry import RetryPolicy, check_length
+from cloudrec.storage.retry import ReadTimeoutError, RetryPolicy, check_length
 
 DEFAULT_CONCURRENCY = 16
 
@@ -33,8 +34,13 @@ class RangeReader:
     """Reads byte ranges of files on one filesystem, concurrently, with retries.
 
     ``concurrency`` bounds requests in flight; ``retry`` sets attempts, backoff
-    and the per-request timeout.  ``url_of(path)`` is used in error messages.
+    and the per-request timeout.  Sync clients may have no socket timeout
+    (requests, used by webhdfs, has none by default), so each attempt runs in a
+    helper thread and is abandoned after ``retry.timeout``; an abandoned call
+    keeps its thread until it returns (the helper pool is bounded).
     """
+
+    watchdog = True
 
     def __init__(self, fs: fsspec.AbstractFileSystem, *, concurrency: int = DEFAULT_CONCURRENCY,
                  retry: Optional[RetryPolicy] = None) -> None:
@@ -42,6 +48,7 @@ class RangeReader:
         self.concurrency = max(1, int(concurrency))
         self.retry = retry or RetryPolicy()
         self._pool: Optional[ThreadPoolExecutor] = None
+        self._attempts: Optional[ThreadPoolExecutor] = None
         self._lock = threading.Lock()
         self._closed = False
 
@@ -68,9 +75,10 @@ class RangeReader:
     def close(self) -> None:
         """Stop the thread pool and close kept-open handles."""
         self._closed = True
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.shutdown(wait=False, cancel_futures=True)
+        for pool in (self._pool, self._attempts):
+            if pool is not None:
+                pool.shutdown(wait=False, cancel_futures=True)
+        self._pool = self._attempts = None
 
     def __enter__(self) -> "RangeReader":
         return self
@@ -90,14 +98,36 @@ class RangeReader:
     def _read_once(self, path: str, start: int, end: int) -> bytes:
         return self.fs.cat_file(path, start=start, end=end)
 
+    def _attempt_pool(self) -> ThreadPoolExecutor:
+        if self._attempts is None:
+            with self._lock:
+                if self._attempts is None:
+                    self._attempts = ThreadPoolExecutor(2 * self.concurrency + 4,
+                                                        thread_name_prefix="cloudrec-attempt")
+        return self._attempts
+
     def _read_sync(self, path: str, start: int, end: int, url: str) -> bytes:
+        timeout = self.retry.timeout
+
         def attempt() -> bytes:
-            return check_length(self._read_once(path, start, end), url, start, end)
+            if not self.watchdog:
+                data = self._read_once(path, start, end)
+            else:
+                fut = self._attempt_pool().submit(self._read_once, path, start, end)
+                try:
+                    data = fut.result(timeout=timeout)
+                except FutureTimeout:
+                    fut.cancel()
+                    raise ReadTimeoutError(f"no answer within {timeout} s", url, start,
+                                           end) from None
+            return check_length(data, url, start, end)
         return self.retry.call(attempt, url, start, end)
 
 
 class LocalRangeReader(RangeReader):
     """Local files: ``os.pread`` on descriptors kept open per path."""
+
+    watchdog = False  # a local disk does not stall like a socket
 
     def __init__(self, fs: fsspec.AbstractFileSystem, **kw: Any) -> None:
         super().__init__(fs, **kw)
