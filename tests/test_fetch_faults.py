@@ -82,3 +82,21 @@ def test_missing_bucket_and_key_name_the_url(s3_server):
     bucket = s3_server.new_bucket("empty")
     with pytest.raises(StorageError, match=bucket + "/train-0000.rec"):
         open_dataset(bucket + "/train-0000.rec", storage_options=so)
+
+
+def test_cache_download_survives_faults(fault_proxy, faulty_dataset, tmp_path):
+    urls, truth = faulty_dataset
+    so = fault_proxy.storage_options
+    ds = open_dataset(urls, storage_options=so, retry=_policy(3))
+    # every GET fails until six faults have been injected (only 4 shard downloads happen)
+    fault_proxy.configure(seed=11, methods="GET", p503=0.25, pdrop=0.25, ptrunc=0.25, pstall=0.25,
+                          stall_s=30, max_faults=6)
+    order = np.random.default_rng(4).permutation(2000)
+    f = RecordFetcher(ds, cache="shards", cache_dir=str(tmp_path / "c"), retry=_policy(4))
+    got = list(f.fetch(order))
+    assert f._cache.cache.downloads == 4
+    f.close()
+    assert [r for r, _ in got] == order.tolist()
+    assert all(p == truth[(int(ds.table.shard[r]), int(ds.table.key[r]))] for r, p in got)
+    st = fault_proxy.stats()
+    assert st["faults"] == 6 and st["requests"] == 10, st
