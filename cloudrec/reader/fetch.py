@@ -182,6 +182,8 @@ class RecordFetcher:
     def fetch(self, record_ids: Iterable[int]) -> Iterator[Tuple[int, bytes]]:
         """Yield ``(record_id, payload)`` for every id given, in that order."""
         self._check_pid()
+        if self._cache is not None:
+            self._cache.touch()
         windows = self._windows(record_ids)
         queue: "deque[_Window]" = deque()
         inflight = 0
@@ -296,6 +298,15 @@ class _CacheHook:
     def after_fork(self) -> None:
         self._paths, self._local, self._pool = {}, None, None
         self._lock = threading.Lock()
+
+    def touch(self) -> None:
+        """Mark the shards this fetcher holds as used (LRU), once per fetch()."""
+        for fut in list(self._paths.values()):
+            if fut.done() and fut.exception() is None:
+                try:
+                    os.utime(fut.result())
+                except OSError:
+                    pass  # evicted by another process; our descriptor still reads it
 
     def local_reader(self) -> RangeReader:
         if self._local is None:
