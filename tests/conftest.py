@@ -11,7 +11,11 @@ Fixtures: ``s3_server``, ``hdfs_server`` (session), ``fault_proxy`` and
 """
 from __future__ import annotations
 
+import ctypes
 import os
+import signal
+import sys
+import time
 
 import pytest
 
@@ -23,6 +27,67 @@ for _key, _val in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "tes
                    "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}.items():
     os.environ.setdefault(_key, _val)
 os.environ.pop("AWS_PROFILE", None)
+
+
+# Orphans of this session (e.g. a forked child that deadlocked) are re-parented to pytest
+# instead of init, so the session can end them by pid at the end rather than leave them running.
+def _set_child_subreaper() -> bool:
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0) == 0  # PR_SET_CHILD_SUBREAPER
+    except (OSError, AttributeError):
+        return False
+
+
+_SUBREAPER = _set_child_subreaper()
+
+
+def _children(pid: int):
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as fh:
+                    fields = fh.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                out.append((int(entry), fields[0]))
+    return out
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionfinish(session, exitstatus):
+    """End (by pid) and report processes the tests left behind; reap zombies."""
+    if not _SUBREAPER:
+        return
+    me = os.getpid()
+    from cloudrec.testing.servers import LIVE_PIDS  # servers: their fixtures stop them
+    leftovers = [pid for pid, state in _children(me) if state not in ("Z", "X") and pid not in LIVE_PIDS]
+    for pid in leftovers:
+        try:
+            cmd = open(f"/proc/{pid}/cmdline", "rb").read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            cmd = "?"
+        print(f"\nconftest: ending process {pid} left running by the tests: {cmd[:200]}", file=sys.stderr)
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + 5
+    while leftovers and time.monotonic() < deadline:
+        leftovers = [pid for pid, state in _children(me) if state not in ("Z", "X") and pid in leftovers]
+        time.sleep(0.05)
+    for pid in leftovers:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    while True:  # reap what was re-parented to us
+        try:
+            if os.waitpid(-1, os.WNOHANG)[0] == 0:
+                break
+        except ChildProcessError:
+            break
 
 
 @pytest.fixture(scope="session")

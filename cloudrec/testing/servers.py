@@ -106,6 +106,7 @@ def stop_pid(pid: int, timeout: float = 10.0) -> None:
 
 
 OWNER_FILE = "owner.pid"
+LIVE_PIDS: set = set()  # pids of servers started (and not yet stopped) by this process
 
 
 def _sweep_stale_workdirs() -> None:
@@ -149,6 +150,7 @@ class _Service:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                 env=env, cwd=str(self.workdir), start_new_session=True)
         self.procs[label] = proc
+        LIVE_PIDS.add(proc.pid)
         return proc
 
     def _check_alive(self) -> None:
@@ -195,6 +197,7 @@ class _Service:
                 stop_pid(proc.pid)
             with contextlib.suppress(Exception):
                 proc.wait(timeout=5)
+            LIVE_PIDS.discard(proc.pid)
         self.procs.clear()
         for log in self._logs:
             log.close()
