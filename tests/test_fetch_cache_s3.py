@@ -49,3 +49,32 @@ def test_two_processes_download_each_shard_once(s3_server, fault_proxy, tmp_path
     # per process and shard: HEAD (info), HEAD + GET (.idx, s3fs sizes it first);
     # plus one GET per shard download (each < 8 MB): a second download would add more
     assert fault_proxy.stats()["requests"] <= 2 * 2 * 3 + 2
+
+
+def test_fetcher_used_then_forked_reads_s3_in_the_child(s3_server):
+    """DataLoader workers fork a process whose s3fs loop thread is already running."""
+    import os
+    import select
+    bucket = s3_server.new_bucket("fork")
+    urls, truth = write_synthetic(bucket, 2, 30, seed=32, storage_options=s3_server.storage_options)
+    ds = open_dataset(urls, storage_options=s3_server.storage_options)
+    f = RecordFetcher(ds)
+    assert f.get(0) == truth[(0, 0)]
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        import faulthandler
+        faulthandler.dump_traceback_later(60, exit=True)
+        try:
+            ok = [p for _, p in f.fetch([59, 1])] == [truth[(1, 59)], truth[(0, 1)]]
+            os.write(w, b"1" if ok else b"0")
+        except BaseException as exc:
+            os.write(w, f"E {type(exc).__name__}: {exc}".encode()[:500])
+        finally:
+            os._exit(0)
+    os.close(w)
+    ready, _, _ = select.select([r], [], [], 90)
+    got = os.read(r, 500) if ready else b"timeout"
+    os.waitpid(pid, 0)
+    assert got == b"1"
+    assert f.get(30) == truth[(1, 30)]  # the parent is unaffected
