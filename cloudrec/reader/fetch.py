@@ -40,6 +40,7 @@ from cloudrec.storage.ranged import RangeReader, make_range_reader
 from cloudrec.storage.retry import RetryPolicy
 
 DEFAULT_CONCURRENCY = 16
+_FORK_STASH: List[Any] = []  # parent-process readers kept alive in a forked child
 DEFAULT_READAHEAD = 128 << 20
 _ID_BLOCK = 4096
 
@@ -91,6 +92,9 @@ class RecordFetcher:
         # thread pools and event loops do not survive fork: start afresh in a child
         if self._pid != os.getpid():
             self._pid = os.getpid()
+            # never destroy the parent's clients here: hdfs-native's destructors wait on
+            # runtime threads that did not survive the fork
+            _FORK_STASH.append((self._readers, self._targets, self._cache))
             self._readers, self._targets = {}, {}
             self._lock = threading.Lock()
             if self._cache is not None:
@@ -296,6 +300,7 @@ class _CacheHook:
         return cls(fetcher, cache)
 
     def after_fork(self) -> None:
+        _FORK_STASH.append((self._paths, self._local, self._pool))
         self._paths, self._local, self._pool = {}, None, None
         self._lock = threading.Lock()
 
