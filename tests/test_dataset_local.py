@@ -52,6 +52,21 @@ def test_table_matches_what_was_written(base):
             assert t.length[rid] == len(encode_record(truth[(s, k)]))
 
 
+def test_index_urls_given_as_glob_or_list(base):
+    urls, _ = write_synthetic(base, 3, 10, seed=6, name="d-{:02d}")
+    import fsspec
+    fs, p = fsspec.core.url_to_fs(base)
+    fs.makedirs(p + "/idx", exist_ok=True)
+    for i in range(3):
+        fs.mv(p + f"/d-{i:02d}.idx", p + f"/idx/d-{i:02d}.idx")
+    with pytest.raises(IndexFileError, match="d-00.idx"):
+        open_dataset(base + "/d-*.rec")
+    a = open_dataset(base + "/d-*.rec", idx_urls=base + "/idx/d-*.idx")
+    b = open_dataset(urls, idx_urls=[base + f"/idx/d-{i:02d}.idx" for i in range(3)])
+    assert len(a) == len(b) == 30 and (a.table.offset == b.table.offset).all()
+    assert [s.idx_url for s in a.shards] == [base + f"/idx/d-{i:02d}.idx" for i in range(3)]
+
+
 def test_scan_without_idx_gives_same_offsets(base):
     urls, _ = write_synthetic(base, 2, 40, seed=2, name="noidx-{:02d}", write_idx=False)
     with pytest.raises(IndexFileError, match="noidx-00.idx"):

@@ -72,7 +72,8 @@ def _glob(url: str, storage_options: Optional[Dict[str, Any]]) -> List[str]:
         raise StorageError(f"access denied while listing: {exc}", url) from exc
     except OSError as exc:
         raise StorageError(f"cannot list: {exc}", url) from exc
-    found = [p for p in found if not p.endswith(".idx")]
+    if not url.endswith(".idx"):  # "train-*" matches the .idx files too
+        found = [p for p in found if not p.endswith(".idx")]
     if not found:
         raise StorageNotFound("no shard matches this pattern", url)
     prefix = None
