@@ -1,11 +1,11 @@
 """mxnet_compat: legacy MXNet data code runs with one import changed.
 
-The centre piece is an InsightFace-style MXFaceDataset (the loader that keeps
-MXNet installed only to read `.rec` files), written exactly against ``mx``.
+The centre piece is the InsightFace-style MXFaceDataset (the loader that keeps
+MXNet installed only to read `.rec` files) imported from examples/port_legacy_mxnet.py,
+so these tests check the example itself.
 """
+import importlib.util
 import json
-import numbers
-import os
 from pathlib import Path
 
 import cv2
@@ -17,37 +17,17 @@ from cloudrec import mxnet_compat as mx
 FIX = Path(__file__).parent / "fixtures" / "mxnet"
 
 
-class MXFaceDataset:
-    """InsightFace's recognition loader (torch parts left out), unchanged but for the import."""
+def _load_example(name):
+    """Import examples/<name>.py as a module: the test runs the example's own code."""
+    path = Path(__file__).resolve().parent.parent / "examples" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"example_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
-    def __init__(self, root_dir, transform=None):
-        self.transform = transform
-        path_imgrec = os.path.join(root_dir, "train.rec")
-        path_imgidx = os.path.join(root_dir, "train.idx")
-        self.imgrec = mx.recordio.MXIndexedRecordIO(path_imgidx, path_imgrec, "r")
-        s = self.imgrec.read_idx(0)
-        header, _ = mx.recordio.unpack(s)
-        if header.flag > 0:
-            self.header0 = (int(header.label[0]), int(header.label[1]))
-            self.imgidx = np.array(range(1, int(header.label[0])))
-        else:
-            self.imgidx = np.array(list(self.imgrec.keys))
 
-    def __getitem__(self, index):
-        idx = self.imgidx[index]
-        s = self.imgrec.read_idx(idx)
-        header, img = mx.recordio.unpack(s)
-        label = header.label
-        if not isinstance(label, numbers.Number):
-            label = label[0]
-        label = int(label)
-        sample = mx.image.imdecode(img).asnumpy()
-        if self.transform is not None:
-            sample = self.transform(sample)
-        return sample, label
-
-    def __len__(self):
-        return len(self.imgidx)
+# InsightFace's recognition loader, unchanged but for the import line, as the example ships it.
+MXFaceDataset = _load_example("port_legacy_mxnet").MXFaceDataset
 
 
 def _faces(n=7, ids=3, seed=0):
