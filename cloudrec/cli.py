@@ -44,6 +44,22 @@ def build_parser(argv: Optional[List[str]] = None) -> argparse.ArgumentParser:
     return parser
 
 
+def apply_config(ns: argparse.Namespace) -> None:
+    """Fill options the command line left unset from ``--config FILE``'s storage section.
+
+    ``--storage-options`` (im2rec, index, inspect) defaults to the config's
+    storage options, and ``cache --dir`` to its cache folder; explicit flags win.
+    """
+    from cloudrec.config import load_config
+
+    cfg = load_config(ns.config)
+    if hasattr(ns, "storage_options") and ns.storage_options is None:
+        ns.storage_options = cfg.storage.storage_options() or None
+    if ns.command == "cache" and getattr(ns, "dir", None) is None and cfg.storage.cache_dir:
+        ns.dir = cfg.storage.cache_dir
+    ns.loaded_config = cfg
+
+
 def _unavailable(exc: Exception) -> int:
     print(f"cloudrec: this command is unavailable: {exc}", file=sys.stderr)
     return 2
@@ -57,6 +73,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         parser.print_help()
         return 2
     try:
+        if ns.config:
+            apply_config(ns)
         return int(ns.func(ns) or 0)
     except KeyboardInterrupt:
         return 130

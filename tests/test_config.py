@@ -70,3 +70,28 @@ def test_parse_size():
     assert parse_size(7) == 7
     with pytest.raises(ConfigError):
         parse_size("lots")
+
+
+def test_cli_config_sets_storage_options_and_cache_dir(tmp_path, monkeypatch, capsys):
+    from cloudrec.cli import build_parser, apply_config, main
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("storage:\n  endpoint_url: http://127.0.0.1:9\n"
+                   f"  cache:\n    dir: {tmp_path / 'cachedir'}\n")
+    ns = build_parser(["inspect"]).parse_args(["--config", str(cfg), "inspect", "x.rec"])
+    apply_config(ns)
+    assert ns.storage_options["client_kwargs"]["endpoint_url"] == "http://127.0.0.1:9"
+    # an explicit flag wins over the config
+    ns = build_parser(["inspect"]).parse_args(
+        ["--config", str(cfg), "inspect", "x.rec", "--storage-options", '{"anon": true}'])
+    apply_config(ns)
+    assert ns.storage_options == {"anon": True}
+    assert main(["--config", str(cfg), "cache", "ls"]) == 0
+    assert str(tmp_path / "cachedir") in capsys.readouterr().out
+
+
+def test_cli_config_unknown_key_is_a_clear_error(tmp_path, capsys):
+    from cloudrec.cli import main
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("storage:\n  endpoint: x\n")
+    assert main(["--config", str(cfg), "cache", "ls"]) == 1
+    assert "unknown key 'endpoint'" in capsys.readouterr().err
