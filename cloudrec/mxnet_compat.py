@@ -271,6 +271,32 @@ def _wrap_iter_class(cls, mod_name: str, inject_so: bool = False):
 
 
 image.ImageIter = _wrap_iter_class(_image.ImageIter, image.__name__, inject_so=True)
+image.ImageDetIter = _wrap_iter_class(_image.ImageDetIter, image.__name__, inject_so=True)
+
+
+class _NDDetAug:
+    """Wrap a detection augmenter so that ``aug(src, label)`` returns an NDArray image."""
+
+    def __init__(self, aug: Any) -> None:
+        self._aug = aug
+
+    def dumps(self):
+        return self._aug.dumps()
+
+    def __call__(self, src, label, rng=None):
+        out, lab = self._aug(_np(src), label, rng)
+        return _nd(out), lab
+
+
+def CreateDetAugmenter(data_shape, **kwargs):
+    """``mx.image.CreateDetAugmenter``: the same list, whose augmenters return NDArrays."""
+    return [_NDDetAug(a) for a in _image.CreateDetAugmenter(data_shape, **kwargs)]
+
+
+image.CreateDetAugmenter = CreateDetAugmenter
+for _name in ("DetAugmenter", "DetBorrowAug", "DetRandomSelectAug", "DetHorizontalFlipAug",
+              "DetRandomCropAug", "DetRandomPadAug"):
+    setattr(image, _name, getattr(_image, _name))
 
 
 # ------------------------------------------------------------------------------ mx.io

@@ -150,3 +150,18 @@ def test_image_record_iter_through_compat():
                                data_shape=(3, 32, 32), batch_size=5, resize=36)
     b = it.next()
     assert b.data[0].asnumpy().shape == (5, 3, 32, 32) and b.label[0].asnumpy().shape == (5,)
+
+
+def test_detection_names_are_ported():
+    """mx.image.ImageDetIter / CreateDetAugmenter / Det* exist and return NDArrays."""
+    rng = np.random.default_rng(0)
+    augs = mx.image.CreateDetAugmenter((3, 32, 32), rand_mirror=True, mean=True, std=True)
+    src = mx.nd.array(rng.integers(0, 255, (40, 50, 3)).astype(np.float32))
+    label = np.array([[0, 0.1, 0.1, 0.5, 0.6]], np.float32)
+    for aug in augs:
+        src, label = aug(src, label)
+    assert src.shape == (32, 32, 3) and hasattr(src, "asnumpy")
+    assert label.shape == (1, 5) and 0 <= label[0, 1] < label[0, 3] <= 1
+    for name in ("ImageDetIter", "DetBorrowAug", "DetRandomSelectAug", "DetHorizontalFlipAug",
+                 "DetRandomCropAug", "DetRandomPadAug"):
+        assert hasattr(mx.image, name), name
