@@ -123,3 +123,29 @@ def test_json_and_memory_url(capsys):
     d = json.loads(capsys.readouterr().out)
     assert d["records"] == 24 and d["label_histogram"] == {"0": 8, "1": 8, "2": 8}
     assert fs.cat_file(f"{base}/g.png")[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_grid_draws_detection_boxes(tmp_path):
+    """Detection records get their boxes drawn on the contact sheet, where the objects are."""
+    from cloudrec.format.irheader import pack
+    from cloudrec.image.det_labels import make_det_label
+    from cloudrec.recordio import MXIndexedRecordIO
+    from cloudrec.tools.inspect import grid_images
+
+    img = np.full((60, 80, 3), 128, np.uint8)  # plain gray: any coloured pixel is a box edge
+    ok, png = cv2.imencode(".png", img)
+    objects = np.array([[1, 0.25, 0.25, 0.75, 0.75], [0, 0.0, 0.0, 0.5, 0.5]], np.float32)
+    rec, idx = str(tmp_path / "det.rec"), str(tmp_path / "det.idx")
+    with MXIndexedRecordIO(idx, rec, "w") as w:
+        w.write_idx(0, pack((0, make_det_label(objects), 0, 0), png.tobytes()))
+    (caption, out), = grid_images(_payloads(rec, idx), 1, 96, {}, 0)
+    assert caption.startswith("2 obj")
+    changed = np.any(out != 128, axis=2)
+    assert changed[15, 20:61].all() and changed[45, 20:61].all()   # top/bottom edge of box 1
+    assert not changed[35, 45:56].any()                             # inside stays untouched
+
+
+def _payloads(rec, idx):
+    from cloudrec.recordio import MXIndexedRecordIO
+    with MXIndexedRecordIO(idx, rec, "r") as r:
+        return [(k, r.read_idx(k)) for k in r.keys]

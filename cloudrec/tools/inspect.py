@@ -180,6 +180,18 @@ def contact_sheet(items: Sequence[Tuple[str, np.ndarray]], cell: int = 96, cols:
     return sheet
 
 
+def _detection_objects(header) -> Optional[np.ndarray]:
+    """The ``(n, B)`` objects when the packed label is a valid detection label, else None."""
+    if header.flag < 7:
+        return None
+    from cloudrec.errors import LabelError
+    from cloudrec.image.det_labels import parse_det_label
+    try:
+        return parse_det_label(header.label)
+    except LabelError:
+        return None
+
+
 def grid_images(payloads: Sequence[Tuple[int, bytes]], n: int, cell: int,
                 aug: Dict[str, Any], seed: int, url_of=None) -> List[Tuple[str, np.ndarray]]:
     """Decode (and augment) the first ``n`` sampled records: ``(caption, RGB uint8)``."""
@@ -194,6 +206,16 @@ def grid_images(payloads: Sequence[Tuple[int, bytes]], n: int, cell: int,
             img = imdecode(payload[start:], 1, key=header.id)
         except (HeaderError, ImageDecodeError):
             out.append((f"#{rid} broken", np.zeros((cell, cell, 3), np.uint8)))
+            continue
+        objects = _detection_objects(header)
+        if objects is not None:
+            # detection records: boxes drawn on the image as stored (image augmenters
+            # would move the pixels under the boxes)
+            from cloudrec.image.detection import draw_boxes
+            img = draw_boxes(np.ascontiguousarray(img), objects,
+                             thickness=max(1, min(img.shape[:2]) // 100))
+            out.append((f"{len(objects)} obj: " + ",".join(_label_key(o[0]) for o in objects[:3]),
+                        img))
             continue
         if augs:
             x = img
