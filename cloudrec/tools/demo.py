@@ -87,8 +87,8 @@ def make_iter(url: str, storage_options: Dict[str, Any], rank: int, ranks: int,
         path_imgrec=url, data_shape=DATA_SHAPE, batch_size=batch_size, shuffle=True, seed=0,
         rand_crop=True, rand_mirror=True, brightness=0.2, contrast=0.2, saturation=0.2,
         mean_r=MEAN[0], mean_g=MEAN[1], mean_b=MEAN[2], std_r=STD[0], std_g=STD[1], std_b=STD[2],
-        num_parts=ranks, part_index=rank, preprocess_threads=threads, prefetch_buffer=2,
-        storage_options=storage_options)
+        num_parts=ranks, part_index=rank, part_mode="even",  # same batch count on every rank
+        preprocess_threads=threads, prefetch_buffer=2, storage_options=storage_options)
 
 
 def contact_sheet(batch_data: np.ndarray, labels: np.ndarray, path: str, cols: int = 8) -> str:
