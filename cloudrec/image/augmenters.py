@@ -27,8 +27,9 @@ _F32 = np.float32
 _GRAY_COEF = np.array([0.299, 0.587, 0.114], dtype=_F32)
 
 
-class Augmenter:
-    """Base augmenter: keeps its constructor kwargs for ``dumps()`` and a private Generator."""
+class AugmenterBase:
+    """What every augmenter family (image, detection, segmentation) shares: constructor
+    kwargs kept JSON-ready for ``dumps()``, and a private Generator set by ``seed()``."""
 
     def __init__(self, **kwargs: Any) -> None:
         self._kwargs = {}
@@ -40,11 +41,11 @@ class Augmenter:
             self._kwargs[k] = v
         self._rng: Optional[np.random.Generator] = None
 
-    def dumps(self) -> str:
+    def dumps(self) -> Any:
         """JSON ``[class name lower-cased, kwargs]``, as MXNet."""
         return json.dumps([self.__class__.__name__.lower(), self._kwargs])
 
-    def seed(self, seed: Any) -> "Augmenter":
+    def seed(self, seed: Any) -> "AugmenterBase":
         """Give this augmenter (and its children) a Generator seeded with ``seed``."""
         self._rng = np.random.default_rng(seed)
         return self
@@ -55,6 +56,10 @@ class Augmenter:
         if self._rng is None:
             self._rng = np.random.default_rng()
         return self._rng
+
+
+class Augmenter(AugmenterBase):
+    """Base image augmenter: ``(src, rng) -> src``; kwargs and Generator as AugmenterBase."""
 
     def __call__(self, src: np.ndarray, rng: Optional[np.random.Generator] = None) -> np.ndarray:
         raise NotImplementedError("Must override implementation.")

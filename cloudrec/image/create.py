@@ -1,7 +1,7 @@
 """``CreateAugmenter``: MXNet's standard classification augmenter list, same arguments and order."""
 from __future__ import annotations
 
-from typing import List, Sequence
+from typing import Any, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -25,6 +25,20 @@ def _channels(name: str, value) -> np.ndarray:
     assert arr.ndim >= 1 and arr.shape[0] in (1, 3), \
         f"{name} must have 1 or 3 values, got shape {arr.shape}"
     return arr
+
+
+def resolve_mean_std(mean: Any, std: Any) -> Tuple[Optional[np.ndarray], Optional[np.ndarray]]:
+    """``mean``/``std`` as the Create*Augmenter functions take them (True = ImageNet, else
+    1 or 3 values, or None) -> float32 arrays or None, checked once for all of them."""
+    if mean is True:
+        mean = np.array(IMAGENET_MEAN, dtype=np.float32)
+    elif mean is not None:
+        mean = _channels("mean", mean)
+    if std is True:
+        std = np.array(IMAGENET_STD, dtype=np.float32)
+    elif std is not None:
+        std = _channels("std", std)
+    return mean, std
 
 
 def CreateAugmenter(data_shape: Sequence[int], resize: int = 0, rand_crop: bool = False,
@@ -60,14 +74,7 @@ def CreateAugmenter(data_shape: Sequence[int], resize: int = 0, rand_crop: bool 
         auglist.append(LightingAug(pca_noise, np.array(PCA_EIGVAL), np.array(PCA_EIGVEC)))
     if rand_gray > 0:
         auglist.append(RandomGrayAug(rand_gray))
-    if mean is True:
-        mean = np.array(IMAGENET_MEAN, dtype=np.float32)
-    elif mean is not None:
-        mean = _channels("mean", mean)
-    if std is True:
-        std = np.array(IMAGENET_STD, dtype=np.float32)
-    elif std is not None:
-        std = _channels("std", std)
+    mean, std = resolve_mean_std(mean, std)
     if mean is not None or std is not None:
         auglist.append(ColorNormalizeAug(mean, std))
     return auglist

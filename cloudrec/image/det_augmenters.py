@@ -10,7 +10,6 @@ global state; no augmenter mutates itself or its input label while running.
 from __future__ import annotations
 
 import inspect
-import json
 import logging
 import math
 import numbers
@@ -20,10 +19,10 @@ from typing import Any, List, Optional, Sequence, Tuple
 import numpy as np
 
 from cloudrec.image import ops
-from cloudrec.image.augmenters import (Augmenter, CastAug, ColorJitterAug, ColorNormalizeAug,
-                                       ForceResizeAug, HueJitterAug, LightingAug,
-                                       RandomGrayAug, ResizeAug)
-from cloudrec.image.create import IMAGENET_MEAN, IMAGENET_STD, PCA_EIGVAL, PCA_EIGVEC
+from cloudrec.image.augmenters import (Augmenter, AugmenterBase, CastAug, ColorJitterAug,
+                                       ColorNormalizeAug, ForceResizeAug, HueJitterAug,
+                                       LightingAug, RandomGrayAug, ResizeAug)
+from cloudrec.image.create import PCA_EIGVAL, PCA_EIGVEC, resolve_mean_std
 
 __all__ = ["DetAugmenter", "DetBorrowAug", "DetRandomSelectAug", "DetHorizontalFlipAug",
            "DetRandomCropAug", "DetRandomPadAug", "CreateMultiRandCropAugmenter",
@@ -87,32 +86,9 @@ def apply_det(aug: Any, src: np.ndarray, label: Label, rng: Optional[np.random.G
     return aug(src, label, rng) if accepts_rng(aug, 2) else aug(src, label)
 
 
-class DetAugmenter:
-    """Base detection augmenter: kwargs kept for ``dumps()``, a private seedable Generator."""
-
-    def __init__(self, **kwargs: Any) -> None:
-        self._kwargs = {}
-        for k, v in kwargs.items():
-            if isinstance(v, np.ndarray):
-                v = v.tolist()
-            self._kwargs[k] = v
-        self._rng: Optional[np.random.Generator] = None
-
-    def dumps(self) -> Any:
-        """JSON ``[class name lower-cased, kwargs]``, as MXNet."""
-        return json.dumps([self.__class__.__name__.lower(), self._kwargs])
-
-    def seed(self, seed: Any) -> "DetAugmenter":
-        """Give this augmenter a Generator seeded with ``seed`` (int or SeedSequence)."""
-        self._rng = np.random.default_rng(seed)
-        return self
-
-    def _gen(self, rng: Optional[np.random.Generator]) -> np.random.Generator:
-        if rng is not None:
-            return rng
-        if self._rng is None:
-            self._rng = np.random.default_rng()
-        return self._rng
+class DetAugmenter(AugmenterBase):
+    """Base detection augmenter: ``(src, label, rng) -> (src, label)``; kwargs kept for
+    ``dumps()`` and a private seedable Generator, as AugmenterBase."""
 
     def __call__(self, src: np.ndarray, label: Label,
                  rng: Optional[np.random.Generator] = None) -> Tuple[np.ndarray, Label]:
@@ -405,13 +381,6 @@ def CreateMultiRandCropAugmenter(min_object_covered=0.1, aspect_ratio_range=(0.7
     return DetRandomSelectAug(augs, skip_prob=skip_prob)
 
 
-def _channels(name: str, value: Any) -> np.ndarray:
-    arr = np.asarray(value, dtype=np.float32)
-    assert arr.ndim >= 1 and arr.shape[0] in (1, 3), \
-        f"{name} must have 1 or 3 values, got shape {arr.shape}"
-    return arr
-
-
 def CreateDetAugmenter(data_shape: Sequence[int], resize: int = 0, rand_crop: float = 0,
                        rand_pad: float = 0, rand_gray: float = 0, rand_mirror: bool = False,
                        mean=None, std=None, brightness: float = 0, contrast: float = 0,
@@ -449,14 +418,7 @@ def CreateDetAugmenter(data_shape: Sequence[int], resize: int = 0, rand_crop: fl
                                                 np.array(PCA_EIGVEC))))
     if rand_gray > 0:
         auglist.append(DetBorrowAug(RandomGrayAug(rand_gray)))
-    if mean is True:
-        mean = np.array(IMAGENET_MEAN, dtype=np.float32)
-    elif mean is not None:
-        mean = _channels("mean", mean)
-    if std is True:
-        std = np.array(IMAGENET_STD, dtype=np.float32)
-    elif std is not None:
-        std = _channels("std", std)
+    mean, std = resolve_mean_std(mean, std)
     if mean is not None or std is not None:
         auglist.append(DetBorrowAug(ColorNormalizeAug(mean, std)))
     return auglist

@@ -9,16 +9,16 @@ image augmenters.
 """
 from __future__ import annotations
 
-import json
 from typing import Any, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from cloudrec.image import ops
-from cloudrec.image.augmenters import (Augmenter, CastAug, CenterCropAug, ColorJitterAug,
-                                       ColorNormalizeAug, ForceResizeAug, HorizontalFlipAug,
-                                       HueJitterAug, LightingAug, RandomCropAug, RandomGrayAug,
-                                       RandomSizedCropAug, ResizeAug)
+from cloudrec.image.augmenters import (Augmenter, AugmenterBase, CastAug, CenterCropAug,
+                                       ColorJitterAug, ColorNormalizeAug, ForceResizeAug,
+                                       HorizontalFlipAug, HueJitterAug, LightingAug,
+                                       RandomCropAug, RandomGrayAug, RandomSizedCropAug,
+                                       ResizeAug)
 from cloudrec.image.create import IMAGENET_MEAN, IMAGENET_STD, PCA_EIGVAL, PCA_EIGVEC
 
 __all__ = ["SegAugmenter", "SegBorrowAug", "SegResizeAug", "SegForceResizeAug",
@@ -33,26 +33,9 @@ def _mask_resize(mask: np.ndarray, w: int, h: int) -> np.ndarray:
     return ops.imresize(mask, w, h, interp=NEAREST)
 
 
-class SegAugmenter:
-    """Base joint augmenter: kwargs kept for ``dumps()``, a private seedable Generator."""
-
-    def __init__(self, **kwargs: Any) -> None:
-        self._kwargs = kwargs
-        self._rng: Optional[np.random.Generator] = None
-
-    def dumps(self) -> Any:
-        return json.dumps([self.__class__.__name__.lower(), self._kwargs])
-
-    def seed(self, seed: Any) -> "SegAugmenter":
-        self._rng = np.random.default_rng(seed)
-        return self
-
-    def _gen(self, rng: Optional[np.random.Generator]) -> np.random.Generator:
-        if rng is not None:
-            return rng
-        if self._rng is None:
-            self._rng = np.random.default_rng()
-        return self._rng
+class SegAugmenter(AugmenterBase):
+    """Base joint augmenter: ``(image, mask, rng) -> (image, mask)``; kwargs kept for
+    ``dumps()`` and a private seedable Generator, as AugmenterBase."""
 
     def __call__(self, image: np.ndarray, mask: np.ndarray,
                  rng: Optional[np.random.Generator] = None) -> Tuple[np.ndarray, np.ndarray]:
