@@ -41,6 +41,23 @@ def resolve_mean_std(mean: Any, std: Any) -> Tuple[Optional[np.ndarray], Optiona
     return mean, std
 
 
+def cast_and_color_augs(brightness: float = 0, contrast: float = 0, saturation: float = 0,
+                        hue: float = 0, pca_noise: float = 0, rand_gray: float = 0
+                        ) -> List[Augmenter]:
+    """MXNet's pixel-value steps, in its order: cast float32 -> colour jitter -> hue ->
+    PCA lighting -> random gray (those asked for); shared by every Create*Augmenter."""
+    augs: List[Augmenter] = [CastAug()]
+    if brightness or contrast or saturation:
+        augs.append(ColorJitterAug(brightness, contrast, saturation))
+    if hue:
+        augs.append(HueJitterAug(hue))
+    if pca_noise > 0:
+        augs.append(LightingAug(pca_noise, np.array(PCA_EIGVAL), np.array(PCA_EIGVEC)))
+    if rand_gray > 0:
+        augs.append(RandomGrayAug(rand_gray))
+    return augs
+
+
 def CreateAugmenter(data_shape: Sequence[int], resize: int = 0, rand_crop: bool = False,
                     rand_resize: bool = False, rand_mirror: bool = False, mean=None, std=None,
                     brightness: float = 0, contrast: float = 0, saturation: float = 0,
@@ -65,15 +82,7 @@ def CreateAugmenter(data_shape: Sequence[int], resize: int = 0, rand_crop: bool 
         auglist.append(CenterCropAug(crop_size, inter_method))
     if rand_mirror:
         auglist.append(HorizontalFlipAug(0.5))
-    auglist.append(CastAug())
-    if brightness or contrast or saturation:
-        auglist.append(ColorJitterAug(brightness, contrast, saturation))
-    if hue:
-        auglist.append(HueJitterAug(hue))
-    if pca_noise > 0:
-        auglist.append(LightingAug(pca_noise, np.array(PCA_EIGVAL), np.array(PCA_EIGVEC)))
-    if rand_gray > 0:
-        auglist.append(RandomGrayAug(rand_gray))
+    auglist += cast_and_color_augs(brightness, contrast, saturation, hue, pca_noise, rand_gray)
     mean, std = resolve_mean_std(mean, std)
     if mean is not None or std is not None:
         auglist.append(ColorNormalizeAug(mean, std))

@@ -19,10 +19,9 @@ from typing import Any, List, Optional, Sequence, Tuple
 import numpy as np
 
 from cloudrec.image import ops
-from cloudrec.image.augmenters import (Augmenter, AugmenterBase, CastAug, ColorJitterAug,
-                                       ColorNormalizeAug, ForceResizeAug, HueJitterAug,
-                                       LightingAug, RandomGrayAug, ResizeAug)
-from cloudrec.image.create import PCA_EIGVAL, PCA_EIGVEC, resolve_mean_std
+from cloudrec.image.augmenters import (Augmenter, AugmenterBase, ColorNormalizeAug,
+                                       ForceResizeAug, ResizeAug)
+from cloudrec.image.create import cast_and_color_augs, resolve_mean_std
 
 __all__ = ["DetAugmenter", "DetBorrowAug", "DetRandomSelectAug", "DetHorizontalFlipAug",
            "DetRandomCropAug", "DetRandomPadAug", "CreateMultiRandCropAugmenter",
@@ -408,16 +407,8 @@ def CreateDetAugmenter(data_shape: Sequence[int], resize: int = 0, rand_crop: fl
         pad = DetRandomPadAug(aspect_ratio_range, (1.0, area_range[1]), max_attempts, pad_val)
         auglist.append(DetRandomSelectAug([pad], 1 - rand_pad))
     auglist.append(DetBorrowAug(ForceResizeAug((data_shape[2], data_shape[1]), inter_method)))
-    auglist.append(DetBorrowAug(CastAug()))
-    if brightness or contrast or saturation:
-        auglist.append(DetBorrowAug(ColorJitterAug(brightness, contrast, saturation)))
-    if hue:
-        auglist.append(DetBorrowAug(HueJitterAug(hue)))
-    if pca_noise > 0:
-        auglist.append(DetBorrowAug(LightingAug(pca_noise, np.array(PCA_EIGVAL),
-                                                np.array(PCA_EIGVEC))))
-    if rand_gray > 0:
-        auglist.append(DetBorrowAug(RandomGrayAug(rand_gray)))
+    auglist += [DetBorrowAug(aug) for aug in cast_and_color_augs(
+        brightness, contrast, saturation, hue, pca_noise, rand_gray)]
     mean, std = resolve_mean_std(mean, std)
     if mean is not None or std is not None:
         auglist.append(DetBorrowAug(ColorNormalizeAug(mean, std)))

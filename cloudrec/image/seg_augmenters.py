@@ -14,12 +14,10 @@ from typing import Any, List, Optional, Sequence, Tuple
 import numpy as np
 
 from cloudrec.image import ops
-from cloudrec.image.augmenters import (Augmenter, AugmenterBase, CastAug, CenterCropAug,
-                                       ColorJitterAug, ColorNormalizeAug, ForceResizeAug,
-                                       HorizontalFlipAug, HueJitterAug, LightingAug,
-                                       RandomCropAug, RandomGrayAug, RandomSizedCropAug,
-                                       ResizeAug)
-from cloudrec.image.create import IMAGENET_MEAN, IMAGENET_STD, PCA_EIGVAL, PCA_EIGVEC
+from cloudrec.image.augmenters import (Augmenter, AugmenterBase, CenterCropAug,
+                                       ColorNormalizeAug, HorizontalFlipAug, RandomCropAug,
+                                       RandomSizedCropAug, ResizeAug)
+from cloudrec.image.create import IMAGENET_MEAN, IMAGENET_STD, cast_and_color_augs
 
 __all__ = ["SegAugmenter", "SegBorrowAug", "SegResizeAug", "SegForceResizeAug",
            "SegRandomCropAug", "SegCenterCropAug", "SegRandomSizedCropAug", "SegRandomScaleAug",
@@ -224,16 +222,8 @@ def CreateSegAugmenter(data_shape: Sequence[int], resize: int = 0, rand_crop: bo
         augs.append(SegCenterCropAug(crop, inter_method))
     if rand_mirror:
         augs.append(SegHorizontalFlipAug(0.5))
-    augs.append(SegBorrowAug(CastAug()))
-    if brightness or contrast or saturation:
-        augs.append(SegBorrowAug(ColorJitterAug(brightness, contrast, saturation)))
-    if hue:
-        augs.append(SegBorrowAug(HueJitterAug(hue)))
-    if pca_noise > 0:
-        augs.append(SegBorrowAug(LightingAug(pca_noise, np.array(PCA_EIGVAL),
-                                             np.array(PCA_EIGVEC))))
-    if rand_gray > 0:
-        augs.append(SegBorrowAug(RandomGrayAug(rand_gray)))
+    augs += [SegBorrowAug(aug) for aug in cast_and_color_augs(
+        brightness, contrast, saturation, hue, pca_noise, rand_gray)]
     mean = np.array(IMAGENET_MEAN, np.float32) if mean is True else mean
     std = np.array(IMAGENET_STD, np.float32) if std is True else std
     if mean is not None or std is not None:
