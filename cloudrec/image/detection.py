@@ -212,10 +212,7 @@ class ImageDetIter(ImageIter):
     def process_sample(self, label: Any, s: Any) -> Optional[Tuple[np.ndarray, np.ndarray]]:
         """Decode, parse the label, augment, check; None skips the sample (as MXNet)."""
         data = self.imdecode(s)
-        try:
-            self.check_valid_image(data)
-        except RuntimeError as e:
-            log.debug("Invalid image, skipping: %s", e)
+        if not self._is_valid_image(data):
             return None
         objects = self._objects(label)
         if objects is None:
@@ -231,9 +228,7 @@ class ImageDetIter(ImageIter):
     def write_sample(self, batch_data: np.ndarray, batch_label: np.ndarray, i: int,
                      data: np.ndarray, label: Any, where: str = "") -> None:
         """Slot ``i``: the image, the objects in rows ``0..n-1`` and -1 in the rest."""
-        if data.shape != batch_data.shape[1:]:
-            raise ValueError(f"sample {where} has shape {data.shape} after augmentation, "
-                             f"the batch needs {batch_data.shape[1:]}")
+        self._check_sample_shape(batch_data, data, where)
         n, width = label.shape
         max_n, max_w = batch_label.shape[1:]
         if width != max_w:

@@ -380,23 +380,34 @@ class ImageIter(DataIter):
         return rng
 
     # ------------------------------------------------------------------------------ pipeline
-    def process_sample(self, label: Any, s: Any) -> Optional[Tuple[np.ndarray, Any]]:
-        """One worker's job: decode, check, augment, to CHW.  None drops the sample."""
-        data = self.imdecode(s)
+    def _is_valid_image(self, data: np.ndarray) -> bool:
+        """``check_valid_image`` as a yes/no; a rejected image is logged (MXNet skips it)."""
         try:
             self.check_valid_image(data)
         except RuntimeError as e:
             log.debug("Invalid image, skipping: %s", e)
+            return False
+        return True
+
+    def process_sample(self, label: Any, s: Any) -> Optional[Tuple[np.ndarray, Any]]:
+        """One worker's job: decode, check, augment, to CHW.  None drops the sample."""
+        data = self.imdecode(s)
+        if not self._is_valid_image(data):
             return None
         data = self.augmentation_transform(data)
         return self.postprocess_data(data), label
 
-    def write_sample(self, batch_data: np.ndarray, batch_label: np.ndarray, i: int,
-                     data: np.ndarray, label: Any, where: str = "") -> None:
-        """Put one processed sample into slot ``i``; a label of the wrong width is an error."""
+    @staticmethod
+    def _check_sample_shape(batch_data: np.ndarray, data: np.ndarray, where: str) -> None:
+        """ValueError unless the augmented sample has the batch's per-sample shape."""
         if data.shape != batch_data.shape[1:]:
             raise ValueError(f"sample {where} has shape {data.shape} after augmentation, "
                              f"the batch needs {batch_data.shape[1:]}")
+
+    def write_sample(self, batch_data: np.ndarray, batch_label: np.ndarray, i: int,
+                     data: np.ndarray, label: Any, where: str = "") -> None:
+        """Put one processed sample into slot ``i``; a label of the wrong width is an error."""
+        self._check_sample_shape(batch_data, data, where)
         batch_data[i] = data
         lab = np.asarray(label)
         if lab.size != (1 if batch_label.ndim == 1 else batch_label.shape[1]):
