@@ -1,6 +1,6 @@
 """Benchmark: ImageDetIter images/s vs ImageIter and a threaded ``cv2.imdecode`` loop, same run.
 
-Dataset: the photo-like JPEGs of bench/image_record_iter.py, re-packed with a random
+Dataset: the photo-like JPEGs of bench/_common.py, re-packed with a random
 detection label per image (1-8 boxes, B = 6) into a local `.rec`/`.idx`.  Measured
 (best of R runs, batch 32, data_shape (3, 300, 300), T threads):
 
@@ -20,13 +20,12 @@ import argparse
 import os
 import sys
 import tempfile
-import time
 
 import cv2
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from image_record_iter import bench_decode, build_dataset, load_payloads  # noqa: E402
+from _common import bench_decode, build_dataset, epoch_rate, load_payloads  # noqa: E402
 
 from cloudrec.image import CastAug, ForceResizeAug, ImageDetIter, ImageIter  # noqa: E402
 from cloudrec.image.det_labels import make_det_label  # noqa: E402
@@ -55,17 +54,6 @@ def build_det(workdir: str, n: int) -> str:
     return rec
 
 
-def run(it) -> float:
-    try:
-        n = 0
-        t0 = time.perf_counter()
-        for b in it:
-            n += b.data[0].shape[0] - b.pad
-        return n / (time.perf_counter() - t0)
-    finally:
-        it.close()
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=500)
@@ -83,17 +71,18 @@ def main(argv=None) -> int:
     best = lambda f: max(f() for _ in range(a.repeat))  # noqa: E731
     for t in a.threads:
         ceiling = best(lambda: bench_decode(payloads, t))
-        ii = best(lambda: run(ImageIter(BATCH, SHAPE, path_imgrec=plain,
-                                        path_imgidx=plain[:-4] + ".idx",
-                                        shuffle=True, seed=0, num_threads=t, label_width=1,
-                                        aug_list=[ForceResizeAug((300, 300), 2), CastAug()],
-                                        dtype="float32", on_error="raise")))
-        det = best(lambda: run(ImageDetIter(BATCH, SHAPE, path_imgrec=rec, path_imgidx=idx,
-                                            shuffle=True, seed=0, num_threads=t)))
-        ssd = best(lambda: run(ImageDetIter(BATCH, SHAPE, path_imgrec=rec, path_imgidx=idx,
-                                            shuffle=True, seed=0, num_threads=t, rand_crop=0.5,
-                                            rand_pad=0.5, rand_mirror=True, mean=True,
-                                            std=True)))
+        ii = best(lambda: epoch_rate(ImageIter(
+            BATCH, SHAPE, path_imgrec=plain, path_imgidx=plain[:-4] + ".idx", shuffle=True,
+            seed=0, num_threads=t, label_width=1,
+            aug_list=[ForceResizeAug((300, 300), 2), CastAug()], dtype="float32",
+            on_error="raise")))
+        det = best(lambda: epoch_rate(ImageDetIter(
+            BATCH, SHAPE, path_imgrec=rec, path_imgidx=idx, shuffle=True, seed=0,
+            num_threads=t)))
+        ssd = best(lambda: epoch_rate(ImageDetIter(
+            BATCH, SHAPE, path_imgrec=rec, path_imgidx=idx, shuffle=True, seed=0,
+            num_threads=t, rand_crop=0.5, rand_pad=0.5, rand_mirror=True, mean=True,
+            std=True)))
         print(f"threads={t}: cv2.imdecode loop {ceiling:6.0f} img/s | ImageIter force-resize "
               f"{ii:6.0f} img/s = {ii / ceiling:.2f} x | ImageDetIter default {det:6.0f} img/s "
               f"= {det / ceiling:.2f} x ({det / ii:.2f} x ImageIter) | ImageDetIter SSD augs "

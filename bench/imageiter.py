@@ -2,7 +2,7 @@
 
 Dataset: photo-like JPEGs made from the sample photos shipped in PyPI packages
 (``cloudrec.tools.photos``, 300-600 px plus a few 1000-2000 px), packed pass-through
-into one local `.rec`/`.idx` (the same maker as bench/image_record_iter.py).
+into one local `.rec`/`.idx` (bench/_common.py, shared with bench/imagerecorditer.py).
 Iterator settings as the issue asks: data_shape=(3,224,224),
 CreateAugmenter(resize=256, rand_crop, rand_mirror, mean, std), batch 64.
 
@@ -20,61 +20,15 @@ import os
 import sys
 import tempfile
 import time
-
-import cv2
-
-from concurrent.futures import ThreadPoolExecutor
 from typing import List
 
+import cv2
 import numpy as np
 
-from cloudrec.image import ImageIter
-from cloudrec.recordio import IRHeader, MXIndexedRecordIO, pack, unpack
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import bench_decode, build_dataset, epoch_rate, load_payloads  # noqa: E402
 
-
-def build_dataset(workdir: str, n: int) -> str:
-    """Make (once) ``n`` photo-like JPEGs (5% of them 1000-2000 px) and pack them."""
-    from cloudrec.tools.photos import PhotoSpec, make_photos
-    rec = os.path.join(workdir, f"photos{n}.rec")
-    if os.path.exists(rec) and os.path.exists(rec[:-4] + ".idx"):
-        return rec
-    n_big = max(1, n // 20)
-    parts = [("normal", PhotoSpec(n=n - n_big, classes=10, min_side=300, max_side=600,
-                                   png_frac=0.0, gray_frac=0.05, seed=1)),
-             ("big", PhotoSpec(n=n_big, classes=10, min_side=1000, max_side=2000,
-                               png_frac=0.0, gray_frac=0.0, seed=2))]
-    files: List[tuple] = []
-    for name, spec in parts:
-        folder = os.path.join(workdir, "img_" + name)
-        rels = make_photos(folder, spec, workers=2)
-        files += [(os.path.join(folder, r), i % spec.classes) for i, r in enumerate(rels)]
-    order = np.random.default_rng(0).permutation(len(files))
-    w = MXIndexedRecordIO(rec[:-4] + ".idx", rec + ".tmp", "w")
-    for k, i in enumerate(order.tolist()):
-        path, label = files[i]
-        with open(path, "rb") as f:
-            w.write_idx(k, pack(IRHeader(0, float(label), k, 0), f.read()))
-    w.close()
-    os.replace(rec + ".tmp", rec)
-    return rec
-
-
-def load_payloads(rec: str) -> List[bytes]:
-    r = MXIndexedRecordIO(rec[:-4] + ".idx", rec, "r")
-    try:
-        return [unpack(r.read_idx(k))[1] for k in r.keys]
-    finally:
-        r.close()
-
-
-def bench_decode(payloads: List[bytes], threads: int) -> float:
-    """Baseline: cv2.imdecode of every payload on a pool of ``threads`` threads."""
-    def dec(b: bytes) -> int:
-        return cv2.imdecode(np.frombuffer(b, np.uint8), cv2.IMREAD_COLOR).shape[0]
-    t0 = time.perf_counter()
-    with ThreadPoolExecutor(threads) as pool:
-        list(pool.map(dec, payloads, chunksize=8))
-    return len(payloads) / (time.perf_counter() - t0)
+from cloudrec.image import ImageIter  # noqa: E402
 
 
 def bench_serial(payloads: List[bytes]) -> float:
@@ -95,14 +49,7 @@ def bench_imageiter(rec: str, threads: int, inter_method: int = 2) -> float:
     it = ImageIter(64, (3, 224, 224), path_imgrec=rec, path_imgidx=rec[:-4] + ".idx",
                    shuffle=True, seed=0, num_threads=threads, resize=256, rand_crop=True,
                    rand_mirror=True, mean=True, std=True, inter_method=inter_method)
-    try:
-        n = 0
-        t0 = time.perf_counter()
-        for b in it:
-            n += b.data[0].shape[0] - b.pad
-        return n / (time.perf_counter() - t0)
-    finally:
-        it.close()
+    return epoch_rate(it)
 
 
 def main(argv=None) -> int:
@@ -123,7 +70,7 @@ def main(argv=None) -> int:
     for t in a.threads:
         runs = {"base": [], "cubic": [], "linear": []}
         for _ in range(a.repeat):  # interleaved, so a noisy neighbour hits all alike
-            runs["base"].append(bench_decode(payloads, t))
+            runs["base"].append(bench_decode(payloads, t, pool_for_one=True))
             runs["cubic"].append(bench_imageiter(rec, t))
             runs["linear"].append(bench_imageiter(rec, t, inter_method=1))
         base, ii, lin = (max(runs[k]) for k in ("base", "cubic", "linear"))

@@ -33,62 +33,15 @@ import os
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import List
 
 import cv2
 import numpy as np
 
-from cloudrec.iterators import ImageRecordIter
-from cloudrec.recordio import IRHeader, MXIndexedRecordIO, pack, unpack
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import bench_decode, build_dataset, epoch_rate, load_payloads  # noqa: E402
 
-
-def build_dataset(workdir: str, n: int) -> str:
-    """Make (once) ``n`` photos and pack them; return the .rec path."""
-    from cloudrec.tools.photos import PhotoSpec, make_photos
-    rec = os.path.join(workdir, f"photos{n}.rec")
-    if os.path.exists(rec) and os.path.exists(rec[:-4] + ".idx"):
-        return rec
-    n_big = max(1, n // 20)
-    parts = [("normal", PhotoSpec(n=n - n_big, classes=10, min_side=300, max_side=600,
-                                   png_frac=0.0, gray_frac=0.05, seed=1)),
-             ("big", PhotoSpec(n=n_big, classes=10, min_side=1000, max_side=2000,
-                               png_frac=0.0, gray_frac=0.0, seed=2))]
-    files: List[tuple] = []
-    for name, spec in parts:
-        folder = os.path.join(workdir, "img_" + name)
-        rels = make_photos(folder, spec, workers=2)
-        files += [(os.path.join(folder, r), i % spec.classes) for i, r in enumerate(rels)]
-    order = np.random.default_rng(0).permutation(len(files))
-    w = MXIndexedRecordIO(rec[:-4] + ".idx", rec + ".tmp", "w")
-    for k, i in enumerate(order.tolist()):
-        path, label = files[i]
-        with open(path, "rb") as f:
-            w.write_idx(k, pack(IRHeader(0, float(label), k, 0), f.read()))
-    w.close()
-    os.replace(rec + ".tmp", rec)
-    return rec
-
-
-def load_payloads(rec: str) -> List[bytes]:
-    r = MXIndexedRecordIO(rec[:-4] + ".idx", rec, "r")
-    try:
-        return [unpack(r.read_idx(k))[1] for k in r.keys]
-    finally:
-        r.close()
-
-
-def bench_decode(payloads: List[bytes], threads: int) -> float:
-    def dec(b: bytes) -> int:
-        return cv2.imdecode(np.frombuffer(b, np.uint8), cv2.IMREAD_COLOR).shape[0]
-    t0 = time.perf_counter()
-    if threads == 1:
-        for b in payloads:
-            dec(b)
-    else:
-        with ThreadPoolExecutor(threads) as pool:
-            list(pool.map(dec, payloads, chunksize=8))
-    return len(payloads) / (time.perf_counter() - t0)
+from cloudrec.iterators import ImageRecordIter  # noqa: E402
 
 
 def bench_decode_resize(payloads: List[bytes], short: int = 256) -> float:
@@ -108,11 +61,7 @@ def bench_iter(rec: str, threads: int, **extra) -> float:
               std_b=57.375, preprocess_threads=threads, prefetch_buffer=4, shuffle=True)
     kw.update(extra)
     with ImageRecordIter(**kw) as it:
-        n = 0
-        t0 = time.perf_counter()
-        for b in it:
-            n += b.data[0].shape[0] - b.pad
-        return n / (time.perf_counter() - t0)
+        return epoch_rate(it, close=False)
 
 
 def main(argv=None) -> int:
