@@ -4,6 +4,7 @@ import multiprocessing as mp
 import numpy as np
 import pytest
 
+from _forking import run_in_fork
 from cloudrec.dataset import open_dataset
 from cloudrec.dataset.synthetic import write_synthetic
 from cloudrec.reader.fetch import RecordFetcher
@@ -53,28 +54,12 @@ def test_two_processes_download_each_shard_once(s3_server, fault_proxy, tmp_path
 
 def test_fetcher_used_then_forked_reads_s3_in_the_child(s3_server):
     """DataLoader workers fork a process whose s3fs loop thread is already running."""
-    import os
-    import select
     bucket = s3_server.new_bucket("fork")
     urls, truth = write_synthetic(bucket, 2, 30, seed=32, storage_options=s3_server.storage_options)
     ds = open_dataset(urls, storage_options=s3_server.storage_options)
     f = RecordFetcher(ds)
     assert f.get(0) == truth[(0, 0)]
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        import faulthandler
-        faulthandler.dump_traceback_later(60, exit=True)
-        try:
-            ok = [p for _, p in f.fetch([59, 1])] == [truth[(1, 59)], truth[(0, 1)]]
-            os.write(w, b"1" if ok else b"0")
-        except BaseException as exc:
-            os.write(w, f"E {type(exc).__name__}: {exc}".encode()[:500])
-        finally:
-            os._exit(0)
-    os.close(w)
-    ready, _, _ = select.select([r], [], [], 90)
-    got = os.read(r, 500) if ready else b"timeout"
-    os.waitpid(pid, 0)
+    got = run_in_fork(lambda: [p for _, p in f.fetch([59, 1])] == [truth[(1, 59)], truth[(0, 1)]],
+                      child_timeout=60, wait=90)
     assert got == b"1"
     assert f.get(30) == truth[(1, 30)]  # the parent is unaffected

@@ -1,10 +1,10 @@
 """A forked child of a process that used hdfs-native gets a clear error, never a hang
 (hdfs-native's runtime threads do not survive fork; workers must use spawn)."""
 import os
-import select
 
 import pytest
 
+from _forking import run_in_fork
 from cloudrec.dataset import open_dataset
 from cloudrec.dataset.synthetic import write_synthetic
 from cloudrec.reader.fetch import RecordFetcher
@@ -19,21 +19,7 @@ def test_forked_child_gets_a_clear_error_not_a_hang(hdfs_server):
     ds = open_dataset(urls, storage_options=so)
     f = RecordFetcher(ds)
     assert f.get(0) == truth[(0, 0)]
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        import faulthandler
-        faulthandler.dump_traceback_later(60, exit=True)
-        try:
-            ok = [p for _, p in f.fetch([59, 1])] == [truth[(1, 59)], truth[(0, 1)]]
-            os.write(w, b"1" if ok else b"0")
-        except BaseException as exc:
-            os.write(w, f"E {type(exc).__name__}: {exc}".encode()[:500])
-        finally:
-            os._exit(0)
-    os.close(w)
-    ready, _, _ = select.select([r], [], [], 90)
-    got = os.read(r, 500) if ready else b"timeout"
-    os.waitpid(pid, 0)
+    got = run_in_fork(lambda: [p for _, p in f.fetch([59, 1])] == [truth[(1, 59)], truth[(0, 1)]],
+                      child_timeout=60, wait=90)
     assert got.startswith(b"E StorageError") and b"spawn" in got and b"train-000" in got, got
     assert f.get(30) == truth[(1, 30)]

@@ -5,6 +5,7 @@ import fsspec
 import numpy as np
 import pytest
 
+from _forking import run_in_fork
 from cloudrec.dataset import open_dataset
 from cloudrec.dataset.synthetic import write_synthetic
 from cloudrec.errors import RecordIOError
@@ -122,21 +123,5 @@ def test_pickle_and_fork(tmp_path):
     assert f.get(3) == _expected(ds, truth, 3)
     g = pickle.loads(pickle.dumps(f))
     assert [p for _, p in g.fetch([39, 0])] == [_expected(ds, truth, 39), _expected(ds, truth, 0)]
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        import faulthandler
-        faulthandler.dump_traceback_later(30, exit=True)  # never hang the suite
-        try:
-            ok = f.get(21) == _expected(ds, truth, 21)
-            os.write(w, b"1" if ok else b"0")
-        except BaseException as exc:  # report, never run on inside pytest
-            os.write(w, f"E {type(exc).__name__}: {exc}".encode()[:500])
-        finally:
-            os._exit(0)
-    os.close(w)
-    import select
-    ready, _, _ = select.select([r], [], [], 60)
-    got = os.read(r, 500) if ready else b"timeout"
-    os.waitpid(pid, 0)
+    got = run_in_fork(lambda: f.get(21) == _expected(ds, truth, 21), child_timeout=30, wait=60)
     assert got == b"1"
