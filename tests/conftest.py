@@ -63,11 +63,14 @@ def pytest_sessionfinish(session, exitstatus):
     me = os.getpid()
     from cloudrec.testing.servers import LIVE_PIDS  # servers: their fixtures stop them
     leftovers = [pid for pid, state in _children(me) if state not in ("Z", "X") and pid not in LIVE_PIDS]
-    for pid in leftovers:
+    for pid in list(leftovers):
         try:
             cmd = open(f"/proc/{pid}/cmdline", "rb").read().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             cmd = "?"
+        if "from multiprocessing." in cmd:  # stdlib helpers (resource tracker, forkserver) end with us
+            leftovers.remove(pid)
+            continue
         print(f"\nconftest: ending process {pid} left running by the tests: {cmd[:200]}", file=sys.stderr)
         try:
             os.kill(pid, signal.SIGTERM)

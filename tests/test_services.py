@@ -182,6 +182,22 @@ def test_method_filter_and_fault_budget(fault_proxy, s3_server, s3_object):
     assert s3_server.filesystem().cat_file(f"{bucket}/copy.bin") == b"abc"
 
 
+def test_fault_budget_holds_under_concurrency(fault_proxy, s3_object):
+    from concurrent.futures import ThreadPoolExecutor
+    fault_proxy.configure(ptrunc=1.0, max_faults=3)
+
+    def fetch(_):
+        try:
+            return len(_get(fault_proxy, s3_object)[2])
+        except http.client.IncompleteRead:
+            return "trunc"
+    with ThreadPoolExecutor(10) as pool:
+        results = list(pool.map(fetch, range(10)))
+    assert results.count("trunc") == 3 and results.count(len(BLOB)) == 7
+    stats = fault_proxy.stats()
+    assert (stats["trunc"], stats["faults"], stats["ok"], stats["requests"]) == (3, 3, 7, 10)
+
+
 def test_s3fs_reads_intact_bytes_through_faults(fault_proxy, s3_server):
     bucket = s3_server.new_bucket()
     direct = s3_server.filesystem()

@@ -70,7 +70,19 @@ class _State:
             raise ValueError("fault probabilities add up to more than 1")
 
     def pick(self, method: str) -> str:
-        """Draw the fate of one request: a fault kind or 'ok'."""
+        """Draw the fate of one request: a fault kind (counted at once, so
+        ``max_faults`` holds under concurrency) or 'ok' (counted when done)."""
+        kind = self._draw(method)
+        if kind != "ok":
+            self.count(kind)
+        return kind
+
+    def uncount(self, kind: str) -> None:
+        """A drawn fault that could not be applied (nothing to cut)."""
+        self.counts[kind] -= 1
+        self.counts["faults"] -= 1
+
+    def _draw(self, method: str) -> str:
         self.counts["requests"] += 1
         r = self.rng.random()  # always drawn, so a seed fixes the sequence
         cfg = self.config
@@ -136,10 +148,10 @@ async def _forward(req: web.Request, state: _State, kind: str) -> web.StreamResp
             resp.content_length = int(clen)
         cut = kind in ("trunc", "stall") and req.method != "HEAD" and clen is not None and int(clen) > 1
         if kind in ("trunc", "stall") and not cut:
-            kind = "ok"  # nothing to cut: passes through clean
+            state.uncount(kind)  # nothing to cut: passes through clean
+            kind = "ok"
         await resp.prepare(req)
         if cut:
-            state.count(kind)
             half, sent = int(clen) // 2, 0
             async for chunk in up.content.iter_chunked(65536):
                 chunk = chunk[: half - sent]
@@ -171,17 +183,13 @@ def build_app(upstream: str, **config: Any) -> web.Application:
         if state.config["latency_ms"] > 0:
             await asyncio.sleep(state.config["latency_ms"] / 1000.0)
         if kind == "503":
-            state.count("503")
             return _s3_error(503, "SlowDown", "Please reduce your request rate.")
         if kind == "500":
-            state.count("500")
             return _s3_error(500, "InternalError", "We encountered an internal error. Please try again.")
         if kind == "drop":
-            state.count("drop")
             await req.read()
             return _abort(req)
         if kind == "stall" and state.config["stall_at"] == "head":
-            state.count("stall")
             await req.read()
             await asyncio.sleep(state.config["stall_s"])
             return _abort(req)
