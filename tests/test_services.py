@@ -132,7 +132,7 @@ def test_truncation_keeps_content_length_and_cuts_the_body(fault_proxy, s3_objec
 
 @pytest.mark.parametrize("stall_at", ["head", "body"])
 def test_stall_outlasts_the_client_timeout(fault_proxy, s3_object, stall_at):
-    fault_proxy.configure(pstall=1.0, stall_s=3.0, stall_at=stall_at)
+    fault_proxy.configure(pstall=1.0, stall_s=10.0, stall_at=stall_at)
     t0 = time.monotonic()
     conn = http.client.HTTPConnection("127.0.0.1", fault_proxy.port, timeout=0.5)
     conn.request("GET", s3_object)
@@ -141,7 +141,7 @@ def test_stall_outlasts_the_client_timeout(fault_proxy, s3_object, stall_at):
         assert stall_at == "body" and resp.status == 200
         resp.read()
     conn.close()
-    assert 0.4 < time.monotonic() - t0 < 2.5
+    assert 0.4 < time.monotonic() - t0 < 8.0  # the client gave up long before the stall ended
     assert fault_proxy.stats()["stall"] == 1
 
 
