@@ -213,6 +213,11 @@ class ImageRecordIter(DataIter):
             return int(sum(p.ids.size - p.pad for p in self._even_plans(0)))
         return int(self.part_ids.size)
 
+    @property
+    def num_batches(self) -> int:
+        """Batches one epoch of this partition yields (for progress bars and schedulers)."""
+        return len(self._plans(self.epoch))
+
     # -- epoch planning --------------------------------------------------------------------
     def epoch_order(self, epoch: int) -> np.ndarray:
         """Record ids of the partition in the order epoch ``epoch`` reads them."""

@@ -147,7 +147,8 @@ def _train_rank(rank: int, ranks: int, port: int, url: str, storage_options: Dic
             if epoch:
                 it.reset()
             bar = tqdm(it, desc=f"epoch {epoch} (rank 0 of {ranks})", unit="batch",
-                       disable=rank != 0, file=sys.stdout, mininterval=0.5)
+                       total=it.num_batches, disable=rank != 0, file=sys.stdout,
+                       mininterval=0.5)
             for batch in bar:
                 x = torch.from_numpy(batch.data[0])
                 y = torch.from_numpy(batch.label[0]).long()
@@ -225,7 +226,7 @@ def iterate_only(url: str, storage_options: Dict[str, Any], ranks: int, epochs: 
                 if epoch:
                     it.reset()
                 for batch in tqdm(it, desc=f"rank {rank} epoch {epoch}", unit="batch",
-                                  file=sys.stdout, mininterval=0.5):
+                                  total=it.num_batches, file=sys.stdout, mininterval=0.5):
                     if steps == 0:
                         contact_sheet(batch.data[0], batch.label[0], sheet)
                     seen += batch.data[0].shape[0] - batch.pad
