@@ -24,7 +24,10 @@ SUBCOMMANDS = {
 
 
 def build_parser(argv: Optional[List[str]] = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cloudrec", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="cloudrec",
+        description="MXNet RecordIO image datasets on any URL (local, s3://, hdfs://, ...): "
+                    "pack, index, inspect, cache, demo.")
     parser.add_argument("--config", default=None, help="YAML config file (see config/)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     wanted = None
