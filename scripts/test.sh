@@ -3,7 +3,8 @@
 # Needs Debian with Python 3.11 (root, or the system packages below already there).
 # Installs: Java 17 if missing, Debian's Jersey 1 jars (WebHDFS of the loopback HDFS),
 # .venv with cloudrec[dev] + torch==2.13.0 (CPU), and the Hadoop 2.7.3 jars from the
-# pyspark 2.4.8 sdist (cached in ~/.cache/cloudrec/hdfs). The S3 and HDFS test servers
+# pyspark 2.4.8 sdist (cached in ~/.cache/cloudrec/hdfs); nginx-light (http:// tests) and azurite@3.37.0
+# from npm (az:// tests, cached in ~/.cache/cloudrec/azurite). The S3 and HDFS test servers
 # are started by the pytest fixtures on free 127.0.0.1 ports and stopped at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +17,8 @@ t0=$SECONDS
 apt_pkgs=()
 command -v java >/dev/null 2>&1 || apt_pkgs+=(openjdk-17-jre-headless)
 command -v setpriv >/dev/null 2>&1 || apt_pkgs+=(util-linux)
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || apt_pkgs+=(nginx-light)  # http:// tests
+command -v npm >/dev/null 2>&1 || apt_pkgs+=(nodejs npm)  # azurite for the az:// tests
 for p in libjersey1-server-java libjersey1-servlet-java libjersey1-core-java; do
   dpkg -s "$p" >/dev/null 2>&1 || apt_pkgs+=("$p")
 done
@@ -46,6 +49,8 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
 fi
 # Hadoop jars for the HDFS fixture: fetched once per machine, here so a failure shows early
 "$VENV/bin/python" -c "from cloudrec.testing import hadoop_jars; print('== hadoop jars in', hadoop_jars())"
+# azurite (npm) for the az:// tests: installed once per machine into ~/.cache/cloudrec/azurite
+"$VENV/bin/python" -c "from cloudrec.testing.azurite import azurite_blob_script; print('== azurite at', azurite_blob_script())"
 echo "== setup took $((SECONDS - t0)) s"
 
 # -- tests -----------------------------------------------------------------------
