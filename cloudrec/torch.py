@@ -32,8 +32,8 @@ from cloudrec.reader.distenv import worker_info
 from cloudrec.reader.partition import partition_epoch
 from cloudrec.reader.sampler import EpochSampler
 
-__all__ = ["RecordIterableDataset", "ResumableLoader", "IndexedRecordDataset", "decode_image",
-           "collate_numpy"]
+__all__ = ["RecordIterableDataset", "ResumableLoader", "IndexedRecordDataset",
+           "ImageRecordDataset", "decode_image", "collate_numpy"]
 
 
 def decode_image(payload: bytes) -> tuple[np.ndarray, np.ndarray]:
@@ -242,3 +242,56 @@ class IndexedRecordDataset(Dataset):
             return self.transform(payload)
         img, label = decode_image(payload)
         return _to_tensor(np.ascontiguousarray(img)), torch.from_numpy(label)
+
+
+class ImageRecordDataset(IterableDataset):
+    """ImageRecordIter's whole pipeline (decode, MXNet augmentations, normalisation) as
+    a torch IterableDataset of ready batches.
+
+    Each DataLoader worker of each rank runs its own ImageRecordIter over part
+    ``rank * K + worker`` of ``world_size * K`` equal parts (``part_mode='even'``),
+    so the union over ranks and workers is the dataset, every worker yields the
+    same number of batches, and padding is reported. Use
+    ``DataLoader(ds, batch_size=None, num_workers=K)``; call ``set_epoch(e)``
+    before each epoch (a new shuffle per epoch). Items are dicts: ``data``
+    (tensor, NCHW float32 unless ``layout``/``dtype`` say otherwise), ``label``,
+    ``index`` (record ids) and ``pad``.
+    """
+
+    def __init__(self, *, rank: Optional[int] = None, world_size: Optional[int] = None,
+                 **iter_kwargs: Any) -> None:
+        super().__init__()
+        from cloudrec.reader.distenv import dist_info
+
+        for reserved in ("num_parts", "part_index", "part_mode"):
+            if reserved in iter_kwargs:
+                raise ConfigError(f"ImageRecordDataset sets {reserved} itself from the rank, "
+                                  "world size and DataLoader workers; pass rank/world_size")
+        info = dist_info(rank, world_size)
+        self.rank, self.world_size = info.rank, info.world_size
+        self.iter_kwargs = dict(iter_kwargs)
+        self._epoch = mp.get_context("spawn").RawValue("q", 0)
+
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch the next iteration reads (shared with persistent workers)."""
+        self._epoch.value = int(epoch)
+
+    def __iter__(self) -> Iterator[dict]:
+        from cloudrec.iterators import ImageRecordIter
+
+        worker, workers = worker_info()
+        kw = dict(self.iter_kwargs, num_parts=self.world_size * workers,
+                  part_index=self.rank * workers + worker, part_mode="even")
+        it = ImageRecordIter(**kw)
+        try:
+            epoch = self._epoch.value
+            if epoch:
+                it.load_state_dict({"epoch": epoch, "batches": 0})
+            for batch in it:
+                # the pipeline never reuses a buffer that is still referenced: no copy
+                yield {"data": torch.from_numpy(batch.data[0]),
+                       "label": torch.from_numpy(batch.label[0].copy()),
+                       "index": torch.from_numpy(np.asarray(batch.index).copy()),
+                       "pad": int(batch.pad)}
+        finally:
+            it.close()

@@ -1,0 +1,57 @@
+"""ImageRecordDataset: ImageRecordIter's pipeline under a DataLoader, ranks x workers."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from cloudrec.format import unpack
+from cloudrec.recordio import MXRecordIO
+from cloudrec.torch import ImageRecordDataset
+
+FIX = Path(__file__).parent / "fixtures" / "mxnet" / "pack" / "uniq"   # label == record index
+KW = dict(path_imgrec=str(FIX / "uniq.rec"), path_imgidx=str(FIX / "uniq.idx"),
+          data_shape=(3, 32, 32), resize=36, batch_size=4, shuffle=True, seed=1,
+          preprocess_threads=1, prefetch_buffer=1)
+
+
+with MXRecordIO(KW["path_imgrec"], "r") as _r:
+    LABEL_OF_RECORD = [int(unpack(p)[0].label) for p in _r]  # record id (file position) -> label
+
+
+def _epoch(rank: int, world: int, workers: int, epoch: int):
+    ds = ImageRecordDataset(rank=rank, world_size=world, **KW)
+    ds.set_epoch(epoch)
+    loader = DataLoader(ds, batch_size=None, num_workers=workers,
+                        multiprocessing_context="spawn" if workers else None)
+    labels, pads, counts = [], 0, 0
+    for b in loader:
+        assert b["data"].shape == (4, 3, 32, 32) and b["data"].dtype == torch.float32
+        n = 4 - b["pad"]
+        labels += b["label"][:n].int().tolist()
+        # index holds record ids: each names the record whose label came with it
+        assert [LABEL_OF_RECORD[i] for i in b["index"][:n].tolist()] == \
+            b["label"][:n].int().tolist()
+        pads += b["pad"]
+        counts += 1
+    return labels, pads, counts
+
+
+def test_ranks_and_workers_cover_the_dataset_once_with_equal_counts():
+    seen, counts = [], set()
+    for rank in range(2):
+        labels, _pads, n = _epoch(rank, 2, 2, epoch=0)
+        seen += labels
+        counts.add(n)
+    assert sorted(seen) == list(range(24))   # 24 records, each exactly once
+    assert len(counts) == 1                  # every rank the same number of batches
+
+
+def test_epochs_shuffle_differently_and_repeat_with_the_seed():
+    a, _, _ = _epoch(0, 1, 0, epoch=0)
+    b, _, _ = _epoch(0, 1, 0, epoch=1)
+    a2, _, _ = _epoch(0, 1, 0, epoch=0)
+    assert sorted(a) == sorted(b) == list(range(24))
+    assert a != b and a == a2
