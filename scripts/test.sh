@@ -29,7 +29,13 @@ if [ ${#apt_pkgs[@]} -gt 0 ]; then
   echo "== apt-get install ${apt_pkgs[*]}"
   export DEBIAN_FRONTEND=noninteractive
   [ -n "$(ls -A /var/lib/apt/lists 2>/dev/null | grep -v -e lock -e partial)" ] || apt-get update -q
+  # no package may start a system service here (Debian's nginx would listen on port 80)
+  own_policy=0
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; own_policy=1
+  fi
   apt-get install -y -q --no-install-recommends "${apt_pkgs[@]}"
+  if [ "$own_policy" = 1 ]; then rm -f /usr/sbin/policy-rc.d; fi
 fi
 
 # -- Python environment --------------------------------------------------------
