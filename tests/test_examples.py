@@ -60,6 +60,7 @@ def test_pack_folder_to_s3_example(s3_server):
 
 
 def test_train_from_s3_example(s3_server):
+    pytest.importorskip("torch")  # the optional torch extra; CI installs it
     bucket = s3_server.new_bucket()
     import fsspec
     fs = fsspec.filesystem("s3", **s3_server.storage_options)

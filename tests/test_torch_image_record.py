@@ -3,13 +3,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-import torch
-from torch.utils.data import DataLoader
+import pytest
 
-from cloudrec.format import unpack
-from cloudrec.recordio import MXRecordIO
-from cloudrec.torch import ImageRecordDataset
+torch = pytest.importorskip("torch")  # the optional torch extra; CI installs it
+
+from torch.utils.data import DataLoader  # noqa: E402
+
+from cloudrec.format import unpack  # noqa: E402
+from cloudrec.recordio import MXRecordIO  # noqa: E402
+from cloudrec.torch import ImageRecordDataset  # noqa: E402
 
 FIX = Path(__file__).parent / "fixtures" / "mxnet" / "pack" / "uniq"   # label == record index
 KW = dict(path_imgrec=str(FIX / "uniq.rec"), path_imgidx=str(FIX / "uniq.idx"),
