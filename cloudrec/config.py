@@ -180,6 +180,18 @@ def _validate_params(iterator: str, params: Mapping[str, Any], source: str) -> N
                 raise _unknown(str(key), known, f"params of {iterator}", source)
 
 
+def _yaml_problem(exc: Exception) -> str:
+    """A PyYAML error on one line: what is wrong and where (1-based line, column)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    if mark is not None:
+        problem = f"{problem} at line {mark.line + 1}, column {mark.column + 1}"
+    cmark, context = getattr(exc, "context_mark", None), getattr(exc, "context", None)
+    if context and cmark is not None:
+        problem += f" ({context} from line {cmark.line + 1}, column {cmark.column + 1})"
+    return problem
+
+
 def load_config(path_or_dict: Union[str, os.PathLike, Mapping[str, Any]]) -> Config:
     """Load a YAML config file (local path or any fsspec URL) or a dict."""
     if isinstance(path_or_dict, Mapping):
@@ -192,10 +204,12 @@ def load_config(path_or_dict: Union[str, os.PathLike, Mapping[str, Any]]) -> Con
             text = f.read().decode("utf-8")
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}): is this a YAML file?") from None
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        raise ConfigError(f"{path}: not valid YAML: {_yaml_problem(exc)}") from None
     if raw is not None and not isinstance(raw, Mapping):
         raise ConfigError(f"{path}: the top level must be a mapping")
     return config_from_dict(raw or {}, source=path)

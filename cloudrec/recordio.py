@@ -112,6 +112,8 @@ class MXRecordIO:
 
     def _ensure_process(self) -> None:
         """Reopen in a forked child so that it never shares the parent's handle."""
+        if not self.is_open:
+            raise RecordIOError("file is closed", self.uri)
         if self._pid != os.getpid():
             if self.flag == "w":
                 raise RecordIOError("cannot write to a RecordIO file opened in another process",
@@ -142,6 +144,8 @@ class MXRecordIO:
     def _seek_bytes(self, pos: int) -> None:
         if self.writable:
             raise RecordIOError("seek is only allowed in read mode", self.uri)
+        if not self.is_open:
+            raise RecordIOError("file is closed", self.uri)
         if self._pid != os.getpid():
             self.handle = None
             self.open()

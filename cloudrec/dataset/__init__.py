@@ -16,7 +16,7 @@ import numpy as np
 from cloudrec.dataset.shards import (Shard, expand_braces, expand_urls, read_idx_bytes,
                                      sibling_idx, stat_shards)
 from cloudrec.dataset.table import RecordTable, table_from_idx, table_from_scan
-from cloudrec.errors import IndexFileError
+from cloudrec.errors import IndexFileError, RecordIOError
 from cloudrec.storage.retry import RetryPolicy
 
 __all__ = ["open_dataset", "ShardedDataset", "Shard", "RecordTable", "expand_urls",
@@ -131,7 +131,12 @@ def _scan(shard_no: int, shard: Shard, retry: Optional[RetryPolicy]) -> RecordTa
     from cloudrec.storage.ranged import make_range_reader
     reader = make_range_reader(shard.fs, concurrency=1, retry=retry)
     try:
-        return table_from_scan(shard_no, lambda a, b: reader.read(shard.path, a, b, shard.rec_url),
-                               shard.size)
+        table = table_from_scan(shard_no, lambda a, b: reader.read(shard.path, a, b, shard.rec_url),
+                                shard.size)
     finally:
         reader.close()
+    if shard.size and (len(table) == 0 or table.offset[0] != 0):
+        # bytes but no record head at 0: not RecordIO (or a damaged start); never 0 records
+        raise RecordIOError("no RecordIO record starts at offset 0: not a .rec file, or its "
+                            "start is damaged", shard.rec_url, 0)
+    return table

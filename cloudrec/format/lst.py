@@ -42,10 +42,20 @@ def parse_lst_line(line: str, url: Optional[str] = None, lineno: Optional[int] =
     return ListEntry(index, labels, fields[-1])
 
 
+def decode_lst(data: bytes, url: Optional[str] = None) -> str:
+    """A `.lst` file's bytes as text; bytes that are not UTF-8 raise naming the line."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ImageListError(f"not UTF-8 text (byte {exc.start}): is this a .lst file?",
+                             url, line) from None
+
+
 def parse_lst(text: str, url: Optional[str] = None,
               label_width: Optional[int] = None) -> List[ListEntry]:
     """Parse a whole `.lst`; blank lines are skipped, bad lines raise with their number."""
     if isinstance(text, bytes):
-        text = text.decode("utf-8")
+        text = decode_lst(text, url)
     return [parse_lst_line(ln, url, i, label_width)
             for i, ln in enumerate(text.splitlines(), 1) if ln.strip()]

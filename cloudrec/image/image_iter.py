@@ -97,8 +97,9 @@ class _IndexedRecAdapter:
 def _read_text(url: str, storage_options) -> str:
     from cloudrec.storage.fs import resolve
     fs, path = resolve(url, storage_options)
+    from cloudrec.format.lst import decode_lst
     with fs.open(path, "rb") as f:
-        return f.read().decode("utf-8")
+        return decode_lst(f.read(), url)
 
 
 # ------------------------------------------------------------------------------------ iterator
@@ -128,6 +129,8 @@ class ImageIter(DataIter):
                  storage_options: Optional[Dict[str, Any]] = None,
                  fetch_options: Optional[Dict[str, Any]] = None, **kwargs: Any) -> None:
         super().__init__(batch_size)
+        if int(batch_size) < 1:  # 0 made every batch empty: next() never ended
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.check_data_shape(data_shape)  # before anything is opened
         assert path_imgrec or path_imglist or isinstance(imglist, list), \
             "one of path_imgrec, path_imglist or a list imglist is needed"
@@ -274,6 +277,8 @@ class ImageIter(DataIter):
             raise ValueError("data_shape should have length 3, with dimensions CxHxW")
         if not data_shape[0] == 3:
             raise ValueError("This iterator expects inputs to have 3 channels.")
+        if min(int(x) for x in data_shape) < 1:
+            raise ValueError(f"data_shape must be positive, got {tuple(data_shape)}")
 
     def reset(self) -> None:
         """Start the next epoch: reshuffle, rewind (unless roll-over samples are cached)."""

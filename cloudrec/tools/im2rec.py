@@ -178,7 +178,8 @@ def load_list(lst_url: str, on_error: str, pack_label: bool,
               storage_options: Optional[Dict[str, Any]] = None):
     """Read and validate a `.lst`: ``(entries, failures for skipped lines)``."""
     fs, path = resolve(lst_url, storage_options)
-    text = fs.cat_file(path).decode("utf-8")
+    from cloudrec.format.lst import decode_lst
+    text = decode_lst(fs.cat_file(path), lst_url)
     entries, bad = listing.read_list(text, lst_url)
     failures = []
     for b in bad:

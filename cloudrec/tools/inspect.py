@@ -141,7 +141,10 @@ def _augmenter(aug: Dict[str, Any], cell: int):
         return None
     from cloudrec.image import CreateAugmenter  # optional layer: only needed with --aug
 
-    return CreateAugmenter((3, cell, cell), **aug)
+    try:
+        return CreateAugmenter((3, cell, cell), **aug)
+    except (TypeError, ValueError) as exc:  # an unknown key or a bad value: the user's --aug
+        raise ConfigError(f"--aug: {exc}") from None
 
 
 def _fit(img: np.ndarray, cell: int) -> np.ndarray:

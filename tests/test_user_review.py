@@ -1,0 +1,120 @@
+"""Misuse found by a user review: each case must end in a clear cloudrec error
+naming the file, never a traceback from the CLI, a hang or silently wrong output."""
+import shutil
+from pathlib import Path
+
+import pytest
+
+from cloudrec.cli import main as cli_main
+from cloudrec.errors import CloudrecError, ConfigError, ImageListError, RecordIOError
+
+FIX = Path(__file__).parent / "fixtures" / "mxnet"
+IMAGES = FIX / "images"
+
+
+@pytest.fixture()
+def packed(tmp_path):
+    """A fresh pass-through pack of the fixture images: (tmp folder, .rec path)."""
+    root = tmp_path / "imgs"
+    shutil.copytree(IMAGES, root)
+    prefix = str(tmp_path / "train")
+    assert cli_main(["im2rec", "--list", "--recursive", prefix, str(root)]) == 0
+    assert cli_main(["im2rec", "--pass-through", prefix, str(root)]) == 0
+    return tmp_path, tmp_path / "train.rec"
+
+
+def _one_line_error(capsys, *names):
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err
+    assert len(err.splitlines()) == 1, err
+    for n in names:
+        assert n in err, err
+    return err
+
+
+def test_im2rec_lst_not_utf8_is_a_clear_error(tmp_path, capsys):
+    root = tmp_path / "imgs"
+    shutil.copytree(IMAGES, root)
+    (tmp_path / "bin.lst").write_bytes(b"0\t1.0\ta.jpg\n\xff\xfe\n")
+    rc = cli_main(["im2rec", "--pass-through", str(tmp_path / "bin"), str(root)])
+    assert rc == 1
+    err = _one_line_error(capsys, "bin.lst", "line 2")
+    assert "UTF-8" in err
+
+
+def test_image_iter_lst_not_utf8_names_the_file(tmp_path):
+    from cloudrec.image import ImageIter
+    (tmp_path / "bin.lst").write_bytes(b"\xff\xfe\n")
+    with pytest.raises(ImageListError, match="bin.lst"):
+        ImageIter(batch_size=2, data_shape=(3, 8, 8), path_imglist=str(tmp_path / "bin.lst"),
+                  path_root=str(IMAGES))
+
+
+def test_inspect_unknown_aug_key_is_a_clear_error(packed, capsys):
+    tmp, rec = packed
+    capsys.readouterr()
+    rc = cli_main(["inspect", str(rec), "--aug", "bogus=1", "--grid", str(tmp / "s.png")])
+    assert rc == 1
+    _one_line_error(capsys, "bogus")
+    assert not (tmp / "s.png").exists()
+
+
+def test_config_not_utf8_is_a_config_error(tmp_path, packed, capsys):
+    _, rec = packed
+    (tmp_path / "bin.yaml").write_bytes(b"\xff\xfe")
+    capsys.readouterr()
+    assert cli_main(["--config", str(tmp_path / "bin.yaml"), "inspect", str(rec)]) == 1
+    _one_line_error(capsys, "bin.yaml")
+
+
+def test_config_bad_yaml_is_one_line_with_position(tmp_path, packed, capsys):
+    _, rec = packed
+    (tmp_path / "bad.yaml").write_text("a: [1, 2\n")
+    capsys.readouterr()
+    assert cli_main(["--config", str(tmp_path / "bad.yaml"), "inspect", str(rec)]) == 1
+    _one_line_error(capsys, "bad.yaml", "line 2, column 1", "from line 1, column 4")
+
+
+@pytest.mark.parametrize("op", ["read", "write"])
+def test_recordio_closed_handle_raises_recordio_error(tmp_path, op):
+    from cloudrec.recordio import MXRecordIO
+    path = tmp_path / "a.rec"
+    w = MXRecordIO(str(path), "w")
+    w.write(b"abc")
+    w.close()
+    r = MXRecordIO(str(path), "r") if op == "read" else w
+    r.close()
+    with pytest.raises(RecordIOError, match="closed.*a.rec"):
+        r.read() if op == "read" else r.write(b"x")
+
+
+@pytest.mark.parametrize("content", [b"hello world, not a record file\n", bytes(range(256)) * 4])
+def test_not_recordio_without_idx_is_an_error(tmp_path, content, capsys):
+    from cloudrec.iterators import ImageRecordIter
+    junk = tmp_path / "junk.rec"
+    junk.write_bytes(content)
+    with pytest.raises(RecordIOError, match="junk.rec"):
+        ImageRecordIter(path_imgrec=str(junk), data_shape=(3, 8, 8), batch_size=2)
+    assert cli_main(["inspect", str(junk)]) == 1
+    _one_line_error(capsys, "junk.rec")
+
+
+def test_empty_rec_without_idx_still_has_zero_records(tmp_path):
+    from cloudrec.dataset import open_dataset
+    (tmp_path / "e.rec").write_bytes(b"")
+    assert len(open_dataset(str(tmp_path / "e.rec"), require_index=False)) == 0
+
+
+@pytest.mark.parametrize("bs", [0, -1])
+def test_image_iter_batch_size_below_one_is_refused(bs):
+    from cloudrec.image import ImageIter
+    with pytest.raises(ValueError, match="batch_size"):
+        ImageIter(batch_size=bs, data_shape=(3, 8, 8), imglist=[[0, "a.jpg"]],
+                  path_root=str(IMAGES))
+
+
+def test_image_iter_zero_data_shape_is_refused():
+    from cloudrec.image import ImageIter
+    with pytest.raises(ValueError, match="data_shape"):
+        ImageIter(batch_size=2, data_shape=(3, 0, 8), imglist=[[0, "a.jpg"]],
+                  path_root=str(IMAGES))
