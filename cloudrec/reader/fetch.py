@@ -27,13 +27,13 @@ from __future__ import annotations
 import os
 import threading
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from itertools import islice
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
 
 import numpy as np
 
-from cloudrec.errors import ConfigError, RecordIOError
+from cloudrec.errors import CloudrecError, ConfigError, RecordIOError, StorageError
 from cloudrec.format.framing import read_record_at
 from cloudrec.reader.planner import DEFAULT_MAX_GAP, DEFAULT_MAX_REQUEST, plan_ranges
 from cloudrec.storage.ranged import RangeReader, make_range_reader
@@ -221,7 +221,8 @@ class RecordFetcher:
             r = int(plan.record_request[k])
             buf = bufs.get(r)
             if buf is None:
-                buf = bufs[r] = memoryview(w.futures[r].result())
+                buf = bufs[r] = memoryview(_result(w.futures[r], self.ds.shards[int(plan.shard[r])]
+                                                   .rec_url, int(plan.start[r]), int(plan.end[r])))
             pos = int(plan.record_pos[k])
             length = int(t.length[rid])
             base = int(plan.start[r]) + pos
@@ -355,17 +356,26 @@ class _CacheHook:
         out: Future = Future()
         url = self.f.ds.shards[shard_no].rec_url
 
+        def settle(f: Future, then: Any = None) -> None:
+            # always resolve ``out``: an exception in a done-callback is only logged,
+            # so a cancelled download (close()) would leave the reader waiting forever
+            if out.done():
+                return
+            try:
+                result = _result(f, url, start, end)
+                if then is None:
+                    out.set_result(result)
+                else:
+                    then(result)
+            except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+                if not out.done():
+                    out.set_exception(exc)
+
+        def read_local(local_path: str) -> None:
+            self.local_reader().submit(local_path, start, end, url).add_done_callback(settle)
+
         def chain(pf: Future) -> None:
-            if out.cancelled():
-                return
-            exc = pf.exception()
-            if exc is not None:
-                out.set_exception(exc)
-                return
-            inner = self.local_reader().submit(pf.result(), start, end, url)
-            inner.add_done_callback(lambda f: out.cancelled() or (
-                out.set_exception(f.exception()) if f.exception() is not None
-                else out.set_result(f.result())))
+            settle(pf, read_local)
 
         self._ensure(shard_no).add_done_callback(chain)
         return out
@@ -384,6 +394,21 @@ def _is_local(fs: Any) -> bool:
     from fsspec.implementations.local import LocalFileSystem
     from fsspec.implementations.memory import MemoryFileSystem
     return isinstance(fs, (LocalFileSystem, MemoryFileSystem))
+
+
+def _result(f: Future, url: str, start: int, end: int) -> Any:
+    """``f.result()``; cancelled or unschedulable reads (the fetcher was closed) become
+    a StorageError naming the URL and range instead of a bare CancelledError/RuntimeError."""
+    try:
+        return f.result()
+    except CancelledError:
+        raise StorageError("read cancelled: the fetcher was closed while reading",
+                           url, start, end) from None
+    except RuntimeError as exc:
+        if isinstance(exc, CloudrecError) or "shutdown" not in str(exc):
+            raise
+        raise StorageError(f"read not started: the fetcher was closed ({exc})",
+                           url, start, end) from None
 
 
 def _key(k: Any) -> Any:

@@ -66,9 +66,17 @@ class ShardCache:
         if max_bytes is None:
             max_bytes = int(os.environ.get(ENV_MAX, DEFAULT_MAX_BYTES))
         self.max_bytes = int(max_bytes)
-        os.makedirs(self.dir, exist_ok=True)
+        self._make_dir()
         self.downloads = 0   # shards this object downloaded
         self.hits = 0        # lookups served from the folder
+
+    def _make_dir(self, url: Optional[str] = None) -> None:
+        """Create the folder (again, if a cleaner removed it); an unusable one is a StorageError."""
+        try:
+            os.makedirs(self.dir, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(f"cannot use the cache folder {self.dir}: "
+                               f"{type(exc).__name__}: {exc.strerror or exc}", url) from exc
 
     # -- naming ---------------------------------------------------------------------
     def key(self, url: str, size: int, version: str) -> str:
@@ -106,6 +114,7 @@ class ShardCache:
             raise StorageError(f"shard of {size} bytes does not fit the cache cap of "
                                f"{self.max_bytes} bytes in {self.dir}", url)
         key = self.key(url, size, version)
+        self._make_dir(url)
         final = self._p(key, "data")
         with _Flock(self._p(key, "lock")):
             found = self.lookup(url, size, version)
@@ -257,7 +266,11 @@ class _Flock:
         self.fd = -1
 
     def __enter__(self) -> "_Flock":
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:  # the cache folder is gone, read-only or not a folder
+            raise StorageError(f"cannot use the cache folder: cannot create {self.path}: "
+                               f"{type(exc).__name__}: {exc.strerror or exc}") from exc
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX | (0 if self.blocking else fcntl.LOCK_NB))
         except BaseException:

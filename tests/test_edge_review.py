@@ -1,0 +1,99 @@
+"""Edge cases found in review: a closed fetcher, an unusable cache folder.
+
+Each test would hang or raise a bare Python exception before its fix; now it
+must end with correct data or a clear cloudrec error naming the URL/folder.
+"""
+import os
+import threading
+
+import numpy as np
+import pytest
+
+from cloudrec.dataset import open_dataset
+from cloudrec.dataset.synthetic import write_synthetic
+from cloudrec.errors import CloudrecError, StorageError
+from cloudrec.reader.fetch import RecordFetcher
+from cloudrec.storage.cache import ShardCache
+
+
+def _drain_in_thread(gen, timeout=30.0):
+    """Consume ``gen`` in a thread; return ('ok', items) / ('exc', exc) / ('hang', None)."""
+    out = {}
+
+    def run():
+        try:
+            out["ok"] = list(gen)
+        except BaseException as exc:  # noqa: BLE001 - the test inspects it
+            out["exc"] = exc
+
+    th = threading.Thread(target=run, daemon=True)
+    th.start()
+    th.join(timeout)
+    if th.is_alive():
+        return "hang", None
+    return ("ok", out["ok"]) if "ok" in out else ("exc", out["exc"])
+
+
+def _check_ok_or_clear(kind, value, truth, ds, url_part):
+    assert kind != "hang", "iterating a closed fetcher hung"
+    if kind == "exc":
+        assert isinstance(value, CloudrecError), f"bare {type(value).__name__}: {value!r}"
+        assert url_part in str(value)
+    else:
+        for rid, payload in value:
+            assert payload == truth[(int(ds.table.shard[rid]), int(ds.table.key[rid]))]
+
+
+def test_closing_fetcher_mid_iteration_gives_data_or_clear_error(tmp_path):
+    urls, truth = write_synthetic(str(tmp_path), 2, 200, seed=3, min_size=500, max_size=2000)
+    ds = open_dataset(urls)
+    # one reader thread and tiny windows: many requests are still queued at close()
+    f = RecordFetcher(ds, concurrency=1, window_bytes=4096, readahead_bytes=1 << 20,
+                      max_gap=-1)
+    gen = f.fetch(np.random.default_rng(0).permutation(len(ds)))
+    next(gen)
+    f.close()
+    kind, value = _drain_in_thread(gen)
+    _check_ok_or_clear(kind, value, truth, ds, str(tmp_path))
+
+
+@pytest.mark.s3
+def test_closing_caching_fetcher_with_pending_downloads_does_not_hang(s3_server, fault_proxy,
+                                                                      tmp_path):
+    bucket = s3_server.new_bucket("edgeclose")
+    urls, truth = write_synthetic(bucket, 10, 20, seed=4, min_size=1000, max_size=3000,
+                                  storage_options=s3_server.storage_options)
+    fault_proxy.configure(latency_ms=100)  # downloads (4 at a time) stay queued
+    ds = open_dataset(urls, storage_options=fault_proxy.storage_options)
+    f = RecordFetcher(ds, cache="shards", cache_dir=str(tmp_path / "cache"))
+    order = np.arange(len(ds)).reshape(10, 20).T.reshape(-1)  # every shard in window 1
+    gen = f.fetch(order)
+    next(gen)
+    f.close()
+    kind, value = _drain_in_thread(gen)
+    _check_ok_or_clear(kind, value, truth, ds, bucket)
+
+
+def test_cache_dir_under_a_file_is_a_storage_error(tmp_path):
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_bytes(b"x")
+    with pytest.raises(StorageError, match="not-a-dir"):
+        ShardCache(str(blocker / "cache"))
+
+
+def test_cache_dir_removed_after_start_is_recreated_or_clear(tmp_path):
+    cache_dir = tmp_path / "cache"
+    c = ShardCache(str(cache_dir))
+    os.rmdir(cache_dir)
+
+    def download(tmp):
+        with open(tmp, "wb") as fh:
+            fh.write(b"y" * 40)
+
+    try:
+        path = c.get("s3://b/x.rec", 40, "etag=1", download)
+    except CloudrecError as exc:
+        assert str(cache_dir) in str(exc)
+    else:
+        with open(path, "rb") as fh:
+            assert fh.read() == b"y" * 40
