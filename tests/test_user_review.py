@@ -118,3 +118,14 @@ def test_image_iter_zero_data_shape_is_refused():
     with pytest.raises(ValueError, match="data_shape"):
         ImageIter(batch_size=2, data_shape=(3, 0, 8), imglist=[[0, "a.jpg"]],
                   path_root=str(IMAGES))
+
+
+def test_inspect_zero_cell_is_a_usage_error(packed, capsys):
+    tmp, rec = packed
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        cli_main(["inspect", str(rec), "--cell", "0", "--grid", str(tmp / "g.png")])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "--cell" in err and "Traceback" not in err
+    assert not (tmp / "g.png").exists()

@@ -309,6 +309,14 @@ def run(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (a 0-pixel cell crashed inside OpenCV)."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("url", nargs="+", help=".rec URL(s), a glob (s3://b/train-*.rec) or a "
                                           "brace range (train-{0000..0007}.rec)")
@@ -317,7 +325,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="sampling / augmentation seed")
     p.add_argument("--grid", default=None, help="write a contact sheet PNG to this path/URL")
     p.add_argument("--grid-n", type=int, default=32, help="images on the contact sheet")
-    p.add_argument("--cell", type=int, default=96, help="cell size in pixels")
+    p.add_argument("--cell", type=_positive_int, default=96, help="cell size in pixels")
     p.add_argument("--cols", type=int, default=8, help="columns of the contact sheet")
     p.add_argument("--aug", default=None,
                    help="augment the sheet's images: CreateAugmenter arguments, e.g. "
