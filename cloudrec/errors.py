@@ -17,6 +17,8 @@ def _where(url: Optional[str], offset: Optional[int] = None, key: object = None)
     if url is not None:
         parts.append(str(url))
     if key is not None:
+        if type(key).__module__ == "numpy" and hasattr(key, "item"):  # not np.int64(21)
+            key = key.item()
         parts.append(f"key {key!r}")
     if offset is not None:
         parts.append(f"offset {offset}")

@@ -129,3 +129,16 @@ def test_inspect_zero_cell_is_a_usage_error(packed, capsys):
     err = capsys.readouterr().err
     assert "--cell" in err and "Traceback" not in err
     assert not (tmp / "g.png").exists()
+
+
+def test_error_key_is_printed_as_a_plain_number(packed):
+    from cloudrec.recordio import MXIndexedRecordIO
+    tmp, rec = packed
+    lines = (tmp / "train.idx").read_text().splitlines()
+    key, off = lines[2].split("\t")
+    lines[2] = f"{key}\t{int(off) + 7}"  # into the middle of a record, unaligned
+    (tmp / "mid.idx").write_text("\n".join(lines) + "\n")
+    with pytest.raises(CloudrecError) as exc:
+        MXIndexedRecordIO(str(tmp / "mid.idx"), str(rec), "r")
+    msg = str(exc.value)
+    assert f"key {key}," in msg and "mid.idx" in msg and "np." not in msg
