@@ -142,3 +142,14 @@ def test_error_key_is_printed_as_a_plain_number(packed):
         MXIndexedRecordIO(str(tmp / "mid.idx"), str(rec), "r")
     msg = str(exc.value)
     assert f"key {key}," in msg and "mid.idx" in msg and "np." not in msg
+
+
+@pytest.mark.parametrize("flag,value", [("--train-ratio", "-1"), ("--train-ratio", "1.5"),
+                                        ("--test-ratio", "2")])
+def test_im2rec_list_ratio_out_of_range_is_refused(tmp_path, capsys, flag, value):
+    prefix = tmp_path / "r"
+    rc = cli_main(["im2rec", "--list", "--recursive", flag, value, str(prefix), str(IMAGES)])
+    assert rc == 1
+    err = capsys.readouterr().err
+    assert flag in err and "Traceback" not in err
+    assert not list(tmp_path.glob("r*.lst"))

@@ -116,6 +116,9 @@ def split_lists(entries: Sequence[ListEntry], chunks: int = 1, train_ratio: floa
     """
     if chunks < 1:
         raise ImageListError(f"--chunks must be >= 1, got {chunks}")
+    for flag, ratio in (("--train-ratio", train_ratio), ("--test-ratio", test_ratio)):
+        if not 0.0 <= ratio <= 1.0:  # MXNet wrote an empty or overlapping split silently
+            raise ImageListError(f"{flag} must be between 0 and 1, got {ratio}")
     n = len(entries)
     chunk_size = (n + chunks - 1) // chunks
     out: List[Tuple[str, List[ListEntry]]] = []
