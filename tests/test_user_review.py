@@ -153,3 +153,11 @@ def test_im2rec_list_ratio_out_of_range_is_refused(tmp_path, capsys, flag, value
     err = capsys.readouterr().err
     assert flag in err and "Traceback" not in err
     assert not list(tmp_path.glob("r*.lst"))
+
+
+@pytest.mark.parametrize("cmd", [["inspect"], ["index", "--check"]])
+def test_storage_options_not_a_json_object_is_a_clear_error(packed, capsys, cmd):
+    _, rec = packed
+    capsys.readouterr()
+    assert cli_main([cmd[0], str(rec), *cmd[1:], "--storage-options", "[1]"]) == 1
+    _one_line_error(capsys, "train.rec", "storage options must be a dict")

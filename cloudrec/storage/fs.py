@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import weakref
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import fsspec
 from fsspec.core import url_to_fs
@@ -72,6 +72,10 @@ def resolve(url: str, storage_options: Optional[Dict[str, Any]] = None
     a libhdfs.so that pip cannot provide); plain paths are local.
     """
     url = os.fspath(url)
+    if storage_options is not None and not isinstance(storage_options, Mapping):
+        from cloudrec.errors import StorageError  # e.g. --storage-options '[1]'
+        raise StorageError("storage options must be a dict (a JSON object), got "
+                           f"{type(storage_options).__name__}", url)
     opts = dict(storage_options or {})
     if url.startswith(("hdfs://", "viewfs://")):
         cls = _hdfs_native_class()
