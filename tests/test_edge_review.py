@@ -97,3 +97,36 @@ def test_cache_dir_removed_after_start_is_recreated_or_clear(tmp_path):
     else:
         with open(path, "rb") as fh:
             assert fh.read() == b"y" * 40
+
+
+# ---- .idx parsing: the bulk int path must not accept what the line-by-line parse rejects
+from cloudrec.errors import IndexFileError  # noqa: E402
+from cloudrec.format.idx import parse_idx  # noqa: E402
+
+
+@pytest.mark.parametrize("data", [
+    b"1\t0 5\n\t8\n",       # two tabs/numbers shuffled across lines
+    b"0\t4\t8\n12\n",      # a line with two tabs and a line with none
+])
+def test_idx_with_misplaced_tabs_is_rejected_not_misread(data):
+    with pytest.raises(IndexFileError, match="line 1"):
+        parse_idx(data, "s3://b/x.idx")
+
+
+def test_idx_key_beyond_int64_is_not_clamped():
+    data = b"99999999999999999999\t0\n1\t8\n"
+    with pytest.raises(IndexFileError, match="x.idx"):
+        parse_idx(data, "s3://b/x.idx")
+    keys, offsets = parse_idx(data, "s3://b/x.idx", key_type=str)
+    assert list(keys) == ["99999999999999999999", "1"] and offsets.tolist() == [0, 8]
+
+
+def test_dataset_with_huge_keys_falls_back_to_string_keys(tmp_path):
+    from cloudrec.dataset.synthetic import build_shard
+    rec, _ = build_shard([b"a" * 5, b"b" * 7], [0, 1])
+    (tmp_path / "h.rec").write_bytes(rec)
+    (tmp_path / "h.idx").write_bytes(b"99999999999999999999\t0\n7\t16\n")
+    ds = open_dataset(str(tmp_path / "h.rec"))
+    assert list(ds.table.key) == ["99999999999999999999", "7"]
+    with RecordFetcher(ds) as f:
+        assert [p for _, p in f.fetch([1, 0])] == [b"b" * 7, b"a" * 5]

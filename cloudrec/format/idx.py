@@ -32,6 +32,16 @@ def _fast_int_pairs(text: bytes) -> Optional[np.ndarray]:
             return None
     if nums.size != 2 * n:
         return None
+    if b" " in body:  # "1\t0 5": a space would pass for a separator; parse line by line
+        return None
+    # exactly one tab per line (equal totals can hide "1\t2\t3" next to "4")
+    raw = np.frombuffer(body, np.uint8)
+    tabs, nls = np.flatnonzero(raw == 9), np.flatnonzero(raw == 10)
+    if tabs.size != n or nls.size != n - 1 or (tabs[1:] < nls).any() or (tabs[:-1] > nls).any():
+        return None
+    # fromstring clamps numbers beyond int64; let the exact parse judge those
+    if (nums == np.iinfo(np.int64).max).any() or (nums == np.iinfo(np.int64).min).any():
+        return None
     # fromstring accepts "1.5" as 1 and "+3"; re-check the rare non-digit bytes cheaply
     if re.search(rb"[^0-9\t\n\r -]", text):
         return None
@@ -68,12 +78,17 @@ def parse_idx(data: bytes, url: Optional[str] = None,
                 offs.append(int(parts[1]))
             except ValueError as exc:
                 raise IndexFileError(f"bad key or offset: {exc}", url, line=i) from None
-        if key_type is int:
-            keys = np.asarray(keys_list, dtype=np.int64)
-        else:
-            keys = np.empty(n, dtype=object)
-            keys[:] = keys_list
-        offsets = np.asarray(offs, dtype=np.int64)
+        try:
+            if key_type is int:
+                keys = np.asarray(keys_list, dtype=np.int64)
+            else:
+                keys = np.empty(n, dtype=object)
+                keys[:] = keys_list
+            offsets = np.asarray(offs, dtype=np.int64)
+        except OverflowError:
+            vals = keys_list + offs if key_type is int else offs
+            i = next(j for j, v in enumerate(vals) if not -2**63 <= v < 2**63) % n
+            raise IndexFileError("key or offset beyond the int64 range", url, line=i + 1) from None
     if (offsets < 0).any():
         i = int(np.flatnonzero(offsets < 0)[0])
         raise IndexFileError(f"negative offset {offsets[i]}", url, line=i + 1)
