@@ -161,3 +161,18 @@ def test_storage_options_not_a_json_object_is_a_clear_error(packed, capsys, cmd)
     capsys.readouterr()
     assert cli_main([cmd[0], str(rec), *cmd[1:], "--storage-options", "[1]"]) == 1
     _one_line_error(capsys, "train.rec", "storage options must be a dict")
+
+
+@pytest.mark.parametrize("which", ["idx", "rec"])
+def test_image_record_iter_empty_dataset_names_the_files(packed, which):
+    from cloudrec.iterators import ImageRecordIter
+    tmp, rec = packed
+    if which == "idx":
+        (tmp / "empty.idx").write_text("")
+        kw = dict(path_imgrec=str(rec), path_imgidx=str(tmp / "empty.idx"))
+    else:
+        (tmp / "empty.rec").write_bytes(b"")
+        kw = dict(path_imgrec=str(tmp / "empty.rec"))
+    with pytest.raises(RecordIOError, match="no records") as exc:
+        ImageRecordIter(data_shape=(3, 8, 8), batch_size=2, **kw)
+    assert f"empty.{which}" in str(exc.value) and "fewer parts" not in str(exc.value)

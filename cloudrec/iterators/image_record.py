@@ -40,7 +40,7 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 
 from cloudrec.errors import (CloudrecError, ConfigError, HeaderError, ImageDecodeError,
-                             ImageListError, LabelError)
+                             ImageListError, LabelError, RecordIOError)
 from cloudrec.format.irheader import unpack_header
 from cloudrec.io.base import DataBatch, DataDesc, DataIter
 from cloudrec.iterators.mxshuffle import MXNetShuffle
@@ -165,6 +165,10 @@ class ImageRecordIter(DataIter):
             self.part_ids = self._source.file_order
         else:
             self.part_ids = self._source.partition(p.parser.num_parts, p.parser.part_index)
+        if len(self._source) == 0:  # "use fewer parts" would mislead: there is nothing
+            idx = f" or its index {p.parser.path_imgidx}" if p.parser.path_imgidx else ""
+            raise RecordIOError(f"ImageRecordIter: no records to read: the .rec{idx} is empty",
+                                p.parser.path_imgrec)
         if self.part_ids.size == 0:
             raise ConfigError(
                 f"ImageRecordIter: partition {p.parser.part_index} of {p.parser.num_parts} is "
