@@ -130,3 +130,32 @@ def test_dataset_with_huge_keys_falls_back_to_string_keys(tmp_path):
     assert list(ds.table.key) == ["99999999999999999999", "7"]
     with RecordFetcher(ds) as f:
         assert [p for _, p in f.fetch([1, 0])] == [b"b" * 7, b"a" * 5]
+
+
+# ---- small and odd datasets on every store, with and without the shard cache
+@pytest.mark.parametrize("cache", ["none", "shards"])
+def test_odd_shards_read_back_exactly_on_every_store(store, cache, tmp_path):
+    from cloudrec.dataset.synthetic import build_shard
+    big = np.random.default_rng(9).bytes(3 << 20)
+    shards = {
+        "empty": ([], []),                       # an empty .rec and an empty .idx
+        "one": ([b"only"], [5]),                 # a single record
+        "zero": ([b"", b"z", b""], [0, 1, 2]),   # zero-byte payloads
+        "big": ([b"a", big, b"b"], [0, 1, 2]),   # a record larger than max_request
+    }
+    for name, (payloads, keys) in shards.items():
+        rec, idx = build_shard(payloads, keys)
+        store.put(f"{name}.rec", rec)
+        store.put(f"{name}.idx", idx)
+    urls = [store.url(f"{n}.rec") for n in shards]
+    ds = open_dataset(urls, storage_options=store.storage_options)
+    want = [p for payloads, _ in shards.values() for p in payloads]
+    assert len(ds) == len(want) == 7
+    with RecordFetcher(ds, cache=cache, cache_dir=str(tmp_path / "cache"), max_request=1 << 20,
+                       window_bytes=1 << 20, readahead_bytes=2 << 20) as f:
+        ids = [6, 4, 0, 5, 5, 1, 2, 3, 0]
+        assert [p for _, p in f.fetch(ids)] == [want[i] for i in ids]
+        assert list(f.fetch([])) == []
+        for bad in (-1, len(ds)):
+            with pytest.raises(IndexError, match=str(bad)):
+                list(f.fetch([0, bad]))
