@@ -176,3 +176,39 @@ def test_image_record_iter_empty_dataset_names_the_files(packed, which):
     with pytest.raises(RecordIOError, match="no records") as exc:
         ImageRecordIter(data_shape=(3, 8, 8), batch_size=2, **kw)
     assert f"empty.{which}" in str(exc.value) and "fewer parts" not in str(exc.value)
+
+
+@pytest.fixture()
+def mixed(packed):
+    """A .rec whose last two records are a non-image and a payload shorter than IRHeader."""
+    from cloudrec.recordio import IRHeader, MXIndexedRecordIO, pack
+    tmp, rec = packed
+    src = MXIndexedRecordIO(str(tmp / "train.idx"), str(rec), "r")
+    w = MXIndexedRecordIO(str(tmp / "mix.idx"), str(tmp / "mix.rec"), "w")
+    for k in src.keys[:3]:
+        w.write_idx(k, src.read_idx(k))
+    w.write_idx(100, pack(IRHeader(0, 5.0, 100, 0), b"not an image at all"))
+    w.write_idx(101, b"short")
+    w.close()
+    return tmp
+
+
+@pytest.mark.parametrize("with_idx", [True, False])
+def test_image_iter_short_record_names_file_and_record(mixed, with_idx):
+    from cloudrec.errors import HeaderError
+    from cloudrec.image import ImageIter
+    kw = dict(path_imgidx=str(mixed / "mix.idx")) if with_idx else {}
+    it = ImageIter(batch_size=5, data_shape=(3, 8, 8), path_imgrec=str(mixed / "mix.rec"),
+                   on_error="skip", **kw)
+    with pytest.raises(HeaderError) as exc:
+        for _ in it:
+            pass
+    msg = str(exc.value)
+    assert "mix.rec" in msg and ("key 101" in msg if with_idx else "record #4" in msg), msg
+
+
+def test_inspect_problem_lines_print_plain_keys(mixed, capsys):
+    capsys.readouterr()
+    assert cli_main(["inspect", str(mixed / "mix.rec")]) == 0
+    out = capsys.readouterr().out
+    assert "key 100" in out and "key 101" in out and "np." not in out

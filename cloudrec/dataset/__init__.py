@@ -57,7 +57,9 @@ class ShardedDataset:
     def describe(self, record_id: int) -> str:
         """``url, key K, offset O`` for error messages."""
         t = self.table
-        return (f"{self.record_url(record_id)}, key {t.key[record_id]!r}, "
+        key = t.key[record_id]
+        key = key.item() if hasattr(key, "item") else key  # 21, not np.int64(21)
+        return (f"{self.record_url(record_id)}, key {key!r}, "
                 f"offset {int(t.offset[record_id])}")
 
     def __getstate__(self) -> Dict[str, Any]:

@@ -26,7 +26,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from cloudrec.errors import ImageDecodeError, ImageTooLargeError, LabelError
+from cloudrec.errors import HeaderError, ImageDecodeError, ImageTooLargeError, LabelError
 from cloudrec.format.irheader import unpack_header
 from cloudrec.format.lst import parse_lst
 from cloudrec.image.augmenters import Augmenter
@@ -92,6 +92,14 @@ class _IndexedRecAdapter:
 
     def close(self) -> None:
         self.fetcher.close()
+
+
+def _unpack_header(payload, where: str):
+    """unpack_header, naming the record (file, key, offset) when the header is bad."""
+    try:
+        return unpack_header(payload)
+    except HeaderError as exc:
+        raise HeaderError(f"{exc} ({where})") from None
 
 
 def _read_text(url: str, storage_options) -> str:
@@ -560,10 +568,9 @@ class ImageIter(DataIter):
             raise StopIteration
         n = self._seq_no
         self._seq_no += 1
-        header, start = unpack_header(s)
-        return _Item(header.label, memoryview(s)[start:],
-                     where=f"index: {n} (record #{n} of {self.path_imgrec}, sequential read)",
-                     key=n, pos=n)
+        where = f"index: {n} (record #{n} of {self.path_imgrec}, sequential read)"
+        header, start = _unpack_header(s, where)
+        return _Item(header.label, memoryview(s)[start:], where=where, key=n, pos=n)
 
     def _record_item(self, cur: int, rid: int) -> _Item:
         if self._stream is None or self._stream_pos != cur:
@@ -577,7 +584,7 @@ class ImageIter(DataIter):
         key = self.imgidx[rid]
         where = (f"index: {key} ({self.dataset.record_url(rid)}, key {key!r}, "
                  f"offset {int(self.dataset.table.offset[rid])})")
-        header, start = unpack_header(payload)
+        header, start = _unpack_header(payload, where)
         if self.imglist is None:
             label = header.label
         else:
