@@ -150,6 +150,9 @@ def config_from_dict(raw: Mapping[str, Any], source: str = "<dict>") -> Config:
     _check_keys(st, STORAGE_KEYS, "storage", source)
     cache = st.get("cache") or {}
     _check_keys(cache, CACHE_KEYS, "storage.cache", source)
+    if not isinstance(st.get("options") or {}, Mapping):
+        raise ConfigError(f"{source}: storage.options must be a mapping, "
+                          f"got {type(st.get('options')).__name__}")
     if cache.get("mode", "none") not in ("none", "shards", "auto"):
         raise ConfigError(f"{source}: storage.cache.mode must be none, shards or auto, "
                           f"got {cache.get('mode')!r}")

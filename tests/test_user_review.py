@@ -212,3 +212,11 @@ def test_inspect_problem_lines_print_plain_keys(mixed, capsys):
     assert cli_main(["inspect", str(mixed / "mix.rec")]) == 0
     out = capsys.readouterr().out
     assert "key 100" in out and "key 101" in out and "np." not in out
+
+
+def test_config_storage_options_not_a_mapping(tmp_path, packed, capsys):
+    _, rec = packed
+    (tmp_path / "o.yaml").write_text("storage:\n  options: 5\n")
+    capsys.readouterr()
+    assert cli_main(["--config", str(tmp_path / "o.yaml"), "inspect", str(rec)]) == 1
+    _one_line_error(capsys, "o.yaml", "storage.options")
