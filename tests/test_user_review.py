@@ -105,7 +105,7 @@ def test_empty_rec_without_idx_still_has_zero_records(tmp_path):
     assert len(open_dataset(str(tmp_path / "e.rec"), require_index=False)) == 0
 
 
-@pytest.mark.parametrize("bs", [0, -1])
+@pytest.mark.parametrize("bs", [0, -1, "abc", 2.5])
 def test_image_iter_batch_size_below_one_is_refused(bs):
     from cloudrec.image import ImageIter
     with pytest.raises(ValueError, match="batch_size"):
@@ -220,3 +220,12 @@ def test_config_storage_options_not_a_mapping(tmp_path, packed, capsys):
     capsys.readouterr()
     assert cli_main(["--config", str(tmp_path / "o.yaml"), "inspect", str(rec)]) == 1
     _one_line_error(capsys, "o.yaml", "storage.options")
+
+
+@pytest.mark.parametrize("part_index", [5, -1])
+def test_image_iter_part_index_out_of_range_says_why(packed, part_index):
+    from cloudrec.image import ImageIter
+    tmp, rec = packed
+    with pytest.raises(AssertionError, match="part_index"):
+        ImageIter(batch_size=2, data_shape=(3, 8, 8), path_imgrec=str(rec),
+                  path_imgidx=str(tmp / "train.idx"), num_parts=2, part_index=part_index)

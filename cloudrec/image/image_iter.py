@@ -137,8 +137,9 @@ class ImageIter(DataIter):
                  storage_options: Optional[Dict[str, Any]] = None,
                  fetch_options: Optional[Dict[str, Any]] = None, **kwargs: Any) -> None:
         super().__init__(batch_size)
-        if int(batch_size) < 1:  # 0 made every batch empty: next() never ended
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            # 0 made every batch empty, so next() never ended
+            raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
         self.check_data_shape(data_shape)  # before anything is opened
         assert path_imgrec or path_imglist or isinstance(imglist, list), \
             "one of path_imgrec, path_imglist or a list imglist is needed"
@@ -219,7 +220,8 @@ class ImageIter(DataIter):
         else:
             order = None
         if num_parts > 1:
-            assert part_index < num_parts
+            assert 0 <= part_index < num_parts, \
+                f"part_index must be in [0, num_parts={num_parts}), got {part_index}"
             c = len(order) // num_parts
             order = order[part_index * c:(part_index + 1) * c]
         self._order = order
