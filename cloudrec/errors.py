@@ -31,6 +31,7 @@ class RecordIOError(CloudrecError, ValueError):
     def __init__(self, message: str, url: Optional[str] = None,
                  offset: Optional[int] = None, key: object = None) -> None:
         self.url, self.offset, self.key = url, offset, key
+        self.message = message  # without the location, for wrappers that add their own
         where = _where(url, offset, key)
         super().__init__(f"{message} ({where})" if where else message)
 
@@ -46,6 +47,7 @@ class IndexFileError(CloudrecError, ValueError):
                  line: Optional[int] = None, key: object = None,
                  offset: Optional[int] = None) -> None:
         self.url, self.line, self.key, self.offset = url, line, key, offset
+        self.message = message  # without the location, for wrappers that add their own
         parts = [_where(url, offset, key)]
         if line is not None:
             parts.append(f"line {line}")

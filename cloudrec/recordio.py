@@ -265,7 +265,7 @@ class MXIndexedRecordIO(MXRecordIO):
         try:
             rec = self.read()
         except RecordIOError as exc:
-            raise RecordIOError(f"record for key {idx!r} is unreadable: {exc}",
+            raise RecordIOError(f"record for key {idx!r} is unreadable: {exc.message}",
                                 self.uri, self.idx[idx], idx) from None
         if rec is None:
             raise IndexFileError("offset is at the end of the .rec file", self.idx_path,

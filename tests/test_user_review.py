@@ -229,3 +229,28 @@ def test_image_iter_part_index_out_of_range_says_why(packed, part_index):
     with pytest.raises(AssertionError, match="part_index"):
         ImageIter(batch_size=2, data_shape=(3, 8, 8), path_imgrec=str(rec),
                   path_imgidx=str(tmp / "train.idx"), num_parts=2, part_index=part_index)
+
+
+def test_unreadable_record_names_the_location_once(packed):
+    from cloudrec.recordio import MXIndexedRecordIO
+    tmp, rec = packed
+    lines = (tmp / "train.idx").read_text().splitlines()
+    key, off = lines[2].split("\t")
+    lines[2] = f"{key}\t{int(off) + 8}"  # aligned, inside a record
+    (tmp / "mid8.idx").write_text("\n".join(lines) + "\n")
+    r = MXIndexedRecordIO(str(tmp / "mid8.idx"), str(rec), "r")
+    with pytest.raises(RecordIOError) as exc:
+        r.read_idx(int(key))
+    msg = str(exc.value)
+    assert msg.count("train.rec") == 1 and f"key {key}" in msg and f"offset {int(off) + 8}" in msg
+
+
+def test_idx_past_the_rec_names_the_location_once(tmp_path):
+    from cloudrec.iterators import ImageRecordIter
+    (tmp_path / "short.rec").write_bytes(b"\x0a\x23\xd7\xce" + bytes(12))
+    (tmp_path / "x.idx").write_text("0\t0\n1\t4096\n")
+    with pytest.raises(CloudrecError) as exc:
+        ImageRecordIter(path_imgrec=str(tmp_path / "short.rec"), path_imgidx=str(tmp_path / "x.idx"),
+                        data_shape=(3, 8, 8), batch_size=1)
+    msg = str(exc.value)
+    assert msg.count("x.idx") == 1 and "short.rec" in msg and "line 2" in msg, msg

@@ -75,7 +75,7 @@ def table_from_idx(shard_no: int, idx_bytes: bytes, rec_size: int, *, idx_url: s
     try:
         lengths = record_lengths(offsets, rec_size, url=idx_url)
     except IndexFileError as exc:
-        raise IndexFileError(f"{exc.args[0]}; the index does not match {rec_url}",
+        raise IndexFileError(f"{exc.message}; the index does not match {rec_url}",
                              idx_url, line=exc.line, offset=exc.offset) from None
     return RecordTable(np.full(len(offsets), shard_no, np.int32), keys, offsets, lengths)
 
