@@ -268,7 +268,7 @@ class MXIndexedRecordIO(MXRecordIO):
             raise RecordIOError(f"record for key {idx!r} is unreadable: {exc.message}",
                                 self.uri, self.idx[idx], idx) from None
         if rec is None:
-            raise IndexFileError("offset is at the end of the .rec file", self.idx_path,
+            raise IndexFileError(f"offset is at or past the end of {self.uri}", self.idx_path,
                                  key=idx, offset=self.idx[idx])
         return rec
 

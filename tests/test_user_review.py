@@ -254,3 +254,13 @@ def test_idx_past_the_rec_names_the_location_once(tmp_path):
                         data_shape=(3, 8, 8), batch_size=1)
     msg = str(exc.value)
     assert msg.count("x.idx") == 1 and "short.rec" in msg and "line 2" in msg, msg
+
+
+def test_idx_offset_past_the_end_names_both_files(packed):
+    from cloudrec.errors import IndexFileError
+    from cloudrec.recordio import MXIndexedRecordIO
+    tmp, rec = packed
+    (tmp / "far.idx").write_text("7\t99999996\n")
+    r = MXIndexedRecordIO(str(tmp / "far.idx"), str(rec), "r")
+    with pytest.raises(IndexFileError, match="past the end of .*train.rec.*far.idx"):
+        r.read_idx(7)
