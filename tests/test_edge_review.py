@@ -159,3 +159,21 @@ def test_odd_shards_read_back_exactly_on_every_store(store, cache, tmp_path):
         for bad in (-1, len(ds)):
             with pytest.raises(IndexError, match=str(bad)):
                 list(f.fetch([0, bad]))
+
+
+# ---- a cache cap smaller than the shards being read at once
+@pytest.mark.s3
+def test_cache_cap_of_one_shard_under_concurrent_downloads_reads_everything(s3_server, tmp_path):
+    bucket = s3_server.new_bucket("edgecap")
+    urls, truth = write_synthetic(bucket, 8, 10, seed=6, min_size=3000, max_size=3000,
+                                  storage_options=s3_server.storage_options)
+    ds = open_dataset(urls, storage_options=s3_server.storage_options)
+    cap = max(s.size for s in ds.shards) + 1   # room for one shard: every download evicts
+    order = np.arange(len(ds)).reshape(8, 10).T.reshape(-1)  # all shards wanted at once
+    for trial in range(6):
+        with RecordFetcher(ds, cache="shards", cache_dir=str(tmp_path / f"c{trial}"),
+                           cache_max_bytes=cap) as f:
+            got = list(f.fetch(order))
+        assert [i for i, _ in got] == order.tolist()
+        for rid, payload in got:
+            assert payload == truth[(int(ds.table.shard[rid]), int(ds.table.key[rid]))]

@@ -347,9 +347,9 @@ class _CacheHook:
         fs, path = self.f.ds.filesystem(shard_no)
         reader = self.f._reader_for(fs)
         dl = download_ranges(lambda a, b: reader.submit(path, a, b, shard.rec_url), shard.size)
-        local = self.cache.get(shard.rec_url, shard.size, shard.version, dl)
-        self.local_reader()._fd(local)  # hold it open: a later eviction cannot pull it away
-        return local
+        # open it before any eviction can run: a later eviction cannot pull it away
+        return self.cache.get(shard.rec_url, shard.size, shard.version, dl,
+                              hold=self.local_reader()._fd)
 
     def submit(self, shard_no: int, start: int, end: int) -> Future:
         """A Future of ``[start, end)`` read from the cached copy once it is there."""

@@ -99,15 +99,18 @@ class ShardCache:
 
     # -- the one entry point -----------------------------------------------------------
     def get(self, url: str, size: int, version: str,
-            download: Callable[[str], None]) -> str:
+            download: Callable[[str], None],
+            hold: Optional[Callable[[str], object]] = None) -> str:
         """Local path of the shard, downloading it with ``download(tmp_path)`` if needed.
 
-        ``download`` must write the whole object to the given path.  Raises
+        ``download`` must write the whole object to the given path.  ``hold(path)``,
+        if given, runs while no eviction can remove the file (e.g. to open it), so a
+        cap smaller than the shards in use cannot pull it away first.  Raises
         StorageError when the shard is larger than the cap or the download is
         short.
         """
         found = self.lookup(url, size, version)
-        if found:
+        if found and self._hold(found, hold):
             self.hits += 1
             return found
         if size > self.max_bytes:
@@ -118,7 +121,7 @@ class ShardCache:
         final = self._p(key, "data")
         with _Flock(self._p(key, "lock")):
             found = self.lookup(url, size, version)
-            if found:  # another process finished it while we waited
+            if found and self._hold(found, hold):  # another process finished it meanwhile
                 self.hits += 1
                 return found
             self._remove_temps(key)
@@ -133,13 +136,27 @@ class ShardCache:
                 with open(self._p(key, "json.tmp"), "w") as fh:
                     json.dump({"url": url, "size": size, "version": version}, fh)
                 os.replace(self._p(key, "json.tmp"), self._p(key, "json"))
-                os.replace(tmp, final)
+                with _Flock(os.path.join(self.dir, ".evict.lock")):
+                    os.replace(tmp, final)
+                    if hold is not None:
+                        hold(final)
             except BaseException:
                 _unlink(tmp)
                 raise
             self.downloads += 1
         self.evict(keep=(key,))
         return final
+
+    def _hold(self, path: str, hold: Optional[Callable[[str], object]]) -> bool:
+        """Run ``hold(path)`` under the eviction lock; False if the file was evicted meanwhile."""
+        if hold is None:
+            return True
+        with _Flock(os.path.join(self.dir, ".evict.lock")):
+            try:
+                hold(path)
+            except FileNotFoundError:
+                return False
+        return True
 
     # -- listing and eviction ---------------------------------------------------------------
     def entries(self) -> List[CacheEntry]:
