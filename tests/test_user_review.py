@@ -264,3 +264,45 @@ def test_idx_offset_past_the_end_names_both_files(packed):
     r = MXIndexedRecordIO(str(tmp / "far.idx"), str(rec), "r")
     with pytest.raises(IndexFileError, match="past the end of .*train.rec.*far.idx"):
         r.read_idx(7)
+
+
+def test_index_out_onto_a_folder_is_refused(packed, capsys):
+    tmp, rec = packed
+    (tmp / "dir.idx").mkdir()
+    capsys.readouterr()
+    assert cli_main(["index", str(rec), "--out", str(tmp / "dir.idx"), "--force"]) == 1
+    _one_line_error(capsys, "dir.idx", "folder")
+    assert list((tmp / "dir.idx").iterdir()) == []  # nothing moved into it
+    assert not list(tmp.glob(".*.tmp-*"))
+
+
+def test_inspect_grid_onto_a_folder_is_refused(packed, capsys):
+    tmp, rec = packed
+    capsys.readouterr()
+    assert cli_main(["inspect", str(rec), "--grid", str(tmp / "imgs")]) == 1
+    _one_line_error(capsys, "imgs", "folder")
+    assert not list((tmp / "imgs").glob(".*"))
+
+
+@pytest.mark.parametrize("cmd", ["list", "grid"])
+def test_output_under_a_file_is_a_clear_error(packed, capsys, cmd):
+    tmp, rec = packed
+    capsys.readouterr()
+    if cmd == "list":
+        argv = ["im2rec", "--list", "--recursive", str(rec / "x"), str(IMAGES)]
+    else:
+        argv = ["inspect", str(rec), "--grid", str(rec / "x.png")]
+    assert cli_main(argv) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "train.rec/x" in err, err
+
+
+def test_im2rec_rec_name_taken_by_a_folder_is_refused(packed, capsys):
+    tmp, _ = packed
+    (tmp / "p.rec").mkdir()
+    shutil.copy(tmp / "train.lst", tmp / "p.lst")
+    capsys.readouterr()
+    assert cli_main(["im2rec", "--pass-through", str(tmp / "p"), str(tmp / "imgs")]) == 1
+    err = _one_line_error(capsys, "p.rec", "folder")
+    assert err.count("p.rec") == 1
+    assert list((tmp / "p.rec").iterdir()) == []

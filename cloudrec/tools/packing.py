@@ -401,6 +401,8 @@ def replace_file(fs, src: str, dst: str) -> None:
     ``overwrite=True`` keeps it one atomic rename); a store that refuses
     otherwise gets ``dst`` removed first.
     """
+    if fs.isdir(dst):  # local and HDFS renames would move src *into* the folder
+        raise StorageError("the destination is a folder; refusing to replace it", dst)
     if type(fs).__module__.startswith("hdfs_native"):
         fs.mv(src, dst, overwrite=True)
         return
@@ -425,7 +427,12 @@ def write_bytes_atomic(url: str, data: bytes,
     if parent and not fs.exists(parent):
         fs.makedirs(parent, exist_ok=True)
     tmp = posixpath.join(parent, ".%s.tmp-%s" % (posixpath.basename(path), uuid.uuid4().hex[:10]))
-    fs.pipe_file(tmp, data)
+    try:
+        fs.pipe_file(tmp, data)
+    except CloudrecError:
+        raise
+    except OSError as exc:  # e.g. the parent is a file: NotADirectoryError
+        raise StorageError(f"cannot write: {type(exc).__name__}: {exc}", url) from None
     try:
         replace_file(fs, tmp, path)
     except BaseException:
@@ -444,6 +451,8 @@ def commit_shards(shards: Sequence[ShardFile], storage_options: Optional[Dict[st
             _, dst = resolve(final, storage_options)
             try:
                 replace_file(fs, src, dst)
+            except StorageError:  # already names the file
+                raise
             except OSError as exc:
                 raise StorageError(f"cannot rename {tmp} to its final name: {exc}", final) from exc
 
