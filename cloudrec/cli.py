@@ -83,7 +83,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 130
     except Exception as exc:  # a clear one-line error for users, no traceback
         from cloudrec.errors import CloudrecError
-        if isinstance(exc, (CloudrecError, FileNotFoundError)):
+        if isinstance(exc, (CloudrecError, OSError)):  # OSError names its file
             print(f"cloudrec {ns.command}: error: {exc}", file=sys.stderr)
             return 1
         raise

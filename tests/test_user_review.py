@@ -306,3 +306,10 @@ def test_im2rec_rec_name_taken_by_a_folder_is_refused(packed, capsys):
     err = _one_line_error(capsys, "p.rec", "folder")
     assert err.count("p.rec") == 1
     assert list((tmp / "p.rec").iterdir()) == []
+
+
+def test_cli_os_errors_are_one_line(tmp_path, capsys):
+    (tmp_path / "loop.rec").symlink_to(tmp_path / "loop.rec")  # ELOOP on open
+    capsys.readouterr()
+    assert cli_main(["index", str(tmp_path / "loop.rec"), "--out", str(tmp_path / "o.idx")]) == 1
+    _one_line_error(capsys, "loop.rec")

@@ -300,7 +300,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ns = parser.parse_args(argv)
     try:
         return run(ns)
-    except (CloudrecError, FileNotFoundError) as exc:
+    except (CloudrecError, OSError) as exc:
         print(f"im2rec: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
