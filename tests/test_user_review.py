@@ -313,3 +313,12 @@ def test_cli_os_errors_are_one_line(tmp_path, capsys):
     capsys.readouterr()
     assert cli_main(["index", str(tmp_path / "loop.rec"), "--out", str(tmp_path / "o.idx")]) == 1
     _one_line_error(capsys, "loop.rec")
+
+
+def test_image_record_iter_imglist_not_utf8_names_the_file(packed):
+    from cloudrec.iterators import ImageRecordIter
+    tmp, rec = packed
+    (tmp / "bin.lst").write_bytes(b"0\t1\ta.jpg\n\xff\xfe\n")
+    with pytest.raises(ImageListError, match=r"bin.lst, line 2"):
+        ImageRecordIter(path_imgrec=str(rec), path_imgidx=str(tmp / "train.idx"),
+                        path_imglist=str(tmp / "bin.lst"), data_shape=(3, 8, 8), batch_size=2)

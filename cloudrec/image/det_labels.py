@@ -115,7 +115,8 @@ def check_det_lst(text: Any, url: Optional[str] = None,
     the 1-based line number and the image index.
     """
     if isinstance(text, bytes):
-        text = text.decode("utf-8")
+        from cloudrec.format.lst import decode_lst
+        text = decode_lst(text, url)
     out = []
     for lineno, ln in enumerate(text.splitlines(), 1):
         if not ln.strip():

@@ -61,9 +61,11 @@ def _load_imglist(url: str, label_width: int, storage_options: Optional[Dict[str
     fs, path = resolve(url, storage_options)
     try:
         with fs.open(path, "rb") as f:
-            text = f.read().decode("utf-8")
+            data = f.read()
     except FileNotFoundError:
         raise ImageListError("image list not found", url) from None
+    from cloudrec.format.lst import decode_lst
+    text = decode_lst(data, url)
     out: Dict[int, np.ndarray] = {}
     for lineno, line in enumerate(text.splitlines(), 1):
         tok = line.split()

@@ -165,7 +165,8 @@ def read_list(text: str, url: Optional[str] = None
     line too: packing must never read outside ROOT.
     """
     if isinstance(text, bytes):
-        text = text.decode("utf-8")
+        from cloudrec.format.lst import decode_lst
+        text = decode_lst(text, url)
     good: List[ListEntry] = []
     bad: List[BadLine] = []
     for i, line in enumerate(text.splitlines(), 1):
