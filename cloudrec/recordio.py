@@ -129,6 +129,10 @@ class MXRecordIO:
         if not self.writable:
             raise RecordIOError("file is not open for writing", self.uri)
         self._ensure_process()
+        try:
+            memoryview(buf)  # bytes-like; bytes(5) would silently write five zero bytes
+        except TypeError:
+            raise TypeError(f"a record must be bytes, got {type(buf).__name__} ({self.uri})") from None
         data = framing.encode_record(buf)
         self.handle.write(data)
         self._pos += len(data)
@@ -274,7 +278,11 @@ class MXIndexedRecordIO(MXRecordIO):
 
     def write_idx(self, idx, buf: bytes) -> None:
         """Append a record and its index line."""
-        key = self.key_type(idx)
+        try:
+            key = self.key_type(idx)
+        except (TypeError, ValueError):
+            raise ValueError(f"key {idx!r} is not a valid {self.key_type.__name__} key "
+                             f"({self.idx_path})") from None
         pos = self.tell()
         self.write(buf)
         self.fidx.write(format_idx_line(key, pos).encode())

@@ -322,3 +322,22 @@ def test_image_record_iter_imglist_not_utf8_names_the_file(packed):
     with pytest.raises(ImageListError, match=r"bin.lst, line 2"):
         ImageRecordIter(path_imgrec=str(rec), path_imgidx=str(tmp / "train.idx"),
                         path_imglist=str(tmp / "bin.lst"), data_shape=(3, 8, 8), batch_size=2)
+
+
+@pytest.mark.parametrize("bad", ["text", None, 5])
+def test_recordio_write_non_bytes_names_the_file(tmp_path, bad):
+    from cloudrec.recordio import MXRecordIO
+    w = MXRecordIO(str(tmp_path / "w.rec"), "w")
+    with pytest.raises(TypeError, match="w.rec"):
+        w.write(bad)
+    w.close()
+    assert (tmp_path / "w.rec").read_bytes() == b""  # nothing (not 5 zero bytes) was written
+
+
+def test_write_idx_bad_key_names_the_index(tmp_path):
+    from cloudrec.recordio import MXIndexedRecordIO
+    w = MXIndexedRecordIO(str(tmp_path / "w.idx"), str(tmp_path / "w.rec"), "w")
+    with pytest.raises(ValueError, match=r"'a'.*w.idx"):
+        w.write_idx("a", b"x")
+    w.close()
+    assert (tmp_path / "w.rec").read_bytes() == b""
