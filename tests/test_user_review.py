@@ -341,3 +341,10 @@ def test_write_idx_bad_key_names_the_index(tmp_path):
         w.write_idx("a", b"x")
     w.close()
     assert (tmp_path / "w.rec").read_bytes() == b""
+
+
+def test_lst_with_a_utf8_bom_packs_like_without(packed):
+    tmp, rec = packed
+    (tmp / "bom.lst").write_bytes(b"\xef\xbb\xbf" + (tmp / "train.lst").read_bytes())
+    assert cli_main(["im2rec", "--pass-through", str(tmp / "bom"), str(tmp / "imgs")]) == 0
+    assert (tmp / "bom.rec").read_bytes() == rec.read_bytes()

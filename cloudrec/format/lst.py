@@ -43,9 +43,10 @@ def parse_lst_line(line: str, url: Optional[str] = None, lineno: Optional[int] =
 
 
 def decode_lst(data: bytes, url: Optional[str] = None) -> str:
-    """A `.lst` file's bytes as text; bytes that are not UTF-8 raise naming the line."""
+    """A `.lst` file's bytes as text (a Windows editor's BOM dropped); bytes that are
+    not UTF-8 raise naming the line."""
     try:
-        return data.decode("utf-8")
+        return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
         raise ImageListError(f"not UTF-8 text (byte {exc.start}): is this a .lst file?",
