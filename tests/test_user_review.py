@@ -120,14 +120,16 @@ def test_image_iter_zero_data_shape_is_refused():
                   path_root=str(IMAGES))
 
 
-def test_inspect_zero_cell_is_a_usage_error(packed, capsys):
+@pytest.mark.parametrize("flag,value", [("--cell", "0"), ("--cols", "0"), ("--grid-n", "-1"),
+                                        ("--sample", "-3")])
+def test_inspect_zero_cell_is_a_usage_error(packed, capsys, flag, value):
     tmp, rec = packed
     capsys.readouterr()
     with pytest.raises(SystemExit) as exc:
-        cli_main(["inspect", str(rec), "--cell", "0", "--grid", str(tmp / "g.png")])
+        cli_main(["inspect", str(rec), flag, value, "--grid", str(tmp / "g.png")])
     assert exc.value.code == 2
     err = capsys.readouterr().err
-    assert "--cell" in err and "Traceback" not in err
+    assert flag in err and "Traceback" not in err
     assert not (tmp / "g.png").exists()
 
 

@@ -317,16 +317,24 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0 (0 means all)."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("url", nargs="+", help=".rec URL(s), a glob (s3://b/train-*.rec) or a "
                                           "brace range (train-{0000..0007}.rec)")
-    p.add_argument("--sample", type=int, default=DEFAULT_SAMPLE,
+    p.add_argument("--sample", type=_non_negative_int, default=DEFAULT_SAMPLE,
                    help="records to sample for labels and image statistics (0: all)")
     p.add_argument("--seed", type=int, default=0, help="sampling / augmentation seed")
     p.add_argument("--grid", default=None, help="write a contact sheet PNG to this path/URL")
-    p.add_argument("--grid-n", type=int, default=32, help="images on the contact sheet")
+    p.add_argument("--grid-n", type=_positive_int, default=32, help="images on the contact sheet")
     p.add_argument("--cell", type=_positive_int, default=96, help="cell size in pixels")
-    p.add_argument("--cols", type=int, default=8, help="columns of the contact sheet")
+    p.add_argument("--cols", type=_positive_int, default=8, help="columns of the contact sheet")
     p.add_argument("--aug", default=None,
                    help="augment the sheet's images: CreateAugmenter arguments, e.g. "
                         "'rand_crop=1,rand_mirror=1,brightness=0.3' (crop size = --cell)")
