@@ -175,7 +175,7 @@ def test_image_record_iter_empty_dataset_names_the_files(packed, which):
     else:
         (tmp / "empty.rec").write_bytes(b"")
         kw = dict(path_imgrec=str(tmp / "empty.rec"))
-    with pytest.raises(RecordIOError, match="no records") as exc:
+    with pytest.raises(CloudrecError, match="no records") as exc:
         ImageRecordIter(data_shape=(3, 8, 8), batch_size=2, **kw)
     assert f"empty.{which}" in str(exc.value) and "fewer parts" not in str(exc.value)
 
