@@ -177,3 +177,18 @@ def test_cache_cap_of_one_shard_under_concurrent_downloads_reads_everything(s3_s
         assert [i for i, _ in got] == order.tolist()
         for rid, payload in got:
             assert payload == truth[(int(ds.table.shard[rid]), int(ds.table.key[rid]))]
+
+
+def test_empty_idx_for_a_non_empty_rec_is_an_error_not_an_empty_shard(tmp_path):
+    from cloudrec.dataset.synthetic import build_shard
+    rec, idx = build_shard([b"abc", b"defg"], [0, 1])
+    (tmp_path / "a.rec").write_bytes(rec)
+    (tmp_path / "a.idx").write_bytes(idx)
+    (tmp_path / "b.rec").write_bytes(rec)
+    (tmp_path / "b.idx").write_bytes(b"")      # im2rec killed before the .idx was written
+    with pytest.raises(IndexFileError, match=r"b\.idx.*") as ei:
+        open_dataset([str(tmp_path / "a.rec"), str(tmp_path / "b.rec")])
+    assert "b.rec" in str(ei.value) and "no records" in str(ei.value)
+    (tmp_path / "e.rec").write_bytes(b"")
+    (tmp_path / "e.idx").write_bytes(b"")
+    assert len(open_dataset(str(tmp_path / "e.rec"))) == 0   # empty and empty: fine

@@ -72,6 +72,9 @@ def table_from_idx(shard_no: int, idx_bytes: bytes, rec_size: int, *, idx_url: s
             keys, offsets = parse_idx(idx_bytes, idx_url, key_type=str)
     else:
         keys, offsets = parse_idx(idx_bytes, idx_url, key_type=key_type)
+    if len(offsets) == 0 and rec_size > 0:  # e.g. im2rec killed before its .idx was flushed
+        raise IndexFileError(f"the index lists no records but {rec_url} holds {rec_size} bytes; "
+                             "rebuild the index (cloudrec index)", idx_url)
     try:
         lengths = record_lengths(offsets, rec_size, url=idx_url)
     except IndexFileError as exc:
