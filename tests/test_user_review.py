@@ -350,3 +350,14 @@ def test_lst_with_a_utf8_bom_packs_like_without(packed):
     (tmp / "bom.lst").write_bytes(b"\xef\xbb\xbf" + (tmp / "train.lst").read_bytes())
     assert cli_main(["im2rec", "--pass-through", str(tmp / "bom"), str(tmp / "imgs")]) == 0
     assert (tmp / "bom.rec").read_bytes() == rec.read_bytes()
+
+
+def test_pass_through_warns_about_ignored_reencode_flags(packed, capsys):
+    tmp, rec = packed
+    before = rec.read_bytes()
+    capsys.readouterr()
+    assert cli_main(["im2rec", "--pass-through", "--resize", "8", "--quality", "50",
+                     str(tmp / "train"), str(tmp / "imgs")]) == 0
+    err = capsys.readouterr().err
+    assert "ignoring --resize, --quality" in err
+    assert rec.read_bytes() == before  # MXNet's behaviour: files packed unchanged

@@ -169,6 +169,13 @@ def encode_options(ns: argparse.Namespace) -> EncodeOptions:
     """The per-image encoding settings from parsed arguments."""
     if ns.resize < 0:
         raise ConfigError(f"--resize must be >= 0, got {ns.resize}")
+    if ns.pass_through:  # MXNet ignores these silently; the user asked for them, so say so
+        ignored = [flag for flag, on in (("--resize", ns.resize), ("--center-crop", ns.center_crop),
+                                         ("--quality", ns.quality != 95), ("--color", ns.color != 1),
+                                         ("--encoding", ns.encoding != ".jpg")) if on]
+        if ignored:
+            print(f"im2rec: warning: --pass-through packs files unchanged; ignoring "
+                  f"{', '.join(ignored)}", file=sys.stderr)
     return EncodeOptions(pass_through=ns.pass_through, resize=ns.resize,
                          center_crop=ns.center_crop, quality=ns.quality, color=ns.color,
                          encoding=ns.encoding, pack_label=ns.pack_label, check=ns.check)
