@@ -192,3 +192,18 @@ def test_empty_idx_for_a_non_empty_rec_is_an_error_not_an_empty_shard(tmp_path):
     (tmp_path / "e.rec").write_bytes(b"")
     (tmp_path / "e.idx").write_bytes(b"")
     assert len(open_dataset(str(tmp_path / "e.rec"))) == 0   # empty and empty: fine
+
+
+@pytest.mark.parametrize("used", [False, True])
+def test_caching_fetcher_pickles_like_a_plain_one(tmp_path, used):
+    import pickle
+    urls, truth = write_synthetic(str(tmp_path), 2, 6, seed=8)
+    ds = open_dataset(urls)
+    f = RecordFetcher(ds, cache="shards", cache_dir=str(tmp_path / "cache"))
+    if used:
+        assert len(list(f.fetch(range(len(ds))))) == len(ds)
+    g = pickle.loads(pickle.dumps(f))   # e.g. a DataLoader starting 'spawn' workers
+    for rid, payload in g.fetch([11, 0, 5, 6]):
+        assert payload == truth[(int(ds.table.shard[rid]), int(ds.table.key[rid]))]
+    f.close()
+    g.close()

@@ -300,6 +300,16 @@ class _CacheHook:
                 return None
         return cls(fetcher, cache)
 
+    def __getstate__(self) -> Dict[str, Any]:
+        # pools, locks and descriptors stay behind; the copy downloads or finds shards anew
+        state = dict(self.__dict__)
+        state["_paths"], state["_local"], state["_pool"], state["_lock"] = {}, None, None, None
+        return state
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
     def after_fork(self) -> None:
         _FORK_STASH.append((self._paths, self._local, self._pool))
         self._paths, self._local, self._pool = {}, None, None
