@@ -207,3 +207,23 @@ def test_caching_fetcher_pickles_like_a_plain_one(tmp_path, used):
         assert payload == truth[(int(ds.table.shard[rid]), int(ds.table.key[rid]))]
     f.close()
     g.close()
+
+
+@pytest.mark.parametrize("sibling", [b"", b"0\t4096\n", b"not an index\n"])
+def test_without_require_index_a_broken_sibling_idx_is_scanned_like_mxnet(tmp_path, sibling):
+    # ImageRecordIter without path_imgidx: MXNet ignores the .idx; an empty, stale or
+    # malformed sibling must not fail the read (nor drop the shard's records)
+    from cloudrec.dataset.synthetic import build_shard
+    from cloudrec.iterators._records import RecordSource
+    payloads = [b"abc", b"", b"defgh" * 9]
+    rec, _ = build_shard(payloads, [0, 1, 2])
+    (tmp_path / "s.rec").write_bytes(rec)
+    (tmp_path / "s.idx").write_bytes(sibling)
+    src = RecordSource(str(tmp_path / "s.rec"))
+    try:
+        assert len(src) == 3
+        assert [p for _, p in src.fetch([2, 0, 1])] == [payloads[2], payloads[0], payloads[1]]
+    finally:
+        src.close()
+    with pytest.raises(IndexFileError, match=r"s\.idx"):
+        open_dataset(str(tmp_path / "s.rec"))   # an index that is required still must be right

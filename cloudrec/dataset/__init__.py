@@ -110,12 +110,12 @@ def open_dataset(urls: UrlArg, idx_urls: Optional[Union[str, Sequence[Optional[s
         s = shards[i]
         try:
             data = read_idx_bytes(s, storage_options, retry)
-        except IndexFileError:
+            return table_from_idx(i, data, s.size, idx_url=s.idx_url or "", rec_url=s.rec_url,
+                                  key_type=key_type)
+        except IndexFileError:  # missing, or empty/stale/malformed for this .rec
             if require_index:
                 raise
             return _scan(i, s, retry)
-        return table_from_idx(i, data, s.size, idx_url=s.idx_url or "", rec_url=s.rec_url,
-                              key_type=key_type)
 
     if len(shards) == 1:
         parts = [load(0)]
