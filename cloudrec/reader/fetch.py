@@ -221,8 +221,9 @@ class RecordFetcher:
             r = int(plan.record_request[k])
             buf = bufs.get(r)
             if buf is None:
-                buf = bufs[r] = memoryview(_result(w.futures[r], self.ds.shards[int(plan.shard[r])]
-                                                   .rec_url, int(plan.start[r]), int(plan.end[r])))
+                req_url = self.ds.shards[int(plan.shard[r])].rec_url
+                buf = bufs[r] = memoryview(_result(w.futures[r], req_url, int(plan.start[r]),
+                                                   int(plan.end[r])))
             pos = int(plan.record_pos[k])
             length = int(t.length[rid])
             base = int(plan.start[r]) + pos
