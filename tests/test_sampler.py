@@ -177,3 +177,16 @@ def test_bad_constructor_arguments():
         with pytest.raises(ConfigError):
             EpochSampler(10, **kw)
     assert np.array_equal(EpochSampler(5, mode="none").order(), np.arange(5))
+
+
+def test_state_with_other_order_options_is_rejected():
+    """A resumed run with another block size would silently read another order."""
+    a = EpochSampler(100, mode="block", order_options={"block_size": 8})
+    next(iter(a))
+    state = a.state_dict()
+    b = EpochSampler(100, mode="block", order_options={"block_size": 16})
+    with pytest.raises(ConfigError, match="order options"):
+        b.load_state_dict(state)
+    c = EpochSampler(100, mode="block", order_options={"block_size": 8})
+    c.load_state_dict(state)
+    assert c.consumed == a.consumed

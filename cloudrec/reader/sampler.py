@@ -110,7 +110,8 @@ class EpochSampler:
         """Global progress: restoring it on any rank, with any world size, resumes at the next sample."""
         return {"version": STATE_VERSION, "seed": self.seed, "epoch": self.epoch,
                 "consumed": int(self.consumed), "num_records": self.num_records, "mode": self.mode,
-                "world_size": self.world_size, "batch_size": self.batch_size}
+                "world_size": self.world_size, "batch_size": self.batch_size,
+                "order_options": dict(self.order_options)}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore ``state_dict()`` output (seed, epoch, consumed); checks it fits this dataset."""
@@ -126,6 +127,11 @@ class EpochSampler:
                               f"this dataset has {self.num_records}")
         if state.get("mode", self.mode) != self.mode:
             raise ConfigError(f"sampler state is for order mode {state['mode']!r}, not {self.mode!r}")
+        saved_opts = dict(state.get("order_options", self.order_options))
+        if saved_opts != self.order_options:
+            # another block size/window would silently give another epoch order
+            raise ConfigError(f"sampler state is for order options {saved_opts}, "
+                              f"this sampler has {self.order_options}")
         if int(epoch) < 0 or not 0 <= int(consumed):
             raise ConfigError(f"sampler state has a bad epoch/consumed: {epoch}, {consumed}")
         if int(seed) != self.seed:
