@@ -227,3 +227,14 @@ def test_without_require_index_a_broken_sibling_idx_is_scanned_like_mxnet(tmp_pa
         src.close()
     with pytest.raises(IndexFileError, match=r"s\.idx"):
         open_dataset(str(tmp_path / "s.rec"))   # an index that is required still must be right
+
+
+def test_open_dataset_argument_errors_are_cloudrec_errors(tmp_path):
+    from cloudrec.dataset import open_dataset
+    from cloudrec.errors import ConfigError
+    with pytest.raises(ConfigError, match="no shard URLs"):
+        open_dataset([])
+    rec = tmp_path / "a.rec"
+    rec.write_bytes(b"")
+    with pytest.raises(ConfigError, match="1 shards but 2 index URLs"):
+        open_dataset([str(rec)], [str(tmp_path / "a.idx"), str(tmp_path / "b.idx")])

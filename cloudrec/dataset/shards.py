@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 
 import fsspec
 
-from cloudrec.errors import IndexFileError, StorageError
+from cloudrec.errors import ConfigError, IndexFileError, StorageError
 from cloudrec.storage.fs import resolve
 from cloudrec.storage.ranged import call_fs
 from cloudrec.storage.retry import RetryPolicy, StorageNotFound
@@ -100,7 +100,7 @@ def expand_urls(urls: Union[str, os.PathLike, Sequence[Union[str, os.PathLike]]]
         for v in expand_braces(os.fspath(u)):
             out.extend(_glob(v, storage_options) if _has_glob(v) else [v])
     if not out:
-        raise ValueError("no shard URLs given")
+        raise ConfigError("no shard URLs given")
     return out
 
 
@@ -156,7 +156,7 @@ def stat_shards(rec_urls: Sequence[str], idx_urls: Optional[Sequence[Optional[st
     if idx_urls is None:
         idx_urls = [sibling_idx(u) for u in rec_urls]
     if len(idx_urls) != len(rec_urls):
-        raise ValueError(f"{len(rec_urls)} shards but {len(idx_urls)} index URLs")
+        raise ConfigError(f"{len(rec_urls)} shards but {len(idx_urls)} index URLs")
     if len(rec_urls) == 1:
         shards = [_info(rec_urls[0], storage_options, retry)]
     else:
