@@ -14,7 +14,6 @@ import shutil
 import subprocess
 import tempfile
 import time
-import urllib.parse
 import uuid
 from pathlib import Path
 from typing import Any, Dict, Optional
@@ -99,11 +98,7 @@ class AzuriteServer(_Service):
     @classmethod
     def existing(cls, endpoint_url: str) -> "AzuriteServer":
         """Wrap an azurite blob endpoint run elsewhere (not stopped by us)."""
-        self = cls.__new__(cls)
-        _Service.__init__(self, workdir=tempfile.gettempdir())
-        self.external, self.started = True, True
-        self.endpoint_url = endpoint_url.rstrip("/")
-        self.port = urllib.parse.urlsplit(self.endpoint_url).port or 10000
+        self = cls._external(endpoint_url, default_port=10000)
         self.startup_seconds = self.install_seconds = 0.0
         self._admin_fs = None
         return self

@@ -125,6 +125,17 @@ class _Service:
 
     name = "service"
 
+    @classmethod
+    def _external(cls, endpoint_url: str = "", default_port: int = 80):
+        """An instance wrapping a server run elsewhere: marked started, never stopped by us."""
+        self = cls.__new__(cls)
+        _Service.__init__(self, workdir=tempfile.gettempdir())
+        self.external, self.started = True, True
+        if endpoint_url:
+            self.endpoint_url = endpoint_url.rstrip("/")
+            self.port = urllib.parse.urlsplit(self.endpoint_url).port or default_port
+        return self
+
     def __init__(self, *, workdir: Optional[str] = None, detach: bool = False,
                  start_timeout: float = 60.0) -> None:
         self.detach = detach
@@ -237,12 +248,7 @@ class MotoServer(_Service):
     @classmethod
     def existing(cls, endpoint_url: str) -> "MotoServer":
         """Wrap an S3 endpoint run elsewhere (not stopped by us)."""
-        self = cls.__new__(cls)
-        _Service.__init__(self, workdir=tempfile.gettempdir())
-        self.external, self.started = True, True
-        self.endpoint_url = endpoint_url.rstrip("/")
-        self.port = urllib.parse.urlsplit(self.endpoint_url).port or 80
-        return self
+        return cls._external(endpoint_url)
 
     def _start(self) -> None:
         exe = shutil.which("moto_server", path=os.path.dirname(sys.executable)) or shutil.which("moto_server")
@@ -296,12 +302,9 @@ class FaultProxy(_Service):
 
     @classmethod
     def existing(cls, endpoint_url: str) -> "FaultProxy":
-        self = cls.__new__(cls)
-        _Service.__init__(self, workdir=tempfile.gettempdir())
-        self.external, self.started = True, True
-        self.endpoint_url = endpoint_url.rstrip("/")
+        """Wrap a fault proxy run elsewhere (not stopped by us)."""
+        self = cls._external(endpoint_url)
         self.upstream = ""
-        self.port = urllib.parse.urlsplit(self.endpoint_url).port or 80
         return self
 
     def _start(self) -> None:
@@ -469,9 +472,7 @@ class HdfsCluster(_Service):
     @classmethod
     def existing(cls, url: str, webhdfs_url: str = "") -> "HdfsCluster":
         """Wrap an HDFS run elsewhere (not stopped by us)."""
-        self = cls.__new__(cls)
-        _Service.__init__(self, workdir=tempfile.gettempdir())
-        self.external, self.started = True, True
+        self = cls._external()
         self.url, self.webhdfs_url = url.rstrip("/"), webhdfs_url.rstrip("/")
         self.ports = {"rpc": urllib.parse.urlsplit(self.url).port or 8020}
         if webhdfs_url:
