@@ -311,14 +311,11 @@ def unpack_img(s: bytes, iscolor: int = -1):
     """Unpack a record and decode its image (OpenCV order); raise when undecodable.
 
     MXNet returned ``(header, None)`` for a broken image; cloudrec raises
-    :class:`ImageDecodeError` so that a bad record is never silently used.
+    :class:`ImageDecodeError` so that a bad record is never silently used; a
+    header over the pixel limit (``cloudrec.image.set_max_pixels``) raises
+    ImageTooLargeError before anything is decoded.
     """
-    import cv2
+    from cloudrec.image.decode import decode_image
 
     header, img_bytes = unpack(s)
-    arr = np.frombuffer(img_bytes, dtype=np.uint8)
-    img = cv2.imdecode(arr, iscolor) if arr.size else None
-    if img is None:
-        raise ImageDecodeError(f"cannot decode image payload of {len(img_bytes)} bytes",
-                               key=header.id)
-    return header, img
+    return header, decode_image(img_bytes, cv_flag=int(iscolor), key=header.id)

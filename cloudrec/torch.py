@@ -26,7 +26,7 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised only without torch
     raise ImportError("cloudrec.torch needs PyTorch: pip install 'cloudrec[torch]'") from exc
 
-from cloudrec.errors import ConfigError, ImageDecodeError
+from cloudrec.errors import ConfigError
 from cloudrec.format.irheader import unpack
 from cloudrec.reader.distenv import worker_info
 from cloudrec.reader.partition import partition_epoch
@@ -37,13 +37,13 @@ __all__ = ["RecordIterableDataset", "ResumableLoader", "IndexedRecordDataset",
 
 
 def decode_image(payload: bytes) -> tuple[np.ndarray, np.ndarray]:
-    """Default decode: IRHeader + encoded image -> (HWC uint8 image in RGB order, float32 label)."""
-    import cv2
+    """Default decode: IRHeader + encoded image -> (HWC uint8 image in RGB order, float32 label).
+
+    The one decode of ``cloudrec.image`` (pixel guard included)."""
+    from cloudrec.image.decode import decode_image as _decode
 
     header, img_bytes = unpack(payload)
-    img = cv2.imdecode(np.frombuffer(img_bytes, np.uint8), cv2.IMREAD_COLOR) if img_bytes else None
-    if img is None:
-        raise ImageDecodeError(f"cannot decode image payload of {len(img_bytes)} bytes", key=header.id)
+    img = _decode(img_bytes, 3, key=header.id)
     label = np.atleast_1d(np.array(header.label, dtype=np.float32))  # own, writable copy
     return img[:, :, ::-1], label
 

@@ -12,7 +12,7 @@ import pytest
 
 from cloudrec.errors import ConfigError
 from cloudrec.iterators import ImageRecordIter
-from cloudrec.iterators.mxshuffle import MXNetShuffle
+from cloudrec.reader.mxnet_shuffle import MXNetShuffle
 from cloudrec.recordio import IRHeader, MXIndexedRecordIO, pack_img
 
 

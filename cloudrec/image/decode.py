@@ -16,8 +16,8 @@ import numpy as np
 
 from cloudrec.errors import ImageDecodeError, ImageTooLargeError
 
-__all__ = ["imdecode", "imread", "image_size", "get_max_pixels", "set_max_pixels",
-           "DEFAULT_MAX_PIXELS"]
+__all__ = ["imdecode", "imread", "decode_image", "check_pixels", "image_size", "get_max_pixels",
+           "set_max_pixels", "DEFAULT_MAX_PIXELS"]
 
 #: Default pixel limit (width * height), the same order as Pillow's bomb limit.
 DEFAULT_MAX_PIXELS = 178_956_970
@@ -110,6 +110,79 @@ def _ignores_orientation(b: bytes) -> bool:
 
 
 # --------------------------------------------------------------------------- decode
+def check_pixels(arr: BufferLike, max_pixels: Optional[int] = None, url: Optional[str] = None,
+                 key: object = None) -> Optional[Tuple[int, int]]:
+    """Refuse an image whose header claims more than ``max_pixels`` (default: the process-wide
+    limit; 0 disables) with ImageTooLargeError; returns the header's (w, h) or None."""
+    limit = _max_pixels if max_pixels is None else int(max_pixels)
+    size = image_size(arr)
+    if limit > 0 and size is not None and size[0] * size[1] > limit:
+        raise ImageTooLargeError(
+            f"image header claims {size[0]}x{size[1]} = {size[0] * size[1]} pixels, "
+            f"over the limit of {limit} (cloudrec.image.set_max_pixels)", url, key)
+    return size
+
+
+_IMREAD = {1: cv2.IMREAD_GRAYSCALE, 3: cv2.IMREAD_COLOR, 4: cv2.IMREAD_UNCHANGED}
+_REDUCED = {1: (cv2.IMREAD_REDUCED_GRAYSCALE_2, cv2.IMREAD_REDUCED_GRAYSCALE_4,
+                cv2.IMREAD_REDUCED_GRAYSCALE_8),
+            3: (cv2.IMREAD_REDUCED_COLOR_2, cv2.IMREAD_REDUCED_COLOR_4,
+                cv2.IMREAD_REDUCED_COLOR_8)}
+
+
+def _reduced_flag(size: Optional[Tuple[int, int]], channels: int, min_side: int, flag: int) -> int:
+    """The libjpeg DCT-scaled flag (1/2, 1/4, 1/8) keeping the shorter side >= ``min_side``."""
+    if not size or channels not in _REDUCED:
+        return flag
+    short = min(size)
+    for k, f in zip((8, 4, 2), reversed(_REDUCED[channels])):
+        if short // k >= min_side:
+            return f
+    return flag
+
+
+def decode_image(buf: BufferLike, channels: int = 3, *, min_side: int = 0,
+                 max_pixels: Optional[int] = None, url: Optional[str] = None,
+                 key: object = None, where: str = "", cv_flag: Optional[int] = None
+                 ) -> np.ndarray:
+    """The one decode of every record reader: OpenCV order (1 gray, 3 BGR, 4 BGRA), uint8.
+
+    Decodes as MXNet's C++ ImageRecordIter does for ``data_shape[0]`` channels
+    (``cv::imdecode``, EXIF orientation honoured), after the pixel guard of
+    :func:`check_pixels`.  With ``min_side > 0`` a JPEG may be decoded at 1/2,
+    1/4 or 1/8 scale as long as its shorter side stays >= ``min_side``.  Every
+    failure is an ImageDecodeError naming ``url``/``key`` (plus ``where``).
+    ``cv_flag`` overrides the channel rule with an OpenCV ``IMREAD_*`` flag
+    (``recordio.unpack_img``'s ``iscolor``, im2rec's ``--color``).
+    """
+    if cv_flag is None and channels not in _IMREAD:
+        raise ValueError(f"channels must be 1, 3 or 4, got {channels}")
+    arr = (np.ascontiguousarray(buf).view(np.uint8).reshape(-1) if isinstance(buf, np.ndarray)
+           else np.frombuffer(buf, dtype=np.uint8))
+    if arr.size == 0:
+        raise ImageDecodeError(f"empty image payload{where}", url, key)
+    size = check_pixels(arr, max_pixels, url, key)
+    flag = _IMREAD[channels] if cv_flag is None else int(cv_flag)
+    if min_side > 0 and cv_flag is None and arr[:2].tobytes() == b"\xff\xd8":
+        flag = _reduced_flag(size, channels, min_side, flag)
+    try:
+        img = cv2.imdecode(arr, flag)
+    except cv2.error as e:  # OpenCV raises for some corrupt or oversized headers
+        raise ImageDecodeError(f"cannot decode image payload of {arr.size} bytes: "
+                               f"{str(e).strip().splitlines()[-1]}{where}", url, key) from None
+    if img is None or img.size == 0:
+        raise ImageDecodeError(f"cannot decode image payload of {arr.size} bytes "
+                               f"(broken, truncated or not an image){where}", url, key)
+    if img.dtype != np.uint8 and cv_flag is None:  # 16-bit/float PNG or TIFF with IMREAD_UNCHANGED: to 8 bits
+        img = (img.astype(np.float32) * (255.0 / np.iinfo(img.dtype).max
+                                         if img.dtype.kind in "ui" else 255.0))
+        img = np.clip(np.rint(img), 0, 255).astype(np.uint8)
+    if cv_flag is None and channels == 4 and (img.ndim != 3 or img.shape[2] != 4):
+        c = 1 if img.ndim == 2 else img.shape[2]
+        raise ImageDecodeError(f"expected 4 channels, got {c}{where}", url, key)
+    return img
+
+
 def imdecode(buf: BufferLike, flag: int = 1, to_rgb: bool = True, out: Optional[np.ndarray] = None,
              *, max_pixels: Optional[int] = None, url: Optional[str] = None,
              key: object = None, truncated: str = "error") -> np.ndarray:
@@ -134,12 +207,7 @@ def imdecode(buf: BufferLike, flag: int = 1, to_rgb: bool = True, out: Optional[
     if arr.size == 0:
         raise ImageDecodeError("Input cannot be an empty buffer", url, key)
     head = arr[:16].tobytes()
-    limit = _max_pixels if max_pixels is None else int(max_pixels)
-    size = image_size(arr) if limit > 0 else None
-    if limit > 0 and size is not None and size[0] * size[1] > limit:
-        raise ImageTooLargeError(
-            f"image header claims {size[0]}x{size[1]} = {size[0] * size[1]} pixels, "
-            f"over the limit of {limit}", url, key)
+    check_pixels(arr, max_pixels, url, key)
     cvflag = cv2.IMREAD_GRAYSCALE if flag == 0 else cv2.IMREAD_COLOR
     if _ignores_orientation(head):
         cvflag |= cv2.IMREAD_IGNORE_ORIENTATION

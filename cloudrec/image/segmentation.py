@@ -25,7 +25,7 @@ import numpy as np
 
 from cloudrec.errors import ConfigError, ImageDecodeError, LabelError
 from cloudrec.format.irheader import IRHeader, pack, unpack_header
-from cloudrec.image.decode import imdecode
+from cloudrec.image.decode import decode_image, imdecode
 from cloudrec.image.seg_augmenters import CreateSegAugmenter, SegAugmenter
 from cloudrec.io import DataBatch, DataDesc, DataIter
 
@@ -113,9 +113,8 @@ def decode_seg(payload: bytes, flag: int = 1, url: Optional[str] = None, key: An
     """Unpack and decode: ``(record, image HWC RGB uint8, mask HW)``; sizes must agree."""
     rec = unpack_seg(payload, url, key)
     image = imdecode(rec.image, flag, url=url, key=key)
-    mask = cv2.imdecode(np.frombuffer(rec.mask, np.uint8), cv2.IMREAD_UNCHANGED)
-    if mask is None:
-        raise ImageDecodeError("mask could not be decoded", url, key)
+    mask = decode_image(rec.mask, cv_flag=cv2.IMREAD_UNCHANGED, url=url, key=key,
+                        where=" (the mask)")
     if mask.ndim == 3:
         raise ImageDecodeError(f"mask must have one channel, it has {mask.shape[2]}", url, key)
     if mask.shape != image.shape[:2]:

@@ -43,11 +43,12 @@ from cloudrec.errors import (CloudrecError, ConfigError, HeaderError, ImageDecod
                              ImageListError, LabelError, RecordIOError)
 from cloudrec.format.irheader import unpack_header
 from cloudrec.io.base import DataBatch, DataDesc, DataIter
-from cloudrec.iterators.mxshuffle import MXNetShuffle
+from cloudrec.reader.mxnet_shuffle import MXNetShuffle
 from cloudrec.iterators.record_params import IterParams, parse_kwargs
 from cloudrec.pipeline.augment import AugRng, DefaultAugmenter
-from cloudrec.pipeline.batcher import (BatchBuffers, BatchPipeline, BatchPlan, ImageWriter,
-                                      PipelineClosed, decode_image)
+from cloudrec.image.decode import decode_image
+from cloudrec.pipeline.batcher import BatchBuffers, BatchPipeline, BatchPlan, PipelineClosed
+from cloudrec.pipeline.writer import ImageWriter
 
 __all__ = ["ImageRecordIter", "ImageRecordUInt8Iter", "ImageRecordInt8Iter"]
 
@@ -315,8 +316,8 @@ class ImageRecordIter(DataIter):
         buf.label[slot] = self._labels(header, rid)
         buf.header_id[slot] = int(header.id)
         where = self._where(rid)
-        img = decode_image(memoryview(payload)[start:], self.data_shape[0], where,
-                           self._min_side)
+        img = decode_image(memoryview(payload)[start:], self.data_shape[0], where=where,
+                           min_side=self._min_side)
         rng = self._process_one_rng(rid, buf.plan.epoch)
         img = self._aug.process(img, rng, where)
         n = self.params.norm
@@ -342,7 +343,7 @@ class ImageRecordIter(DataIter):
         out = np.empty((C, H, W), np.float32)
         for rid, payload in self._source.fetch(self.part_ids):
             header, start = unpack_header(payload)
-            img = decode_image(memoryview(payload)[start:], C, self._where(rid))
+            img = decode_image(memoryview(payload)[start:], C, where=self._where(rid))
             img = self._aug.process(img, None, self._where(rid))
             plain.write(img, out, False)
             acc += out

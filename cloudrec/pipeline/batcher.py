@@ -19,125 +19,14 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, List, Optional, Sequence, Tuple
 
-import cv2
 import numpy as np
 
-from cloudrec.errors import CloudrecError, ImageDecodeError
+from cloudrec.errors import CloudrecError
 
-__all__ = ["BatchPlan", "BatchBuffers", "ImageWriter", "decode_image", "BatchPipeline",
-           "PipelineClosed"]
-
-_IMREAD = {1: cv2.IMREAD_GRAYSCALE, 3: cv2.IMREAD_COLOR, 4: cv2.IMREAD_UNCHANGED}
-_REDUCED = {1: (cv2.IMREAD_REDUCED_GRAYSCALE_2, cv2.IMREAD_REDUCED_GRAYSCALE_4,
-                cv2.IMREAD_REDUCED_GRAYSCALE_8),
-            3: (cv2.IMREAD_REDUCED_COLOR_2, cv2.IMREAD_REDUCED_COLOR_4,
-                cv2.IMREAD_REDUCED_COLOR_8)}
-
+__all__ = ["BatchPlan", "BatchBuffers", "BatchPipeline", "PipelineClosed"]
 
 class PipelineClosed(CloudrecError):
     """The iterator was closed while a batch was being read."""
-
-
-def decode_image(buf: memoryview, channels: int, where: str = "",
-                 min_side: int = 0) -> np.ndarray:
-    """Decode image bytes as MXNet does for ``data_shape[0]`` (1 gray, 3 BGR, 4 BGRA).
-
-    With ``min_side > 0`` a JPEG may be decoded at 1/2, 1/4 or 1/8 scale as
-    long as its shorter side stays >= ``min_side`` (libjpeg's DCT scaling).
-    """
-    arr = np.frombuffer(buf, dtype=np.uint8)
-    if arr.size == 0:
-        raise ImageDecodeError(f"empty image payload{where}")
-    flag = _IMREAD[channels]
-    if min_side > 0 and channels in _REDUCED and arr[:2].tobytes() == b"\xff\xd8":
-        from cloudrec.image.decode import image_size
-        size = image_size(arr)
-        if size:
-            short = min(size)
-            for k, f in zip((8, 4, 2), reversed(_REDUCED[channels])):
-                if short // k >= min_side:
-                    flag = f
-                    break
-    img = cv2.imdecode(arr, flag)
-    if img is None or img.size == 0:
-        raise ImageDecodeError(f"cannot decode image payload of {arr.size} bytes "
-                               f"(broken, truncated or not an image){where}")
-    if img.dtype != np.uint8:  # 16-bit/float PNG or TIFF with IMREAD_UNCHANGED: to 8 bits
-        img = (img.astype(np.float32) * (255.0 / np.iinfo(img.dtype).max
-                                         if img.dtype.kind in "ui" else 255.0))
-        img = np.clip(np.rint(img), 0, 255).astype(np.uint8)
-    if channels == 4 and (img.ndim != 3 or img.shape[2] != 4):
-        c = 1 if img.ndim == 2 else img.shape[2]
-        raise ImageDecodeError(f"expected 4 channels, got {c}{where}")
-    return img
-
-
-class ImageWriter:
-    """Writes one augmented OpenCV-order image into a batch slot.
-
-    BGR(A) -> RGB(A), optional mirror, HWC -> CHW (or kept HWC), and for float
-    outputs MXNet's ``(x - mean) * float32(contrast_scaled / std) + illum / std``.
-    uint8 copies raw pixels; int8 stores ``saturate(x - round(mean))``.
-    """
-
-    def __init__(self, channels: int, dtype: np.dtype, layout: str, mean: Sequence[float],
-                 std: Sequence[float], scale: float, mean_img: Optional[np.ndarray] = None
-                 ) -> None:
-        self.C = channels
-        self.dtype = np.dtype(dtype)
-        self.chw = layout == "NCHW"
-        self.mean = np.asarray(mean[:channels], np.float32)
-        self.std = np.asarray(std[:channels], np.float32)
-        self.scale = np.float32(scale)
-        self.mean_img = mean_img  # (C, H, W) float32 in output channel order, or None
-        self.float_out = self.dtype.kind == "f"
-        self.identity = (not self.float_out) or (mean_img is None and not self.mean.any()
-                                                 and (self.std == 1).all() and scale == 1)
-
-    def _source_channels(self, img: np.ndarray) -> List[np.ndarray]:
-        """Contiguous source planes in output order (R, G, B, A or gray)."""
-        if img.ndim == 2:
-            return [img]
-        if self.C == 1:
-            return [np.ascontiguousarray(img[..., 0])]
-        planes = cv2.split(img)
-        return [planes[k] for k in (2, 1, 0, 3)[:self.C]]
-
-    def write(self, img: np.ndarray, out: np.ndarray, mirror: bool,
-              contrast: float = 1.0, illumination: float = 0.0) -> None:
-        """Fill ``out`` (C,H,W or H,W,C) from ``img`` (H,W[,C] uint8 BGR/BGRA/gray)."""
-        if mirror:
-            img = cv2.flip(np.ascontiguousarray(img), 1)
-        if self.dtype == np.uint8 and not self.chw and self.C == 3 and img.ndim == 3:
-            cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_BGR2RGB, dst=out)
-            return
-        chans = self._source_channels(img)
-        views = [out[c] if self.chw else out[..., c] for c in range(self.C)]
-        if self.dtype == np.uint8:
-            for v, s in zip(views, chans):
-                v[...] = s
-            return
-        if self.dtype == np.int8:
-            mean = (np.rint(self.mean_img) if self.mean_img is not None
-                    else np.rint(self.mean).reshape(-1, 1, 1))
-            for c, (v, s) in enumerate(zip(views, chans)):
-                v[...] = np.clip(s.astype(np.int16) - mean[c].astype(np.int16), -128, 127)
-            return
-        k = np.float32(contrast) * self.scale / self.std if contrast != 1.0 \
-            else self.scale / self.std
-        illum = np.float32(illumination) / self.std if illumination else None
-        direct = self.dtype == np.float32 and self.chw
-        tmp = None if direct else np.empty(chans[0].shape, np.float32)
-        for c, (v, s) in enumerate(zip(views, chans)):
-            dst = v if direct else tmp
-            m = self.mean_img[c] if self.mean_img is not None else self.mean[c]
-            np.copyto(dst, s, casting="unsafe")  # exact uint8 -> float32, SIMD
-            np.subtract(dst, m, out=dst)
-            np.multiply(dst, k[c], out=dst)
-            if illum is not None:
-                np.add(dst, illum[c], out=dst)
-            if not direct:
-                v[...] = tmp
 
 
 @dataclass

@@ -26,6 +26,7 @@ from cloudrec.errors import CloudrecError, ConfigError, ImageDecodeError, Storag
 from cloudrec.format.framing import encoded_length
 from cloudrec.format.irheader import IRHeader, pack
 from cloudrec.format.lst import ListEntry
+from cloudrec.image.decode import decode_image
 from cloudrec.recordio import MXIndexedRecordIO, pack_img
 from cloudrec.storage.fs import join_url, resolve
 
@@ -81,18 +82,6 @@ def make_header(entry: ListEntry, pack_label: bool) -> IRHeader:
     return IRHeader(0, entry.labels[0], entry.index, 0)
 
 
-def _decode(data: bytes, color: int):
-    import cv2
-
-    arr = np.frombuffer(data, dtype=np.uint8)
-    if arr.size == 0:
-        return None
-    try:
-        return cv2.imdecode(arr, color)
-    except cv2.error:
-        return None
-
-
 def transform_image(img: np.ndarray, resize: int, center_crop: bool) -> np.ndarray:
     """Central square crop (before resizing), then shorter side -> ``resize`` (bilinear)."""
     import cv2
@@ -112,17 +101,6 @@ def transform_image(img: np.ndarray, resize: int, center_crop: bool) -> np.ndarr
     return img
 
 
-def _check_pixels(data: bytes) -> None:
-    """Refuse to decode an image whose header claims more pixels than cloudrec.image allows."""
-    from cloudrec.image.decode import get_max_pixels, image_size
-
-    limit = get_max_pixels()
-    wh = image_size(data)
-    if limit and wh is not None and wh[0] * wh[1] > limit:
-        raise ImageDecodeError(f"image header claims {wh[0]}x{wh[1]} pixels, more than the "
-                               f"limit of {limit} (cloudrec.image.set_max_pixels)")
-
-
 def build_payload(entry: ListEntry, data: bytes, opts: EncodeOptions) -> bytes:
     """The record payload (IRHeader + labels + image) for one list entry's file bytes.
 
@@ -132,13 +110,10 @@ def build_payload(entry: ListEntry, data: bytes, opts: EncodeOptions) -> bytes:
     if opts.pass_through:
         if opts.check != "none" and sniff_image(data) is None:
             raise ImageDecodeError(f"not an image (first bytes {data[:8]!r})")
-        if opts.check == "decode" and _decode(data, -1) is None:
-            raise ImageDecodeError("image does not decode")
+        if opts.check == "decode":
+            decode_image(data, cv_flag=-1)  # the pixel guard, then a full decode
         return pack(header, data)
-    _check_pixels(data)
-    img = _decode(data, opts.color)
-    if img is None:
-        raise ImageDecodeError(f"cannot decode image ({len(data)} bytes)")
+    img = decode_image(data, cv_flag=opts.color)
     img = transform_image(img, opts.resize, opts.center_crop)
     return pack_img(header, img, quality=opts.quality, img_fmt=opts.encoding)
 
