@@ -7,7 +7,7 @@ A config file has four top-level sections (all optional)::
     params:    {batch_size: 256, data_shape: [3, 224, 224], ...}   # the iterator's kwargs
     storage:   {endpoint_url: ..., region: ..., anon: false,
                 key_env: AWS_ACCESS_KEY_ID, secret_env: AWS_SECRET_ACCESS_KEY,
-                cache: {mode: auto, dir: ~/.cache/cloudrec, max_bytes: 50GB}}
+                cache: {mode: auto, dir: ~/.cache/cloudrec/shards, max_bytes: 50GB}}
 
 Values of the form ``${NAME}`` or ``${NAME:-default}`` are read from the
 environment, so credentials never live in the file.  Any unknown key is an
@@ -196,10 +196,12 @@ def _yaml_problem(exc: Exception) -> str:
 
 
 def load_config(path_or_dict: Union[str, os.PathLike, Mapping[str, Any]]) -> Config:
-    """Load a YAML config file (local path or any fsspec URL) or a dict."""
+    """Load a YAML config: a packaged name (``"imagenet-train"``, see ``cloudrec config
+    list``), a local path, any fsspec URL, or a dict."""
     if isinstance(path_or_dict, Mapping):
         return config_from_dict(path_or_dict)
-    path = os.fspath(path_or_dict)
+    from cloudrec.configs import resolve_config
+    path = resolve_config(path_or_dict)
     from cloudrec.storage.fs import resolve
     fs, p = resolve(path)
     try:

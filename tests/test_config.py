@@ -9,7 +9,7 @@ from cloudrec import load_config
 from cloudrec.config import config_from_dict, parse_size
 from cloudrec.errors import ConfigError
 
-CONFIGS = sorted((Path(__file__).parent.parent / "config").glob("*.yaml"))
+CONFIGS = sorted((Path(__file__).parent.parent / "cloudrec" / "configs").glob("*.yaml"))
 
 
 def test_all_shipped_configs_load():
@@ -24,7 +24,7 @@ def test_imagenet_train_values(monkeypatch):
     monkeypatch.setenv("CLOUDREC_S3_ENDPOINT", "http://127.0.0.1:9")
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "k")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s")
-    c = load_config(Path(__file__).parent.parent / "config" / "imagenet-train.yaml")
+    c = load_config("imagenet-train")   # packaged config, by name
     kw = c.iterator_kwargs(batch_size=8)
     assert kw["path_imgrec"] == "s3://b/train-{0000..0003}.rec"
     assert kw["data_shape"] == (3, 224, 224) and kw["batch_size"] == 8

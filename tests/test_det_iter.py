@@ -452,8 +452,7 @@ def test_config_yaml_builds_the_iterator_and_unknown_args_are_named(tmp_path):
     rec, idx = write_local(tmp_path)
     os.environ["CLOUDREC_DATA"], os.environ["CLOUDREC_DATA_IDX"] = rec, idx
     try:
-        cfg = load_config(os.path.join(os.path.dirname(__file__), "..", "config",
-                                       "detection.yaml"))
+        cfg = load_config("detection")   # the packaged cloudrec/configs/detection.yaml
     finally:
         del os.environ["CLOUDREC_DATA"], os.environ["CLOUDREC_DATA_IDX"]
     assert cfg.iterator == "ImageDetIter"

@@ -11,12 +11,16 @@ def register(subparsers) -> None:
     """Add the ``cache`` sub-command (``ls`` / ``clear``)."""
     p = subparsers.add_parser("cache", help="list or clear the local shard cache",
                               description=__doc__)
-    p.add_argument("--dir", default=None,
-                   help=f"cache folder (default: $CLOUDREC_CACHE_DIR or {default_cache_dir()})")
+    dir_help = f"cache folder (default: $CLOUDREC_CACHE_DIR, else {default_cache_dir()})"
+    p.add_argument("--dir", default=None, help=dir_help)
+    # --dir also after the action (`cache ls --dir X`); SUPPRESS keeps `cache --dir X ls`
+    after = argparse.ArgumentParser(add_help=False)
+    after.add_argument("--dir", default=argparse.SUPPRESS, help=dir_help)
     sub = p.add_subparsers(dest="cache_command", metavar="ACTION")
-    ls = sub.add_parser("ls", help="list cached shards, least recently used first")
+    ls = sub.add_parser("ls", parents=[after], help="list cached shards, least recently used first")
     ls.set_defaults(func=_ls)
-    clear = sub.add_parser("clear", help="remove cached shards (all, or those of URLs given)")
+    clear = sub.add_parser("clear", parents=[after],
+                           help="remove cached shards (all, or those of URLs given)")
     clear.add_argument("urls", nargs="*", help="only these shard URLs")
     clear.set_defaults(func=_clear)
     p.set_defaults(func=_ls)

@@ -4,7 +4,7 @@
 2. list and pack it into `.rec`/`.idx` shards with ``cloudrec im2rec``;
 3. start an S3 server on 127.0.0.1 (moto) — or use ``--bucket`` with real
    credentials — and upload the shards;
-4. train a tiny PyTorch CNN for an epoch on ``--ranks`` processes (gloo, CPU)
+4. train a tiny PyTorch CNN for ``--epochs`` epochs on ``--ranks`` processes (gloo, CPU)
    with ImageRecordIter reading ``s3://`` shards, partitioned across ranks;
    without torch, iterate the same batches instead;
 5. write a contact sheet PNG of the first augmented batch and print a summary.
@@ -20,6 +20,8 @@ import time
 from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
+
+from cloudrec.tools.cli_support import DefaultsHelpFormatter
 
 DATA_SHAPE = (3, 64, 64)
 MEAN = (123.68, 116.779, 103.939)
@@ -237,8 +239,29 @@ def iterate_only(url: str, storage_options: Dict[str, Any], ranks: int, epochs: 
                 first_loss=None, last_loss=None)
 
 
+def check_requirements(args: argparse.Namespace) -> None:
+    """Fail before any work when the demo extra is missing: ModuleNotFoundError naming the
+    first absent module (the CLI turns it into ``pip install 'cloudrec[demo]'``)."""
+    from cloudrec.tools.photos import find_sample_photos
+
+    if not args.bucket and not _importable("moto"):
+        raise ModuleNotFoundError("the loopback S3 server needs moto", name="moto")
+    if not find_sample_photos():
+        raise ModuleNotFoundError("the demo's photos come from scikit-learn, matplotlib and "
+                                  "scikit-image; none is installed", name="sklearn")
+
+
+def _importable(module: str) -> bool:
+    import importlib.util
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # ValueError: blocked in sys.modules
+        return False
+
+
 def run(args: argparse.Namespace) -> int:
     t_start = time.perf_counter()
+    check_requirements(args)
     workdir = args.workdir or tempfile.mkdtemp(prefix="cloudrec-demo-")
     os.makedirs(workdir, exist_ok=True)
     sheet = os.path.abspath(args.sheet or os.path.join(workdir, "first_batch.png"))
@@ -278,19 +301,25 @@ def run(args: argparse.Namespace) -> int:
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("demo", help="pack photos, serve them from S3 on loopback, train",
-                              description=__doc__)
-    p.add_argument("--workdir", default=None, help="where to put photos and shards (default: temp)")
-    p.add_argument("--images", type=int, default=2000)
-    p.add_argument("--classes", type=int, default=6)
-    p.add_argument("--shards", type=int, default=4)
-    p.add_argument("--ranks", type=int, default=2)
-    p.add_argument("--epochs", type=int, default=2)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--threads", type=int, default=2, help="preprocess_threads per rank")
-    p.add_argument("--sheet", default=None, help="contact sheet PNG path")
+                              description=__doc__,
+                              formatter_class=DefaultsHelpFormatter)
+    p.add_argument("--workdir", default=None,
+                   help="folder for the photos, lists and shards (default: a new temp folder)")
+    p.add_argument("--images", type=int, default=2000, help="photos to generate and pack")
+    p.add_argument("--classes", type=int, default=6,
+                   help="classes (folders) the photos are spread over; one label each")
+    p.add_argument("--shards", type=int, default=4, help=".rec/.idx shards im2rec writes")
+    p.add_argument("--ranks", type=int, default=2,
+                   help="training processes (torch.distributed, gloo on CPU), one partition each")
+    p.add_argument("--epochs", type=int, default=2, help="passes over the data")
+    p.add_argument("--batch-size", type=int, default=32, help="images per batch and rank")
+    p.add_argument("--threads", type=int, default=2, help="ImageRecordIter preprocess_threads per rank")
+    p.add_argument("--sheet", default=None,
+                   help="where to write the contact sheet PNG (default: WORKDIR/first_batch.png)")
     p.add_argument("--bucket", default=None,
                    help="use this s3:// URL instead of a loopback server (AWS_* credentials)")
     p.add_argument("--endpoint-url", default=os.environ.get("CLOUDREC_S3_ENDPOINT"),
-                   help="S3 endpoint for --bucket (default: AWS)")
-    p.add_argument("--no-torch", action="store_true", help="only iterate, even if torch is there")
+                   help="S3 endpoint for --bucket (default: $CLOUDREC_S3_ENDPOINT, else AWS)")
+    p.add_argument("--no-torch", action="store_true",
+                   help="only iterate the batches, even if torch is installed")
     p.set_defaults(func=run)
