@@ -268,11 +268,11 @@ def test_state_dict_resumes_at_the_next_batch(tmp_path):
         for _ in range(3):
             next(it)
         state = it.state_dict()
-    assert state == {"epoch": 1, "batches": 3}
+    assert (state["epoch"], state["consumed"], state["partition"]) == (1, 12, "mxnet-count")
     with ImageRecordIter(**kw) as it:
         it.load_state_dict(state)
         rest = [b.data[0].copy() for b in it]
-        assert it.state_dict() == {"epoch": 1, "batches": 6}
+        assert (it.state_dict()["epoch"], it.state_dict()["consumed"]) == (1, 24)
     assert len(rest) == 3
     for a, b in zip(rest, full[3:]):
         np.testing.assert_array_equal(a, b)

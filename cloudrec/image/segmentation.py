@@ -113,8 +113,10 @@ def decode_seg(payload: bytes, flag: int = 1, url: Optional[str] = None, key: An
     """Unpack and decode: ``(record, image HWC RGB uint8, mask HW)``; sizes must agree."""
     rec = unpack_seg(payload, url, key)
     image = imdecode(rec.image, flag, url=url, key=key)
-    mask = decode_image(rec.mask, cv_flag=cv2.IMREAD_UNCHANGED, url=url, key=key,
-                        where=" (the mask)")
+    try:
+        mask = decode_image(rec.mask, cv_flag=cv2.IMREAD_UNCHANGED)
+    except ImageDecodeError as exc:
+        raise type(exc)(f"mask could not be decoded: {exc}", url, key) from None
     if mask.ndim == 3:
         raise ImageDecodeError(f"mask must have one channel, it has {mask.shape[2]}", url, key)
     if mask.shape != image.shape[:2]:
