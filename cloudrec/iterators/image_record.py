@@ -43,7 +43,7 @@ from cloudrec.errors import (CloudrecError, ConfigError, HeaderError, ImageDecod
                              ImageListError, LabelError, RecordIOError)
 from cloudrec.format.irheader import unpack_header
 from cloudrec.io.base import DataBatch, DataDesc, DataIter
-from cloudrec.reader.mxnet_shuffle import MXNetShuffle
+from cloudrec.reader.sampler import EpochSampler
 from cloudrec.iterators.record_params import IterParams, parse_kwargs
 from cloudrec.pipeline.augment import AugRng, DefaultAugmenter
 from cloudrec.image.decode import decode_image
@@ -137,10 +137,8 @@ class ImageRecordIter(DataIter):
             log.info("ImageRecordIter: %s, partition %d/%d with %d records, %d decode threads",
                      p.parser.path_imgrec, p.parser.part_index, p.parser.num_parts,
                      self.part_ids.size, p.parser.preprocess_threads)
-        self.epoch = 0
-        self._served = 0
         self._current: Optional[DataBatch] = None
-        self._pipeline.start(self._plans(self.epoch))
+        self._restart()
 
     def _build(self, p: IterParams) -> None:
         """Everything after the records are open; on error the caller closes them."""
@@ -148,10 +146,9 @@ class ImageRecordIter(DataIter):
         n = p.norm
         so = p.extra.storage_options
         self._even = p.extra.part_mode == "even"
-        if self._even:  # shuffle/partition the whole dataset per epoch, equal shares
-            self.part_ids = self._source.file_order
-        else:
-            self.part_ids = self._source.partition(p.parser.num_parts, p.parser.part_index)
+        self.sampler = self._make_sampler(p)
+        self.part_ids = (self.sampler.part_ids if self.sampler.fixed
+                         else self._source.file_order)
         if len(self._source) == 0:  # "use fewer parts" would mislead: there is nothing
             idx = f" or its index {p.parser.path_imgidx}" if p.parser.path_imgidx else ""
             raise RecordIOError(f"ImageRecordIter: no records to read: the .rec{idx} is empty",
@@ -175,8 +172,6 @@ class ImageRecordIter(DataIter):
         self._aug_seed = p.parser.seed_aug if p.parser.seed_aug is not None else p.record.seed
         self._rng_needed = (self._aug.needs_rng or n.rand_mirror
                             or n.max_random_contrast > 0 or n.max_random_illumination > 0)
-        self._mxshuffle = (MXNetShuffle(self.part_ids.size, p.record.seed)
-                           if p.record.shuffle and p.extra.shuffle_mode == "mxnet" else None)
         shape = (C, H, W) if self.layout == "NCHW" else (H, W, C)
         self._pipeline = BatchPipeline(self._source.fetch, _weak_process(self), shape, self.dtype,
                                        self.label_width, p.parser.preprocess_threads,
@@ -197,62 +192,58 @@ class ImageRecordIter(DataIter):
                                                                    self.label_width)
         return [DataDesc(self.label_name, shape, np.float32, None)]
 
+    def _make_sampler(self, p: IterParams) -> EpochSampler:
+        """The iterator's order, partition and state: MXNet's fixed parts (``part_mode='mxnet'``,
+        by count with an `.idx`, by bytes without) or cloudrec's global steps (``'even'``)."""
+        rec, ps = p.record, p.parser
+        mode = p.extra.shuffle_mode if rec.shuffle else "none"
+        common = dict(seed=rec.seed, mode=mode, rank=ps.part_index, world_size=ps.num_parts,
+                      batch_size=p.batch.batch_size)
+        t = self._source.ds.table
+        if self._even:
+            return EpochSampler(t, partition="steps", last="pad", **common)
+        sizes = np.array([sh.size for sh in self._source.ds.shards], np.int64)
+        return EpochSampler(t, partition="mxnet-count" if self._source.indexed else "mxnet-bytes",
+                            last="pad-next" if p.batch.round_batch else "fill",
+                            base_order=self._source.file_order, shard_sizes=sizes, **common)
+
     @property
     def num_records(self) -> int:
         """Records in this iterator's partition (one epoch reads each exactly once)."""
         if self._even:
-            return int(sum(p.ids.size - p.pad for p in self._even_plans(0)))
+            sl = self._slice_at(0, 0)
+            return int(sl.ids.size - sl.num_pad)
         return int(self.part_ids.size)
 
     @property
     def num_batches(self) -> int:
         """Batches one epoch of this partition yields (for progress bars and schedulers)."""
-        return len(self._plans(self.epoch))
+        return self.sampler.batches_per_epoch()
 
     # -- epoch planning --------------------------------------------------------------------
     def epoch_order(self, epoch: int) -> np.ndarray:
-        """Record ids of the partition in the order epoch ``epoch`` reads them."""
-        p = self.params
-        if not p.record.shuffle:
-            return self.part_ids
-        if self._mxshuffle is not None:
-            return self.part_ids[self._mxshuffle.permutation(epoch)]
-        from cloudrec.reader.orders import epoch_order
-        t = self._source.ds.table
-        sub = type(t)(t.shard[self.part_ids], t.key[self.part_ids], t.offset[self.part_ids],
-                      t.length[self.part_ids])
-        return self.part_ids[epoch_order(sub, p.record.seed, epoch, p.extra.shuffle_mode)]
+        """Record ids of the partition (the whole dataset under part_mode='even') in the
+        order epoch ``epoch`` reads them."""
+        return self.sampler.order(epoch)
 
-    def _even_plans(self, epoch: int) -> List[BatchPlan]:
-        from cloudrec.reader.partition import partition_epoch
-        ps = self.params.parser
-        sl = partition_epoch(self.epoch_order(epoch), rank=ps.part_index,
-                             world_size=ps.num_parts, batch_size=self.batch_size, last="pad")
+    def _slice_at(self, epoch: int, consumed: int):
+        s = self.sampler
+        saved = (s.epoch, s.consumed)
+        s.epoch, s.consumed = int(epoch), int(consumed)
+        try:
+            return s.epoch_slice()
+        finally:
+            s.epoch, s.consumed = saved
+
+    def _plans(self, epoch: int, consumed: int = 0) -> List[BatchPlan]:
+        """The batches left in ``epoch`` after ``consumed`` samples (all ranks' under 'even')."""
+        sl = self._slice_at(epoch, consumed)
         plans = []
         for ids, is_pad in sl.batches():
             ids = ids.copy()
             if not self.params.batch.round_batch:
-                ids[is_pad] = -1
+                ids[is_pad] = -1  # zero-filled slots, as MXNet's round_batch=False
             plans.append(BatchPlan(ids, int(is_pad.sum()), epoch))
-        return plans
-
-    def _plans(self, epoch: int) -> List[BatchPlan]:
-        if self._even:
-            return self._even_plans(epoch)
-        order = self.epoch_order(epoch)
-        b = self.batch_size
-        n = order.size
-        full, rest = divmod(n, b)
-        plans = [BatchPlan(order[i * b:(i + 1) * b], 0, epoch) for i in range(full)]
-        if rest:
-            pad = b - rest
-            if self.params.batch.round_batch:
-                # MXNet rewinds the source (re-shuffling it) and fills from its start
-                nxt = self.epoch_order(epoch + 1) if self.params.record.shuffle else order
-                filler = np.resize(nxt, pad)
-            else:
-                filler = np.full(pad, -1, np.int64)
-            plans.append(BatchPlan(np.concatenate([order[full * b:], filler]), pad, epoch))
         return plans
 
     # -- per image (runs on the decode threads) ---------------------------------------------
@@ -345,23 +336,35 @@ class ImageRecordIter(DataIter):
     def set_epoch(self, epoch: int) -> None:
         """Jump to the start of epoch ``epoch`` (its shuffle order and augmentations)."""
         self._check_open()
-        self.epoch = int(epoch)
-        self._served = 0
+        self.sampler.set_epoch(int(epoch))
+        self.sampler.consumed = 0
+        self._restart()
+
+    def _restart(self) -> None:
+        s = self.sampler
+        self.epoch, self._served = s.epoch, 0
+        self._start_consumed = s.consumed
         self._current = None
-        self._pipeline.start(self._plans(self.epoch))
+        self._pipeline.start(self._plans(s.epoch, s.consumed))
 
-    def state_dict(self) -> Dict[str, int]:
-        """Where the iterator is: epoch and batches already returned in it."""
-        return {"epoch": int(self.epoch), "batches": int(self._served)}
+    def state_dict(self) -> Dict[str, Any]:
+        """Where the iterator is, as the sampler's state (see :class:`EpochSampler`).
 
-    def load_state_dict(self, state: Dict[str, int]) -> None:
-        """Resume at the batch after ``state`` (same shuffle order and augmentations);
-        the skipped batches are not read."""
+        Under ``part_mode='even'`` it is global: loading it on any part, with any
+        ``num_parts``, resumes every part at the next unread sample; under
+        MXNet's partition it only fits the same ``num_parts``.
+        """
+        return self.sampler.state_dict()
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        """Resume after ``state`` (same shuffle order and augmentations); the skipped batches
+        are not read.  Also takes the old ``{"epoch", "batches"}`` form of this part."""
         self._check_open()
-        self.epoch = int(state["epoch"])
-        self._served = int(state["batches"])
-        self._current = None
-        self._pipeline.start(self._plans(self.epoch)[self._served:])
+        if "version" not in state and "batches" in state:
+            state = {**self.sampler.state_dict(), "epoch": int(state["epoch"]),
+                     "consumed": self.sampler.consumed_after(0, int(state["batches"]))}
+        self.sampler.load_state_dict(state)
+        self._restart()
 
     def reset(self) -> None:
         """Start the next epoch from the start of the partition (full epoch, always)."""
@@ -381,6 +384,8 @@ class ImageRecordIter(DataIter):
             self._current = None
             return False
         self._served += 1
+        s = self.sampler
+        s.consumed = s.consumed_after(self._start_consumed, self._served)
         data, label = buf.data, buf.label
         if self.label_width == 1:
             label = label.reshape(-1)
