@@ -13,10 +13,10 @@ from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 
-from cloudrec.errors import ImageDecodeError, IndexFileError, RecordIOError
+from cloudrec.errors import CloudrecError, ImageDecodeError, IndexFileError, RecordIOError
 from cloudrec.format import framing
 from cloudrec.format.framing import MAGIC, MAX_RECORD_LENGTH, ceil4
-from cloudrec.format.idx import format_idx_line, parse_idx
+from cloudrec.format.idx import check_index, format_idx_line, parse_idx
 from cloudrec.format.irheader import IRHeader, pack, unpack
 from cloudrec.storage.fs import resolve
 
@@ -212,7 +212,9 @@ class MXIndexedRecordIO(MXRecordIO):
     """Random-access `.rec` with its `.idx` (``key<TAB>offset`` lines).
 
     ``keys`` keeps the `.idx` line order; ``idx`` maps key -> offset (a later
-    duplicate wins, as in MXNet).
+    duplicate key wins, as in MXNet).  Unlike MXNet, opening for reading refuses
+    an `.idx` that cannot describe its `.rec` (IndexFileError naming both):
+    an offset at or past the end, the same offset twice, no record at 0.
     """
 
     def __init__(self, idx_path: str, uri: str, flag: str, key_type: Callable = int,
@@ -239,8 +241,20 @@ class MXIndexedRecordIO(MXRecordIO):
         except FileNotFoundError:
             raise IndexFileError("index file not found", self.idx_path) from None
         keys, offsets = parse_idx(data, self.idx_path, self.key_type)
+        # the .idx is authoritative: refuse one that cannot describe this .rec (offsets
+        # past its end, duplicates, nothing at offset 0) now, naming both files
+        check_index(keys, offsets, self._rec_size(fs), idx_url=self.idx_path, rec_url=self.uri)
         self.keys = keys.tolist()
         self.idx = dict(zip(self.keys, offsets.tolist()))
+
+    def _rec_size(self, fs) -> int:
+        size = getattr(self.handle, "size", None)
+        if size is None:
+            try:
+                size = os.fstat(self.handle.fileno()).st_size
+            except (AttributeError, OSError, ValueError):
+                size = fs.size(resolve(self.uri, self.storage_options)[1])
+        return int(size)
 
     def close(self) -> None:
         if self.fidx is not None:
@@ -265,12 +279,18 @@ class MXIndexedRecordIO(MXRecordIO):
 
     def read_idx(self, idx) -> bytes:
         """The payload of the record with key ``idx``."""
-        self.seek(idx)
         try:
+            self.seek(idx)
             rec = self.read()
         except RecordIOError as exc:
             raise RecordIOError(f"record for key {idx!r} is unreadable: {exc.message}",
                                 self.uri, self.idx[idx], idx) from None
+        except (OSError, OverflowError) as exc:  # e.g. [Errno 22] seeking to 2**63-4
+            if isinstance(exc, CloudrecError):
+                raise
+            raise IndexFileError(f"cannot read the record at this offset of {self.uri}: "
+                                 f"{type(exc).__name__}: {exc}", self.idx_path, key=idx,
+                                 offset=self.idx[idx]) from None
         if rec is None:
             raise IndexFileError(f"offset is at or past the end of {self.uri}", self.idx_path,
                                  key=idx, offset=self.idx[idx])

@@ -110,10 +110,9 @@ def test_idx_offset_past_end(tmp_path):
     shutil.copy(FIX / "api" / "headers.rec", tmp_path / "h.rec")
     size = (tmp_path / "h.rec").stat().st_size
     (tmp_path / "h.idx").write_text(f"7\t0\n3\t{size}\n")
-    r = recordio.MXIndexedRecordIO(str(tmp_path / "h.idx"), str(tmp_path / "h.rec"), "r")
-    with pytest.raises(IndexFileError) as info:
-        r.read_idx(3)
-    assert info.value.key == 3
+    with pytest.raises(IndexFileError) as info:  # refused at open: the .idx is authoritative
+        recordio.MXIndexedRecordIO(str(tmp_path / "h.idx"), str(tmp_path / "h.rec"), "r")
+    assert info.value.key == 3 and "h.rec" in str(info.value) and "h.idx" in str(info.value)
 
 
 def test_unknown_key(tmp_path):

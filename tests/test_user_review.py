@@ -263,9 +263,8 @@ def test_idx_offset_past_the_end_names_both_files(packed):
     from cloudrec.recordio import MXIndexedRecordIO
     tmp, rec = packed
     (tmp / "far.idx").write_text("7\t99999996\n")
-    r = MXIndexedRecordIO(str(tmp / "far.idx"), str(rec), "r")
     with pytest.raises(IndexFileError, match="past the end of .*train.rec.*far.idx"):
-        r.read_idx(7)
+        MXIndexedRecordIO(str(tmp / "far.idx"), str(rec), "r")  # refused at open
 
 
 def test_index_out_onto_a_folder_is_refused(packed, capsys):

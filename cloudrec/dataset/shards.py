@@ -151,13 +151,20 @@ def _info(url: str, storage_options: Optional[Dict[str, Any]],
 def stat_shards(rec_urls: Sequence[str], idx_urls: Optional[Sequence[Optional[str]]] = None,
                 storage_options: Optional[Dict[str, Any]] = None,
                 concurrency: int = INFO_CONCURRENCY,
-                retry: Optional[RetryPolicy] = None) -> List[Shard]:
-    """One concurrent ``info`` per shard; ``idx_urls`` default to the siblings."""
+                retry: Optional[RetryPolicy] = None,
+                pool: Optional[ThreadPoolExecutor] = None) -> List[Shard]:
+    """One concurrent ``info`` per shard; ``idx_urls`` default to the siblings.
+
+    ``pool``: run the ``info`` calls there (open_dataset shares one pool
+    between sizes and `.idx` reads so both overlap).
+    """
     if idx_urls is None:
         idx_urls = [sibling_idx(u) for u in rec_urls]
     if len(idx_urls) != len(rec_urls):
         raise ConfigError(f"{len(rec_urls)} shards but {len(idx_urls)} index URLs")
-    if len(rec_urls) == 1:
+    if pool is not None:
+        shards = list(pool.map(lambda u: _info(u, storage_options, retry), rec_urls))
+    elif len(rec_urls) == 1:
         shards = [_info(rec_urls[0], storage_options, retry)]
     else:
         with ThreadPoolExecutor(min(concurrency, len(rec_urls))) as pool:
@@ -167,17 +174,27 @@ def stat_shards(rec_urls: Sequence[str], idx_urls: Optional[Sequence[Optional[st
     return shards
 
 
+class IndexNotFoundError(IndexFileError):
+    """A shard has no `.idx` (the only index problem a scan may silently replace)."""
+
+
 def read_idx_bytes(shard: Shard, storage_options: Optional[Dict[str, Any]] = None,
                    retry: Optional[RetryPolicy] = None) -> bytes:
-    """The `.idx` file of a shard; a missing one raises IndexFileError naming it."""
-    url = shard.idx_url
+    """The `.idx` file of a shard; a missing one raises IndexNotFoundError naming it."""
+    return read_idx_url(shard.idx_url, shard.rec_url, storage_options, retry)
+
+
+def read_idx_url(url: Optional[str], rec_url: str,
+                 storage_options: Optional[Dict[str, Any]] = None,
+                 retry: Optional[RetryPolicy] = None) -> bytes:
+    """The bytes of ``url``, the index of ``rec_url``; errors name both."""
     if url is None:
-        raise IndexFileError("no index for this shard", shard.rec_url)
+        raise IndexNotFoundError("no index for this shard", rec_url)
     try:
         fs, path = resolve(url, storage_options)
         return call_fs(fs, "cat_file", path, retry=retry, url=url)
     except FileNotFoundError as exc:
-        raise IndexFileError(f"index file not found (shard {shard.rec_url})", url) from exc
+        raise IndexNotFoundError(f"index file not found (shard {rec_url})", url) from exc
     except PermissionError as exc:
         raise IndexFileError(f"access denied to index file ({exc})", url) from exc
     except StorageError as exc:

@@ -13,7 +13,7 @@ import numpy as np
 
 from cloudrec.errors import IndexFileError
 from cloudrec.format.framing import find_record_heads
-from cloudrec.format.idx import parse_idx, record_lengths
+from cloudrec.format.idx import check_index, parse_idx, record_lengths
 
 SCAN_CHUNK = 16 << 20
 
@@ -61,7 +61,9 @@ class RecordTable:
 
 def table_from_idx(shard_no: int, idx_bytes: bytes, rec_size: int, *, idx_url: str,
                    rec_url: str, key_type: Any = None) -> RecordTable:
-    """Parse one shard's `.idx` into a table; offsets past the `.rec` raise IndexFileError.
+    """Parse one shard's `.idx` into a table; an index that cannot describe the `.rec`
+    (offsets past its end, duplicates, nothing at offset 0) raises IndexFileError
+    naming both files (``cloudrec.format.idx.check_index``).
 
     ``key_type=None`` tries int keys and falls back to str keys.
     """
@@ -72,14 +74,7 @@ def table_from_idx(shard_no: int, idx_bytes: bytes, rec_size: int, *, idx_url: s
             keys, offsets = parse_idx(idx_bytes, idx_url, key_type=str)
     else:
         keys, offsets = parse_idx(idx_bytes, idx_url, key_type=key_type)
-    if len(offsets) == 0 and rec_size > 0:  # e.g. im2rec killed before its .idx was flushed
-        raise IndexFileError(f"the index lists no records but {rec_url} holds {rec_size} bytes; "
-                             "rebuild the index (cloudrec index)", idx_url)
-    try:
-        lengths = record_lengths(offsets, rec_size, url=idx_url)
-    except IndexFileError as exc:
-        raise IndexFileError(f"{exc.message}; the index does not match {rec_url}",
-                             idx_url, line=exc.line, offset=exc.offset) from None
+    lengths = check_index(keys, offsets, rec_size, idx_url=idx_url, rec_url=rec_url)
     return RecordTable(np.full(len(offsets), shard_no, np.int32), keys, offsets, lengths)
 
 

@@ -127,3 +127,63 @@ def record_lengths(offsets: np.ndarray, file_size: int, url: Optional[str] = Non
     ends = np.append(uniq[1:], file_size)
     pos = np.searchsorted(uniq, offsets)
     return ends[pos] - offsets
+
+
+MIN_RECORD_BYTES = 8  # a record is at least its part header (magic + lrec)
+
+
+def check_index(keys: np.ndarray, offsets: np.ndarray, rec_size: int, *,
+                idx_url: Optional[str] = None, rec_url: Optional[str] = None) -> np.ndarray:
+    """Check that an `.idx` can describe its `.rec` and return each record's byte span.
+
+    The `.idx` is authoritative, so anything it cannot mean is an error naming
+    both files: no records for a non-empty `.rec`, an offset at or past the
+    end (a `.rec` cut, even at a record boundary), the same offset twice, no
+    record at offset 0 (e.g. the first line lost) and spans shorter than a
+    part header.  Cheap: it uses the offsets and the `.rec` size only.
+    """
+    offsets = np.asarray(offsets, dtype=np.int64)
+    rec = rec_url if rec_url is not None else "the .rec"
+    mismatch = f"the index does not match {rec}"
+
+    def fail(msg: str, i: Optional[int] = None) -> IndexFileError:
+        if rec not in msg:
+            msg = f"{msg}; {mismatch}"
+        if i is None:
+            return IndexFileError(msg, idx_url)
+        key = keys[i] if keys is not None and len(keys) > i else None
+        return IndexFileError(msg, idx_url, line=i + 1, key=key,
+                              offset=int(offsets[i]))
+
+    n = offsets.size
+    if n == 0:
+        if rec_size > 0:  # e.g. im2rec killed before its .idx was flushed
+            raise IndexFileError(f"the index lists no records but {rec} holds {rec_size} "
+                                 "bytes; rebuild the index (cloudrec index)", idx_url)
+        return np.zeros(0, np.int64)
+    bad = np.flatnonzero(offsets >= rec_size)
+    if bad.size:
+        i = int(bad[0])
+        raise fail(f"offset {offsets[i]} is at or past the end of {rec} ({rec_size} bytes): "
+                   f"the .rec is truncated or the index belongs to another file", i)
+    order = np.argsort(offsets, kind="stable")
+    srt = offsets[order]
+    dup = np.flatnonzero(srt[1:] == srt[:-1])
+    if dup.size:
+        a, b = sorted((int(order[dup[0]]), int(order[dup[0] + 1])))
+        raise fail(f"offset {offsets[b]} is listed twice (lines {a + 1} and {b + 1}): "
+                   "one record would be read twice", b)
+    if srt[0] != 0:
+        i = int(order[0])
+        raise fail(f"no record listed at offset 0 (the first listed is at {srt[0]}): the "
+                   "index lost its first line(s), or the .rec has unlisted records", i)
+    ends = np.append(srt[1:], rec_size)
+    short = np.flatnonzero(ends - srt < MIN_RECORD_BYTES)
+    if short.size:
+        j = int(short[0])
+        i = int(order[j])
+        raise fail(f"record at offset {srt[j]} spans {int(ends[j] - srt[j])} bytes, less "
+                   f"than a record header ({MIN_RECORD_BYTES})", i)
+    lengths = np.empty(n, np.int64)
+    lengths[order] = ends - srt
+    return lengths
