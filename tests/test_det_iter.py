@@ -14,7 +14,7 @@ from cloudrec.format.lst import format_lst_line
 from cloudrec.image.augmenters import ForceResizeAug
 from cloudrec.image.det_augmenters import DetBorrowAug, DetHorizontalFlipAug
 from cloudrec.image.det_labels import DetLabelError, check_det_lst, make_det_label
-from cloudrec.image.detection import ImageDetIter
+from cloudrec.iterators.image_det import ImageDetIter
 from cloudrec.recordio import MXIndexedRecordIO
 
 COLOURS = [(250, 0, 0), (0, 250, 0), (0, 0, 250)]

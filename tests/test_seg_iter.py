@@ -8,7 +8,8 @@ from cloudrec.dataset.synthetic import build_shard
 from cloudrec.errors import ConfigError, LabelError
 from cloudrec.format.irheader import IRHeader, pack
 from cloudrec.image.seg_augmenters import SegForceResizeAug, SegHorizontalFlipAug
-from cloudrec.image.segmentation import SegmentationIter, pack_seg, write_seg_records
+from cloudrec.image.segmentation import pack_seg
+from cloudrec.iterators.segmentation import SegmentationIter, write_seg_records
 
 from test_seg_augment import PALETTE, assert_aligned, synthetic
 

@@ -1,7 +1,9 @@
-"""MXNet's ``mx.image`` on numpy: decode, resize/crop helpers, augmenters, CreateAugmenter, ImageIter.
+"""MXNet's ``mx.image`` on numpy: decode, resize/crop helpers, augmenters, CreateAugmenter.
 
 Arrays are HWC uint8 RGB after decoding, as MXNet.  This layer does no
-storage IO; ImageIter reads bytes through cloudrec's reader/storage layers.
+storage IO.  The iterators (ImageIter, ImageDetIter, SegmentationIter) live in
+:mod:`cloudrec.iterators`; they are re-exported here lazily, on first use, so
+that ``mx.image.ImageIter`` keeps working without this layer importing them.
 """
 from cloudrec.image.decode import (get_max_pixels, image_size, imdecode, imread,
                                    set_max_pixels)
@@ -15,7 +17,6 @@ from cloudrec.image.augmenters import (Augmenter, BrightnessJitterAug, CastAug, 
                                        RandomOrderAug, RandomSizedCropAug, ResizeAug,
                                        SaturationJitterAug, SequentialAug)
 from cloudrec.image.create import CreateAugmenter
-from cloudrec.image.image_iter import BrokenImageError, ImageIter
 
 __all__ = ["imdecode", "imread", "image_size", "get_max_pixels", "set_max_pixels",
            "imresize", "resize_short", "fixed_crop", "center_crop", "random_crop",
@@ -31,11 +32,30 @@ from cloudrec.image.det_augmenters import (CreateDetAugmenter, CreateMultiRandCr
                                            DetAugmenter, DetBorrowAug, DetHorizontalFlipAug,
                                            DetRandomCropAug, DetRandomPadAug,
                                            DetRandomSelectAug)
-from cloudrec.image.detection import ImageDetIter
-from cloudrec.image.segmentation import SegmentationIter, pack_seg, unpack_seg
+from cloudrec.image.draw import draw_boxes
+from cloudrec.image.segmentation import pack_seg, unpack_seg
 from cloudrec.image.seg_augmenters import CreateSegAugmenter
 
 __all__ += ["DetAugmenter", "DetBorrowAug", "DetRandomSelectAug", "DetHorizontalFlipAug",
             "DetRandomCropAug", "DetRandomPadAug", "CreateMultiRandCropAugmenter",
             "CreateDetAugmenter", "ImageDetIter", "SegmentationIter", "pack_seg", "unpack_seg",
-            "CreateSegAugmenter"]
+            "CreateSegAugmenter", "draw_boxes"]
+
+# iterator name -> module in cloudrec.iterators (imported on first attribute access)
+_ITERATORS = {"ImageIter": "image_iter", "BrokenImageError": "image_iter",
+              "ImageDetIter": "image_det", "SegmentationIter": "segmentation",
+              "write_seg_records": "segmentation"}
+
+
+def __getattr__(name: str):
+    mod = _ITERATORS.get(name)
+    if mod is None:
+        raise AttributeError(f"module 'cloudrec.image' has no attribute {name!r}")
+    import importlib
+    value = getattr(importlib.import_module(f"cloudrec.iterators.{mod}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_ITERATORS))

@@ -214,7 +214,7 @@ def grid_images(payloads: Sequence[Tuple[int, bytes]], n: int, cell: int,
         if objects is not None:
             # detection records: boxes drawn on the image as stored (image augmenters
             # would move the pixels under the boxes)
-            from cloudrec.image.detection import draw_boxes
+            from cloudrec.image.draw import draw_boxes
             img = draw_boxes(np.ascontiguousarray(img), objects,
                              thickness=max(1, min(img.shape[:2]) // 100))
             out.append((f"{len(objects)} obj: " + ",".join(_label_key(o[0]) for o in objects[:3]),

@@ -1,0 +1,152 @@
+"""SegmentationIter: batches of (image, mask) from image+mask records at any URL; and
+``write_seg_records`` to pack them.  The record format is :mod:`cloudrec.image.segmentation`."""
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from cloudrec.errors import ConfigError
+from cloudrec.image.seg_augmenters import CreateSegAugmenter, SegAugmenter
+from cloudrec.image.segmentation import decode_seg, pack_seg
+from cloudrec.io import DataBatch, DataDesc, DataIter
+
+__all__ = ["SegmentationIter", "write_seg_records"]
+
+
+def write_seg_records(rec_url: str, samples: Iterable[Sequence[Any]],
+                      idx_url: Optional[str] = None, storage_options: Optional[Dict] = None,
+                      img_fmt: str = ".jpg", quality: int = 95) -> int:
+    """Write ``samples`` of ``(image, mask[, extra])`` as segmentation records (keys 0..n-1)
+    to a `.rec` + `.idx` at any URL; returns the record count.  Arguments as ``pack_seg``."""
+    from cloudrec.recordio import MXIndexedRecordIO
+    if idx_url is None:
+        idx_url = rec_url[:-4] + ".idx" if rec_url.endswith(".rec") else rec_url + ".idx"
+    w = MXIndexedRecordIO(idx_url, rec_url, "w", storage_options=storage_options)
+    n = 0
+    try:
+        for n, sample in enumerate(samples, 1):
+            extra = sample[2] if len(sample) > 2 else ()
+            w.write_idx(n - 1, pack_seg(sample[0], sample[1], id=n - 1, extra=extra,
+                                        img_fmt=img_fmt, quality=quality))
+    finally:
+        w.close()
+    return n
+
+
+class SegmentationIter(DataIter):
+    """Batches of (image NCHW float32, mask NHW) from segmentation records at any URL.
+
+    Reads through cloudrec's dataset/reader layers (``.idx`` ranged reads, optional
+    shard cache), orders with ``EpochSampler`` (shuffle = seeded global permutation per
+    epoch, ``part_index``/``num_parts`` = ranks, pad or discard the last batch), and
+    augments each sample with a Generator derived from (seed, epoch, record id), so a
+    run repeats exactly regardless of thread timing; ``state_dict()`` resumes mid-epoch.
+    ``fetch_options`` tune the RecordFetcher (cache_dir, concurrency, ...); ``kwargs`` go
+    to CreateSegAugmenter.
+    """
+
+    def __init__(self, batch_size: int, data_shape: Sequence[int], path_imgrec: Any,
+                 path_imgidx: Any = None, shuffle: bool = False, seed: int = 0,
+                 part_index: int = 0, num_parts: int = 1,
+                 aug_list: Optional[List[SegAugmenter]] = None, data_name: str = "data",
+                 label_name: str = "mask", mask_dtype: Any = np.int32,
+                 last_batch_handle: str = "pad", storage_options: Optional[Dict] = None,
+                 cache: str = "none", fetch_options: Optional[Dict[str, Any]] = None,
+                 preprocess_threads: int = 2, **kwargs: Any) -> None:
+        from cloudrec.dataset import open_dataset
+        from cloudrec.reader.fetch import RecordFetcher
+        from cloudrec.reader.sampler import EpochSampler
+        super().__init__(batch_size)
+        data_shape = tuple(int(x) for x in data_shape)
+        if len(data_shape) != 3 or data_shape[0] not in (1, 3):
+            raise ConfigError(f"data_shape must be (channels 1 or 3, height, width), "
+                              f"got {data_shape}")
+        if last_batch_handle not in ("pad", "discard"):
+            raise ConfigError(f"last_batch_handle must be 'pad' or 'discard', "
+                              f"got {last_batch_handle!r}")
+        self.data_shape = data_shape
+        self.seed = int(seed)
+        self.mask_dtype = np.dtype(mask_dtype)
+        self.auglist = CreateSegAugmenter(data_shape, **kwargs) if aug_list is None \
+            else list(aug_list)
+        self.ds = open_dataset(path_imgrec, path_imgidx, storage_options, require_index=False)
+        self.fetcher = RecordFetcher(self.ds, **{"cache": cache, **(fetch_options or {})})
+        self.sampler = EpochSampler(len(self.ds), seed=self.seed,
+                                    mode="global" if shuffle else "none", rank=part_index,
+                                    world_size=num_parts, batch_size=batch_size,
+                                    last="pad" if last_batch_handle == "pad" else "drop")
+        self.provide_data = [DataDesc(data_name, (batch_size,) + data_shape)]
+        self.provide_label = [DataDesc(label_name, (batch_size,) + data_shape[1:],
+                                       self.mask_dtype)]
+        self._pool = ThreadPoolExecutor(max(1, int(preprocess_threads)))
+        self.epoch = -1
+        self._batches = iter(())
+        self.reset()
+
+    # ----- epochs
+    def reset(self) -> None:
+        """Start the next epoch (the first call starts epoch 0)."""
+        self.epoch += 1
+        self.sampler.set_epoch(self.epoch)
+        self._batches = iter(self.sampler)
+
+    def state_dict(self) -> Dict[str, Any]:
+        """Progress (seed, epoch, samples consumed by all ranks): restores the exact next batch."""
+        return self.sampler.state_dict()
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        """Resume from ``state_dict()`` output, also with another number of ranks."""
+        self.sampler.load_state_dict(state)
+        self.seed = self.sampler.seed
+        self.epoch = self.sampler.epoch
+        self._batches = iter(self.sampler)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+        self.fetcher.close()
+
+    # ----- samples
+    def sample_rng(self, record_id: int) -> np.random.Generator:
+        """The Generator that augments ``record_id`` in the current epoch."""
+        return np.random.default_rng([self.seed, self.epoch, int(record_id)])
+
+    def load_sample(self, record_id: int, payload: bytes) -> Tuple[np.ndarray, np.ndarray]:
+        """Decode and jointly augment one record; returns (CHW float32 image, HW mask)."""
+        where = self.ds.record_url(record_id)
+        key = self.ds.table.key[record_id]
+        key = key.item() if hasattr(key, "item") else key
+        c, h, w = self.data_shape
+        _rec, image, mask = decode_seg(payload, 0 if c == 1 else 1, where, key)
+        rng = self.sample_rng(record_id)
+        for aug in self.auglist:
+            image, mask = aug(image, mask, rng)
+        if image.shape[:2] != (h, w) or mask.shape[:2] != (h, w):
+            raise ConfigError(f"after augmentation the image is {image.shape[:2]} and the mask "
+                              f"{mask.shape[:2]}, data_shape wants {(h, w)}: add a crop or "
+                              f"resize ({where}, record key {key!r})")
+        if mask.ndim == 3:
+            mask = mask[:, :, 0]
+        return np.asarray(image, np.float32).transpose(2, 0, 1), mask
+
+    def next(self) -> DataBatch:
+        ids, is_pad = next(self._batches)
+        payloads = dict(self.fetcher.fetch(ids.tolist()))
+        samples = list(self._pool.map(lambda i: self.load_sample(i, payloads[i]), ids.tolist()))
+        data = np.empty(self.provide_data[0].shape, np.float32)
+        label = np.empty(self.provide_label[0].shape, self.mask_dtype)
+        for slot, (img, mask) in enumerate(samples):
+            data[slot] = img
+            label[slot] = mask
+        return DataBatch([data], [label], pad=int(is_pad.sum()), index=ids.copy(),
+                         provide_data=self.provide_data, provide_label=self.provide_label)
+
+    def __len__(self) -> int:
+        return self.sampler.batches_per_epoch()
+
+    def __del__(self) -> None:
+        try:
+            self._pool.shutdown(wait=False)
+        except Exception:
+            pass
