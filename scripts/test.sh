@@ -48,7 +48,10 @@ pip_install() {  # quiet pip; its full output only when it fails
 stamp="$VENV/.cloudrec-setup-done"
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   echo "== pip install -e '.[dev]' torch==$TORCH_VERSION"
-  pip_install "setuptools<70" wheel   # the pyspark sdist's setup.py needs both (HDFS jars)
+  # the pyspark sdist's setup.py (HDFS jars, pip download --no-build-isolation) needs both;
+  # >=77.0.3 is what torch 2.13 requires (a lower pin makes pip print a resolver ERROR);
+  # <85: the pyspark 2.4.8 sdist was checked with setuptools 84.2.1
+  pip_install "setuptools>=77.0.3,<85" wheel
   pip_install -e '.[dev]'
   pip_install "torch==$TORCH_VERSION"
   touch "$stamp"

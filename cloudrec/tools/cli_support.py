@@ -77,6 +77,21 @@ def attach_bool_values(parser: argparse.ArgumentParser, args: Sequence[str]) -> 
     return out
 
 
+def enable_attached_bools(parser: argparse.ArgumentParser) -> None:
+    """Give a plain ArgumentParser (one a caller built for ``im2rec.add_arguments``) the
+    BoolFlag rule of OneLineParser, so ``--list PREFIX ROOT`` keeps PREFIX positional."""
+    if isinstance(parser, OneLineParser) or getattr(parser, "_cloudrec_bools", False):
+        return
+    plain = parser.parse_known_args
+
+    def parse_known_args(args=None, namespace=None):
+        args = sys.argv[1:] if args is None else list(args)
+        return plain(attach_bool_values(parser, args), namespace)
+
+    parser.parse_known_args = parse_known_args  # type: ignore[method-assign]
+    parser._cloudrec_bools = True  # type: ignore[attr-defined]
+
+
 class OneLineParser(argparse.ArgumentParser):
     """An ArgumentParser whose usage errors are one line naming ``--help``, and whose
     BoolFlags take a value only when it is attached with ``=``; sub-commands made from it
@@ -143,8 +158,9 @@ class DefaultsHelpFormatter(argparse.RawDescriptionHelpFormatter):
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
         default = action.default
-        if ("default" in text or "%(default)" in text or default in (None, False)
-                or default is argparse.SUPPRESS or not action.option_strings):
+        if ("default" in text or "%(default)" in text or default is None or default is False
+                or default is argparse.SUPPRESS or not action.option_strings
+                or getattr(action, "invert", False)):
             return text
         shown = " ".join(map(str, default)) if isinstance(default, (list, tuple)) else "%(default)s"
         return f"{text} (default: {shown})"

@@ -16,9 +16,11 @@ import re
 import sys
 from typing import Any, Dict, List, Optional, Sequence, TextIO, Tuple
 
-from cloudrec.errors import CloudrecError, ConfigError, ImageListError
+from cloudrec.errors import ConfigError, ImageListError
 from cloudrec.storage.fs import join_url, resolve
 from cloudrec.tools import listing
+from cloudrec.tools.cli_support import (BoolFlag, DefaultsHelpFormatter, OneLineParser,
+                                        enable_attached_bools, report_error)
 from cloudrec.tools.packing import (CHECKS, ON_ERROR, EncodeOptions, Failure, ImageSource,
                                     PackError, PackReport, ShardedWriter, pack_entries,
                                     write_bytes_atomic, write_failure_report)
@@ -37,26 +39,33 @@ def parse_size(text: str) -> int:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """MXNet im2rec.py's arguments (same names and defaults) plus cloudrec's extras."""
+    enable_attached_bools(parser)  # --list=1 and --list PREFIX ROOT both work
     parser.add_argument("prefix", help="prefix of input/output lst and rec files (path or URL)")
     parser.add_argument("root", help="path or URL of the folder containing images")
     cg = parser.add_argument_group("Options for creating image lists")
-    cg.add_argument("--list", action="store_true",
+    cg.add_argument("--list", action=BoolFlag,
                     help="make a list of images (.lst) instead of packing records")
     cg.add_argument("--exts", nargs="+", default=[".jpeg", ".jpg", ".png"],
-                    help="list of acceptable image extensions")
+                    help="list of acceptable image extensions; it takes every word that "
+                         "follows, so put it after PREFIX ROOT or end it with --")
     cg.add_argument("--chunks", type=int, default=1, help="number of chunks")
     cg.add_argument("--train-ratio", type=float, default=1.0,
                     help="ratio of images to use for training")
-    cg.add_argument("--test-ratio", type=float, default=0, help="ratio of images to use for testing")
-    cg.add_argument("--recursive", action="store_true",
+    cg.add_argument("--test-ratio", type=float, default=0,
+                    help="ratio of images to use for testing (only with --train-ratio < 1, "
+                         "as in MXNet)")
+    cg.add_argument("--recursive", action=BoolFlag,
                     help="walk sub-folders; each folder with images gets its own label")
-    cg.add_argument("--no-shuffle", dest="shuffle", action="store_false",
-                    help="keep the walk order (default: MXNet's seeded shuffle)")
+    cg.add_argument("--shuffle", dest="shuffle", action=BoolFlag, default=True,
+                    help="shuffle the list with MXNet's seeded shuffle (default; "
+                         "--shuffle=0 is --no-shuffle)")
+    cg.add_argument("--no-shuffle", dest="shuffle", action=BoolFlag, invert=True, default=True,
+                    help="keep the walk order (the same as --shuffle=0)")
     rg = parser.add_argument_group("Options for creating database")
-    rg.add_argument("--pass-through", action="store_true",
+    rg.add_argument("--pass-through", action=BoolFlag,
                     help="pack the image files unchanged (no decode, resize or crop)")
     rg.add_argument("--resize", type=int, default=0, help="resize the shorter edge to this size")
-    rg.add_argument("--center-crop", action="store_true", help="crop the central square first")
+    rg.add_argument("--center-crop", action=BoolFlag, help="crop the central square first")
     rg.add_argument("--quality", type=int, default=95,
                     help="JPEG quality (0-100), or PNG compression (0-9) with --encoding .png")
     rg.add_argument("--num-thread", type=int, default=1,
@@ -65,7 +74,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                     help="1: colour, 0: grayscale, -1: unchanged (cv2 imread flag)")
     rg.add_argument("--encoding", type=str, default=".jpg", choices=[".jpg", ".png"],
                     help="encoding of re-encoded images")
-    rg.add_argument("--pack-label", action="store_true",
+    rg.add_argument("--pack-label", action=BoolFlag,
                     help="store every label of a multi-label list line (flag = label count)")
     xg = parser.add_argument_group("cloudrec extensions")
     sg = xg.add_mutually_exclusive_group()
@@ -82,9 +91,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                          "or decode (full decode)")
     xg.add_argument("--pool", choices=("thread", "process"), default="thread",
                     help="worker kind for --num-thread > 1 (cv2 and reads release the GIL)")
-    xg.add_argument("--progress", dest="progress", action="store_true", default=None,
+    xg.add_argument("--progress", dest="progress", action=BoolFlag, default=None,
                     help="always show the progress bar (default: only on a terminal)")
-    xg.add_argument("--no-progress", dest="progress", action="store_false")
+    xg.add_argument("--no-progress", dest="progress", action=BoolFlag, invert=True, default=None,
+                    help="never show the progress bar")
     xg.add_argument("--engine", choices=("local", "dask"), default="local",
                     help="dask: pack shards as Dask tasks, each writing its own shard")
     xg.add_argument("--scheduler", default=None,
@@ -140,6 +150,12 @@ def make_lists(ns: argparse.Namespace, out: Optional[TextIO] = None) -> List[str
         url = prefix_url + suffix + ".lst"
         write_text_atomic(url, listing.format_list(chunk), so)
         written.append(url)
+    if ns.test_ratio and ns.train_ratio == 1.0:  # MXNet's rule, easy to trip over
+        print(f"im2rec: warning: --test-ratio {ns.test_ratio:g} has no effect while "
+              f"--train-ratio is 1 (as in MXNet): wrote only "
+              f"{', '.join(posixpath.basename(w) for w in written)} with every image; for "
+              f"_train and _test lists pass --train-ratio {1 - ns.test_ratio:g} as well",
+              file=sys.stderr)
     return written
 
 
@@ -260,9 +276,12 @@ def pack_list(ns: argparse.Namespace, lst_url: str, dir_url: str,
                             f"({len(report.failures)} failed)")
         writer.commit()
     report.failures = list_failures + report.failures
+    report_url = join_url(dir_url, base + ".errors.tsv")
     if report.failures:
-        report.report_url = join_url(dir_url, base + ".errors.tsv")
+        report.report_url = report_url
         write_failure_report(report.report_url, report.failures, so)
+    else:
+        _remove_stale(report_url, so)
     outs = ", ".join(posixpath.basename(s.final_rec) for s in report.shards)
     msg = (f"packed {report.records} images ({report.bytes_out / 1e6:.1f} MB) into {outs} "
            f"in {report.seconds:.1f} s")
@@ -270,6 +289,16 @@ def pack_list(ns: argparse.Namespace, lst_url: str, dir_url: str,
         msg += f"; skipped {len(report.failures)}, listed in {report.report_url}"
     print(msg, file=out)
     return report
+
+
+def _remove_stale(url: str, storage_options: Optional[Dict[str, Any]] = None) -> None:
+    """A clean pack removes the error report of an earlier run, which no longer applies."""
+    fs, path = resolve(url, storage_options)
+    try:
+        if fs.exists(path):
+            fs.rm_file(path)
+    except FileNotFoundError:
+        pass
 
 
 def run(ns: argparse.Namespace, out: Optional[TextIO] = None) -> int:
@@ -289,29 +318,35 @@ def run(ns: argparse.Namespace, out: Optional[TextIO] = None) -> int:
     return 0
 
 
+_EPILOG = ("Boolean flags also take =1/0/true/false (--list=1 --recursive=1, as older MXNet "
+           "tutorials write them).")
+
+
 def register(subparsers) -> None:
     """Add ``cloudrec im2rec`` to the ``cloudrec`` command."""
     p = subparsers.add_parser("im2rec", help="make image lists and pack them into .rec/.idx",
-                              description=__doc__.splitlines()[0])
+                              description=__doc__.splitlines()[0], epilog=_EPILOG,
+                              formatter_class=DefaultsHelpFormatter)
     add_arguments(p)
     p.set_defaults(func=run)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """``python -m cloudrec.tools.im2rec``: the same arguments as MXNet's im2rec.py."""
-    parser = argparse.ArgumentParser(
-        prog="im2rec", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    parser = OneLineParser(
+        prog="im2rec", formatter_class=DefaultsHelpFormatter, epilog=_EPILOG,
         description="Create an image list or make a record database by reading from an "
                     "image list")
     add_arguments(parser)
+    parser.add_argument("--debug", action="store_true", help="on an error, show the traceback")
     ns = parser.parse_args(argv)
     try:
         return run(ns)
-    except (CloudrecError, OSError) as exc:
-        print(f"im2rec: error: {exc}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
+        print("im2rec: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # one line; --debug adds the traceback
+        return report_error("im2rec", exc, ns, command="im2rec")
 
 
 if __name__ == "__main__":
