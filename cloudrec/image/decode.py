@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 
 from cloudrec.errors import ImageDecodeError, ImageTooLargeError
+from cloudrec.image.jpeg_scale import PAYING_EIGHTHS, choose_eighths, decode_jpeg
 
 __all__ = ["imdecode", "imread", "decode_image", "check_pixels", "image_size", "get_max_pixels",
            "set_max_pixels", "DEFAULT_MAX_PIXELS"]
@@ -131,14 +132,13 @@ _REDUCED = {1: (cv2.IMREAD_REDUCED_GRAYSCALE_2, cv2.IMREAD_REDUCED_GRAYSCALE_4,
 
 
 def _reduced_flag(size: Optional[Tuple[int, int]], channels: int, min_side: int, flag: int) -> int:
-    """The libjpeg DCT-scaled flag (1/2, 1/4, 1/8) keeping the shorter side >= ``min_side``."""
+    """OpenCV's DCT-scaled flag (1/2, 1/4, 1/8) for the factor :func:`choose_eighths` picks,
+    so that the cv2 fallback decodes at the same scale as the libjpeg-turbo path."""
     if not size or channels not in _REDUCED:
         return flag
-    short = min(size)
-    for k, f in zip((8, 4, 2), reversed(_REDUCED[channels])):
-        if short // k >= min_side:
-            return f
-    return flag
+    m = choose_eighths(min(size), min_side, tuple(k for k in PAYING_EIGHTHS if k in (1, 2, 4)))
+    return {4: _REDUCED[channels][0], 2: _REDUCED[channels][1],
+            1: _REDUCED[channels][2]}.get(m, flag)
 
 
 def decode_image(buf: BufferLike, channels: int = 3, *, min_side: int = 0,
@@ -163,8 +163,12 @@ def decode_image(buf: BufferLike, channels: int = 3, *, min_side: int = 0,
         raise ImageDecodeError(f"empty image payload{where}", url, key)
     size = check_pixels(arr, max_pixels, url, key)
     flag = _IMREAD[channels] if cv_flag is None else int(cv_flag)
-    if min_side > 0 and cv_flag is None and arr[:2].tobytes() == b"\xff\xd8":
-        flag = _reduced_flag(size, channels, min_side, flag)
+    if cv_flag is None and arr[:2].tobytes() == b"\xff\xd8":
+        img = decode_jpeg(arr, channels, size, min_side)  # libjpeg-turbo direct, same pixels
+        if img is not None:
+            return img
+        if min_side > 0:  # None: OpenCV decodes (EXIF rotation, odd JPEGs, no simplejpeg)
+            flag = _reduced_flag(size, channels, min_side, flag)
     try:
         img = cv2.imdecode(arr, flag)
     except cv2.error as e:  # OpenCV raises for some corrupt or oversized headers

@@ -120,7 +120,7 @@ class ImageRecordIter(DataIter):
         so = p.extra.storage_options
         self._imglist = (_load_imglist(p.parser.path_imglist, self.label_width, so)
                          if p.parser.path_imglist else None)
-        self._aug = DefaultAugmenter(p.aug, self.data_shape)
+        self._aug = DefaultAugmenter(p.aug, self.data_shape, fast=p.extra.decode_reduce)
         self._source = None
         self._pipeline = None
         from cloudrec.iterators._records import RecordSource
@@ -168,7 +168,7 @@ class ImageRecordIter(DataIter):
             self._writer.mean_img = self._compute_mean_img(n.mean_img)
         # reduced-scale JPEG decoding only where the first step resizes anyway (resize > 0):
         # everything after it sees the same geometry, only the resampling source differs
-        self._min_side = p.aug.resize if (p.extra.decode_reduce and p.aug.resize > 0) else 0
+        self._min_side = self._aug.min_side
         self._aug_seed = p.parser.seed_aug if p.parser.seed_aug is not None else p.record.seed
         self._rng_needed = (self._aug.needs_rng or n.rand_mirror
                             or n.max_random_contrast > 0 or n.max_random_illumination > 0)
@@ -291,10 +291,8 @@ class ImageRecordIter(DataIter):
         buf.label[slot] = self._labels(header, rid)
         buf.header_id[slot] = int(header.id)
         where = self._where(rid)
-        img = decode_image(memoryview(payload)[start:], self.data_shape[0], where=where,
-                           min_side=self._min_side)
         rng = self._process_one_rng(rid, buf.plan.epoch)
-        img = self._aug.process(img, rng, where)
+        img = self._aug.decode_process(memoryview(payload)[start:], rng, where)
         n = self.params.norm
         mirror = bool(n.mirror)
         if n.rand_mirror and rng.random() < 0.5:

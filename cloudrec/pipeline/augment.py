@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 
 from cloudrec.errors import ConfigError, ImageDecodeError
+from cloudrec.image.decode import decode_image, image_size
 
 __all__ = ["DefaultAugmenter", "AugRng", "inter_method", "PCA_EIGVAL", "PCA_EIGVEC"]
 
@@ -73,8 +74,9 @@ class DefaultAugmenter:
     when :attr:`needs_rng` is False.
     """
 
-    def __init__(self, aug, data_shape: Tuple[int, int, int]) -> None:
+    def __init__(self, aug, data_shape: Tuple[int, int, int], fast: bool = False) -> None:
         self.p = aug
+        self.fast = bool(fast)
         self.C, self.H, self.W = (int(x) for x in data_shape)
         lo, hi = aug.aspect_bounds()
         self.ar_lo, self.ar_hi = lo, hi
@@ -102,6 +104,12 @@ class DefaultAugmenter:
             or bool(self.rotate_list) or p.max_random_scale != p.min_random_scale
             or (not p.random_resized_crop and lo != hi))
         self.border = (p.fill_value,) * 4
+        # fast mode: resize (if any) then one crop with no affine/pad step in between -> the
+        # crop window is known before resizing, so only the source region it needs is resized
+        self.fused = self.fast and not self.do_affine and p.pad <= 0 and not self.do_cropsize \
+            and (p.resize > 0 or self.do_rrc)
+        #: shorter side a scaled JPEG decode must keep (0: decode at full size)
+        self.min_side = int(p.resize) if self.fast and p.resize > 0 else 0
 
     # -- steps -------------------------------------------------------------------------------
     def _resize(self, img: np.ndarray, rng) -> np.ndarray:
@@ -261,12 +269,87 @@ class DefaultAugmenter:
         return _saturate(out)
 
     # -- all -------------------------------------------------------------------------------
+    def decode_process(self, buf, rng=None, where: str = "", url: Optional[str] = None,
+                       key: object = None, max_pixels: Optional[int] = None) -> np.ndarray:
+        """``decode_image`` then :meth:`process`; in fast mode the decode is scaled (libjpeg's
+        paying factors, shorter side kept >= ``resize``) and the crop-aware resize works in
+        the encoded image's geometry, so crop offsets and sizes are those of exact mode."""
+        size = image_size(buf) if self.fused else None
+        img = decode_image(buf, self.C, min_side=self.min_side, max_pixels=max_pixels,
+                           url=url, key=key, where=where)
+        return self.process(img, rng, where, src_size=size)
+
+    def _fused(self, img: np.ndarray, rng, src_size: Optional[Tuple[int, int]]
+               ) -> Optional[np.ndarray]:
+        """Fast mode's resize+crop in one resize of the window's source region, or None
+        when the exact path must run (the centre crop would have to upsize first)."""
+        p, H, W = self.p, self.H, self.W
+        dh, dw = img.shape[:2]
+        if src_size is None:
+            vh, vw = dh, dw
+        else:
+            sw, sh = src_size
+            # EXIF-rotated images decode with swapped sides
+            vh, vw = (sh, sw) if abs(dh * sw - dw * sh) <= abs(dh * sh - dw * sw) else (sw, sh)
+        interp = None
+        if p.resize > 0:  # the virtual resize of exact mode: same sizes, same rng draws
+            r = p.resize
+            nh, nw = (r * vh // vw, r) if vh > vw else (r, r * vw // vh)
+            interp = inter_method(p.inter_method, vw, vh, nw, nh, rng)
+            vh, vw = nh, nw
+        if self.do_rrc:
+            win = self._rrc_window(vh, vw, rng)
+            if win is None:
+                return None
+            y, x, h, w = win
+            interp = inter_method(p.inter_method, w, h, W, H, rng)
+        else:
+            if vh < H or vw < W:
+                return None
+            y, x, h, w = vh - H, vw - W, H, W
+            if p.rand_crop and rng is not None:
+                y, x = int(rng.integers(0, y + 1)), int(rng.integers(0, x + 1))
+            else:
+                y, x = y // 2, x // 2
+        fy, fx = dh / vh, dw / vw  # virtual -> decoded pixels
+        y0, y1 = int(round(y * fy)), min(dh, int(round((y + h) * fy)))
+        x0, x1 = int(round(x * fx)), min(dw, int(round((x + w) * fx)))
+        region = img[y0:max(y1, y0 + 1), x0:max(x1, x0 + 1)]
+        if region.shape[0] == H and region.shape[1] == W:
+            return region
+        if interp is None or p.inter_method == 9:
+            interp = inter_method(p.inter_method, region.shape[1], region.shape[0], W, H, None)
+        return cv2.resize(region, (W, H), interpolation=interp)
+
+    def _rrc_window(self, rows: int, cols: int, rng) -> Optional[Tuple[int, int, int, int]]:
+        """The random-resized-crop window (y, x, h, w), with exact mode's draws."""
+        p = self.p
+        area = rows * cols
+        for _ in range(10):
+            frac = rng.uniform(p.min_random_area, p.max_random_area)
+            ratio = rng.uniform(self.ar_lo, self.ar_hi)
+            h = int(round(math.sqrt(area * frac / ratio)))
+            w = int(round(math.sqrt(area * frac * ratio)))
+            if rng.random() < 0.5:
+                h, w = w, h
+            if 0 < h <= rows and 0 < w <= cols:
+                return int(rng.integers(0, rows - h + 1)), int(rng.integers(0, cols - w + 1)), h, w
+        return None
+
     def process(self, img: np.ndarray, rng: Optional[np.random.Generator] = None,
-                where: str = "") -> np.ndarray:
-        """Run the whole ``aug_default`` chain; ``where`` names the record in errors."""
+                where: str = "", src_size: Optional[Tuple[int, int]] = None) -> np.ndarray:
+        """Run the whole ``aug_default`` chain; ``where`` names the record in errors.
+
+        ``src_size``: the encoded image's (w, h) when ``img`` was decoded at a reduced
+        scale (fast mode; see :meth:`decode_process`).
+        """
         p = self.p
         if img.shape[0] == 0 or img.shape[1] == 0:
             raise ImageDecodeError(f"empty image{where}")
+        if self.fused:
+            out = self._fused(img, rng, src_size)
+            if out is not None:
+                return self._pixels(out, rng)
         if p.resize != -1:
             img = self._resize(img, rng)
         if self.do_affine:
@@ -281,6 +364,10 @@ class DefaultAugmenter:
             out = self._crop_size(img, rng, where)
         if out is None:
             out = self._center_crop(img, rng, where)
+        return self._pixels(out, rng)
+
+    def _pixels(self, out: np.ndarray, rng) -> np.ndarray:
+        """The pixel-value steps after the crop (colour, HLS, PCA lighting)."""
         if out.ndim == 2 and self.C != 1:
             out = out[..., None]
         if self.do_color:

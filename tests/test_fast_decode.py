@@ -1,0 +1,168 @@
+"""The libjpeg-turbo decode path (cloudrec.image.jpeg_scale): same pixels as cv2, factor choice,
+fallbacks to OpenCV for what it does not handle alike."""
+from __future__ import annotations
+
+import struct
+
+import cv2
+import numpy as np
+import pytest
+
+from cloudrec.errors import ImageDecodeError
+from cloudrec.image import jpeg_scale
+from cloudrec.image.decode import decode_image, image_size
+from cloudrec.image.jpeg_scale import (PAYING_EIGHTHS, choose_eighths, decode_jpeg, jpeg_layout,
+                                       scaled_size)
+
+pytestmark = pytest.mark.skipif(not jpeg_scale.available(), reason="simplejpeg not installed")
+
+
+def _photo(h: int, w: int, seed: int = 0) -> np.ndarray:
+    """Smooth colour structure plus texture: DCT blocks with real AC content."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    img = np.stack([128 + 100 * np.sin(xx / 23 + yy / 37), 128 + 90 * np.cos(yy / 19),
+                    (xx + 2 * yy) % 256], -1)
+    img += rng.normal(0, 18, img.shape)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def _jpeg(img: np.ndarray, **opts) -> bytes:
+    params = [cv2.IMWRITE_JPEG_QUALITY, opts.get("quality", 90)]
+    if opts.get("progressive"):
+        params += [cv2.IMWRITE_JPEG_PROGRESSIVE, 1]
+    if "sampling" in opts:
+        params += [cv2.IMWRITE_JPEG_SAMPLING_FACTOR, opts["sampling"]]
+    ok, buf = cv2.imencode(".jpg", img, params)
+    assert ok
+    return buf.tobytes()
+
+
+def _with_exif_orientation(jpeg: bytes, orientation: int) -> bytes:
+    """Insert an APP1 Exif segment whose IFD0 has only the orientation tag."""
+    tiff = b"II*\x00" + struct.pack("<I", 8) + struct.pack("<H", 1)
+    tiff += struct.pack("<HHIHH", 0x0112, 3, 1, orientation, 0) + struct.pack("<I", 0)
+    body = b"Exif\x00\x00" + tiff
+    return jpeg[:2] + b"\xff\xe1" + struct.pack(">H", len(body) + 2) + body + jpeg[2:]
+
+
+_CV_REDUCED = {(3, 8): cv2.IMREAD_COLOR, (3, 4): cv2.IMREAD_REDUCED_COLOR_2,
+               (3, 2): cv2.IMREAD_REDUCED_COLOR_4, (3, 1): cv2.IMREAD_REDUCED_COLOR_8,
+               (1, 8): cv2.IMREAD_GRAYSCALE, (1, 4): cv2.IMREAD_REDUCED_GRAYSCALE_2,
+               (1, 2): cv2.IMREAD_REDUCED_GRAYSCALE_4, (1, 1): cv2.IMREAD_REDUCED_GRAYSCALE_8}
+
+
+# ---------------------------------------------------------------------------- factor choice
+def test_choose_eighths_picks_the_smallest_paying_factor_that_keeps_the_side():
+    assert PAYING_EIGHTHS == (1, 2, 4)           # 3/8, 5/8, 3/4, 7/8 cost more (docstring)
+    assert choose_eighths(2048, 256) == 1        # 2048/8 = 256
+    assert choose_eighths(2047, 256) == 1        # libjpeg rounds up: ceil(2047/8) = 256
+    assert scaled_size(2040, 1) == 255 and choose_eighths(2040, 256) == 2
+    assert choose_eighths(1024, 256) == 2
+    assert choose_eighths(1023, 256) == 2        # ceil(1023 * 2/8) = 256
+    assert choose_eighths(1020, 256) == 4        # 255 at 1/4
+    assert choose_eighths(511, 256) == 4         # ceil(511/2) = 256
+    assert choose_eighths(510, 256) == 8         # 255 < 256 at 1/2: full size
+    assert choose_eighths(480, 256) == 8         # 5/8 would fit (300) but does not pay
+    assert choose_eighths(480, 256, allowed=(1, 2, 4, 5)) == 5
+    assert choose_eighths(4000, 0) == 8 and choose_eighths(4000, -1) == 8
+    assert choose_eighths(100, 256) == 8         # already smaller than needed
+
+
+def test_scaled_size_is_libjpegs_ceiling():
+    assert [scaled_size(1001, m) for m in (1, 2, 4, 8)] == [126, 251, 501, 1001]
+
+
+def test_decode_jpeg_honours_the_factor_choice():
+    img = _photo(1030, 700)
+    b = _jpeg(img)
+    arr = np.frombuffer(b, np.uint8)
+    out = decode_jpeg(arr, 3, image_size(b), min_side=170)   # 700/4 = 175 >= 170 > 87.5
+    assert out.shape == (scaled_size(1030, 2), 175, 3)
+    assert decode_jpeg(arr, 3, image_size(b), min_side=0).shape == (1030, 700, 3)
+    assert decode_jpeg(arr, 3, image_size(b), min_side=351).shape == (1030, 700, 3)
+
+
+# ---------------------------------------------------------------------------- same pixels
+@pytest.mark.parametrize("opts", [{}, {"progressive": True},
+                                  {"sampling": cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444},
+                                  {"sampling": cv2.IMWRITE_JPEG_SAMPLING_FACTOR_422},
+                                  {"quality": 60}])
+@pytest.mark.parametrize("channels", [3, 1])
+def test_bit_identical_to_cv2_at_every_factor(opts, channels):
+    for seed, (h, w) in enumerate([(613, 917), (1201, 803), (37, 53)]):
+        b = _jpeg(_photo(h, w, seed), **opts)
+        arr = np.frombuffer(b, np.uint8)
+        for m in (8, 4, 2, 1):
+            min_side = scaled_size(min(h, w), m) if m < 8 else 0
+            if m < 8 and choose_eighths(min(h, w), min_side) != m:
+                continue
+            got = decode_jpeg(arr, channels, image_size(b), min_side)
+            want = cv2.imdecode(arr, _CV_REDUCED[(channels, m)])
+            assert got is not None and got.dtype == np.uint8
+            assert got.shape == want.shape, (h, w, m)
+            assert np.array_equal(got, want), (h, w, m, opts)
+
+
+def test_gray_jpeg_to_three_channels_matches_cv2():
+    b = _jpeg(cv2.cvtColor(_photo(300, 400), cv2.COLOR_BGR2GRAY))
+    arr = np.frombuffer(b, np.uint8)
+    got = decode_image(b, 3)
+    assert got.shape == (300, 400, 3) and np.array_equal(got, cv2.imdecode(arr, cv2.IMREAD_COLOR))
+    assert np.array_equal(decode_image(b, 1), cv2.imdecode(arr, cv2.IMREAD_GRAYSCALE))
+
+
+# ---------------------------------------------------------------------------- fallbacks
+def test_exif_orientation_goes_to_opencv_which_rotates():
+    b = _with_exif_orientation(_jpeg(_photo(200, 300)), 6)
+    arr = np.frombuffer(b, np.uint8)
+    assert jpeg_layout(memoryview(arr)) == (0xC0, 6)
+    assert decode_jpeg(arr, 3, image_size(b)) is None
+    got = decode_image(b, 3)
+    assert got.shape == (300, 200, 3)                        # rotated, as cv2
+    assert np.array_equal(got, cv2.imdecode(arr, cv2.IMREAD_COLOR))
+    up = _with_exif_orientation(_jpeg(_photo(200, 300)), 1)  # orientation 1: fast path
+    assert jpeg_layout(memoryview(np.frombuffer(up, np.uint8)))[1] == 1
+    assert decode_jpeg(np.frombuffer(up, np.uint8), 3, image_size(up)).shape == (200, 300, 3)
+
+
+def test_unreadable_exif_block_is_left_to_opencv():
+    b = _jpeg(_photo(64, 64))
+    body = b"Exif\x00\x00XX garbage"
+    bad = b[:2] + b"\xff\xe1" + struct.pack(">H", len(body) + 2) + body + b[2:]
+    assert jpeg_layout(memoryview(np.frombuffer(bad, np.uint8)))[1] == 0
+    assert decode_jpeg(np.frombuffer(bad, np.uint8), 3, image_size(bad)) is None
+    assert decode_image(bad, 3).shape == (64, 64, 3)
+
+
+def test_truncated_and_corrupt_jpegs_fail_as_before():
+    b = _jpeg(_photo(256, 256))
+    cut = b[: len(b) // 2]
+    assert decode_jpeg(np.frombuffer(cut, np.uint8), 3, image_size(cut)) is None
+    want = cv2.imdecode(np.frombuffer(cut, np.uint8), cv2.IMREAD_COLOR)
+    if want is None:
+        with pytest.raises(ImageDecodeError):
+            decode_image(cut, 3, url="u.rec", key=3)
+    else:  # whatever OpenCV makes of it, decode_image makes the same
+        assert np.array_equal(decode_image(cut, 3), want)
+    junk = b[:200] + bytes(range(256)) * 4
+    with pytest.raises(ImageDecodeError, match="u.rec"):
+        decode_image(junk, 3, url="u.rec", key=3)
+
+
+def test_without_simplejpeg_opencv_decodes_at_the_same_scale(monkeypatch):
+    b = _jpeg(_photo(1100, 900))
+    fast_full, fast_half = decode_image(b, 3), decode_image(b, 3, min_side=420)
+    monkeypatch.setattr(jpeg_scale, "_sj", None)
+    assert not jpeg_scale.available()
+    assert np.array_equal(decode_image(b, 3), fast_full)
+    slow_half = decode_image(b, 3, min_side=420)
+    assert slow_half.shape == fast_half.shape == (550, 450, 3)
+    assert np.array_equal(slow_half, fast_half)
+
+
+def test_four_channels_and_png_keep_opencv():
+    b = _jpeg(_photo(40, 50))
+    assert decode_jpeg(np.frombuffer(b, np.uint8), 4, image_size(b)) is None
+    ok, png = cv2.imencode(".png", _photo(40, 50))
+    assert np.array_equal(decode_image(png.tobytes(), 3, min_side=10), _photo(40, 50))
