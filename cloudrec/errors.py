@@ -9,7 +9,19 @@ from typing import Optional
 
 
 class CloudrecError(Exception):
-    """Base class of every error cloudrec raises on purpose."""
+    """Base class of every error cloudrec raises on purpose.
+
+    Secrets never reach a message: string arguments (and the ``url``
+    attribute a subclass set) pass through :func:`cloudrec.storage.redact.redact_text`,
+    which masks URL passwords, signing query values and quoted secret options.
+    """
+
+    def __init__(self, *args: object) -> None:
+        from cloudrec.storage.redact import redact_text, redact_url  # no import cycle at load
+        url = getattr(self, "url", None)
+        if isinstance(url, str):
+            self.url = redact_url(url)
+        super().__init__(*(redact_text(a) if isinstance(a, str) else a for a in args))
 
 
 def _where(url: Optional[str], offset: Optional[int] = None, key: object = None) -> str:

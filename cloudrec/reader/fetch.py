@@ -21,11 +21,18 @@ Tuning (defaults suit S3-like stores at 10-50 ms per GET):
 * ``cache``: ``'none'`` reads ranges remotely; ``'shards'`` downloads whole
   shards into the node's :class:`ShardCache` first (best for ``global`` order
   over many epochs); ``'auto'`` caches remote datasets that fit the cache cap.
+  A shard the cache cannot take (read-only folder, cap full of shards in use)
+  is read remotely instead, with one warning.
+
+Remote reads are pinned to the version (ETag) each shard had at open, so a
+shard replaced mid-epoch is an ``ObjectChangedError`` naming it.
+``stats`` counts requests, bytes requested and retries.
 """
 from __future__ import annotations
 
 import os
 import threading
+import warnings
 from collections import deque
 from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from itertools import islice
@@ -38,6 +45,7 @@ from cloudrec.format.framing import read_record_at
 from cloudrec.reader.planner import DEFAULT_MAX_GAP, DEFAULT_MAX_REQUEST, plan_ranges
 from cloudrec.storage.ranged import RangeReader, make_range_reader
 from cloudrec.storage.retry import RetryPolicy
+from cloudrec.storage.redact import redact_url
 
 DEFAULT_CONCURRENCY = 16
 _FORK_STASH: List[Any] = []  # parent-process readers kept alive in a forked child
@@ -76,10 +84,13 @@ class RecordFetcher:
         self.concurrency = int(concurrency)
         self.readahead_bytes = int(readahead_bytes)
         self.window_bytes = int(window_bytes or max(1 << 20, self.readahead_bytes // 4))
-        self.retry = retry or RetryPolicy()
+        # a private copy: its retry counters are this fetcher's own
+        self.retry = retry.copy() if retry is not None else RetryPolicy()
         self.strict = strict
+        self.requests = 0          # ranged requests submitted (remote or to the cache)
+        self.bytes_requested = 0   # bytes those requests cover
         self._readers: Dict[int, RangeReader] = {}
-        self._targets: Dict[int, Tuple[RangeReader, str]] = {}
+        self._targets: Dict[int, Tuple[RangeReader, str, Optional[str]]] = {}
         self._lock = threading.Lock()
         self._pid = os.getpid()
         self.cache_mode = cache
@@ -107,8 +118,9 @@ class RecordFetcher:
                 fs, concurrency=self.concurrency, retry=self.retry)
         return r
 
-    def _target(self, shard_no: int) -> Optional[Tuple[RangeReader, str]]:
-        """(reader, path) serving a shard now; None while its cache download is pending."""
+    def _target(self, shard_no: int) -> Optional[Tuple[RangeReader, str, Optional[str]]]:
+        """(reader, path, version to pin) serving a shard now; None while its cache
+        download is pending."""
         t = self._targets.get(shard_no)
         if t is None:
             with self._lock:
@@ -120,16 +132,38 @@ class RecordFetcher:
                             return None
                     else:
                         fs, path = self.ds.filesystem(shard_no)
-                        t = (self._reader_for(fs), path)
+                        t = (self._reader_for(fs), path, self.ds.shards[shard_no].version)
                     self._targets[shard_no] = t
         return t
 
     def _submit(self, shard_no: int, start: int, end: int) -> Future:
-        url = self.ds.shards[shard_no].rec_url
+        shard = self.ds.shards[shard_no]
+        self.requests += 1
+        self.bytes_requested += end - start
         t = self._target(shard_no)
         if t is None:
             return self._cache.submit(shard_no, start, end)  # type: ignore[union-attr]
-        return t[0].submit(t[1], start, end, url)
+        return t[0].submit(t[1], start, end, shard.rec_url, version=t[2])
+
+    @property
+    def stats(self) -> Dict[str, int]:
+        """Counters since this fetcher was made (per process): ``requests`` and
+        ``bytes`` planned, ``retries`` of failed attempts, ``failures`` (reads that
+        gave up), and for a cache ``cache_downloads``, ``cache_hits``,
+        ``cache_corrupt`` (damaged entries dropped) and ``cache_bypassed`` (shards
+        read directly because the cache could not take them)."""
+        out = {"requests": self.requests, "bytes": self.bytes_requested,
+               "retries": self.retry.retries, "failures": self.retry.failures}
+        if self._cache is not None:
+            c = self._cache.cache
+            out.update(cache_downloads=c.downloads, cache_hits=c.hits, cache_corrupt=c.corrupt,
+                       cache_bypassed=len(self._cache.bypassed))
+        return out
+
+    def __repr__(self) -> str:
+        first = redact_url(self.ds.shards[0].rec_url) if self.ds.shards else "-"
+        return (f"RecordFetcher({len(self.ds.shards)} shard(s) from {first}, cache={self.cache_mode!r}, "
+                f"concurrency={self.concurrency}, max_gap={self.max_gap})")
 
     # -- windows ---------------------------------------------------------------------------
     def _id_blocks(self, record_ids: Iterable[int]) -> Iterator[np.ndarray]:
@@ -276,7 +310,9 @@ class _CacheHook:
     """Serves shards from a :class:`ShardCache`: download once, then ``pread`` locally.
 
     A shard's first request waits for its download (started in a small pool);
-    later ones go straight to the local file.  Local files are read in place.
+    later ones go straight to the local file, held with a shared lock so that
+    eviction leaves it alone while this fetcher lives.  Local files are read in
+    place.  A shard the cache cannot take is read remotely (one warning).
     """
 
     DOWNLOADERS = 4
@@ -288,6 +324,8 @@ class _CacheHook:
         self._local: Optional[RangeReader] = None
         self._pool: Optional[ThreadPoolExecutor] = None
         self._lock = threading.Lock()
+        self.bypassed: Dict[int, str] = {}  # shard -> why the cache could not take it
+        self._closed = False
 
     @classmethod
     def make(cls, fetcher: "RecordFetcher", mode: str, cache_dir: Optional[str],
@@ -305,13 +343,16 @@ class _CacheHook:
         # pools, locks and descriptors stay behind; the copy downloads or finds shards anew
         state = dict(self.__dict__)
         state["_paths"], state["_local"], state["_pool"], state["_lock"] = {}, None, None, None
+        state["bypassed"] = {}
         return state
 
     def __setstate__(self, state: Dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._lock = threading.Lock()
+        self._closed = False
 
     def after_fork(self) -> None:
+        # the child shares the parent's descriptors (and so its shared locks); fresh ones here
         _FORK_STASH.append((self._paths, self._local, self._pool))
         self._paths, self._local, self._pool = {}, None, None
         self._lock = threading.Lock()
@@ -320,10 +361,12 @@ class _CacheHook:
         """Mark the shards this fetcher holds as used (LRU), once per fetch()."""
         for fut in list(self._paths.values()):
             if fut.done() and fut.exception() is None:
-                try:
-                    os.utime(fut.result())
-                except OSError:
-                    pass  # evicted by another process; our descriptor still reads it
+                reader, path, _ = fut.result()
+                if reader is self._local:
+                    try:
+                        os.utime(path)
+                    except OSError:
+                        pass  # read-only folder or removed by `cache clear`: our descriptor reads
 
     def local_reader(self) -> RangeReader:
         if self._local is None:
@@ -332,14 +375,26 @@ class _CacheHook:
                                             retry=self.f.retry)
         return self._local
 
-    def target(self, shard_no: int) -> Optional[Tuple[RangeReader, str]]:
-        """(local reader, path) when the shard is on local disk already, else None."""
+    def _holder(self, url: str) -> Any:
+        """``hold(path)`` for the cache: open the entry (before any eviction can run) and
+        mark it in use."""
+        from cloudrec.storage.cache_files import hold_shared
+
+        def hold(path: str) -> None:
+            if self._closed:  # a download finishing after close(): hold nothing
+                raise StorageError("read cancelled: the fetcher was closed while downloading",
+                                   url)
+            hold_shared(self.local_reader()._fd(path))  # type: ignore[attr-defined]
+        return hold
+
+    def target(self, shard_no: int) -> Optional[Tuple[RangeReader, str, Optional[str]]]:
+        """(reader, path, version) once the shard is local (or bypasses the cache), else None."""
         fs, path = self.f.ds.filesystem(shard_no)
         if _is_local(fs):  # read in place
-            return self.f._reader_for(fs), path
+            return self.f._reader_for(fs), path, None
         fut = self._paths.get(shard_no)
         if fut is not None and fut.done() and fut.exception() is None:
-            return self.local_reader(), fut.result()
+            return fut.result()
         return None
 
     def _ensure(self, shard_no: int) -> Future:
@@ -352,15 +407,24 @@ class _CacheHook:
                 fut = self._paths[shard_no] = self._pool.submit(self._download, shard_no)
             return fut
 
-    def _download(self, shard_no: int) -> str:
-        from cloudrec.storage.cache import download_ranges
+    def _download(self, shard_no: int) -> Tuple[RangeReader, str, Optional[str]]:
+        from cloudrec.storage.cache import CacheUnavailable, download_ranges
         shard = self.f.ds.shards[shard_no]
         fs, path = self.f.ds.filesystem(shard_no)
         reader = self.f._reader_for(fs)
-        dl = download_ranges(lambda a, b: reader.submit(path, a, b, shard.rec_url), shard.size)
-        # open it before any eviction can run: a later eviction cannot pull it away
-        return self.cache.get(shard.rec_url, shard.size, shard.version, dl,
-                              hold=self.local_reader()._fd)
+        # pinned to the version seen at open: a replaced object is refused, never cached
+        # under the old version's name
+        dl = download_ranges(lambda a, b: reader.submit(path, a, b, shard.rec_url,
+                                                        version=shard.version), shard.size)
+        try:
+            local = self.cache.get(shard.rec_url, shard.size, shard.version, dl,
+                                   hold=self._holder(shard.rec_url))
+        except CacheUnavailable as exc:
+            self.bypassed[shard_no] = str(exc)
+            _warn_once(self.cache.dir, type(exc).__name__,
+                       f"cloudrec cache: {exc}; reading such shards directly instead")
+            return reader, path, shard.version
+        return self.local_reader(), local, None
 
     def submit(self, shard_no: int, start: int, end: int) -> Future:
         """A Future of ``[start, end)`` read from the cached copy once it is there."""
@@ -382,23 +446,35 @@ class _CacheHook:
                 if not out.done():
                     out.set_exception(exc)
 
-        def read_local(local_path: str) -> None:
-            self.local_reader().submit(local_path, start, end, url).add_done_callback(settle)
+        def read_target(t: Tuple[RangeReader, str, Optional[str]]) -> None:
+            t[0].submit(t[1], start, end, url, version=t[2]).add_done_callback(settle)
 
         def chain(pf: Future) -> None:
-            settle(pf, read_local)
+            settle(pf, read_target)
 
         self._ensure(shard_no).add_done_callback(chain)
         return out
 
     def close(self) -> None:
+        self._closed = True
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
         if self._local is not None:
-            self._local.close()
+            self._local.close()  # closing the descriptors drops their shared locks
             self._local = None
         self._paths = {}
+
+
+_WARNED: set = set()
+
+
+def _warn_once(folder: str, kind: str, message: str) -> None:
+    """One warning per cache folder and reason per process (not one per shard)."""
+    if (folder, kind) in _WARNED:
+        return
+    _WARNED.add((folder, kind))
+    warnings.warn(message, RuntimeWarning, stacklevel=2)
 
 
 def _is_local(fs: Any) -> bool:

@@ -2,35 +2,57 @@
 
 * Folder: the ``cache_dir`` argument, else ``$CLOUDREC_CACHE_DIR``, else
   ``$XDG_CACHE_HOME/cloudrec/shards`` (``~/.cache/cloudrec/shards``).
-* Key: hash of the URL plus hash of (remote size, ETag or mtime), so a changed
-  object gets a new entry and the old one is dropped.
-* A download writes ``<key>.tmp.<pid>.<n>`` and renames it when complete and
-  of the right size: a killed download leaves only a temp file that is never
-  read (and is removed by the next download of that key).
+* Key: hash of the URL (secrets masked first) plus hash of (remote size, ETag
+  or mtime), so a changed object gets a new entry and the old one is dropped.
+* A download reserves ``<key>.tmp.<pid>.<n>`` at full size (a full disk fails
+  at once, as a :class:`CacheDiskFullError` naming the folder), fills it and
+  renames it when complete: a killed download leaves only a temp file that is
+  never read (and is removed by the next download or eviction).
+* Integrity: the CRC32 of each shard is recorded in ``<key>.json`` (with the
+  redacted URL; mode 0600) at download and checked the first time a process
+  opens the entry; a mismatch (flipped bytes, same size) drops the entry and
+  downloads it again.  ``cloudrec cache verify`` checks every entry.
 * ``fcntl.flock`` on ``<key>.lock`` makes the processes of one node download a
   shard once; the others wait and then use the file.
 * A size cap with least-recently-used eviction (use = file mtime, touched on
-  every hit).  Entries are plain files read with ``os.pread``.
+  every hit).  Readers hold a shared ``flock`` on the entries they read;
+  eviction skips held entries (deleting them would not free their space), and
+  a shard that still does not fit raises :class:`CacheFullError`, which the
+  fetcher answers by reading that shard directly.  Bytes being downloaded
+  count against the cap, so the cap holds with concurrent downloads.
+* A read-only folder (e.g. a pre-filled cache mounted read-only) serves hits;
+  a miss raises :class:`CacheReadOnlyError` (the fetcher warns once and reads
+  the shard directly).
 """
 from __future__ import annotations
 
 import fcntl
 import hashlib
 import itertools
-import json
 import os
-import time
-from concurrent.futures import Future
+import threading
+import warnings
 from dataclasses import dataclass
-from typing import Callable, Dict, Iterator, List, Optional
+from typing import Callable, Dict, List, Optional, Set, Tuple
 
 from cloudrec.errors import StorageError
+from cloudrec.storage.cache_files import (EVICT_LOCK, OWN_FILE, TMP_FILE, CacheDiskFullError,
+                                          CacheFullError, CacheReadOnlyError, CacheUnavailable,
+                                          Flock, crc32_file, disk_full_error, download_ranges,
+                                          is_disk_full, is_read_only, lock_file_in_use,
+                                          read_json, reserve, unlink, write_private_json)
+from cloudrec.storage.redact import redact_url
+
+__all__ = ["ShardCache", "CacheEntry", "default_cache_dir", "download_ranges", "CacheUnavailable",
+           "CacheReadOnlyError", "CacheFullError", "CacheDiskFullError"]
 
 ENV_DIR = "CLOUDREC_CACHE_DIR"
 ENV_MAX = "CLOUDREC_CACHE_MAX_BYTES"
 DEFAULT_MAX_BYTES = 64 << 30
-DOWNLOAD_CHUNK = 8 << 20
 _counter = itertools.count()
+# entries this process has checked: (path, device, inode, size) -> good
+_VERIFIED: Set[Tuple[str, int, int, int]] = set()
+_VERIFIED_LOCK = threading.Lock()
 
 
 def default_cache_dir() -> str:
@@ -48,7 +70,7 @@ def _h(text: str, n: int = 20) -> str:
 
 @dataclass
 class CacheEntry:
-    """One cached shard as ``cloudrec cache ls`` shows it."""
+    """One cached shard as ``cloudrec cache ls`` shows it (``url`` has its secrets masked)."""
 
     key: str
     url: str
@@ -56,6 +78,7 @@ class CacheEntry:
     version: str
     path: str
     last_used: float
+    crc32: Optional[int] = None
 
 
 class ShardCache:
@@ -67,8 +90,14 @@ class ShardCache:
             max_bytes = int(os.environ.get(ENV_MAX, DEFAULT_MAX_BYTES))
         self.max_bytes = int(max_bytes)
         self._make_dir()
+        self.read_only = not os.access(self.dir, os.W_OK)
         self.downloads = 0   # shards this object downloaded
         self.hits = 0        # lookups served from the folder
+        self.corrupt = 0     # entries found damaged and dropped
+
+    def __repr__(self) -> str:
+        ro = ", read-only" if self.read_only else ""
+        return f"ShardCache({self.dir!r}, max_bytes={self.max_bytes}{ro})"
 
     def _make_dir(self, url: Optional[str] = None) -> None:
         """Create the folder (again, if a cleaner removed it); an unusable one is a StorageError."""
@@ -81,21 +110,54 @@ class ShardCache:
     # -- naming ---------------------------------------------------------------------
     def key(self, url: str, size: int, version: str) -> str:
         """``<hash(url)>-<hash(size, version)>``: same URL prefix for every version."""
-        return f"{_h(url)}-{_h(f'{size}|{version}', 12)}"
+        return f"{_h(redact_url(url))}-{_h(f'{size}|{version}', 12)}"
 
     def _p(self, key: str, ext: str) -> str:
         return os.path.join(self.dir, f"{key}.{ext}")
 
     def lookup(self, url: str, size: int, version: str) -> Optional[str]:
-        """Path of a complete cached copy (and mark it used), or None."""
-        path = self._p(self.key(url, size, version), "data")
+        """Path of a complete, intact cached copy (and mark it used), or None.
+
+        The first lookup of an entry in this process checks its CRC32; a
+        damaged entry (or one without a checksum) is dropped and None returned.
+        """
+        key = self.key(url, size, version)
+        path = self._p(key, "data")
         try:
-            if os.stat(path).st_size == size:
-                os.utime(path)
-                return path
+            st = os.stat(path)
         except FileNotFoundError:
-            pass
-        return None
+            return None
+        if st.st_size != size or not self._intact(key, path, st, url):
+            return None
+        try:
+            os.utime(path)
+        except OSError:
+            pass  # read-only folder, or evicted this instant: the caller's hold tells
+        return path
+
+    def _intact(self, key: str, path: str, st: os.stat_result, url: Optional[str]) -> bool:
+        mark = (path, st.st_dev, st.st_ino, st.st_size)
+        if mark in _VERIFIED:
+            return True
+        want = read_json(self._p(key, "json")).get("crc32")
+        try:
+            got = crc32_file(path)
+        except FileNotFoundError:
+            return False
+        if isinstance(want, int) and got == want:
+            with _VERIFIED_LOCK:
+                _VERIFIED.add(mark)
+            return True
+        self.corrupt += 1
+        why = "has no checksum" if not isinstance(want, int) else \
+            f"is damaged (CRC32 {got:08x}, recorded {want:08x})"
+        if self.read_only:
+            warnings.warn(f"cloudrec cache: entry {path} {why}; the folder is read-only, so the "
+                          f"shard is read directly ({redact_url(url) if url else key})",
+                          RuntimeWarning, stacklevel=3)
+        else:
+            self._remove(key)
+        return False
 
     # -- the one entry point -----------------------------------------------------------
     def get(self, url: str, size: int, version: str,
@@ -103,59 +165,90 @@ class ShardCache:
             hold: Optional[Callable[[str], object]] = None) -> str:
         """Local path of the shard, downloading it with ``download(tmp_path)`` if needed.
 
-        ``download`` must write the whole object to the given path.  ``hold(path)``,
-        if given, runs while no eviction can remove the file (e.g. to open it), so a
-        cap smaller than the shards in use cannot pull it away first.  Raises
-        StorageError when the shard is larger than the cap or the download is
-        short.
+        ``download`` must write the whole object to the given path (which may
+        exist already, reserved at full size).  ``hold(path)``, if given, runs
+        while no eviction can remove the file (e.g. to open it and take a
+        shared lock), so a cap smaller than the shards in use cannot pull it
+        away first.  Raises :class:`CacheFullError` when the shard does not fit
+        the cap, :class:`CacheReadOnlyError` on a miss in a read-only folder,
+        :class:`CacheDiskFullError` when the disk is full, StorageError when
+        the download is short.
         """
         found = self.lookup(url, size, version)
         if found and self._hold(found, hold):
             self.hits += 1
             return found
+        if self.read_only or not os.access(self.dir, os.W_OK):
+            self.read_only = os.path.isdir(self.dir)
+            raise CacheReadOnlyError(f"the cache folder {self.dir} is read-only: "
+                                     "cannot store the shard", url)
         if size > self.max_bytes:
-            raise StorageError(f"shard of {size} bytes does not fit the cache cap of "
-                               f"{self.max_bytes} bytes in {self.dir}", url)
+            raise CacheFullError(f"shard of {size} bytes does not fit the cache cap of "
+                                 f"{self.max_bytes} bytes in {self.dir}", url)
         key = self.key(url, size, version)
         self._make_dir(url)
         final = self._p(key, "data")
-        with _Flock(self._p(key, "lock")):
+        with Flock(self._p(key, "lock")):
             found = self.lookup(url, size, version)
             if found and self._hold(found, hold):  # another process finished it meanwhile
                 self.hits += 1
                 return found
             self._remove_temps(key)
             self._drop_other_versions(url, key)
-            self.evict(incoming=size)
             tmp = self._p(key, f"tmp.{os.getpid()}.{next(_counter)}")
             try:
+                with Flock(os.path.join(self.dir, EVICT_LOCK)):
+                    if not self._make_room(size, keep=(key,)):
+                        raise CacheFullError(
+                            f"shard of {size} bytes does not fit the cache cap of "
+                            f"{self.max_bytes} bytes in {self.dir}: the other entries are in use",
+                            url)
+                    reserve(tmp, size)  # counted against the cap from now on
                 download(tmp)
                 got = os.path.getsize(tmp)
                 if got != size:
                     raise StorageError(f"download gave {got} of {size} bytes", url)
-                with open(self._p(key, "json.tmp"), "w") as fh:
-                    json.dump({"url": url, "size": size, "version": version}, fh)
-                os.replace(self._p(key, "json.tmp"), self._p(key, "json"))
-                with _Flock(os.path.join(self.dir, ".evict.lock")):
+                write_private_json(self._p(key, "json"),
+                                   {"url": redact_url(url), "size": size, "version": version,
+                                    "crc32": crc32_file(tmp)})
+                with Flock(os.path.join(self.dir, EVICT_LOCK)):
                     os.replace(tmp, final)
                     if hold is not None:
                         hold(final)
+                st = os.stat(final)
+                with _VERIFIED_LOCK:
+                    _VERIFIED.add((final, st.st_dev, st.st_ino, st.st_size))
+            except OSError as exc:
+                unlink(tmp)
+                if is_disk_full(exc):
+                    raise disk_full_error(self.dir, url, size, exc) from None
+                if is_read_only(exc) and not isinstance(exc, StorageError):
+                    self.read_only = True
+                    raise CacheReadOnlyError(f"cannot write to the cache folder {self.dir}: "
+                                             f"{exc.strerror or exc}", url) from None
+                raise
             except BaseException:
-                _unlink(tmp)
+                unlink(tmp)
                 raise
             self.downloads += 1
-        self.evict(keep=(key,))
         return final
 
     def _hold(self, path: str, hold: Optional[Callable[[str], object]]) -> bool:
         """Run ``hold(path)`` under the eviction lock; False if the file was evicted meanwhile."""
         if hold is None:
             return True
-        with _Flock(os.path.join(self.dir, ".evict.lock")):
-            try:
-                hold(path)
-            except FileNotFoundError:
-                return False
+        try:
+            lock = Flock(os.path.join(self.dir, EVICT_LOCK))
+            lock.__enter__()
+        except CacheReadOnlyError:  # nobody evicts in a read-only folder
+            lock = None
+        try:
+            hold(path)
+        except FileNotFoundError:
+            return False
+        finally:
+            if lock is not None:
+                lock.__exit__()
         return True
 
     # -- listing and eviction ---------------------------------------------------------------
@@ -163,7 +256,7 @@ class ShardCache:
         """Complete entries, least recently used first."""
         out = []
         for name in os.listdir(self.dir):
-            if not name.endswith(".data"):
+            if not name.endswith(".data") or not OWN_FILE.match(name):
                 continue
             key = name[:-5]
             path = os.path.join(self.dir, name)
@@ -171,14 +264,11 @@ class ShardCache:
                 st = os.stat(path)
             except FileNotFoundError:
                 continue
-            meta: Dict[str, object] = {}
-            try:
-                with open(self._p(key, "json")) as fh:
-                    meta = json.load(fh)
-            except (OSError, ValueError):
-                pass
-            out.append(CacheEntry(key, str(meta.get("url", "?")), st.st_size,
-                                  str(meta.get("version", "")), path, st.st_mtime))
+            meta = read_json(self._p(key, "json"))
+            crc = meta.get("crc32")
+            out.append(CacheEntry(key, redact_url(str(meta.get("url", "?"))), st.st_size,
+                                  str(meta.get("version", "")), path, st.st_mtime,
+                                  crc if isinstance(crc, int) else None))
         out.sort(key=lambda e: e.last_used)
         return out
 
@@ -186,25 +276,45 @@ class ShardCache:
         """Bytes held by complete entries."""
         return sum(e.size for e in self.entries())
 
-    def evict(self, incoming: int = 0, keep: tuple = ()) -> int:
-        """Remove least recently used entries until ``total + incoming <= max_bytes``."""
-        freed = 0
-        with _Flock(os.path.join(self.dir, ".evict.lock")):
-            entries = self.entries()
-            total = sum(e.size for e in entries) + incoming
-            for e in entries:
-                if total <= self.max_bytes:
-                    break
-                if e.key in keep:
-                    continue
-                self._remove(e.key)
+    def _pending_bytes(self) -> int:
+        """Bytes reserved by downloads in progress; stale temp files (no live download) go."""
+        total = 0
+        for name in os.listdir(self.dir):
+            m = TMP_FILE.match(name)
+            if not m:
+                continue
+            path = os.path.join(self.dir, name)
+            if lock_file_in_use(self._p(m.group("key"), "lock")):
+                try:
+                    total += os.stat(path).st_size
+                except FileNotFoundError:
+                    pass
+            else:
+                unlink(path)  # its download died (the kernel dropped its lock)
+        return total
+
+    def _make_room(self, incoming: int, keep: tuple = ()) -> bool:
+        """Evict unheld LRU entries until ``incoming`` more bytes fit; call under the evict lock."""
+        entries = self.entries()
+        total = sum(e.size for e in entries) + self._pending_bytes() + incoming
+        for e in entries:
+            if total <= self.max_bytes:
+                break
+            if e.key in keep:
+                continue
+            if self._remove_unheld(e.key):
                 total -= e.size
-                freed += e.size
-        return freed
+        return total <= self.max_bytes
+
+    def evict(self, incoming: int = 0, keep: tuple = ()) -> bool:
+        """Remove least recently used entries not in use until ``total + incoming <= max_bytes``;
+        False when entries in use keep the total above the cap."""
+        with Flock(os.path.join(self.dir, EVICT_LOCK)):
+            return self._make_room(incoming, keep)
 
     def remove(self, url: str) -> int:
         """Drop every cached version of ``url``; returns how many were removed."""
-        prefix = _h(url) + "-"
+        prefix = _h(redact_url(url)) + "-"
         n = 0
         for e in self.entries():
             if e.key.startswith(prefix):
@@ -213,97 +323,76 @@ class ShardCache:
         return n
 
     def clear(self) -> int:
-        """Remove all entries (and leftover temp files); returns entries removed."""
+        """Remove all entries and leftover temp files (only files the cache made)."""
         n = 0
         for e in self.entries():
             self._remove(e.key)
             n += 1
         for name in os.listdir(self.dir):
-            if name.startswith(".") or not (".tmp." in name or name.endswith(".json")):
+            if not OWN_FILE.match(name) or name.endswith((".data", ".lock")):
                 continue
             key = name.split(".")[0]
-            try:  # a key being downloaded right now keeps its temp file
-                with _Flock(self._p(key, "lock"), blocking=False):
-                    if not os.path.exists(self._p(key, "data")):
-                        _unlink(os.path.join(self.dir, name))
-                    elif ".tmp." in name:
-                        _unlink(os.path.join(self.dir, name))
+            try:  # a key being downloaded right now keeps its temp and metadata files
+                with Flock(self._p(key, "lock"), blocking=False):
+                    if ".tmp" in name or not os.path.exists(self._p(key, "data")):
+                        unlink(os.path.join(self.dir, name))
             except BlockingIOError:
                 pass
+        for name in os.listdir(self.dir):  # lock files of keys no longer present
+            if OWN_FILE.match(name) and name.endswith(".lock") and \
+                    not os.path.exists(os.path.join(self.dir, name[:-5] + ".data")):
+                if not lock_file_in_use(os.path.join(self.dir, name)):
+                    unlink(os.path.join(self.dir, name))
         return n
 
+    def verify(self) -> Tuple[List[CacheEntry], List[CacheEntry]]:
+        """Check every entry's CRC32 now; damaged ones are dropped.  Returns (good, bad)."""
+        good, bad = [], []
+        for e in self.entries():
+            try:
+                got = crc32_file(e.path)
+            except FileNotFoundError:
+                continue
+            if e.crc32 is not None and got == e.crc32:
+                good.append(e)
+            else:
+                bad.append(e)
+                self.corrupt += 1
+                if not self.read_only:
+                    self._remove(e.key)
+        return good, bad
+
     def _remove(self, key: str) -> None:
-        _unlink(self._p(key, "data"))
-        _unlink(self._p(key, "json"))
+        unlink(self._p(key, "data"))
+        unlink(self._p(key, "json"))
+
+    def _remove_unheld(self, key: str) -> bool:
+        """Remove an entry unless a reader holds it (its space would not come back)."""
+        path = self._p(key, "data")
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            unlink(self._p(key, "json"))
+            return True
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        try:
+            self._remove(key)
+        finally:
+            os.close(fd)
+        return True
 
     def _remove_temps(self, key: str) -> None:
         prefix = f"{key}.tmp."
         for name in os.listdir(self.dir):
             if name.startswith(prefix):
-                _unlink(os.path.join(self.dir, name))
+                unlink(os.path.join(self.dir, name))
 
     def _drop_other_versions(self, url: str, key: str) -> None:
-        prefix = _h(url) + "-"
+        prefix = _h(redact_url(url)) + "-"
         for name in os.listdir(self.dir):
             if name.startswith(prefix) and name.endswith(".data") and name[:-5] != key:
-                self._remove(name[:-5])
-
-
-def download_ranges(submit: Callable[[int, int], "Future[bytes]"], size: int,
-                    chunk: int = DOWNLOAD_CHUNK) -> Callable[[str], None]:
-    """A ``download(tmp_path)`` that fetches ``[0, size)`` in concurrent chunks.
-
-    ``submit(start, end)`` returns a Future of exactly those bytes (a
-    RangeReader with retries), so a download gets the same retry policy and
-    short-body checks as record reads.
-    """
-    def download(tmp: str) -> None:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            futs = [(a, submit(a, min(size, a + chunk))) for a in range(0, size, chunk)]
-            try:
-                for a, f in futs:
-                    data = f.result()
-                    os.pwrite(fd, data, a)
-            except BaseException:
-                for _, f in futs:
-                    f.cancel()
-                raise
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    return download
-
-
-class _Flock:
-    """Exclusive ``flock`` on a lock file, released on exit (or by the kernel on death)."""
-
-    def __init__(self, path: str, blocking: bool = True) -> None:
-        self.path, self.blocking = path, blocking
-        self.fd = -1
-
-    def __enter__(self) -> "_Flock":
-        try:
-            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as exc:  # the cache folder is gone, read-only or not a folder
-            raise StorageError(f"cannot use the cache folder: cannot create {self.path}: "
-                               f"{type(exc).__name__}: {exc.strerror or exc}") from exc
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | (0 if self.blocking else fcntl.LOCK_NB))
-        except BaseException:
-            os.close(self.fd)
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_UN)
-        finally:
-            os.close(self.fd)
-
-
-def _unlink(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
+                self._remove_unheld(name[:-5])

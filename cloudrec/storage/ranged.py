@@ -12,7 +12,11 @@ three implementations chosen by what the filesystem offers:
   ``read_range`` on a kept-open handle where the file object has one, else
   ``cat_file``.
 
-Every result is checked to be exactly ``end - start`` bytes long.
+Every result is checked to be exactly ``end - start`` bytes long.  A read
+given the object's ``version`` (``"ETag=<etag>"``, as the dataset layer
+records at open) is pinned to it on S3 (``If-Match`` plus a check of the
+answer's ETag) and HTTP (``If-Match``): a replaced object is an
+:class:`ObjectChangedError` naming it, never bytes of another version.
 """
 from __future__ import annotations
 
@@ -25,7 +29,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import fsspec
 
-from cloudrec.storage.retry import ReadTimeoutError, RetryPolicy, check_length
+from cloudrec.storage.retry import ObjectChangedError, ReadTimeoutError, RetryPolicy, check_length
 
 DEFAULT_CONCURRENCY = 16
 
@@ -52,9 +56,18 @@ class RangeReader:
         self._lock = threading.Lock()
         self._closed = False
 
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}({type(self.fs).__name__}, concurrency={self.concurrency}, "
+                f"retry={self.retry!r})")
+
     # -- public -----------------------------------------------------------------
-    def submit(self, path: str, start: int, end: int, url: Optional[str] = None) -> "Future[bytes]":
-        """Start reading ``[start, end)`` of ``path``; the Future gives exactly those bytes."""
+    def submit(self, path: str, start: int, end: int, url: Optional[str] = None,
+               version: Optional[str] = None) -> "Future[bytes]":
+        """Start reading ``[start, end)`` of ``path``; the Future gives exactly those bytes.
+
+        ``version`` (``"ETag=..."``) pins the read to that object version
+        where the backend can check it (S3, HTTP); elsewhere it is ignored.
+        """
         url = url or path
         if end <= start:
             f: Future = Future()
@@ -200,24 +213,102 @@ class AsyncRangeReader(RangeReader):
         super().__init__(fs, **kw)
         self._sem: Optional[asyncio.Semaphore] = None
 
-    def submit(self, path: str, start: int, end: int, url: Optional[str] = None) -> "Future[bytes]":
+    def submit(self, path: str, start: int, end: int, url: Optional[str] = None,
+               version: Optional[str] = None) -> "Future[bytes]":
         url = url or path
         if end <= start:
             f: Future = Future()
             f.set_result(b"")
             return f
-        return asyncio.run_coroutine_threadsafe(self._aread(path, start, end, url), self.fs.loop)
+        return asyncio.run_coroutine_threadsafe(
+            self._aread(path, start, end, url, etag_of(version)), self.fs.loop)
 
-    async def _aread(self, path: str, start: int, end: int, url: str) -> bytes:
+    async def _aread(self, path: str, start: int, end: int, url: str,
+                     etag: Optional[str] = None) -> bytes:
         if self._sem is None:
             self._sem = asyncio.Semaphore(self.concurrency)
+        kind = _pinning_kind(self.fs) if etag else None
 
         async def attempt() -> bytes:
-            data = await self.fs._cat_file(path, start=start, end=end)
+            try:
+                if kind == "s3":
+                    data = await _s3_get_pinned(self.fs, path, start, end, etag, url)  # type: ignore[arg-type]
+                elif kind == "http":
+                    data = await self.fs._cat_file(path, start=start, end=end,
+                                                   headers={"If-Match": _quoted(etag)})  # type: ignore[arg-type]
+                else:
+                    data = await self.fs._cat_file(path, start=start, end=end)
+            except ObjectChangedError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a failed If-Match is not transient
+                if etag and _precondition_failed(exc):
+                    raise _changed(url, etag, None, start, end) from None
+                raise
             return check_length(data, url, start, end)
 
         async with self._sem:
             return await self.retry.acall(attempt, url, start, end)
+
+
+def etag_of(version: Optional[str]) -> Optional[str]:
+    """The ETag inside a dataset version tag (``"ETag=abc"`` -> ``"abc"``), else None."""
+    if not version or not version.lower().startswith("etag="):
+        return None
+    tag = version.split("=", 1)[1].strip().strip('"')
+    return tag or None
+
+
+def _quoted(etag: str) -> str:
+    return etag if etag.startswith(("W/", '"')) else f'"{etag}"'
+
+
+def _pinning_kind(fs: fsspec.AbstractFileSystem) -> Optional[str]:
+    mod = type(fs).__module__
+    if mod.startswith("s3fs"):
+        return "s3"
+    if mod.startswith("fsspec.implementations.http"):
+        return "http"
+    return None
+
+
+def _changed(url: str, etag: str, now: Optional[str], start: int, end: int) -> ObjectChangedError:
+    seen = f"ETag {now!r} now, " if now else ""
+    return ObjectChangedError(
+        f"the object changed since the dataset was opened ({seen}ETag {etag!r} at open): "
+        "its bytes no longer match the index read then; reopen the dataset", url, start, end)
+
+
+def _precondition_failed(exc: BaseException) -> bool:
+    """An answer of 412 Precondition Failed (the If-Match did not hold), however wrapped."""
+    for e in (exc, exc.__cause__, exc.__context__):
+        if e is None:
+            continue
+        if getattr(e, "status", None) == 412 or getattr(e, "status_code", None) == 412:
+            return True
+        resp = getattr(e, "response", None)
+        if isinstance(resp, dict) and (
+                resp.get("ResponseMetadata", {}).get("HTTPStatusCode") == 412
+                or resp.get("Error", {}).get("Code") == "PreconditionFailed"):
+            return True
+        if "precondition" in str(e).lower():
+            return True
+    return False
+
+
+async def _s3_get_pinned(fs: Any, path: str, start: int, end: int, etag: str, url: str) -> bytes:
+    """One ranged GetObject with ``IfMatch``; the answer's ETag is checked too (a server
+    that ignores the condition still cannot hand over another version's bytes)."""
+    bucket, key, vers = fs.split_path(path)
+    kw: Dict[str, Any] = {"VersionId": vers} if vers else {}
+    resp = await fs._call_s3("get_object", Bucket=bucket, Key=key,
+                             Range=f"bytes={start}-{end - 1}", IfMatch=_quoted(etag), **kw)
+    try:
+        now = str(resp.get("ETag") or "").strip('"')
+        if now and now != etag:
+            raise _changed(url, etag, now, start, end)
+        return await resp["Body"].read()
+    finally:
+        resp["Body"].close()
 
 
 def call_fs(fs: fsspec.AbstractFileSystem, method: str, *args: Any,

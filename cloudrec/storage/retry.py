@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import random
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Optional, TypeVar
@@ -26,16 +27,24 @@ _TRANSIENT_WORDS = (
     "server disconnected", "serverdisconnected", "broken pipe", "incompleteread",
     "incomplete read", "payload", "not enough data", "response ended prematurely",
     "responsestreamingerror", "endpoint connection", "connection was closed",
+    "could not connect to the endpoint", "connection refused", "connect timeout",
     "503", "500", "502", "504",
 )
 _TRANSIENT_TYPES = ("Payload", "ContentLength", "IncompleteRead", "Disconnected",
-                    "ConnectionClosed", "ResponseStreaming", "Timeout", "ProtocolError")
+                    "ConnectionClosed", "ResponseStreaming", "Timeout", "ProtocolError",
+                    "EndpointConnection", "ConnectionRefused", "ClientConnector",
+                    "ConnectTimeout", "ConnectionError")
 _TRANSIENT_ERRNOS = {errno.ECONNRESET, errno.ECONNABORTED, errno.ECONNREFUSED, errno.EPIPE,
                      errno.ETIMEDOUT, errno.EAGAIN, errno.EBUSY, errno.EHOSTUNREACH, errno.ENETUNREACH}
 
 
 class ShortReadError(StorageError):
     """A read returned fewer (or more) bytes than the range asked for."""
+
+
+class ObjectChangedError(StorageError):
+    """The object's ETag is not the one seen when the dataset was opened (it was replaced):
+    its bytes no longer match the record table, so the read is refused (never retried)."""
 
 
 class ReadTimeoutError(StorageError, TimeoutError):
@@ -49,6 +58,8 @@ def is_transient(exc: BaseException) -> bool:
     connection errors and 5xx/SlowDown answers (recognised by type, errno or
     message, because each client library wraps them differently) are transient.
     """
+    if isinstance(exc, ObjectChangedError):
+        return False
     if isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError,
                         NotADirectoryError, ValueError, TypeError, KeyError)):
         # aiohttp's payload errors subclass none of these; IncompleteRead is ValueError-free
@@ -98,9 +109,17 @@ class RetryPolicy:
     """How to retry one ranged read.
 
     ``max_attempts`` tries in all; the n-th retry waits a random time in
-    ``[0, min(max_delay, base_delay * 2**n)]`` ("full jitter").  ``timeout`` is
-    the limit for one request in seconds (enforced for async filesystems, and
-    by the client's own socket timeouts for sync ones).
+    ``[cap/2, cap]`` with ``cap = min(max_delay, base_delay * 2**n)`` ("equal
+    jitter": spread out, yet the waits of the default policy add up to at
+    least 2.5 s, so an endpoint that refuses connections for ~1.5 s is ridden
+    out).  ``timeout`` is the limit for one request in seconds (enforced for
+    async filesystems, and by a watchdog thread for sync ones).
+    ``max_elapsed`` bounds the whole call, attempts and waits together: no
+    retry starts once it would end later.
+
+    ``retries`` and ``failures`` count, for everything this policy object ran,
+    the retries made and the calls that failed for good (a fetcher's
+    ``stats``).
     """
 
     max_attempts: int = 8
@@ -108,30 +127,63 @@ class RetryPolicy:
     max_delay: float = 2.0
     timeout: float = 30.0
     seed: Optional[int] = None
+    max_elapsed: float = 300.0
     _rng: random.Random = field(default=None, init=False, repr=False, compare=False)  # type: ignore
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1:
             raise ValueError("max_attempts must be >= 1")
         self._rng = random.Random(self.seed)
+        self._count_lock = threading.Lock()
+        self.retries = 0
+        self.failures = 0
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state.pop("_count_lock", None)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._count_lock = threading.Lock()
+        self.__dict__.setdefault("retries", 0)
+        self.__dict__.setdefault("failures", 0)
+
+    def copy(self) -> "RetryPolicy":
+        """The same settings with fresh counters (and a fresh RNG from the same seed)."""
+        return RetryPolicy(self.max_attempts, self.base_delay, self.max_delay, self.timeout,
+                           self.seed, self.max_elapsed)
 
     def delays(self) -> Iterator[float]:
         """The waits before attempt 2, 3, ... (``max_attempts - 1`` of them)."""
         for n in range(self.max_attempts - 1):
             cap = min(self.max_delay, self.base_delay * (2 ** n))
-            yield self._rng.uniform(0, cap)
+            yield self._rng.uniform(cap / 2, cap)
+
+    def _next_wait(self, delays: Iterator[float], t0: float) -> Optional[float]:
+        """The wait before the next attempt, or None when attempts or time are used up."""
+        wait = next(delays, None)
+        if wait is None or time.monotonic() - t0 + wait > self.max_elapsed:
+            with self._count_lock:
+                self.failures += 1
+            return None
+        with self._count_lock:
+            self.retries += 1
+        return wait
 
     def _fail(self, exc: BaseException, url: str, start: Optional[int], end: Optional[int],
-              attempts: int) -> StorageError:
+              attempts: int, t0: float) -> StorageError:
         kind = "timed out" if isinstance(exc, (TimeoutError, asyncio.TimeoutError)) else "failed"
-        return StorageError(f"read {kind} after {attempts} attempt(s): {type(exc).__name__}: {exc}",
-                            url, start, end)
+        took = time.monotonic() - t0
+        return StorageError(f"read {kind} after {attempts} attempt(s) in {took:.1f} s: "
+                            f"{type(exc).__name__}: {exc}", url, start, end)
 
     def call(self, fn: Callable[[], T], url: str, start: Optional[int] = None,
              end: Optional[int] = None) -> T:
         """Run ``fn()`` with retries; raise StorageError naming the URL and range at the end."""
         delays = self.delays()
         attempt = 0
+        t0 = time.monotonic()
         while True:
             attempt += 1
             try:
@@ -142,9 +194,9 @@ class RetryPolicy:
                     raise
                 if not is_transient(exc):
                     raise _permanent(exc, url, start, end) from exc
-                wait = next(delays, None)
+                wait = self._next_wait(delays, t0)
                 if wait is None:
-                    raise self._fail(exc, url, start, end, attempt) from exc
+                    raise self._fail(exc, url, start, end, attempt, t0) from exc
             time.sleep(wait)
 
     async def acall(self, make_coro: Callable[[], "asyncio.Future"], url: str,
@@ -152,6 +204,7 @@ class RetryPolicy:
         """Async twin of :meth:`call`; each attempt is cut off after ``timeout`` seconds."""
         delays = self.delays()
         attempt = 0
+        t0 = time.monotonic()
         while True:
             attempt += 1
             try:
@@ -165,9 +218,9 @@ class RetryPolicy:
                     raise
                 if not is_transient(exc):
                     raise _permanent(exc, url, start, end) from exc
-                wait = next(delays, None)
+                wait = self._next_wait(delays, t0)
                 if wait is None:
-                    raise self._fail(exc, url, start, end, attempt) from exc
+                    raise self._fail(exc, url, start, end, attempt, t0) from exc
             await asyncio.sleep(wait)
 
 

@@ -1,0 +1,204 @@
+"""File-level helpers of the shard cache: names, locks, checksums, writes, disk-full errors.
+
+Kept apart from :mod:`cloudrec.storage.cache` so the cache's policy (lookup,
+download once, cap, eviction) reads on its own.
+"""
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import re
+import zlib
+from concurrent.futures import Future
+from typing import Any, Callable, Dict, Optional
+
+from cloudrec.errors import StorageError
+
+DOWNLOAD_CHUNK = 8 << 20
+CRC_CHUNK = 8 << 20
+EVICT_LOCK = ".evict.lock"
+# every file the cache itself creates: <20 hex>-<12 hex>.<ext>; nothing else is ever removed
+OWN_FILE = re.compile(r"^[0-9a-f]{20}-[0-9a-f]{12}\.(data|json|json\.tmp|lock|tmp\.\d+\.\d+)$")
+TMP_FILE = re.compile(r"^(?P<key>[0-9a-f]{20}-[0-9a-f]{12})\.tmp\.\d+\.\d+$")
+_DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+_READ_ONLY = {errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+class CacheUnavailable(StorageError):
+    """The cache cannot take this shard (read-only, or full of shards in use): read it directly."""
+
+
+class CacheReadOnlyError(CacheUnavailable):
+    """The cache folder cannot be written: hits are served, misses are not stored."""
+
+
+class CacheFullError(CacheUnavailable):
+    """The shard does not fit the cap, even after evicting every entry not in use."""
+
+
+class CacheDiskFullError(StorageError):
+    """The disk holding the cache folder is full (ENOSPC/EDQUOT)."""
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in _DISK_FULL
+
+
+def is_read_only(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in _READ_ONLY
+
+
+def disk_full_error(cache_dir: str, url: Optional[str], size: int, exc: OSError
+                    ) -> CacheDiskFullError:
+    return CacheDiskFullError(f"the disk of the cache folder {cache_dir} is full "
+                              f"({exc.strerror or exc}): cannot store a shard of {size} bytes; "
+                              "free space, lower the cache cap or choose another cache_dir", url)
+
+
+def crc32_file(path: str) -> int:
+    """zlib.crc32 of a whole file (about 1 GB/s; no dependency)."""
+    crc = 0
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        while True:
+            chunk = os.read(fd, CRC_CHUNK)
+            if not chunk:
+                return crc
+            crc = zlib.crc32(chunk, crc)
+    finally:
+        os.close(fd)
+
+
+def write_private_json(path: str, data: Dict[str, Any]) -> None:
+    """Write ``data`` to ``path`` atomically, readable by the owner only (0600)."""
+    tmp = path + ".tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)  # an older file of that name may have had wider rights
+        write_all(fd, json.dumps(data).encode(), 0)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def read_json(path: str) -> Dict[str, Any]:
+    try:
+        with open(path) as fh:
+            meta = json.load(fh)
+        return meta if isinstance(meta, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def write_all(fd: int, data: bytes, offset: int) -> None:
+    """``pwrite`` until every byte is written (a full disk shows as a short write first)."""
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view, offset)
+        if n <= 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        view, offset = view[n:], offset + n
+
+
+def reserve(path: str, size: int) -> None:
+    """Create ``path`` with ``size`` bytes allocated, so a full disk fails now, not mid-download,
+    and the cap can count bytes still being downloaded."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        if size > 0:
+            try:
+                os.posix_fallocate(fd, 0, size)
+            except OSError as exc:
+                if exc.errno not in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+                    raise
+                os.ftruncate(fd, size)  # a filesystem without fallocate: size only
+    except BaseException:
+        os.close(fd)
+        unlink(path)
+        raise
+    os.close(fd)
+
+
+def download_ranges(submit: Callable[[int, int], "Future[bytes]"], size: int,
+                    chunk: int = DOWNLOAD_CHUNK) -> Callable[[str], None]:
+    """A ``download(tmp_path)`` that fetches ``[0, size)`` in concurrent chunks.
+
+    ``submit(start, end)`` returns a Future of exactly those bytes (a
+    RangeReader with retries), so a download gets the same retry policy,
+    short-body and version checks as record reads.  The file is written in
+    place (it may have been reserved at full size).
+    """
+    def download(tmp: str) -> None:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT, 0o644)
+        try:
+            futs = [(a, submit(a, min(size, a + chunk))) for a in range(0, size, chunk)]
+            try:
+                for a, f in futs:
+                    write_all(fd, f.result(), a)
+            except BaseException:
+                for _, f in futs:
+                    f.cancel()
+                raise
+            os.ftruncate(fd, size)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    return download
+
+
+class Flock:
+    """Exclusive (or shared) ``flock`` on a lock file, released on exit (or by the kernel on death)."""
+
+    def __init__(self, path: str, blocking: bool = True, shared: bool = False) -> None:
+        self.path, self.blocking, self.shared = path, blocking, shared
+        self.fd = -1
+
+    def __enter__(self) -> "Flock":
+        try:
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:  # the cache folder is gone, read-only or not a folder
+            cls = CacheReadOnlyError if is_read_only(exc) else StorageError
+            raise cls(f"cannot use the cache folder: cannot create {self.path}: "
+                      f"{type(exc).__name__}: {exc.strerror or exc}") from exc
+        flags = (fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX)
+        try:
+            fcntl.flock(self.fd, flags | (0 if self.blocking else fcntl.LOCK_NB))
+        except BaseException:
+            os.close(self.fd)
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+        finally:
+            os.close(self.fd)
+
+
+def lock_file_in_use(path: str) -> bool:
+    """True while another open file holds a ``flock`` on ``path`` (a reader, a download)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing drops the probe's own lock
+    return False
+
+
+def hold_shared(fd: int) -> None:
+    """Mark an open cache file as in use: eviction skips files with a shared lock."""
+    fcntl.flock(fd, fcntl.LOCK_SH)
+
+
+def unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
