@@ -124,7 +124,18 @@ def one_line(exc: BaseException) -> str:
         return text
     if isinstance(exc, OSError) and type(exc).__module__ == "builtins":
         return text
-    return f"{type(exc).__name__}: {text}"
+    hint = _HINTS.get(type(exc).__name__, "")
+    return f"{type(exc).__name__}: {text}{hint}"
+
+
+# what to check, for the foreign errors a first run meets most
+_HINTS = {
+    "EndpointConnectionError": " - is the server running and the endpoint right? "
+                               "(AWS_ENDPOINT_URL or --storage-options)",
+    "ConnectTimeoutError": " - is the endpoint reachable? (AWS_ENDPOINT_URL or --storage-options)",
+    "NoCredentialsError": " - set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE), "
+                          "or pass anon=true in --storage-options for a public bucket",
+}
 
 
 def debug_wanted(ns: Optional[argparse.Namespace] = None) -> bool:

@@ -297,6 +297,8 @@ def format_summary(s: Summary) -> str:
 
 
 def run(ns: argparse.Namespace) -> int:
+    if ns.aug and not ns.grid:  # --aug only shapes the contact sheet
+        print("inspect: warning: --aug has no effect without --grid PNG", file=sys.stderr)
     summary = inspect(ns.url, sample=ns.sample, seed=ns.seed, storage_options=ns.storage_options,
                       grid=ns.grid, grid_n=ns.grid_n, cell=ns.cell, cols=ns.cols,
                       aug=parse_aug(ns.aug))
