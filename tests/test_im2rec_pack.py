@@ -158,7 +158,12 @@ def test_num_shards(tmp_path):
     assert [p for s in shards for p in s] == whole  # same records, same order
     assert keys == parse_idx((PACK / "passthrough" / "all.idx").read_bytes())[0].tolist()
     assert not (out / "all.rec").exists()
-    assert len(list(out.iterdir())) == 1 + 10
+    assert len(list(out.iterdir())) == 1 + 10 + 1  # .lst, 5 shards, the manifest
+    import json
+    doc = json.loads((out / "all.manifest.json").read_text())
+    assert [(e["rec"], e["records"], e["size"]) for e in doc["shards"]] == [
+        ("all-%05d-of-00005.rec" % i, len(s), (out / ("all-%05d-of-00005.rec" % i)).stat().st_size)
+        for i, s in enumerate(shards)]
 
 
 def test_shard_size(tmp_path):

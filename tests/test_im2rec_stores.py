@@ -65,7 +65,8 @@ def test_resize_shards_to_store_and_failure_leaves_nothing(store):
                      "--no-progress", *_so(store), store.url("out/all"), root]) == 0
     names = store.listdir("out")
     assert names == ["all-00000-of-00002.idx", "all-00000-of-00002.rec",
-                     "all-00001-of-00002.idx", "all-00001-of-00002.rec", "all.lst"]
+                     "all-00001-of-00002.idx", "all-00001-of-00002.rec", "all.lst",
+                     "all.manifest.json"]
     n = 0
     for i in range(2):
         stem = store.url("out/all-%05d-of-00002" % i)

@@ -3,7 +3,8 @@
 Every task reads its slice of the list from ROOT, encodes it and writes
 ``PREFIX-0000i-of-0000N.rec/.idx`` under temporary names straight to the
 destination URL; the driver renames all shards only when every task
-succeeded, and deletes the temporaries otherwise.  Without ``--scheduler`` a
+succeeded (then writes the pack manifest), and deletes the temporaries
+otherwise.  Without ``--scheduler`` a
 LocalCluster (threads, no network) runs the tasks.  Dask is optional: this
 module imports it only when called.
 """
@@ -20,7 +21,7 @@ from cloudrec.format.framing import ceil4
 from cloudrec.format.irheader import HEADER_SIZE
 from cloudrec.format.lst import ListEntry
 from cloudrec.tools.packing import (EncodeOptions, ImageSource, PackError, PackReport,
-                                    ShardedWriter, commit_shards, pack_entries, remove_temps,
+                                    ShardedWriter, commit_pack, pack_entries, remove_temps,
                                     shard_bounds)
 
 
@@ -142,5 +143,5 @@ def pack_with_dask(entries: Sequence[ListEntry], source: ImageSource, dir_url: s
         if errors:
             raise errors[0]
         raise PackError(f"no image could be packed ({len(total.failures)} failed)")
-    commit_shards(shards, storage_options)
+    commit_pack(shards, dir_url, base, storage_options, sharded=True)
     return total

@@ -3,8 +3,9 @@
 A pool of workers (threads by default: cv2 and file reads release the GIL;
 or processes) reads and encodes images; the writer takes results back in
 list order, so the output never depends on timing.  Records go to
-temporary names that are renamed only when every shard is complete, so a
-failed or interrupted run never leaves files that look finished.
+temporary names that are renamed only when every shard is complete, and a
+sharded pack's manifest (``BASE.manifest.json``) is written last, so a
+failed or interrupted run never leaves files that open as finished.
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from cloudrec.errors import CloudrecError, ConfigError, ImageDecodeError, Storag
 from cloudrec.format.framing import encoded_length
 from cloudrec.format.irheader import IRHeader, pack
 from cloudrec.format.lst import ListEntry
+from cloudrec.format.manifest import ManifestShard, build_manifest, manifest_name
 from cloudrec.image.decode import decode_image
 from cloudrec.recordio import MXIndexedRecordIO, pack_img
 from cloudrec.storage.fs import join_url, resolve
@@ -353,9 +355,11 @@ class ShardedWriter:
         return self.shards
 
     def commit(self) -> List[ShardFile]:
-        """Finish, then rename every temporary file to its final name."""
+        """Finish, then rename every temporary file to its final name; a sharded pack
+        gets its manifest last (see :func:`commit_pack`)."""
         shards = self.finish()
-        commit_shards(shards, self.storage_options)
+        commit_pack(shards, self.dir_url, self.base, self.storage_options,
+                    sharded=self.sharded)
         self._done = True
         return shards
 
@@ -430,6 +434,36 @@ def commit_shards(shards: Sequence[ShardFile], storage_options: Optional[Dict[st
                 raise
             except OSError as exc:
                 raise StorageError(f"cannot rename {tmp} to its final name: {exc}", final) from exc
+
+
+def commit_pack(shards: Sequence[ShardFile], dir_url: str, base: str,
+                storage_options: Optional[Dict[str, Any]] = None, *, sharded: bool = True
+                ) -> Optional[str]:
+    """Publish a pack so that it appears complete or not at all; the manifest URL.
+
+    On object storage a rename is a copy plus a delete, so shards become
+    visible one by one.  The order makes every intermediate state detectable
+    by ``open_dataset`` on a glob or brace range: (1) an older manifest of the
+    same name goes first (a mix of old and new shards must not pass for the
+    old pack), (2) the shards are renamed (temporaries still visible), (3)
+    ``BASE.manifest.json`` with names, sizes and record counts is written last.
+    A single unsharded output needs no manifest (its `.idx` is renamed first).
+    """
+    manifest_url = join_url(dir_url, manifest_name(base)) if sharded else None
+    if manifest_url is not None:
+        fs, path = resolve(manifest_url, storage_options)
+        try:
+            if fs.exists(path):
+                fs.rm(path)
+        except OSError as exc:
+            raise StorageError(f"cannot remove the old pack manifest: {exc}",
+                               manifest_url) from exc
+    commit_shards(shards, storage_options)
+    if manifest_url is not None:
+        entries = [ManifestShard(posixpath.basename(sf.final_rec.split("://", 1)[-1]),
+                                 sf.nbytes, sf.records) for sf in shards]
+        write_bytes_atomic(manifest_url, build_manifest(base, entries), storage_options)
+    return manifest_url
 
 
 def remove_temps(shards: Sequence[ShardFile], storage_options: Optional[Dict[str, Any]] = None
