@@ -10,8 +10,9 @@ from __future__ import annotations
 import os
 import posixpath
 import random
+import sys
 from dataclasses import dataclass
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from cloudrec.errors import ImageListError
 from cloudrec.format.lst import ListEntry, format_lst_line, parse_lst_line
@@ -38,12 +39,68 @@ def _suffix_ok(name: str, exts: Sequence[str]) -> bool:
     return os.path.splitext(name)[1].lower() in exts
 
 
-def _walk_local(root: str) -> Iterator[Tuple[str, List[str]]]:
-    """(dirpath, sorted image-candidate file names) in os.walk order, dirs sorted."""
-    for path, dirs, files in os.walk(root, followlinks=True):
-        dirs.sort()
-        files.sort()
-        yield path, [f for f in files if os.path.isfile(os.path.join(path, f))]
+def report_skip(message: str) -> None:
+    """Default reporter of entries the walk leaves out: one ``im2rec:`` line on stderr."""
+    print(f"im2rec: {message}", file=sys.stderr)
+
+
+def _utf8_name(name: str) -> bool:
+    """Can this (surrogate-escaped) file name be written to a UTF-8 `.lst`?"""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _walk_local(root: str, report: Callable[[str], None] = report_skip
+                ) -> Iterator[Tuple[str, List[str]]]:
+    """(dirpath, sorted image-candidate file names) in os.walk order, dirs sorted.
+
+    Follows directory symlinks as MXNet's ``os.walk(followlinks=True)`` does,
+    but never into a directory that is already on the current path (same
+    device and inode): such a symlink loop is reported once and skipped, so the
+    walk always ends.  Names that are not valid UTF-8 are skipped with a
+    message naming their bytes (a `.lst` is UTF-8 text; see README).
+    """
+    def ident(path: str) -> Optional[Tuple[int, int]]:
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        return st.st_dev, st.st_ino
+
+    def walk(path: str, ancestors: frozenset) -> Iterator[Tuple[str, List[str]]]:
+        try:
+            names = sorted(os.listdir(path))
+        except OSError as exc:
+            report(f"skipped folder {path!r}: {exc.strerror or exc}")
+            return
+        dirs, files = [], []
+        for name in names:
+            full = os.path.join(path, name)
+            if not _utf8_name(name):
+                report(f"skipped {os.fsencode(name)!r} in {path!r}: the name is not valid "
+                       "UTF-8, which a .lst cannot hold (rename it)")
+                continue
+            if os.path.isdir(full):
+                dirs.append(name)
+            elif os.path.isfile(full):
+                files.append(name)
+        yield path, files
+        for d in dirs:
+            full = os.path.join(path, d)
+            key = ident(full)
+            if key is None:
+                continue
+            if key in ancestors:
+                report(f"skipped symlink loop {full!r} -> {os.path.realpath(full)!r} "
+                       "(a folder already being walked)")
+                continue
+            yield from walk(full, ancestors | {key})
+
+    start = ident(root)
+    yield from walk(root, frozenset([start] if start else []))
 
 
 def _walk_fs(fs, root: str) -> Iterator[Tuple[str, List[str]]]:
@@ -66,11 +123,15 @@ def _walk_fs(fs, root: str) -> Iterator[Tuple[str, List[str]]]:
 
 
 def list_images(fs, root: str, recursive: bool = False,
-                exts: Sequence[str] = DEFAULT_EXTS) -> Tuple[List[ListEntry], List[Folder]]:
+                exts: Sequence[str] = DEFAULT_EXTS,
+                report: Callable[[str], None] = report_skip
+                ) -> Tuple[List[ListEntry], List[Folder]]:
     """Every image under ``root`` as ``ListEntry(index, (label,), relpath)`` in walk order.
 
     Recursive: label = index of the folder among folders holding a matching
     file, in first-seen order.  Flat: ``sorted(listdir)``, label 0, no folders.
+    Symlink loops and non-UTF-8 names are left out, each passed to ``report``
+    once (default: a line on stderr).
     """
     local = _is_local(fs)
     j = os.path.join if local else posixpath.join
@@ -78,7 +139,7 @@ def list_images(fs, root: str, recursive: bool = False,
     entries: List[ListEntry] = []
     if not recursive:
         if local:
-            names = sorted(n for n in os.listdir(root) if os.path.isfile(os.path.join(root, n)))
+            names = next(_walk_local(root, report), (root, []))[1]
         else:
             names = next(_walk_fs(fs, root), (root, []))[1]
         for name in names:
@@ -86,7 +147,7 @@ def list_images(fs, root: str, recursive: bool = False,
                 entries.append(ListEntry(len(entries), (0.0,), name))
         return entries, []
     cat: Dict[str, int] = {}
-    walker = _walk_local(root) if local else _walk_fs(fs, root)
+    walker = _walk_local(root, report) if local else _walk_fs(fs, root)
     for path, files in walker:
         for name in files:
             if not _suffix_ok(name, exts):
