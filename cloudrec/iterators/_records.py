@@ -1,9 +1,9 @@
 """The one seam between ImageRecordIter and the reader layer.
 
 Opens the dataset (``cloudrec.dataset.open_dataset``), puts its records in
-MXNet's file order (sorted offsets, `.idx` keys ignored), cuts MXNet's
-partitions (by record count with an `.idx`, by bytes without), and fetches
-payloads through ``cloudrec.reader.fetch.RecordFetcher``.
+MXNet's file order (sorted offsets, `.idx` keys ignored) and fetches payloads
+through ``cloudrec.reader.fetch.RecordFetcher``.  Partitions and orders are
+the sampler's (:class:`cloudrec.reader.sampler.EpochSampler`).
 """
 from __future__ import annotations
 
@@ -31,13 +31,18 @@ class RecordSource:
 
     def __init__(self, path_imgrec: Any, path_imgidx: Any = "",
                  storage_options: Optional[Dict[str, Any]] = None, cache: str = "none",
-                 fetch_options: Optional[Dict[str, Any]] = None) -> None:
+                 fetch_options: Any = None) -> None:
         from cloudrec.dataset import open_dataset
         from cloudrec.reader.fetch import RecordFetcher
 
+        from cloudrec.options import FetchOptions
+
         urls = _split_urls(path_imgrec)
-        opts = dict(fetch_options or {})
-        retry = opts.get("retry")  # the same policy for the .idx/stat requests
+        # a dict of RecordFetcher keywords (its "cache" too) or a FetchOptions; the
+        # defaults are the backend's (cloudrec.options.FETCH_DEFAULTS), as everywhere
+        self.fetch_options = FetchOptions.coerce(fetch_options, cache=cache)
+        opts = self.fetch_options.fetcher_kwargs(urls)
+        retry = opts["retry"]  # the same policy for the .idx/stat requests
         self.indexed = bool(path_imgidx)
         if self.indexed:
             idx = _split_urls(path_imgidx)
@@ -54,9 +59,7 @@ class RecordSource:
         # MXNet's C++ reader: offsets sorted, keys ignored -> file order
         self.file_order = np.lexsort((t.offset, t.shard)).astype(np.int64)
         self._check_unique_offsets()
-        if all(("://" not in u or u.startswith("file://")) for u in urls):
-            opts.setdefault("concurrency", 4)  # a local disk needs few reader threads
-        self.fetcher = RecordFetcher(self.ds, cache=cache, **opts)
+        self.fetcher = RecordFetcher(self.ds, **opts)
 
     def _check_unique_offsets(self) -> None:
         t = self.ds.table
@@ -71,26 +74,6 @@ class RecordSource:
 
     def __len__(self) -> int:
         return len(self.ds)
-
-    def partition(self, num_parts: int, part_index: int) -> np.ndarray:
-        """Record ids of one MXNet partition, in file order."""
-        n = len(self.ds)
-        if num_parts == 1:
-            return self.file_order
-        if self.indexed:
-            nstep = -(-n // num_parts)
-            lo, hi = part_index * nstep, min((part_index + 1) * nstep, n)
-            ids = self.file_order[lo:hi] if lo < n else self.file_order[:0]
-        else:
-            sizes = np.array([s.size for s in self.ds.shards], np.int64)
-            starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-            total = int(sizes.sum())
-            nstep = ceil4(-(-total // num_parts))
-            t = self.ds.table
-            gpos = starts[t.shard[self.file_order]] + t.offset[self.file_order]
-            lo, hi = part_index * nstep, (part_index + 1) * nstep
-            ids = self.file_order[(gpos >= lo) & (gpos < hi)]
-        return ids
 
     def describe(self, rid: int) -> str:
         """``url, key K, offset O`` of a record, for error messages."""

@@ -34,8 +34,9 @@ __all__ = ["ImageDetIter"]
 log = logging.getLogger(__name__)
 
 #: ImageIter keywords that are cloudrec's own (not CreateDetAugmenter arguments).
-_ITER_KWARGS = ("seed", "num_threads", "on_error", "max_pixels", "storage_options",
-                "fetch_options")
+# ImageIter's own (keyword-only) options pass through unchanged: one list, read off its signature
+_ITER_KWARGS = tuple(n for n, p in inspect.signature(ImageIter.__init__).parameters.items()
+                     if p.kind is inspect.Parameter.KEYWORD_ONLY)
 _DET_AUG_ARGS = tuple(inspect.signature(CreateDetAugmenter).parameters)[1:]
 
 
@@ -43,8 +44,9 @@ class ImageDetIter(ImageIter):
     """MXNet's ImageDetIter: images with ``(batch, max_objects, B)`` detection labels.
 
     Arguments as MXNet (``kwargs`` go to CreateDetAugmenter when ``aug_list`` is None),
-    plus ImageIter's cloudrec keywords (``seed``, ``num_threads``, ``on_error``,
-    ``max_pixels``, ``storage_options``, ``fetch_options``) and ``label_shape=(n, B)``
+    plus every cloudrec keyword of ImageIter (``seed``, ``num_threads``, ``on_error``,
+    ``max_pixels``, ``truncated``, ``part_mode``, ``storage_options``, ``cache``,
+    ``fetch_options``, ...) and ``label_shape=(n, B)``
     to skip the label scan over the whole data set (useful for big remote data).
     """
 

@@ -20,19 +20,22 @@ import logging
 import os
 import posixpath
 import threading
+import weakref
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from cloudrec.errors import HeaderError, ImageDecodeError, ImageTooLargeError, LabelError
-from cloudrec.format.irheader import unpack_header
+from cloudrec.errors import ConfigError, ImageDecodeError, ImageTooLargeError, LabelError
 from cloudrec.format.lst import parse_lst
 from cloudrec.image.augmenters import Augmenter
 from cloudrec.image.create import CreateAugmenter
 from cloudrec.image.decode import imdecode as _imdecode
 from cloudrec.io.base import DataBatch, DataDesc, DataIter
+from cloudrec.iterators._records import RecordSource
+from cloudrec.iterators.image_sources import IndexedRecAdapter, read_text, unpack_header_named
+from cloudrec.reader.sampler import EpochSampler
 
 __all__ = ["ImageIter", "BrokenImageError", "BrokenImageTooLargeError"]
 
@@ -53,61 +56,33 @@ class BrokenImageTooLargeError(BrokenImageError, ImageTooLargeError):
 class _Item:
     """One sample on its way to a worker: label, bytes (or a loader), and where it came from."""
 
-    __slots__ = ("label", "payload", "loader", "where", "key", "pos")
+    __slots__ = ("label", "payload", "loader", "where", "key", "pos", "rid")
 
     def __init__(self, label: Any, payload: Any = None, loader: Optional[Callable[[], bytes]] = None,
-                 where: str = "", key: Any = None, pos: int = -1) -> None:
+                 where: str = "", key: Any = None, pos: int = -1, rid: int = -1) -> None:
         self.label, self.payload, self.loader, self.where, self.key = (
             label, payload, loader, where, key)
         self.pos = pos  # position in the epoch's sample stream (seeds its Generator)
+        self.rid = rid  # record id (row of the record table or of the image list), -1 unknown
 
 
-# ------------------------------------------------------------------------------------ sources
-def _read_records_source(path_imgrec: str, path_imgidx: str, storage_options, fetch_options):
-    """The one place that opens an indexed `.rec`: the reader layer (dataset + fetcher)."""
-    from cloudrec.dataset import open_dataset
-    from cloudrec.reader.fetch import RecordFetcher
-    ds = open_dataset(path_imgrec, idx_urls=path_imgidx, storage_options=storage_options)
-    opts = {"concurrency": 8, "readahead_bytes": 32 << 20}
-    opts.update(fetch_options or {})
-    return ds, RecordFetcher(ds, **opts)
+class _Resources:
+    """What a dropped ImageIter must release: its pools and its reader (see ``weakref.finalize``)."""
 
+    def __init__(self) -> None:
+        self.pool: Optional[ThreadPoolExecutor] = None
+        self.alloc_pool: Optional[ThreadPoolExecutor] = None
+        self.reader: Any = None
 
-class _IndexedRecAdapter:
-    """``read_idx(key)``/``reset()``/``keys`` over the fetcher, for code written against MXNet's
-    ``self.imgrec`` (an MXIndexedRecordIO)."""
-
-    def __init__(self, ds, fetcher) -> None:
-        self.ds, self.fetcher = ds, fetcher
-        self.keys = [k.item() if hasattr(k, "item") else k for k in ds.table.key]
-        self._rid: Optional[Dict[Any, int]] = None
-
-    def read_idx(self, key) -> bytes:
-        if self._rid is None:
-            self._rid = {k: i for i, k in enumerate(self.keys)}  # a later duplicate wins
-        return self.fetcher.get(self._rid[key])
-
-    def reset(self) -> None:
-        pass
-
-    def close(self) -> None:
-        self.fetcher.close()
-
-
-def _unpack_header(payload, where: str):
-    """unpack_header, naming the record (file, key, offset) when the header is bad."""
-    try:
-        return unpack_header(payload)
-    except HeaderError as exc:
-        raise HeaderError(f"{exc} ({where})") from None
-
-
-def _read_text(url: str, storage_options) -> str:
-    from cloudrec.storage.fs import resolve
-    fs, path = resolve(url, storage_options)
-    from cloudrec.format.lst import decode_lst
-    with fs.open(path, "rb") as f:
-        return decode_lst(f.read(), url)
+    def release(self, wait: bool = True) -> None:
+        for attr in ("pool", "alloc_pool"):
+            pool = getattr(self, attr)
+            if pool is not None:
+                pool.shutdown(wait=wait, cancel_futures=True)
+                setattr(self, attr, None)
+        if self.reader is not None:
+            self.reader.close()
+            self.reader = None
 
 
 # ------------------------------------------------------------------------------------ iterator
@@ -121,7 +96,13 @@ class ImageIter(DataIter):
     to drop undecodable images and count them in ``num_skipped``),
     ``max_pixels`` (decompression-bomb limit), ``truncated`` ('error', or
     'mxnet' to return what libmxnet returned for a JPEG cut in its scan data),
-    ``storage_options`` (fsspec) and ``fetch_options`` (RecordFetcher tuning).
+    ``part_mode`` ('mxnet': MXNet's ``N // num_parts`` parts; 'even': cloudrec's
+    global steps, equal batch counts and a state that resumes on another
+    ``num_parts``), ``storage_options`` (fsspec), ``cache`` and
+    ``fetch_options`` (RecordFetcher tuning).  Orders come from
+    :class:`EpochSampler` (a pure function of seed and epoch); ``state_dict()``
+    / ``load_state_dict()`` resume mid-epoch; batch labels are float32 whatever
+    ``dtype`` (which types the parsed list labels), as in MXNet 1.9.1.
     """
 
     def __init__(self, batch_size: int, data_shape: Sequence[int], label_width: int = 1,
@@ -131,11 +112,13 @@ class ImageIter(DataIter):
                  aug_list: Optional[List[Any]] = None, imglist: Optional[list] = None,
                  data_name: str = "data", label_name: str = "softmax_label",
                  dtype: str = "float32", last_batch_handle: str = "pad", *,
-                 seed: Optional[int] = None, num_threads: Optional[int] = None,
+                 seed: Optional[int] = 0, num_threads: Optional[int] = None,
                  on_error: str = "raise", max_pixels: Optional[int] = None,
-                 truncated: str = "error",
-                 storage_options: Optional[Dict[str, Any]] = None,
+                 truncated: str = "error", part_mode: str = "mxnet",
+                 storage_options: Optional[Dict[str, Any]] = None, cache: str = "none",
                  fetch_options: Optional[Dict[str, Any]] = None, **kwargs: Any) -> None:
+        self._res = _Resources()
+        self._finalizer = weakref.finalize(self, self._res.release, False)
         super().__init__(batch_size)
         if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             # 0 made every batch empty, so next() never ended
@@ -148,6 +131,12 @@ class ImageIter(DataIter):
             "last_batch_handle must be 'pad', 'discard' or 'roll_over'"
         if on_error not in ("raise", "skip"):
             raise ValueError("on_error must be 'raise' or 'skip'")
+        if part_mode not in ("mxnet", "even"):
+            raise ConfigError(f"part_mode must be 'mxnet' or 'even', got {part_mode!r}")
+        if part_mode == "even" and last_batch_handle == "roll_over":
+            raise ConfigError("part_mode='even' pads or drops the last batch; roll_over needs "
+                              "MXNet's parts (part_mode='mxnet')")
+        self.part_mode = part_mode
         self.storage_options = dict(storage_options or {})
         self.max_pixels = max_pixels
         if truncated not in ("error", "mxnet"):
@@ -167,18 +156,20 @@ class ImageIter(DataIter):
         if path_imgrec:
             log.info("%s: loading recordio %s...", type(self).__name__, path_imgrec)
             if path_imgidx:
-                self.dataset, self.fetcher = _read_records_source(
-                    path_imgrec, path_imgidx, self.storage_options, fetch_options)
-                self.imgrec = _IndexedRecAdapter(self.dataset, self.fetcher)
+                source = RecordSource(path_imgrec, path_imgidx, self.storage_options, cache,
+                                      fetch_options)
+                self.dataset, self.fetcher = source.ds, source.fetcher
+                self.imgrec = IndexedRecAdapter(source)
                 self.imgidx = list(self.imgrec.keys)
             else:
                 from cloudrec.recordio import MXRecordIO
                 self.imgrec = MXRecordIO(path_imgrec, "r", storage_options=self.storage_options)
+            self._res.reader = self.imgrec
         self._list_entries: Optional[List[Tuple[Any, np.ndarray, str]]] = None
         self.imglist: Optional[Dict[Any, Tuple[np.ndarray, str]]] = None
         if path_imglist:
             log.info("%s: loading image list %s...", type(self).__name__, path_imglist)
-            entries = parse_lst(_read_text(path_imglist, self.storage_options), url=path_imglist)
+            entries = parse_lst(read_text(path_imglist, self.storage_options), url=path_imglist)
             self._list_entries = [(e.index, np.array(e.labels, dtype=dtype), e.path)
                                   for e in entries]
             self._list_url = path_imglist
@@ -203,30 +194,40 @@ class ImageIter(DataIter):
         data_shape = tuple(int(x) for x in data_shape)
         self.provide_data = [DataDesc(data_name, (batch_size,) + data_shape)]
         if label_width > 1:
-            self.provide_label = [DataDesc(label_name, (batch_size, label_width), dtype)]
+            self.provide_label = [DataDesc(label_name, (batch_size, label_width), np.float32)]
         else:
-            self.provide_label = [DataDesc(label_name, (batch_size,), dtype)]
+            self.provide_label = [DataDesc(label_name, (batch_size,), np.float32)]
         self.batch_size = batch_size
         self.data_shape = data_shape
         self.label_width = label_width
         self.shuffle = shuffle
 
+        # -- randomness: orders from the sampler, one Generator per sample from (seed, n)
+        self.seed = int(np.random.SeedSequence().entropy % (1 << 63)) if seed is None else int(seed)
         # -- the sample order: positions into the record table or the image list
-        if path_imgrec is None:
-            order = np.arange(len(self._list_entries), dtype=np.int64)
-        elif shuffle or num_parts > 1 or path_imgidx:
-            assert self.imgidx is not None, "shuffle and num_parts > 1 need path_imgidx"
-            order = np.arange(len(self.imgidx), dtype=np.int64)
-        else:
-            order = None
+        n = len(self._list_entries) if path_imgrec is None else (
+            len(self.imgidx) if self.imgidx is not None else None)
+        if n is None:
+            assert not (shuffle or num_parts > 1 or part_mode == "even"), \
+                "shuffle, num_parts > 1 and part_mode='even' need path_imgidx"
         if num_parts > 1:
             assert 0 <= part_index < num_parts, \
                 f"part_index must be in [0, num_parts={num_parts}), got {part_index}"
-            c = len(order) // num_parts
-            order = order[part_index * c:(part_index + 1) * c]
-        self._order = order
+        self.sampler: Optional[EpochSampler] = None
+        if n is not None:
+            even = part_mode == "even"
+            self.sampler = EpochSampler(
+                n, seed=self.seed, mode="global" if shuffle else "none", rank=part_index,
+                world_size=num_parts, batch_size=batch_size,
+                partition="steps" if even else "floor",
+                last=("drop" if last_batch_handle == "discard" else "pad") if even else "pad")
+        self._order: Optional[np.ndarray] = None
+        self._is_pad: Optional[np.ndarray] = None
         self._seq_cache: Optional[list] = None
-        self.num_image = len(order) if order is not None else None
+        self.num_image = None
+        if self.sampler is not None:
+            self.num_image = (len(self.sampler.part_ids) if self.sampler.fixed
+                              else len(self.sampler.epoch_slice().ids))
 
         if aug_list is None:
             self.auglist = CreateAugmenter(data_shape, **kwargs)
@@ -236,9 +237,6 @@ class ImageIter(DataIter):
                             type(self).__name__, ", ".join(sorted(kwargs)))
             self.auglist = aug_list
 
-        # -- randomness: one Generator for shuffles, one per sample derived from (seed, n)
-        self.seed = int(np.random.SeedSequence().entropy % (1 << 63)) if seed is None else int(seed)
-        self._shuffle_rng = np.random.default_rng([self.seed, 0x5EED])
         self._epoch = -1  # reset() below starts epoch 0
         self._wrap = 0  # times the stream wrapped to its start within this epoch (pad refill)
         self._extra = 0  # samples from an overriding next_sample (no position known)
@@ -266,6 +264,11 @@ class ImageIter(DataIter):
         self._stream = None
         self._stream_pos = -1
         self._seq_no = 0  # records read so far without an .idx (for error messages)
+        self._delivered = 0  # stream position after the last sample of the last batch returned
+        self._start_consumed = 0  # the sampler's consumed count when this epoch's stream began
+        self._batches_out = 0  # batches returned since then
+        self._cache_ids: Optional[List[int]] = None  # record ids of a rolled-over partial batch
+        self._slot_ids: List[int] = []
         self.reset()
 
     # ------------------------------------------------------------------------------ MXNet API
@@ -294,9 +297,7 @@ class ImageIter(DataIter):
         """Start the next epoch: reshuffle, rewind (unless roll-over samples are cached)."""
         self._drop_pending()
         self._new_epoch()
-        if self._order is not None and self.shuffle:
-            self._order = self._shuffle_rng.permutation(self._order)
-            self._seq_cache = None
+        self._load_order()
         if self.last_batch_handle != "roll_over" or self._cache_data is None:
             if self.imgrec is not None:
                 self.imgrec.reset()
@@ -309,9 +310,7 @@ class ImageIter(DataIter):
         """Reset and forget any rolled-over samples."""
         self._drop_pending()
         self._new_epoch()
-        if self._order is not None and self.shuffle:
-            self._order = self._shuffle_rng.permutation(self._order)
-            self._seq_cache = None
+        self._load_order()
         if self.imgrec is not None:
             self.imgrec.reset()
             self._seq_no = 0
@@ -320,6 +319,25 @@ class ImageIter(DataIter):
         self._cache_data = None
         self._cache_label = None
         self._cache_idx = None
+        self._cache_ids = None
+
+    def _load_order(self, consumed: int = 0) -> None:
+        """This epoch's order (the sampler's), from sample ``consumed`` of this part on."""
+        self._delivered, self._batches_out = 0, 0
+        self._seq_cache = None
+        if self.sampler is None:
+            return
+        s = self.sampler
+        s.set_epoch(self._epoch)
+        s.consumed = int(consumed)
+        self._start_consumed = int(consumed)
+        if s.fixed:
+            self._order, self._is_pad = s.order(), None
+            self._delivered = int(consumed)
+        else:  # this rank's share, from the global position on; pads flagged
+            sl = s.epoch_slice()
+            self._order, self._is_pad = sl.ids, sl.is_pad
+        self.num_image = len(self._order)
 
     def next(self) -> DataBatch:
         """The next batch; pads, drops or rolls over the last one per ``last_batch_handle``."""
@@ -327,9 +345,11 @@ class ImageIter(DataIter):
         c, h, w = self.data_shape
         if self._cache_data is not None:
             batch_data, batch_label, i = self._cache_data, self._cache_label, self._cache_idx
+            self._slot_ids = list(self._cache_ids or [])
         else:
             batch_data = self._new_batch_buffer()
-            batch_label = np.zeros(self.provide_label[0][1], dtype=self.dtype)
+            batch_label = np.zeros(self.provide_label[0][1], dtype=np.float32)
+            self._slot_ids = []
             i = self._batchify(batch_data, batch_label)
         pad = batch_size - i
         if pad != 0:
@@ -337,14 +357,27 @@ class ImageIter(DataIter):
                 raise StopIteration
             if self.last_batch_handle == "roll_over" and self._cache_data is None:
                 self._cache_data, self._cache_label, self._cache_idx = batch_data, batch_label, i
+                self._cache_ids = list(self._slot_ids)
+                self._delivered = self.num_image if self.num_image is not None else self._seq_no
                 raise StopIteration
             self._batchify(batch_data, batch_label, i)
             if self.last_batch_handle == "pad":
                 self._allow_read = False
                 self._drop_pending()  # the lookahead read past the padding
+                self._delivered = self.num_image if self.num_image is not None else self._seq_no
             else:
                 self._cache_data = self._cache_label = self._cache_idx = None
-        return DataBatch([batch_data], [batch_label], pad=pad)
+                self._cache_ids = None
+        elif self._is_pad is not None:  # part_mode='even': the sampler padded this batch
+            pad = int(self._is_pad[self._delivered - self.batch_size:self._delivered].sum())
+        self._batches_out += 1
+        if self.sampler is not None:
+            self.sampler.consumed = self.sampler.consumed_after(
+                self._start_consumed, self._batches_out) if not self.sampler.fixed \
+                else self._delivered
+        batch = DataBatch([batch_data], [batch_label], pad=pad)
+        batch.record_ids = np.asarray(self._slot_ids, np.int64)
+        return batch
 
     def next_sample(self) -> Tuple[Any, bytes]:
         """The next ``(label, image bytes)`` of the epoch, or StopIteration."""
@@ -440,9 +473,9 @@ class ImageIter(DataIter):
                 res = self.process_sample(item.label, s)
             except BrokenImageError as e:
                 if self.on_error == "skip":
-                    return ("skip", str(e))
+                    return ("skip", str(e), item.pos, item.rid)
                 raise
-            return ("ok", res, item.where)
+            return ("ok", res, item.where, item.pos, item.rid)
         finally:
             loc.rng = None
 
@@ -452,6 +485,7 @@ class ImageIter(DataIter):
     def _ensure_pool(self) -> ThreadPoolExecutor:
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self.num_threads, thread_name_prefix="cloudrec-imageiter")
+            self._res.pool = self._pool
         return self._pool
 
     def _alloc_batch(self) -> np.ndarray:
@@ -467,6 +501,7 @@ class ImageIter(DataIter):
         """
         if self._alloc_pool is None:
             self._alloc_pool = ThreadPoolExecutor(1, thread_name_prefix="cloudrec-imageiter-alloc")
+            self._res.alloc_pool = self._alloc_pool
         fut, self._buf_future = self._buf_future, self._alloc_pool.submit(self._alloc_batch)
         return fut.result() if fut is not None else self._alloc_batch()
 
@@ -525,6 +560,8 @@ class ImageIter(DataIter):
         try:
             while i < self.batch_size:
                 res = self._take()
+                if len(res) > 3 and res[-2] >= 0:
+                    self._delivered = res[-2] + 1
                 if res[0] == "skip":
                     self.num_skipped += 1
                     if len(self.skipped) < 1000:
@@ -535,6 +572,7 @@ class ImageIter(DataIter):
                     continue
                 data, label = res[1]
                 self.write_sample(batch_data, batch_label, i, data, label, res[2])
+                self._slot_ids.append(int(res[-1]) if len(res) > 3 else -1)
                 i += 1
         except StopIteration:
             if not i:
@@ -558,9 +596,7 @@ class ImageIter(DataIter):
             self.cur += 1
             if self.imgrec is not None:
                 return self._record_item(cur, pos)
-            key, label, fname = self._list_entries[pos]
-            return _Item(label, loader=lambda f=fname: self.read_image(f),
-                         where=f"filename: {self._join_root(fname)}", key=key, pos=cur)
+            return self._list_item(pos, cur)
         s = self.imgrec.read()
         if s is None:
             if self.last_batch_handle != "discard":
@@ -571,22 +607,26 @@ class ImageIter(DataIter):
         n = self._seq_no
         self._seq_no += 1
         where = f"index: {n} (record #{n} of {self.path_imgrec}, sequential read)"
-        header, start = _unpack_header(s, where)
-        return _Item(header.label, memoryview(s)[start:], where=where, key=n, pos=n)
+        header, start = unpack_header_named(s, where)
+        return _Item(header.label, memoryview(s)[start:], where=where, key=n, pos=n, rid=n)
 
     def _record_item(self, cur: int, rid: int) -> _Item:
-        if self._stream is None or self._stream_pos != cur:
-            if self._stream is not None:
-                self._stream.close()
-            self._stream = self.fetcher.fetch(iter(self._order[cur:].tolist()))
-            self._stream_pos = cur
-        got, payload = next(self._stream)
-        self._stream_pos += 1
-        assert got == rid
+        """Sample ``cur`` of the epoch's stream (record ``rid``); cur < 0 reads it alone."""
+        if cur < 0:
+            payload = self.fetcher.get(rid)
+        else:
+            if self._stream is None or self._stream_pos != cur:
+                if self._stream is not None:
+                    self._stream.close()
+                self._stream = self.fetcher.fetch(iter(self._order[cur:].tolist()))
+                self._stream_pos = cur
+            got, payload = next(self._stream)
+            self._stream_pos += 1
+            assert got == rid
         key = self.imgidx[rid]
         where = (f"index: {key} ({self.dataset.record_url(rid)}, key {key!r}, "
                  f"offset {int(self.dataset.table.offset[rid])})")
-        header, start = _unpack_header(payload, where)
+        header, start = unpack_header_named(payload, where)
         if self.imglist is None:
             label = header.label
         else:
@@ -595,7 +635,12 @@ class ImageIter(DataIter):
             except KeyError:
                 raise LabelError(f"record key {key!r} of {self.path_imgrec} is not in the "
                                  f"image list {self._list_url}") from None
-        return _Item(label, memoryview(payload)[start:], where=where, key=key, pos=cur)
+        return _Item(label, memoryview(payload)[start:], where=where, key=key, pos=cur, rid=rid)
+
+    def _list_item(self, rid: int, cur: int) -> _Item:
+        key, label, fname = self._list_entries[rid]
+        return _Item(label, loader=lambda f=fname: self.read_image(f),
+                     where=f"filename: {self._join_root(fname)}", key=key, pos=cur, rid=rid)
 
     def _join_root(self, fname: str) -> str:
         if "://" in fname or self.path_root is None:
@@ -611,24 +656,85 @@ class ImageIter(DataIter):
         fs, base = self._root_fs
         return fs, posixpath.join(base, fname) if base else fname
 
+    # ------------------------------------------------------------------------------ state
+    def state_dict(self) -> Dict[str, Any]:
+        """Where the iterator is: the sampler's state (seed, epoch, samples consumed), plus the
+        record ids of a rolled-over partial batch.  Under ``part_mode='even'`` it is global
+        (load it on any part, with any ``num_parts``); under MXNet's parts it fits the same
+        parts.  Without an `.idx` (a sequential `.rec`), ``consumed`` counts records read."""
+        if self.sampler is not None:
+            state = self.sampler.state_dict()
+        else:
+            state = {"version": 1, "seed": self.seed, "partition": "sequential"}
+        state["epoch"] = int(self._epoch)
+        if self.sampler is None or self.sampler.fixed:
+            state["consumed"] = int(self._delivered)
+        if self._cache_ids is not None and self._cache_data is not None:
+            state["rollover"] = [int(x) for x in self._cache_ids]
+        return state
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        """Resume after ``state``: the next batch is the one that followed it (same order and
+        augmentations); the skipped samples are not decoded."""
+        self._drop_pending()
+        epoch, consumed = int(state.get("epoch", 0)), int(state.get("consumed", 0))
+        if self.sampler is not None:
+            if state.get("partition") == "sequential":
+                raise ConfigError("this state is of a sequential .rec (no .idx); this iterator "
+                                  "reads by index")
+            self.sampler.load_state_dict(state)
+            self.seed = self.sampler.seed
+        elif state.get("partition", "sequential") != "sequential":
+            raise ConfigError("this state is of an indexed iterator; this one reads a .rec "
+                              "sequentially (give path_imgidx)")
+        self._epoch, self._wrap, self._extra = epoch, 0, 0
+        self._allow_read = True
+        self._cache_data = self._cache_label = self._cache_idx = self._cache_ids = None
+        if self.sampler is not None:
+            self._load_order(consumed)
+            self.cur = consumed if self.sampler.fixed else 0
+        else:
+            self.imgrec.reset()
+            self._seq_no, self.cur = 0, 0
+            for _ in range(consumed):  # a sequential .rec can only be skipped by reading
+                if self.imgrec.read() is None:
+                    break
+                self._seq_no += 1
+            self._delivered = self._seq_no
+        if state.get("rollover"):
+            self._refill_rollover([int(x) for x in state["rollover"]])
+
+    def _refill_rollover(self, ids: List[int]) -> None:
+        """Rebuild a rolled-over partial batch from its record ids (it is completed next)."""
+        if self.sampler is None:
+            raise ConfigError("a rolled-over batch of a sequential .rec cannot be restored")
+        data = self._new_batch_buffer()
+        label = np.zeros(self.provide_label[0][1], dtype=np.float32)
+        self._slot_ids = []
+        i = 0
+        for j, rid in enumerate(ids):
+            item = (self._record_item(-1, rid) if self.imgrec is not None
+                    else self._list_item(rid, -1))
+            res = self._run(item, (self.seed, self._epoch - 1, 0, (1 << 41) + j))
+            if res[0] != "ok" or res[1] is None:
+                continue
+            self.write_sample(data, label, i, res[1][0], res[1][1], res[2])
+            self._slot_ids.append(rid)
+            i += 1
+        self._cache_data, self._cache_label, self._cache_idx = data, label, i
+        self._cache_ids = list(self._slot_ids)
+
     # ------------------------------------------------------------------------------ lifecycle
     def close(self) -> None:
-        """Stop the worker threads and release readers."""
+        """Stop the worker threads and release readers (also done when the iterator is
+        dropped: a finalizer holds only the pools and the reader, not the iterator)."""
         self._drop_pending()
-        for attr in ("_pool", "_alloc_pool"):
-            pool = getattr(self, attr)
-            if pool is not None:
-                pool.shutdown(wait=True)
-                setattr(self, attr, None)
         self._buf_future = None
-        if self.imgrec is not None:
-            self.imgrec.close()
+        self._pool = self._alloc_pool = None
+        self._finalizer()
 
-    def __del__(self) -> None:
-        for attr in ("_pool", "_alloc_pool"):
-            try:
-                pool = getattr(self, attr, None)
-                if pool is not None:
-                    pool.shutdown(wait=False)
-            except Exception:
-                pass
+    def __enter__(self) -> "ImageIter":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()

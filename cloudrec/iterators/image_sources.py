@@ -1,0 +1,51 @@
+"""Where ImageIter's samples come from: indexed records (through the one record source),
+image lists and files under ``path_root`` at any URL."""
+from __future__ import annotations
+
+from typing import Any, Dict, Optional
+
+from cloudrec.errors import HeaderError
+from cloudrec.format.irheader import unpack_header
+from cloudrec.iterators._records import RecordSource
+
+__all__ = ["IndexedRecAdapter", "unpack_header_named", "read_text"]
+
+
+class IndexedRecAdapter:
+    """``read_idx(key)``/``reset()``/``keys`` over the record source, for code written against
+    MXNet's ``self.imgrec`` (an MXIndexedRecordIO)."""
+
+    def __init__(self, source: RecordSource) -> None:
+        self.source, self.ds, self.fetcher = source, source.ds, source.fetcher
+        self.keys = [k.item() if hasattr(k, "item") else k for k in self.ds.table.key]
+        self._rid: Optional[Dict[Any, int]] = None
+
+    def read_idx(self, key) -> bytes:
+        if self._rid is None:
+            self._rid = {k: i for i, k in enumerate(self.keys)}  # a later duplicate wins
+        return self.fetcher.get(self._rid[key])
+
+    def reset(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.source.close()
+
+
+def unpack_header_named(payload, where: str):
+    """unpack_header, naming the record (file, key, offset) when the header is bad."""
+    try:
+        return unpack_header(payload)
+    except HeaderError as exc:
+        raise HeaderError(f"{exc} ({where})") from None
+
+
+def read_text(url: str, storage_options) -> str:
+    """A UTF-8 text file (an image list) at any URL."""
+    from cloudrec.storage.fs import resolve
+    fs, path = resolve(url, storage_options)
+    from cloudrec.format.lst import decode_lst
+    with fs.open(path, "rb") as f:
+        return decode_lst(f.read(), url)
+
+
