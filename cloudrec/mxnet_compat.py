@@ -2,11 +2,19 @@
 
 Covers what loaders that keep MXNet only to read `.rec` files use:
 ``mx.recordio`` (MXRecordIO, MXIndexedRecordIO, IRHeader, pack, unpack,
-pack_img, unpack_img), ``mx.image`` (imdecode/imread/resize/crop helpers,
-augmenters, CreateAugmenter, ImageIter), ``mx.nd`` (``array``, ``zeros``,
-...; an ``NDArray`` that is a numpy array with ``asnumpy()``), ``mx.io``
-(DataBatch, DataDesc, DataIter, NDArrayIter, PrefetchingIter, ResizeIter,
-ImageRecordIter), ``mx.cpu()``/``mx.gpu()`` and ``mx.base.MXNetError``.
+pack_img, unpack_img), ``mx.image`` / ``mx.img`` (imdecode/imread/resize/crop
+helpers, imrotate/random_rotate, augmenters, CreateAugmenter, ImageIter),
+``mx.nd`` (``array``, ``zeros``, ``save``/``load`` in MXNet's NDArray file
+format, ...; an ``NDArray`` that is a numpy array with ``asnumpy()``),
+``mx.io`` (DataBatch, DataDesc, DataIter, NDArrayIter, PrefetchingIter,
+ResizeIter, ImageRecordIter), ``mx.gluon.data`` (datasets, DataLoader,
+vision.transforms; see :mod:`cloudrec.gluon`), ``mx.random.seed``,
+``mx.cpu()``/``mx.gpu()`` and ``mx.base.MXNetError``.
+
+MXNet's conventions that legacy code depends on hold here (and only here;
+cloudrec's own API stays strict): ImageRecordIter and its variants warn about
+unknown keywords, naming the closest known one, and ignore them; errors are
+instances of ``mx.base.MXNetError`` as well as of their cloudrec/Python class.
 
 Paths may be any fsspec URL; ``mx.storage_options`` (a dict) is applied to
 every file this module opens when the caller passes none, so legacy code
@@ -14,6 +22,7 @@ reads from S3/HDFS without edits beyond the import.
 """
 from __future__ import annotations
 
+import random as _pyrandom
 import sys
 import types
 from typing import Any, Dict, Optional
@@ -23,102 +32,19 @@ import numpy as np
 from cloudrec import image as _image
 from cloudrec import io as _io
 from cloudrec import recordio as _recordio
-from cloudrec.errors import CloudrecError
+from cloudrec.format import ndarray as _ndformat
+from cloudrec.image import ops as _ops
+from cloudrec.mxnet_base import (Context, CSRNDArray, MXNetError, NDArray, as_nd, as_np, cpu,
+                                 current_context, drop_unknown_kwargs, gpu, mxnet_errors,
+                                 shim_storage_options)
 
-__all__ = ["recordio", "image", "nd", "ndarray", "io", "base", "NDArray", "cpu", "gpu",
-           "Context", "storage_options", "MXNetError"]
+__all__ = ["recordio", "image", "img", "nd", "ndarray", "io", "base", "random", "gluon",
+           "NDArray", "cpu", "gpu", "Context", "storage_options", "MXNetError"]
 
 #: fsspec options used by every reader this module opens when none are given.
 storage_options: Dict[str, Any] = {}
 
-MXNetError = CloudrecError
-
-
-# ------------------------------------------------------------------------------ context
-class Context:
-    """A device name; everything here lives on the CPU."""
-
-    def __init__(self, device_type: str = "cpu", device_id: int = 0) -> None:
-        self.device_type, self.device_id = device_type, device_id
-
-    def __repr__(self) -> str:
-        return f"{self.device_type}({self.device_id})"
-
-    def __eq__(self, other: Any) -> bool:
-        return isinstance(other, Context) and (self.device_type, self.device_id) == (
-            other.device_type, other.device_id)
-
-    def __hash__(self) -> int:
-        return hash((self.device_type, self.device_id))
-
-
-def cpu(device_id: int = 0) -> Context:
-    return Context("cpu", device_id)
-
-
-def gpu(device_id: int = 0) -> Context:
-    return Context("gpu", device_id)
-
-
-def current_context() -> Context:
-    return cpu()
-
-
-# ------------------------------------------------------------------------------ NDArray
-class NDArray(np.ndarray):
-    """A numpy array with MXNet's NDArray conveniences (``asnumpy``, ``context``, ...)."""
-
-    def __new__(cls, data: Any) -> "NDArray":
-        return np.asarray(data).view(cls)
-
-    def asnumpy(self) -> np.ndarray:
-        """A plain numpy copy, as MXNet's ``asnumpy``."""
-        return np.array(self.view(np.ndarray), copy=True)
-
-    def asscalar(self) -> Any:
-        if self.size != 1:
-            raise ValueError("The current array is not a scalar")
-        return self.view(np.ndarray).reshape(-1)[0]
-
-    @property
-    def context(self) -> Context:
-        return cpu()
-
-    ctx = context
-
-    @property
-    def stype(self) -> str:
-        return "default"
-
-    def as_in_context(self, context: Context) -> "NDArray":
-        return self
-
-    def copyto(self, other: Any) -> "NDArray":
-        if isinstance(other, np.ndarray):
-            other[...] = self
-            return other
-        return self.copy()
-
-    def wait_to_read(self) -> None:
-        pass
-
-    def as_np_ndarray(self) -> np.ndarray:
-        return self.view(np.ndarray)
-
-
-def _nd(x: Any) -> Any:
-    """Wrap numpy results as NDArray (tuples element-wise); leave others alone."""
-    if isinstance(x, np.ndarray):
-        return x.view(NDArray)
-    if isinstance(x, tuple):
-        return tuple(_nd(v) for v in x)
-    if isinstance(x, list):
-        return [_nd(v) for v in x]
-    return x
-
-
-def _np(x: Any) -> Any:
-    return x.view(np.ndarray) if isinstance(x, NDArray) else x
+_nd, _np = as_nd, as_np  # the names the examples and older tests use
 
 
 def _module(name: str, doc: str) -> types.ModuleType:
@@ -127,21 +53,63 @@ def _module(name: str, doc: str) -> types.ModuleType:
     return mod
 
 
+def _read_url(url: str) -> bytes:
+    from cloudrec.storage.fs import resolve
+    fs, path = resolve(url, shim_storage_options())
+    with fs.open(path, "rb") as f:
+        return f.read()
+
+
+def _write_url(url: str, data: bytes) -> None:
+    from cloudrec.storage.fs import resolve
+    fs, path = resolve(url, shim_storage_options())
+    with fs.open(path, "wb") as f:
+        f.write(data)
+
+
 # ------------------------------------------------------------------------------ mx.nd
 nd = _module("nd", "MXNet's ``mx.nd`` essentials on numpy.")
 ndarray = nd
 nd.NDArray = NDArray
+nd.CSRNDArray = CSRNDArray
 
 
 def _array(source: Any, ctx: Optional[Context] = None, dtype: Any = None) -> NDArray:
-    if isinstance(source, np.ndarray):
-        arr = np.array(source, dtype=dtype or source.dtype)
+    """``mx.nd.array``: float32 unless ``dtype`` is given or ``source`` is an NDArray (whose
+    dtype it keeps) -- so a uint8 *numpy* array becomes float32, as in MXNet."""
+    if isinstance(source, NDArray):
+        arr = np.array(source.view(np.ndarray), dtype=dtype or source.dtype)
     else:
-        arr = np.array(source, dtype=dtype or np.float32)
+        try:
+            arr = np.array(source, dtype=dtype or np.float32)
+        except (TypeError, ValueError):
+            raise TypeError("source_array must be array like object") from None
     return arr.view(NDArray)
 
 
+@mxnet_errors
+def _save(fname: str, data: Any) -> None:
+    """``mx.nd.save``: one array, a list of arrays or a dict str -> array, to any URL."""
+    _write_url(fname, _ndformat.dumps(data))
+
+
+@mxnet_errors
+def _load(fname: str) -> Any:
+    """``mx.nd.load``: a dict name -> NDArray when the file has names, else a list."""
+    return _load_frombuffer(_read_url(fname), fname)
+
+
+def _load_frombuffer(buf: bytes, url: Optional[str] = None) -> Any:
+    out = _ndformat.loads(bytes(buf), url)
+    if isinstance(out, dict):
+        return {k: v.view(NDArray) for k, v in out.items()}
+    return [v.view(NDArray) for v in out]
+
+
 nd.array = _array
+nd.save = _save
+nd.load = _load
+nd.load_frombuffer = mxnet_errors(_load_frombuffer)
 nd.zeros = lambda shape, ctx=None, dtype="float32", **kw: np.zeros(shape, dtype).view(NDArray)
 nd.ones = lambda shape, ctx=None, dtype="float32", **kw: np.ones(shape, dtype).view(NDArray)
 nd.empty = lambda shape, ctx=None, dtype="float32": np.empty(shape, dtype).view(NDArray)
@@ -160,40 +128,71 @@ nd.clip = lambda data, a_min, a_max, **kw: np.clip(_np(data), a_min, a_max).view
 nd.waitall = lambda: None
 
 
+# ------------------------------------------------------------------------------ mx.random
+random = _module("random", "``mx.random.seed``: seeds what the shims draw from.")
+
+
+def _seed(seed_state: int, ctx: Any = "all") -> None:
+    """Seed Python's and numpy's global generators and the Gluon transforms' generator."""
+    _pyrandom.seed(seed_state)
+    np.random.seed(seed_state & 0xFFFFFFFF)
+    from cloudrec.gluon import rng as _grng
+    _grng.seed(seed_state)
+
+
+random.seed = _seed
+
+
 # ------------------------------------------------------------------------------ mx.recordio
 recordio = _module("recordio", "MXNet's ``mx.recordio`` on any fsspec URL.")
+_RECORDIO_METHODS = ("read", "write", "read_idx", "write_idx", "seek", "reset", "open", "close",
+                     "tell")
+
+
+def _erroring(cls: type, methods: tuple) -> Dict[str, Any]:
+    return {m: mxnet_errors(getattr(cls, m)) for m in methods if hasattr(cls, m)}
 
 
 class MXRecordIO(_recordio.MXRecordIO):
     """``mx.recordio.MXRecordIO``; ``mx.storage_options`` apply when none are given."""
 
+    @mxnet_errors
     def __init__(self, uri: str, flag: str, storage_options: Optional[Dict[str, Any]] = None
                  ) -> None:
-        so = storage_options if storage_options is not None else dict(globals()["storage_options"])
-        super().__init__(uri, flag, storage_options=so)
+        super().__init__(uri, flag, storage_options=shim_storage_options(storage_options))
 
 
 class MXIndexedRecordIO(_recordio.MXIndexedRecordIO):
     """``mx.recordio.MXIndexedRecordIO``; ``mx.storage_options`` apply when none are given."""
 
+    @mxnet_errors
     def __init__(self, idx_path: str, uri: str, flag: str, key_type: Any = int,
                  storage_options: Optional[Dict[str, Any]] = None) -> None:
-        so = storage_options if storage_options is not None else dict(globals()["storage_options"])
-        super().__init__(idx_path, uri, flag, key_type=key_type, storage_options=so)
+        super().__init__(idx_path, uri, flag, key_type=key_type,
+                         storage_options=shim_storage_options(storage_options))
+
+
+for _cls in (MXRecordIO, MXIndexedRecordIO):
+    for _m, _f in _erroring(_cls.__mro__[1], _RECORDIO_METHODS).items():
+        setattr(_cls, _m, _f)
 
 
 recordio.MXRecordIO = MXRecordIO
 recordio.MXIndexedRecordIO = MXIndexedRecordIO
 recordio.IRHeader = _recordio.IRHeader
-recordio.pack = _recordio.pack
-recordio.unpack = _recordio.unpack
-recordio.pack_img = _recordio.pack_img
-recordio.unpack_img = _recordio.unpack_img
+recordio.pack = mxnet_errors(_recordio.pack)
+recordio.unpack = mxnet_errors(_recordio.unpack)
+recordio.pack_img = mxnet_errors(_recordio.pack_img)
+recordio.unpack_img = mxnet_errors(_recordio.unpack_img)
 
 
 # ------------------------------------------------------------------------------ mx.image
 image = _module("image", "MXNet's ``mx.image`` returning NDArray-like numpy arrays.")
 img = image
+image.image = image  # ``mx.image.image.imread``, ``mx.img.image.ImageIter``: MXNet's submodule
+image.detection = image
+sys.modules[f"{image.__name__}.image"] = image
+sys.modules[f"{image.__name__}.detection"] = image
 
 
 def _wrap_fn(fn):
@@ -203,12 +202,28 @@ def _wrap_fn(fn):
         return _nd(fn(*args, **kwargs))
     call.__name__ = fn.__name__
     call.__doc__ = fn.__doc__
-    return call
+    return mxnet_errors(call)
 
 
-for _name in ("imdecode", "imread", "imresize", "resize_short", "fixed_crop", "center_crop",
+def _imread(filename: str, flag: int = 1, to_rgb: bool = True, out: Any = None, **kw: Any):
+    """``mx.image.imread`` of a local path or any fsspec URL (``mx.storage_options`` apply)."""
+    if "://" not in str(filename):
+        return _image.imread(filename, flag, to_rgb, out, **kw)
+    try:
+        data = _read_url(filename)
+    except FileNotFoundError:
+        raise FileNotFoundError(2, f"Imread: '{filename}' couldn't open file",
+                                filename) from None
+    return _image.imdecode(data, flag, to_rgb, out, url=filename, **kw)
+
+
+for _name in ("imdecode", "imresize", "resize_short", "fixed_crop", "center_crop",
               "random_crop", "random_size_crop", "color_normalize", "copyMakeBorder"):
     setattr(image, _name, _wrap_fn(getattr(_image, _name)))
+image.imread = _wrap_fn(_imread)
+image.imread.__name__ = "imread"
+image.imrotate = _wrap_fn(_ops.imrotate)
+image.random_rotate = _wrap_fn(_ops.random_rotate)
 image.scale_down = _image.scale_down
 
 
@@ -242,6 +257,7 @@ for _name in ("Augmenter", "SequentialAug", "RandomOrderAug", "ResizeAug", "Forc
     setattr(image, _name, _cls if _name == "Augmenter" else _wrap_aug_class(_cls))
 
 
+@mxnet_errors
 def CreateAugmenter(data_shape, **kwargs):
     """``mx.image.CreateAugmenter``: the same list, whose augmenters return NDArrays."""
     return [_NDAug(a) for a in _image.CreateAugmenter(data_shape, **kwargs)]
@@ -258,16 +274,21 @@ def _wrap_batch(batch: Any) -> Any:
 
 
 def _wrap_iter_class(cls, mod_name: str, inject_so: bool = False):
+    @mxnet_errors
     def next(self):
         return _wrap_batch(cls.next(self))
 
+    @mxnet_errors
     def __init__(self, *args, **kwargs):
         if inject_so and kwargs.get("storage_options") is None and globals()["storage_options"]:
             kwargs["storage_options"] = dict(globals()["storage_options"])
         cls.__init__(self, *args, **kwargs)
 
-    return type(cls.__name__, (cls,), {"next": next, "__next__": next, "__init__": __init__,
-                                       "__doc__": cls.__doc__, "__module__": mod_name})
+    body = {"next": next, "__next__": next, "__init__": __init__, "__doc__": cls.__doc__,
+            "__module__": mod_name}
+    if hasattr(cls, "reset"):
+        body["reset"] = mxnet_errors(cls.reset)
+    return type(cls.__name__, (cls,), body)
 
 
 image.ImageIter = _wrap_iter_class(_image.ImageIter, image.__name__, inject_so=True)
@@ -288,6 +309,7 @@ class _NDDetAug:
         return _nd(out), lab
 
 
+@mxnet_errors
 def CreateDetAugmenter(data_shape, **kwargs):
     """``mx.image.CreateDetAugmenter``: the same list, whose augmenters return NDArrays."""
     return [_NDDetAug(a) for a in _image.CreateDetAugmenter(data_shape, **kwargs)]
@@ -308,22 +330,35 @@ io.NDArrayIter = _wrap_iter_class(_io.NDArrayIter, io.__name__)
 io.PrefetchingIter = _wrap_iter_class(_io.PrefetchingIter, io.__name__)
 io.ResizeIter = _io.ResizeIter
 
+_RECORD_ITERS = ("ImageRecordIter", "ImageRecordUInt8Iter", "ImageRecordInt8Iter")
+
+
+def _record_iter_factory(name: str):
+    """``mx.io.<name>``: unknown keywords warn and are ignored, errors are MXNetError."""
+    from cloudrec import iterators
+    from cloudrec.iterators.record_params import known_keywords
+    target = getattr(iterators, name)
+
+    def make(*args: Any, **kwargs: Any) -> Any:
+        if args:
+            raise TypeError(f"{name} can only accept keyword arguments")
+        kwargs = drop_unknown_kwargs(f"mx.io.{name}", kwargs, known_keywords())
+        if kwargs.get("storage_options") is None and globals()["storage_options"]:
+            kwargs["storage_options"] = dict(globals()["storage_options"])
+        it = mxnet_errors(target)(**kwargs)
+        it.__class__ = _wrap_iter_class(type(it), io.__name__)
+        return it
+
+    make.__name__ = make.__qualname__ = name
+    make.__doc__ = target.__doc__
+    return make
+
 
 def _io_getattr(name: str) -> Any:
-    if name in ("ImageRecordIter", "ImageRecordUInt8Iter", "ImageRecordInt8Iter"):
-        from cloudrec import iterators
-        cls = getattr(iterators, name)
-        if isinstance(cls, type):
-            wrapped = _wrap_iter_class(cls, io.__name__, inject_so=True)
-        else:
-            def wrapped(**kwargs: Any) -> Any:
-                if kwargs.get("storage_options") is None and globals()["storage_options"]:
-                    kwargs["storage_options"] = dict(globals()["storage_options"])
-                it = cls(**kwargs)
-                it.__class__ = _wrap_iter_class(type(it), io.__name__)
-                return it
-        setattr(io, name, wrapped)
-        return wrapped
+    if name in _RECORD_ITERS:
+        made = _record_iter_factory(name)
+        setattr(io, name, made)
+        return made
     raise AttributeError(f"module {io.__name__!r} has no attribute {name!r}")
 
 
@@ -332,3 +367,12 @@ io.__getattr__ = _io_getattr
 # ------------------------------------------------------------------------------ mx.base
 base = _module("base", "MXNet's ``mx.base`` names that data code catches.")
 base.MXNetError = MXNetError
+context = _module("context", "MXNet's ``mx.context``.")
+context.Context, context.cpu, context.gpu = Context, cpu, gpu
+context.current_context = current_context
+
+# ------------------------------------------------------------------------------ mx.gluon
+from cloudrec import gluon  # noqa: E402  (needs the names above: it builds on mxnet_base)
+
+for _sub in ("", ".data", ".data.vision", ".data.vision.transforms"):
+    sys.modules[f"{__name__}.gluon{_sub}"] = sys.modules[f"cloudrec.gluon{_sub}"]

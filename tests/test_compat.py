@@ -103,7 +103,11 @@ def test_ndarray_shim():
     assert a[0, 0, 0] != x[0, 0, 0]  # asnumpy is a copy
     assert x.context == mx.cpu() and x.as_in_context(mx.gpu(0)) is x
     assert mx.nd.array([1, 2]).dtype == np.float32
-    assert mx.nd.array(np.arange(3)).dtype == np.arange(3).dtype
+    # MXNet's dtype rule: numpy input becomes float32 unless dtype= is given; NDArray keeps its own
+    assert mx.nd.array(np.arange(3)).dtype == np.float32
+    assert mx.nd.array(np.arange(3, dtype=np.uint8)).dtype == np.float32
+    assert mx.nd.array(np.arange(3), dtype=np.int64).dtype == np.int64
+    assert mx.nd.array(x).dtype == np.uint8  # x is an NDArray (imdecode's uint8)
     assert mx.nd.array([[3.5]]).asscalar() == 3.5
     assert mx.nd.concat(mx.nd.zeros((2, 1)), mx.nd.ones((2, 2))).shape == (2, 3)
     gray = mx.image.imdecode(payload, flag=0)

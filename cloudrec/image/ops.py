@@ -16,7 +16,8 @@ from cloudrec.image.cubic import resize_cubic_mxnet
 
 __all__ = ["imresize", "resize_short", "fixed_crop", "center_crop", "random_crop",
            "random_size_crop", "scale_down", "color_normalize", "copyMakeBorder",
-           "get_interp_method", "per_channel", "INTER_CUBIC_MXNET"]
+           "get_interp_method", "per_channel", "INTER_CUBIC_MXNET", "imrotate",
+           "random_rotate"]
 
 Size = Tuple[int, int]
 
@@ -197,11 +198,23 @@ def per_channel(vec, src: np.ndarray) -> np.ndarray:
 
 def copyMakeBorder(src: np.ndarray, top: int, bot: int, left: int, right: int,
                    type: int = cv2.BORDER_CONSTANT, value: float = 0,
-                   values: Sequence[float] = ()) -> np.ndarray:
-    """Pad an HWC image with OpenCV's border modes (``values`` per channel, else ``value``)."""
+                   values: Sequence[float] = (), out: Optional[np.ndarray] = None) -> np.ndarray:
+    """Pad an HWC image with OpenCV's border modes (``values`` per channel, else ``value``).
+
+    ``out``: an array of the padded shape to write into (and return), as MXNet's ``out=``.
+    """
     fill = list(values) if len(values) else [value] * 4
     res = cv2.copyMakeBorder(src, int(top), int(bot), int(left), int(right), int(type),
                              value=fill)
     if src.ndim == 3 and res.ndim == 2:
         res = res[:, :, None]
+    if out is not None:
+        if out.shape != res.shape:
+            raise ValueError(f"copyMakeBorder: out has shape {out.shape}, the padded image "
+                             f"{res.shape}")
+        out[...] = res
+        return out
     return res
+
+
+from cloudrec.image.rotate import imrotate, random_rotate  # noqa: E402  (re-exported)

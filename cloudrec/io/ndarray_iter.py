@@ -18,16 +18,70 @@ __all__ = ["NDArrayIter"]
 ArrayInput = Union[None, np.ndarray, Sequence[Any], Dict[str, Any]]
 
 
-def _as_array(v: Any) -> np.ndarray:
-    if hasattr(v, "asnumpy"):
+def _h5py_dataset_class() -> Optional[type]:
+    try:
+        import h5py  # optional: NDArrayIter reads h5py datasets lazily when it is installed
+    except ImportError:
+        return None
+    return h5py.Dataset
+
+
+def _is_sparse(v: Any) -> bool:
+    try:
+        import scipy.sparse as sp  # optional, as in MXNet
+    except ImportError:
+        return False
+    return sp.issparse(v)
+
+
+class _H5Rows:
+    """An h5py dataset read lazily, rows in ``order`` (h5py reads increasing indices only)."""
+
+    def __init__(self, ds: Any, order: Optional[np.ndarray] = None) -> None:
+        self.ds = ds
+        self.order = order
+        self.shape = tuple(ds.shape)
+        self.dtype = ds.dtype
+
+    def permuted(self, idx: np.ndarray) -> "_H5Rows":
+        base = self.order if self.order is not None else np.arange(self.shape[0])
+        return _H5Rows(self.ds, base[idx])
+
+    def __getitem__(self, s: slice) -> np.ndarray:
+        if self.order is None:
+            return np.asarray(self.ds[s])
+        rows = self.order[s]
+        if rows.size == 0:
+            return np.empty((0,) + self.shape[1:], self.dtype)
+        uniq, inverse = np.unique(rows, return_inverse=True)
+        return np.asarray(self.ds[uniq.tolist()])[inverse]
+
+
+def _as_array(v: Any) -> Any:
+    if hasattr(v, "asscipy"):  # the shim's CSRNDArray
+        v = v.asscipy()
+    elif hasattr(v, "asnumpy"):
         v = v.asnumpy()
     if isinstance(v, np.ndarray):
         return v
+    h5 = _h5py_dataset_class()
+    if h5 is not None and isinstance(v, h5):
+        return _H5Rows(v)
+    if _is_sparse(v):
+        return v.tocsr()
     try:
         return np.asarray(v, dtype=np.float32)  # mx.nd.array makes float32 from lists
     except (TypeError, ValueError):
-        raise TypeError("Invalid type '%s' for data, should be a numpy array, a list of them "
-                        "or a dict with them as values" % type(v)) from None
+        raise TypeError("Invalid type '%s' for data, should be a numpy array, an h5py dataset, "
+                        "a scipy.sparse matrix, a list of them or a dict with them as values"
+                        % type(v)) from None
+
+
+def _is_single(data: Any) -> bool:
+    if isinstance(data, np.ndarray) or hasattr(data, "asnumpy"):
+        return True
+    h5 = _h5py_dataset_class()
+    return (h5 is not None and isinstance(data, h5)) or _is_sparse(data)
 
 
 def _init_data(data: ArrayInput, allow_empty: bool, default_name: str
@@ -36,7 +90,7 @@ def _init_data(data: ArrayInput, allow_empty: bool, default_name: str
     assert data is not None or allow_empty
     if data is None:
         data = []
-    if isinstance(data, np.ndarray) or hasattr(data, "asnumpy"):
+    if _is_single(data):
         data = [data]
     if isinstance(data, (list, tuple)):
         if not allow_empty:
@@ -67,6 +121,10 @@ class NDArrayIter(DataIter):
         assert last_batch_handle in ("pad", "discard", "roll_over"), last_batch_handle
         self.data = _init_data(data, allow_empty=False, default_name=data_name)
         self.label = _init_data(label, allow_empty=True, default_name=label_name)
+        if last_batch_handle != "discard" and any(
+                _is_sparse(a) for _, a in self.data + self.label):
+            raise NotImplementedError("`NDArrayIter` only supports ``CSRNDArray`` with "
+                                      "`last_batch_handle` set to `discard`.")
         n = self.data[0][1].shape[0]
         for name, arr in self.data + self.label:
             if arr.shape[0] != n:
@@ -187,5 +245,12 @@ class NDArrayIter(DataIter):
 
     def _shuffle_data(self) -> None:
         self._rng.shuffle(self.idx)
-        self.data = [(k, v[self.idx]) for k, v in self.data]
-        self.label = [(k, v[self.idx]) for k, v in self.label]
+        self.data = [(k, _take_rows(v, self.idx)) for k, v in self.data]
+        self.label = [(k, _take_rows(v, self.idx)) for k, v in self.label]
+
+
+def _take_rows(v: Any, idx: np.ndarray) -> Any:
+    """Rows ``idx`` of a source: numpy/scipy by fancy indexing, h5py lazily."""
+    if isinstance(v, _H5Rows):
+        return v.permuted(idx)
+    return v[idx]
