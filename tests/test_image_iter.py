@@ -9,7 +9,7 @@ import pytest
 
 from cloudrec.errors import ImageListError, ImageTooLargeError, LabelError
 from cloudrec.image import CastAug, CreateAugmenter, ImageIter
-from cloudrec.iterators.image_iter import BrokenImageError
+from cloudrec.iterators.sample_stream import BrokenImageError
 from cloudrec.recordio import MXIndexedRecordIO, pack
 
 FIX = Path(__file__).parent / "fixtures" / "mxnet"

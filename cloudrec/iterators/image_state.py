@@ -1,0 +1,82 @@
+"""ImageIter's resumable state: the sampler's (seed, epoch, consumed) plus a rolled-over batch."""
+from __future__ import annotations
+
+from typing import Any, Dict, List
+
+import numpy as np
+
+from cloudrec.errors import ConfigError
+
+__all__ = ["ResumableImageIter"]
+
+
+class ResumableImageIter:
+    """``state_dict``/``load_state_dict`` for ImageIter (a mixin over its order and stream)."""
+
+    # ------------------------------------------------------------------------------ state
+    def state_dict(self) -> Dict[str, Any]:
+        """Where the iterator is: the sampler's state (seed, epoch, samples consumed), plus the
+        record ids of a rolled-over partial batch.  Under ``part_mode='even'`` it is global
+        (load it on any part, with any ``num_parts``); under MXNet's parts it fits the same
+        parts.  Without an `.idx` (a sequential `.rec`), ``consumed`` counts records read."""
+        if self.sampler is not None:
+            state = self.sampler.state_dict()
+        else:
+            state = {"version": 1, "seed": self.seed, "partition": "sequential"}
+        state["epoch"] = int(self._epoch)
+        if self.sampler is None or self.sampler.fixed:
+            state["consumed"] = int(self._delivered)
+        if self._cache_ids is not None and self._cache_data is not None:
+            state["rollover"] = [int(x) for x in self._cache_ids]
+        return state
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        """Resume after ``state``: the next batch is the one that followed it (same order and
+        augmentations); the skipped samples are not decoded."""
+        self._drop_pending()
+        epoch, consumed = int(state.get("epoch", 0)), int(state.get("consumed", 0))
+        if self.sampler is not None:
+            if state.get("partition") == "sequential":
+                raise ConfigError("this state is of a sequential .rec (no .idx); this iterator "
+                                  "reads by index")
+            self.sampler.load_state_dict(state)
+            self.seed = self.sampler.seed
+        elif state.get("partition", "sequential") != "sequential":
+            raise ConfigError("this state is of an indexed iterator; this one reads a .rec "
+                              "sequentially (give path_imgidx)")
+        self._epoch, self._wrap, self._extra = epoch, 0, 0
+        self._allow_read = True
+        self._cache_data = self._cache_label = self._cache_idx = self._cache_ids = None
+        if self.sampler is not None:
+            self._load_order(consumed)
+            self.cur = consumed if self.sampler.fixed else 0
+        else:
+            self.imgrec.reset()
+            self._seq_no, self.cur = 0, 0
+            for _ in range(consumed):  # a sequential .rec can only be skipped by reading
+                if self.imgrec.read() is None:
+                    break
+                self._seq_no += 1
+            self._delivered = self._seq_no
+        if state.get("rollover"):
+            self._refill_rollover([int(x) for x in state["rollover"]])
+
+    def _refill_rollover(self, ids: List[int]) -> None:
+        """Rebuild a rolled-over partial batch from its record ids (it is completed next)."""
+        if self.sampler is None:
+            raise ConfigError("a rolled-over batch of a sequential .rec cannot be restored")
+        data = self._new_batch_buffer()
+        label = np.zeros(self.provide_label[0][1], dtype=np.float32)
+        self._slot_ids = []
+        i = 0
+        for j, rid in enumerate(ids):
+            item = (self._record_item(-1, rid) if self.imgrec is not None
+                    else self._list_item(rid, -1))
+            res = self._run(item, (self.seed, self._epoch - 1, 0, (1 << 41) + j))
+            if res[0] != "ok" or res[1] is None:
+                continue
+            self.write_sample(data, label, i, res[1][0], res[1][1], res[2])
+            self._slot_ids.append(rid)
+            i += 1
+        self._cache_data, self._cache_label, self._cache_idx = data, label, i
+        self._cache_ids = list(self._slot_ids)
