@@ -24,6 +24,7 @@ SUBCOMMANDS = {
     "index": "cloudrec.tools.index",
     "inspect": "cloudrec.tools.inspect",
     "cache": "cloudrec.tools.cache",
+    "simulate": "cloudrec.tools.simulate",
     "config": "cloudrec.tools.config_cmd",
     "demo": "cloudrec.tools.demo",
     "services": "cloudrec.testing.cli",

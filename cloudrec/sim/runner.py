@@ -1,0 +1,204 @@
+"""``simulate``: one epoch of a job, counted by the readers' code and timed by a model.
+
+Counts (GETs, bytes, per rank and node, cache disk) come from running the
+same ``EpochSampler`` / ``partition_epoch`` / ``RecordFetcher`` window cutting
+/ planner that the DataLoader workers run (see :mod:`cloudrec.sim.trace`);
+only times come from :mod:`cloudrec.sim.timing`.  Order and partition CPU
+times are measured on this machine, not modelled.
+"""
+from __future__ import annotations
+
+import inspect
+import time
+from typing import Any, Dict, List
+
+import numpy as np
+
+from cloudrec.reader.fetch import RecordFetcher
+from cloudrec.reader.sampler import EpochSampler
+from cloudrec.sim import timing
+from cloudrec.sim.model import JobSpec, StorageModel, settings
+from cloudrec.sim.quality import quality
+from cloudrec.sim.source import SimDataset
+from cloudrec.sim.trace import plan_streams, streams
+
+_FETCH_KEYS = ("max_gap", "max_request", "concurrency", "readahead_bytes", "window_bytes")
+QUALITY_STREAMS = 64
+LIST_PAGE = 1000       # objects per LIST page (S3)
+OPEN_CONCURRENCY = 16  # open_dataset's default
+
+
+def _stats(v: np.ndarray) -> Dict[str, float]:
+    v = np.asarray(v, float)
+    return {"min": float(v.min()), "mean": float(v.mean()), "max": float(v.max())}
+
+
+def _sampled_nodes(job: JobSpec) -> List[int]:
+    if not job.sample_ranks or job.sample_ranks >= job.world_size:
+        return list(range(job.nodes))
+    k = max(1, -(-job.sample_ranks // job.ranks_per_node))
+    return sorted(set(np.linspace(0, job.nodes - 1, k).round().astype(int).tolist()))
+
+
+def simulate(ds: SimDataset, job: JobSpec, storage: StorageModel) -> Dict[str, Any]:
+    """One epoch of ``job`` over ``ds`` on ``storage``: counts, times, shuffle quality (a dict)."""
+    job.check()
+    storage.check()
+    t_all = time.perf_counter()
+    fopts = {k: v for k, v in job.fetch.items() if k in _FETCH_KEYS}
+    fetcher = RecordFetcher(ds, **fopts)        # cache='none': only its planning is used
+    sampler = EpochSampler(ds.table, seed=job.seed, mode=job.mode, rank=0,
+                           world_size=job.world_size, batch_size=job.batch_size, last=job.last,
+                           order_options=job.order_options, epoch=job.epoch)
+    t0 = time.perf_counter()
+    order = sampler.order(job.epoch)
+    order_s = time.perf_counter() - t0
+    nodes = _sampled_nodes(job)
+    ranks = [r for n in nodes for r in range(n * job.ranks_per_node,
+                                             min(job.world_size, (n + 1) * job.ranks_per_node))]
+    t0 = time.perf_counter()
+    sts = list(streams(order, fetcher, world_size=job.world_size, num_workers=job.num_workers,
+                       batch_size=job.batch_size, last=job.last, ranks=ranks))
+    partition_s = (time.perf_counter() - t0) / max(1, len(sts))
+    stream_rank = np.array([s.rank for s in sts], np.int64)
+    stream_worker = np.array([s.worker for s in sts], np.int64)
+    scale = job.world_size / len(ranks)          # 1.0 unless sampling
+    nshards = len(ds.shards)
+    sizes = np.array([s.size for s in ds.shards], np.int64)
+    records_bytes = float(sum(int(ds.table.length[s.ids].sum()) for s in sts))
+
+    cache = job.fetch.get("cache", "none")
+    from cloudrec.storage.cache import DEFAULT_MAX_BYTES, download_ranges
+    # the chunk the cache's own downloader uses (its default argument)
+    DOWNLOAD_CHUNK = int(inspect.signature(download_ranges).parameters["chunk"].default)
+    cap = int(job.fetch.get("cache_max_bytes") or DEFAULT_MAX_BYTES)
+    if cache == "auto":
+        cache = "shards" if int(sizes.sum()) <= cap else "none"
+    rank_idx = {r: i for i, r in enumerate(ranks)}
+    node_list = sorted(set(r // job.ranks_per_node for r in ranks))
+    node_idx = {n: i for i, n in enumerate(node_list)}
+    rank_gets = np.zeros(len(ranks))
+    rank_bytes = np.zeros(len(ranks))
+    node_gets = np.zeros(len(node_list))
+    node_bytes = np.zeros(len(node_list))
+    node_disk = np.zeros(len(node_list))
+    concurrency = fetcher.concurrency
+    if cache == "none":
+        req = plan_streams(ds.table, sts, fetcher.max_gap, fetcher.max_request)
+        srank = stream_rank[req.stream]
+        ri = np.array([rank_idx[r] for r in ranks])[np.searchsorted(ranks, srank)]
+        rank_gets = np.bincount(ri, minlength=len(ranks)).astype(float)
+        rank_bytes = np.bincount(ri, weights=req.nbytes, minlength=len(ranks))
+        for r, i in rank_idx.items():
+            ni = node_idx[r // job.ranks_per_node]
+            node_gets[ni] += rank_gets[i]
+            node_bytes[ni] += rank_bytes[i]
+        t = timing.ranged(req, stream_rank, stream_worker, job, storage, concurrency, scale)
+        overfull = False
+    else:
+        chunks = -(-sizes // DOWNLOAD_CHUNK)
+        per_node: Dict[int, set] = {}
+        for s in sts:
+            per_node.setdefault(node_idx[s.rank // job.ranks_per_node], set()).update(
+                np.unique(ds.table.shard[s.ids]).tolist())
+        for ni, sh in per_node.items():
+            idx = np.fromiter(sh, np.int64)
+            node_gets[ni], node_bytes[ni] = chunks[idx].sum(), sizes[idx].sum()
+            node_disk[ni] = node_bytes[ni]
+        # a rank's processes pull each shard once per node: attribute evenly to its ranks
+        per = job.ranks_per_node
+        for r, i in rank_idx.items():
+            ni = node_idx[r // per]
+            rank_gets[i], rank_bytes[i] = node_gets[ni] / per, node_bytes[ni] / per
+        s0 = sts[0]
+        first_sh = np.unique(ds.table.shard[s0.ids[:job.batch_size]])
+        t = timing.cached(node_bytes, node_gets * scale, float(sizes[first_sh].sum()),
+                          int(sizes[first_sh].max()) if first_sh.size else 0, job, storage,
+                          concurrency, DOWNLOAD_CHUNK, 4)
+        overfull = bool(node_disk.max() > cap)
+
+    # opening the dataset: per rank (the DataLoader workers inherit it)
+    idx_bytes = float(sum(ds.idx_sizes)) if ds.idx_sizes else 0.0
+    if job.table_file:
+        from cloudrec.dataset.table_file import TABLE_GET_BYTES, table_nbytes
+        tb = table_nbytes(len(ds.table), nshards)
+        tgets = -(-tb // TABLE_GET_BYTES)
+        lists = -(-2 * nshards // LIST_PAGE)
+        open_s = timing.open_time(nshards, idx_bytes, storage, OPEN_CONCURRENCY, tb, tgets, lists)
+        open_gets = {"LIST per rank": lists, "GET table per node": tgets, "table bytes": tb}
+    else:
+        open_s = timing.open_time(nshards, idx_bytes, storage, OPEN_CONCURRENCY)
+        open_gets = {"HEAD per rank": nshards, "GET .idx per rank": nshards,
+                     ".idx bytes per rank": idx_bytes}
+    cpu_s = order_s + partition_s
+    q_streams = [s.ids for s in sts[:QUALITY_STREAMS]]
+    total_gets = float(rank_gets.sum() * scale)
+    total_bytes = float(node_bytes.sum() * scale)
+    report = {
+        "settings": settings(job, storage, {"cache_used": cache, "dataset": ds.name,
+                                            **{k: getattr(fetcher, k) for k in _FETCH_KEYS}}),
+        "dataset": {"records": len(ds.table), "shards": nshards, "bytes": int(sizes.sum()),
+                    "mean_record_bytes": float(ds.table.length.mean()) if len(ds.table) else 0.0},
+        "exact": scale == 1.0,
+        "simulated_ranks": len(ranks),
+        "gets": total_gets, "bytes": total_bytes,
+        "bytes_over_records": total_bytes / max(records_bytes * scale, 1.0),
+        "bytes_over_dataset": total_bytes / max(float(sizes.sum()), 1.0),
+        "per_rank": {"gets": _stats(rank_gets), "bytes": _stats(rank_bytes)},
+        "per_node": {"gets": _stats(node_gets), "bytes": _stats(node_bytes),
+                     "cache_disk_bytes": _stats(node_disk)},
+        "cache_over_cap": overfull,
+        "peak_get_rate_per_prefix": t["peak_get_rate"],
+        "prefix_rate_limit": storage.prefix_rate,
+        "open": {"seconds": open_s, **open_gets},
+        "order_cpu_s": order_s, "partition_cpu_s": partition_s,
+        "first_batch_s": open_s + cpu_s + t["first_batch_s"],
+        "epoch_s": open_s + cpu_s + t["epoch_s"],
+        "bound": t["bound"],
+        "windows_short": t.get("windows_short", 0.0),
+        "quality": quality(order, q_streams, ds.table, job.fractions, job.batch_size),
+    }
+    report["simulate_wall_s"] = time.perf_counter() - t_all
+    return report
+
+
+def _mb(x: float) -> str:
+    return f"{x / 1e6:,.1f} MB" if x < 1e11 else f"{x / 1e9:,.1f} GB"
+
+
+def format_report(r: Dict[str, Any]) -> str:
+    """The report as an aligned text table."""
+    j = r["settings"]["job"]
+    q = r["quality"]
+    d = r["dataset"]
+    pr, pn = r["per_rank"], r["per_node"]
+    rows = [
+        ("dataset", f"{d['records']:,} records, {d['shards']:,} shards, {_mb(d['bytes'])}"),
+        ("job", f"{j['world_size']} ranks x {j['num_workers']} workers, batch {j['batch_size']}, "
+                f"mode {j['mode']}, cache {r['settings']['cache_used']}"),
+        ("simulated", f"{r['simulated_ranks']} ranks" + ("" if r["exact"] else
+                                                         " (per-node figures exact, totals scaled)")),
+        ("GETs (epoch)", f"{r['gets']:,.0f}"),
+        ("bytes (epoch)", f"{_mb(r['bytes'])} = {r['bytes_over_records']:.3f}x the records read"),
+        ("GETs per rank", f"{pr['gets']['min']:,.0f} / {pr['gets']['mean']:,.0f} / "
+                          f"{pr['gets']['max']:,.0f} (min/mean/max)"),
+        ("bytes per rank", f"{_mb(pr['bytes']['min'])} / {_mb(pr['bytes']['mean'])} / "
+                           f"{_mb(pr['bytes']['max'])}"),
+        ("GETs per node", f"{pn['gets']['mean']:,.0f} (max {pn['gets']['max']:,.0f})"),
+        ("bytes per node", f"{_mb(pn['bytes']['mean'])} (max {_mb(pn['bytes']['max'])})"),
+        ("cache disk per node", _mb(pn["cache_disk_bytes"]["max"])
+         + ("  OVER THE CAP: evictions re-download" if r["cache_over_cap"] else "")),
+        ("peak GET/s per prefix", f"{r['peak_get_rate_per_prefix']:,.0f} "
+                                  f"(limit {r['prefix_rate_limit']:,.0f})"),
+        ("open dataset", f"{r['open']['seconds']:.2f} s"),
+        ("order + partition CPU", f"{r['order_cpu_s']:.2f} s + {r['partition_cpu_s']:.3f} s "
+                                  "(measured here)"),
+        ("time to first batch", f"{r['first_batch_s']:.2f} s"),
+        ("epoch (storage-bound)", f"{r['epoch_s']:,.1f} s, bound by {r['bound']}"),
+        ("distinct 1/F per batch", f"{q['distinct_fractions']:.2f} of F={q['fractions']} "
+                                   f"(uniform {q['distinct_fractions_uniform']:.2f})"),
+        ("displacement", f"{q['displacement']:.3f} (uniform 0.333)"),
+        ("simulation took", f"{r['simulate_wall_s']:.1f} s"),
+    ]
+    w = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{w}}  {v}" for k, v in rows)

@@ -1,0 +1,154 @@
+"""cloudrec.sim: its request counts are the readers' own (planner, fetcher windows,
+partition), checked against per-window plan_ranges and against a real RecordFetcher
+on local shards; the report's fields and the CLI."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from cloudrec.dataset import open_dataset
+from cloudrec.dataset.synthetic import write_synthetic
+from cloudrec.errors import ConfigError
+from cloudrec.reader.fetch import RecordFetcher
+from cloudrec.reader.orders import epoch_order
+from cloudrec.sim import JobSpec, StorageModel, format_report, from_dataset, simulate, synthetic
+from cloudrec.sim.trace import plan_streams, plan_streams_reference, streams
+
+
+@pytest.mark.parametrize("mode", ["global", "block", "shard", "none"])
+@pytest.mark.parametrize("workers,world,gap,maxreq", [(1, 1, 256 << 10, 16 << 20), (2, 3, 0, 1 << 20),
+                                                      (3, 2, -1, 16 << 20), (2, 2, 64 << 10, 200_000)])
+def test_vectorised_plan_equals_per_window_plan_ranges(mode, workers, world, gap, maxreq):
+    ds = synthetic(3000, 7, mean_bytes=20_000, dist="lognormal", seed=3)
+    order = epoch_order(ds.table, 5, 1, mode)
+    f = RecordFetcher(ds, window_bytes=1 << 20, max_gap=gap, max_request=maxreq)
+    sts = list(streams(order, f, world_size=world, num_workers=workers, batch_size=64))
+    got = plan_streams(ds.table, sts, f.max_gap, f.max_request)
+    want = plan_streams_reference(ds.table, sts, f.max_gap, f.max_request)
+    assert len(got) == len(want) > 0
+    assert list(zip(got.stream.tolist(), got.window.tolist(), got.shard.tolist(),
+                    got.start.tolist(), got.end.tolist())) == want
+
+
+def test_pad_repeats_share_a_request():
+    # 100 records, 3 ranks x batch 16: the last step pads with repeats of the first records
+    ds = synthetic(100, 2, mean_bytes=1000, dist="fixed")
+    order = epoch_order(ds.table, 0, 0, "none")
+    f = RecordFetcher(ds)
+    sts = list(streams(order, f, world_size=3, num_workers=1, batch_size=16))
+    got = plan_streams(ds.table, sts, f.max_gap, f.max_request)
+    want = plan_streams_reference(ds.table, sts, f.max_gap, f.max_request)
+    assert sum(len(s.ids) for s in sts) == 3 * 16 * 3
+    assert list(zip(got.stream.tolist(), got.window.tolist(), got.shard.tolist(),
+                    got.start.tolist(), got.end.tolist())) == want
+
+
+@pytest.fixture(scope="module")
+def local_ds(tmp_path_factory):
+    base = tmp_path_factory.mktemp("simds")
+    urls, _ = write_synthetic(str(base), 4, 150, min_size=2000, max_size=30000, seed=1, magic_every=0)
+    return open_dataset(urls)
+
+
+@pytest.mark.parametrize("mode,world,workers,fetch", [
+    ("block", 1, 2, {}), ("global", 2, 2, {}), ("shard", 3, 1, {"max_gap": 0}),
+    ("block", 2, 3, {"window_bytes": 200_000, "max_request": 100_000})])
+def test_counts_equal_a_real_fetcher_on_local_shards(local_ds, mode, world, workers, fetch):
+    """Every worker's ids fetched for real: the fetcher's own request/byte counters agree."""
+    job = JobSpec(world_size=world, num_workers=workers, batch_size=32, mode=mode, seed=4,
+                  ranks_per_node=1, fetch=fetch)
+    rep = simulate(from_dataset(local_ds), job, StorageModel())
+    order = epoch_order(local_ds.table, 4, 0, mode)
+    from cloudrec.reader.partition import partition_epoch
+    gets = nbytes = 0
+    per_rank = []
+    for r in range(world):
+        rg = 0
+        for k in range(workers):
+            ids = partition_epoch(order, rank=r, world_size=world, worker=k, num_workers=workers,
+                                  batch_size=32).ids
+            with RecordFetcher(local_ds, **fetch) as f:
+                assert [rid for rid, _ in f.fetch(ids)] == ids.tolist()
+                gets += f.requests
+                nbytes += f.bytes_requested
+                rg += f.requests
+        per_rank.append(rg)
+    assert rep["exact"] and rep["gets"] == gets and rep["bytes"] == nbytes
+    assert rep["per_rank"]["gets"]["max"] == max(per_rank)
+    assert rep["per_rank"]["gets"]["min"] == min(per_rank)
+
+
+def test_report_fields_and_quality():
+    ds = synthetic(20_000, 16, mean_bytes=50_000, seed=0)
+    g = simulate(ds, JobSpec(world_size=4, num_workers=2, batch_size=64, mode="global",
+                             ranks_per_node=2), StorageModel())
+    n = simulate(ds, JobSpec(world_size=4, num_workers=2, batch_size=64, mode="none",
+                             ranks_per_node=2), StorageModel())
+    assert g["quality"]["distinct_fractions"] > 7.9 and n["quality"]["distinct_fractions"] < 1.5
+    assert abs(g["quality"]["displacement"] - 1 / 3) < 0.01 and n["quality"]["displacement"] == 0
+    assert g["gets"] > 10 * n["gets"]                      # per-record GETs vs merged reads
+    assert g["per_node"]["gets"]["mean"] == pytest.approx(g["gets"] / 2)
+    assert 0 < g["first_batch_s"] < g["epoch_s"]
+    text = format_report(g)
+    assert "GETs per rank" in text and "peak GET/s per prefix" in text
+    json.dumps(g)  # serialisable as is
+
+
+def test_cache_counts_one_download_per_shard_and_node():
+    ds = synthetic(4000, 8, mean_bytes=20_000, dist="fixed")
+    rep = simulate(ds, JobSpec(world_size=4, num_workers=2, batch_size=32, mode="global",
+                               ranks_per_node=2, fetch={"cache": "shards"}), StorageModel())
+    size = ds.shards[0].size
+    assert rep["gets"] == 2 * 8 * -(-size // (8 << 20))   # 2 nodes x 8 shards, 8 MB chunks
+    assert rep["bytes"] == 2 * ds.nbytes
+    assert rep["per_node"]["cache_disk_bytes"]["max"] == ds.nbytes
+    small = simulate(ds, JobSpec(world_size=4, num_workers=2, batch_size=32, mode="global",
+                                 fetch={"cache": "auto", "cache_max_bytes": ds.nbytes - 1}),
+                     StorageModel())
+    assert small["settings"]["cache_used"] == "none"       # auto: does not fit, ranged reads
+
+
+def test_prefix_rate_limit_bounds_the_epoch():
+    ds = synthetic(50_000, 10, mean_bytes=10_000, dist="fixed")
+    job = JobSpec(world_size=8, num_workers=4, batch_size=64, mode="global")
+    free = simulate(ds, job, StorageModel(prefix_rate=1e9))
+    tight = simulate(ds, job, StorageModel(prefix_rate=500))
+    assert tight["bound"] == "prefix request rate"
+    assert tight["epoch_s"] >= tight["gets"] / 500
+    assert free["gets"] == tight["gets"] and free["epoch_s"] < tight["epoch_s"]
+
+
+def test_sampled_ranks_scale_totals():
+    ds = synthetic(40_000, 20, mean_bytes=30_000, seed=2)
+    full = simulate(ds, JobSpec(world_size=16, num_workers=2, batch_size=64, ranks_per_node=2),
+                    StorageModel())
+    part = simulate(ds, JobSpec(world_size=16, num_workers=2, batch_size=64, ranks_per_node=2,
+                                sample_ranks=4), StorageModel())
+    assert full["exact"] and not part["exact"] and part["simulated_ranks"] == 4
+    assert part["gets"] == pytest.approx(full["gets"], rel=0.1)
+
+
+def test_bad_arguments_are_config_errors():
+    with pytest.raises(ConfigError, match="shards"):
+        synthetic(10, 20)
+    with pytest.raises(ConfigError, match="order mode"):
+        simulate(synthetic(100, 2), JobSpec(mode="random"), StorageModel())
+    with pytest.raises(ConfigError, match="stream_bw"):
+        simulate(synthetic(100, 2), JobSpec(), StorageModel(stream_bw=0))
+
+
+def test_cli_json_and_table(tmp_path, capsys):
+    from cloudrec.cli import main
+    out = tmp_path / "r.json"
+    assert main(["simulate", "--records", "5000", "--shards", "5", "--ranks", "2", "--workers", "2",
+                 "--batch-size", "32", "--mode", "block", "--json", str(out),
+                 "--order-option", "window_blocks=4"]) == 0
+    text = capsys.readouterr().out
+    assert "time to first batch" in text
+    rep = json.loads(out.read_text())
+    assert rep["settings"]["job"]["order_options"] == {"window_blocks": 4}
+    assert rep["dataset"]["records"] == 5000
+    assert main(["simulate", "--ranks", "2"]) == 2          # no dataset given
+    assert "exactly one of" in capsys.readouterr().err
