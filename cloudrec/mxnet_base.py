@@ -199,6 +199,8 @@ def _reduce_mixed(self: BaseException) -> Any:
 def _remake_mixed(orig: type, args: tuple, state: Dict[str, Any]) -> BaseException:
     mixed = _mixed_class(orig)
     new = mixed.__new__(mixed, *args)
+    if isinstance(new, OSError):
+        OSError.__init__(new, *args)
     new.args = args
     new.__dict__.update(state)
     return new
@@ -213,10 +215,13 @@ def as_mxnet_error(exc: BaseException) -> BaseException:
         new = mixed.__new__(mixed, *exc.args)
     except Exception:  # a constructor that needs other arguments: keep the original
         return exc
+    if isinstance(exc, OSError):  # OSError parses (errno, strerror, filename) in __init__
+        if exc.errno is not None and exc.filename is not None:
+            OSError.__init__(new, exc.errno, exc.strerror, exc.filename)
+        else:
+            OSError.__init__(new, *exc.args)
     new.args = exc.args
     new.__dict__.update(getattr(exc, "__dict__", {}))
-    if isinstance(exc, OSError):
-        new.errno, new.strerror, new.filename = exc.errno, exc.strerror, exc.filename
     new.__cause__, new.__context__ = exc.__cause__, exc.__context__
     new.__suppress_context__ = exc.__suppress_context__
     return new.with_traceback(exc.__traceback__)
