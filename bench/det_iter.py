@@ -25,7 +25,8 @@ import cv2
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import bench_decode, build_dataset, epoch_rate, load_payloads  # noqa: E402
+from _common import (bench_decode, build_dataset, epoch_rate, figure,  # noqa: E402
+                     load_payloads, write_result)
 
 from cloudrec.image import CastAug, ForceResizeAug, ImageDetIter, ImageIter  # noqa: E402
 from cloudrec.image.det_labels import make_det_label  # noqa: E402
@@ -69,6 +70,7 @@ def main(argv=None) -> int:
     payloads = load_payloads(rec)
     print(f"dataset: {len(payloads)} JPEG records with detection labels, {rec}")
     best = lambda f: max(f() for _ in range(a.repeat))  # noqa: E731
+    measured, figures = {}, []
     for t in a.threads:
         ceiling = best(lambda: bench_decode(payloads, t))
         ii = best(lambda: epoch_rate(ImageIter(
@@ -87,6 +89,14 @@ def main(argv=None) -> int:
               f"{ii:6.0f} img/s = {ii / ceiling:.2f} x | ImageDetIter default {det:6.0f} img/s "
               f"= {det / ceiling:.2f} x ({det / ii:.2f} x ImageIter) | ImageDetIter SSD augs "
               f"{ssd:6.0f} img/s = {ssd / ceiling:.2f} x")
+        measured[f"threads={t}"] = {"decode_loop": ceiling, "imageiter": ii, "imagedetiter": det,
+                                    "imagedetiter_ssd": ssd}
+        figures.append(figure(f"{t} thread(s): ImageDetIter vs ImageIter", det / ii, "x"))
+    write_result("det_iter", settings={"images": len(payloads), "batch_size": BATCH,
+                                       "data_shape": list(SHAPE), "threads": a.threads,
+                                       "repeat": a.repeat, "best_of": "max images/s"},
+                 results=measured, figures=figures,
+                 title=f"ImageDetIter, {len(payloads)} images, default augmenters")
     return 0
 
 

@@ -161,6 +161,7 @@ def main(argv=None) -> int:
         print(f"{'mode':14} {'configuration':38} {'images/s':>9} {'MB/s in':>8} "
               f"{'vs loop':>8} {'vs 1 thr':>8}")
         ref: Dict[str, Tuple[float, float]] = {}
+        measured: Dict[str, Dict[str, float]] = {}
         for mode, label, t in rows:
             if label.startswith("plain"):
                 ref[mode] = (t, 0.0)
@@ -169,6 +170,20 @@ def main(argv=None) -> int:
             loop_t, one_t = ref[mode]
             print(f"{mode:14} {label:38} {a.n / t:9.0f} {nbytes / t / 1e6:8.1f} "
                   f"{loop_t / t:7.2f}x {(one_t / t if one_t else float('nan')):7.2f}x")
+            measured.setdefault(mode, {})[label] = a.n / t
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        from _common import figure, write_result
+        figures = []
+        for mode, rates in measured.items():
+            base = next(r for lab, r in rates.items() if lab.startswith("plain"))
+            figures += [figure(f"`{lab[len('im2rec '):]}`", r / base, "x", group=f"{mode} vs loop")
+                        for lab, r in rates.items() if not lab.startswith("plain")]
+        write_result("im2rec", settings={"images": a.n, "sides_px": [a.min_side, a.max_side],
+                                         "kb_per_image": round(nbytes / a.n / 1e3, 1),
+                                         "best_of": a.repeat, "s3": a.s3,
+                                         "s3_images": a.s3_n if a.s3 else None},
+                     results={"images_per_s": measured}, figures=figures,
+                     title=f"im2rec packing, {a.n:,} JPEGs, vs a plain single-process loop")
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0

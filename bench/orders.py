@@ -18,6 +18,8 @@ For each mode, against a uniform permutation (``global``) measured in the same r
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 import time
 from types import SimpleNamespace
 
@@ -84,6 +86,19 @@ def main() -> None:
         ratio = r["reqs"] / rows["global"]["reqs"]
         print(f"{mode:8} {r['disp']:6.3f} {r['rho']:6.3f} {r['near']:6.3f} {r['run']:9.1f} "
               f"{r['reqs']:8.1f} {ratio:8.4f} {r['amp']:5.2f} {ms:7.1f}")
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from _common import figure, write_result
+    figures = [figure(f"`{m}`", r["reqs"], group="ranged requests per 1,000 records")
+               for m, r in rows.items()]
+    figures.append(figure("`block` vs `global` requests", rows["block"]["reqs"] / rows["global"]["reqs"],
+                          "x"))
+    figures += [figure(f"`{m}`", rows[m]["disp"], group="mixing (mean displacement/N; uniform 0.333)")
+                for m in ("global", "block", "shard")]
+    write_result(
+        "orders", settings={"records": a.records, "shards": a.shards, "lookahead": a.lookahead,
+                            "max_gap": a.max_gap, **opts},
+        results=rows, figures=figures,
+        title=f"epoch orders, {a.records:,} records, {a.shards} shards")
 
 
 if __name__ == "__main__":
