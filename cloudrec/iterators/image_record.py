@@ -39,13 +39,14 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
-from cloudrec.errors import (CloudrecError, ConfigError, HeaderError, ImageDecodeError,
-                             ImageListError, LabelError, RecordIOError)
+from cloudrec.errors import ConfigError, RecordIOError
 from cloudrec.format.irheader import unpack_header
 from cloudrec.io.base import DataBatch, DataDesc, DataIter
 from cloudrec.reader.sampler import EpochSampler
+from cloudrec.iterators.image_sources import load_label_map
+from cloudrec.iterators.record_sample import RecordSampleWriter
 from cloudrec.iterators.record_params import IterParams, parse_kwargs
-from cloudrec.pipeline.augment import AugRng, DefaultAugmenter
+from cloudrec.pipeline.augment import DefaultAugmenter
 from cloudrec.image.decode import decode_image
 from cloudrec.pipeline.batcher import BatchBuffers, BatchPipeline, BatchPlan, PipelineClosed
 from cloudrec.pipeline.writer import ImageWriter
@@ -55,34 +56,6 @@ __all__ = ["ImageRecordIter", "ImageRecordUInt8Iter", "ImageRecordInt8Iter"]
 log = logging.getLogger(__name__)
 
 
-def _load_imglist(url: str, label_width: int, storage_options: Optional[Dict[str, Any]]
-                  ) -> Dict[int, np.ndarray]:
-    """MXNet's ImageLabelMap: whitespace tokens, id then ``label_width`` labels; path ignored."""
-    from cloudrec.storage.fs import resolve
-    fs, path = resolve(url, storage_options)
-    try:
-        with fs.open(path, "rb") as f:
-            data = f.read()
-    except FileNotFoundError:
-        raise ImageListError("image list not found", url) from None
-    from cloudrec.format.lst import decode_lst
-    text = decode_lst(data, url)
-    out: Dict[int, np.ndarray] = {}
-    for lineno, line in enumerate(text.splitlines(), 1):
-        tok = line.split()
-        if not tok:
-            continue
-        if len(tok) < label_width + 1:
-            raise ImageListError(f"Bad ImageList format: need an id and {label_width} "
-                                 f"label(s), got {len(tok)} field(s)", url, lineno)
-        try:
-            key = int(float(tok[0]))
-            out[key] = np.array([float(x) for x in tok[1:1 + label_width]], np.float32)
-        except ValueError as exc:
-            raise ImageListError(f"Bad ImageList format: {exc}", url, lineno) from None
-    return out
-
-
 def _load_mean_img(url: str, channels: int, h: int, w: int,
                    storage_options: Optional[Dict[str, Any]]) -> Optional[np.ndarray]:
     """The (C,H,W) mean image (MXNet's NDArray format or .npy); None when it does not exist yet."""
@@ -90,7 +63,7 @@ def _load_mean_img(url: str, channels: int, h: int, w: int,
     return load_mean_image(url, (channels, h, w), storage_options)
 
 
-class ImageRecordIter(DataIter):
+class ImageRecordIter(RecordSampleWriter, DataIter):
     """Batches of decoded, augmented images from RecordIO files (MXNet's ImageRecordIter).
 
     Keyword arguments only, as in MXNet (spec §2.1), plus cloudrec's own:
@@ -118,7 +91,7 @@ class ImageRecordIter(DataIter):
         self.layout = p.extra.layout
         self.data_name, self.label_name = p.extra.data_name, p.extra.label_name
         so = p.extra.storage_options
-        self._imglist = (_load_imglist(p.parser.path_imglist, self.label_width, so)
+        self._imglist = (load_label_map(p.parser.path_imglist, self.label_width, so)
                          if p.parser.path_imglist else None)
         self._aug = DefaultAugmenter(p.aug, self.data_shape, fast=p.extra.decode_reduce)
         self._source = None
@@ -245,65 +218,6 @@ class ImageRecordIter(DataIter):
                 ids[is_pad] = -1  # zero-filled slots, as MXNet's round_batch=False
             plans.append(BatchPlan(ids, int(is_pad.sum()), epoch))
         return plans
-
-    # -- per image (runs on the decode threads) ---------------------------------------------
-    def _where(self, rid: int) -> str:
-        return f" (record id {rid}: {self._source.describe(rid)})"
-
-    def _process_one(self, payload: bytes, rid: int, slot: int, buf: BatchBuffers) -> None:
-        try:
-            self._process_inner(payload, rid, slot, buf)
-        except HeaderError as exc:
-            raise HeaderError(f"{exc}{self._where(rid)}") from None
-        except CloudrecError:
-            raise
-        except Exception as exc:  # OpenCV errors and the like: name the record
-            raise ImageDecodeError(f"{type(exc).__name__}: {exc}{self._where(rid)}") from exc
-
-    def _labels(self, header, rid: int) -> np.ndarray:
-        lw = self.label_width
-        if self._imglist is not None:
-            lab = self._imglist.get(int(header.id))
-            if lab is None:
-                raise LabelError(f"fail to find imagelabel for id {header.id} in "
-                                 f"{self.params.parser.path_imglist}{self._where(rid)}")
-            return lab
-        if header.flag > 0:
-            if header.flag != lw:
-                raise LabelError(f"rec file provide {header.flag}-dimensional label but "
-                                 f"label_width is set to {lw}{self._where(rid)}")
-            return header.label
-        if lw != 1:
-            raise LabelError(f"label_width must be 1 unless an imglist is provided or the rec "
-                             f"file is packed with multi dimensional label (label_width={lw})"
-                             f"{self._where(rid)}")
-        return np.float32(header.label)
-
-    def _process_one_rng(self, rid: int, epoch: int) -> Optional[AugRng]:
-        """The image's own generator: a pure function of (aug seed, epoch, record id)."""
-        if not self._rng_needed:
-            return None
-        return AugRng(((self._aug_seed & 0xFFFFFFFF) << 96) | ((epoch & 0xFFFFFFFF) << 64)
-                      | (int(rid) & 0xFFFFFFFFFFFFFFFF))
-
-    def _process_inner(self, payload: bytes, rid: int, slot: int, buf: BatchBuffers) -> None:
-        header, start = unpack_header(payload)
-        buf.label[slot] = self._labels(header, rid)
-        buf.header_id[slot] = int(header.id)
-        where = self._where(rid)
-        rng = self._process_one_rng(rid, buf.plan.epoch)
-        img = self._aug.decode_process(memoryview(payload)[start:], rng, where)
-        n = self.params.norm
-        mirror = bool(n.mirror)
-        if n.rand_mirror and rng.random() < 0.5:
-            mirror = True
-        contrast, illum = n.scale, 0.0
-        if self.dtype.kind == "f" and (n.max_random_contrast > 0 or n.max_random_illumination > 0):
-            mrc, mri = n.max_random_contrast, n.max_random_illumination
-            contrast = (rng.random() * 2 * mrc - mrc + 1) * n.scale
-            illum = (rng.random() * 2 * mri - mri) * n.scale
-        self._writer.write(img, buf.data[slot], mirror, contrast / n.scale if n.scale else 0.0,
-                           illum)
 
     def _compute_mean_img(self, url: str) -> np.ndarray:
         """Mean of the partition's images after aug_default, saved to ``url`` (as MXNet does).

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Any, Dict, Optional
 
-from cloudrec.errors import HeaderError
+import numpy as np
+
+from cloudrec.errors import HeaderError, ImageListError
 from cloudrec.format.irheader import unpack_header
 from cloudrec.iterators._records import RecordSource
 
-__all__ = ["IndexedRecAdapter", "unpack_header_named", "read_text"]
+__all__ = ["IndexedRecAdapter", "unpack_header_named", "read_text", "load_label_map"]
 
 
 class IndexedRecAdapter:
@@ -49,3 +51,30 @@ def read_text(url: str, storage_options) -> str:
         return decode_lst(f.read(), url)
 
 
+def load_label_map(url: str, label_width: int, storage_options: Optional[Dict[str, Any]]
+                  ) -> Dict[int, np.ndarray]:
+    """ImageRecordIter's ``path_imglist``: MXNet's ImageLabelMap (whitespace tokens, id then
+    ``label_width`` labels; the path column ignored), as {id: float32 labels}."""
+    from cloudrec.storage.fs import resolve
+    fs, path = resolve(url, storage_options)
+    try:
+        with fs.open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        raise ImageListError("image list not found", url) from None
+    from cloudrec.format.lst import decode_lst
+    text = decode_lst(data, url)
+    out: Dict[int, np.ndarray] = {}
+    for lineno, line in enumerate(text.splitlines(), 1):
+        tok = line.split()
+        if not tok:
+            continue
+        if len(tok) < label_width + 1:
+            raise ImageListError(f"Bad ImageList format: need an id and {label_width} "
+                                 f"label(s), got {len(tok)} field(s)", url, lineno)
+        try:
+            key = int(float(tok[0]))
+            out[key] = np.array([float(x) for x in tok[1:1 + label_width]], np.float32)
+        except ValueError as exc:
+            raise ImageListError(f"Bad ImageList format: {exc}", url, lineno) from None
+    return out
