@@ -128,7 +128,8 @@ def simulate(ds: SimDataset, job: JobSpec, storage: StorageModel) -> Dict[str, A
         open_gets = {"LIST per rank": lists, "GET table per node": tgets, "table bytes": tb}
     else:
         open_s = timing.open_time(nshards, idx_bytes, storage, OPEN_CONCURRENCY)
-        open_gets = {"HEAD per rank": nshards, "GET .idx per rank": nshards,
+        open_gets = {"HEAD per rank": nshards, "HEAD .idx per rank": nshards,
+                     "GET .idx per rank": nshards,
                      ".idx bytes per rank": idx_bytes}
     cpu_s = order_s + partition_s
     q_streams = [s.ids for s in sts[:QUALITY_STREAMS]]

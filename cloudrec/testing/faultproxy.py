@@ -50,8 +50,17 @@ class _State:
     def __init__(self, **config: Any) -> None:
         self.config: Dict[str, Any] = dict(DEFAULTS)
         self.counts: Dict[str, int] = {k: 0 for k in COUNT_KEYS}
+        self.traffic: Dict[str, Dict[str, int]] = {}  # "GET .rec" -> requests, body bytes
         self.rng = random.Random(0)
         self.update(config)
+
+    def tally(self, req: web.Request, nbytes: int = 0, request: bool = False) -> None:
+        """Traffic by method and object suffix (``GET .rec``): requests and body bytes sent."""
+        name = req.path.rsplit("/", 1)[-1]
+        ext = name[name.rfind("."):] if "." in name else ""
+        t = self.traffic.setdefault(f"{req.method} {ext}".rstrip(), {"requests": 0, "bytes": 0})
+        t["requests"] += int(request)
+        t["bytes"] += nbytes
 
     def update(self, values: Dict[str, Any]) -> None:
         for key, raw in values.items():
@@ -102,7 +111,8 @@ class _State:
             self.counts["faults"] += 1
 
     def snapshot(self) -> Dict[str, Any]:
-        return {"config": dict(self.config), "counts": dict(self.counts)}
+        return {"config": dict(self.config), "counts": dict(self.counts),
+                "traffic": {k: dict(v) for k, v in self.traffic.items()}}
 
 
 def _s3_error(status: int, code: str, message: str) -> web.Response:
@@ -126,6 +136,7 @@ async def _control(req: web.Request, state: _State) -> web.Response:
             state.rng = random.Random(0)
         if query.pop("clear", None):
             state.counts = {k: 0 for k in COUNT_KEYS}
+            state.traffic = {}
         state.update(query)
     except (ValueError, TypeError) as exc:
         return web.json_response({"error": str(exc)}, status=400)
@@ -164,6 +175,7 @@ async def _forward(req: web.Request, state: _State, kind: str) -> web.StreamResp
             return _abort(req)
         async for chunk in up.content.iter_chunked(1 << 20):
             await resp.write(chunk)
+            state.tally(req, len(chunk))
         await resp.write_eof()
         state.count("ok")
         return resp
@@ -180,6 +192,7 @@ def build_app(upstream: str, **config: Any) -> web.Application:
         if req.path == CONTROL_PATH:
             return await _control(req, state)
         kind = state.pick(req.method)
+        state.tally(req, request=True)
         if state.config["latency_ms"] > 0:
             await asyncio.sleep(state.config["latency_ms"] / 1000.0)
         if kind == "503":

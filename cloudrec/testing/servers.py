@@ -356,6 +356,11 @@ class FaultProxy(_Service):
         """Counts since the last clear: requests, 503, 500, drop, trunc, stall, ok, faults."""
         return self._control()["counts"]
 
+    def traffic(self) -> Dict[str, Dict[str, int]]:
+        """Since the last clear, by method and object suffix (``"GET .rec"``): requests and
+        body bytes sent to the client (what a bench or test counts as moved)."""
+        return self._control()["traffic"]
+
 
 # ---------------------------------------------------------------------------
 # HDFS
