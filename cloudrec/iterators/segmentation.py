@@ -2,7 +2,7 @@
 ``write_seg_records`` to pack them.  The record format is :mod:`cloudrec.image.segmentation`."""
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
+import weakref
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -11,6 +11,9 @@ from cloudrec.errors import ConfigError
 from cloudrec.image.seg_augmenters import CreateSegAugmenter, SegAugmenter
 from cloudrec.image.segmentation import decode_seg, pack_seg
 from cloudrec.io import DataBatch, DataDesc, DataIter
+from cloudrec.iterators._records import RecordSource
+from cloudrec.pipeline.batcher import BatchBuffers, BatchPipeline, BatchPlan, PipelineClosed
+from cloudrec.reader.sampler import EpochSampler
 
 __all__ = ["SegmentationIter", "write_seg_records"]
 
@@ -38,12 +41,14 @@ def write_seg_records(rec_url: str, samples: Iterable[Sequence[Any]],
 class SegmentationIter(DataIter):
     """Batches of (image NCHW float32, mask NHW) from segmentation records at any URL.
 
-    Reads through cloudrec's dataset/reader layers (``.idx`` ranged reads, optional
-    shard cache), orders with ``EpochSampler`` (shuffle = seeded global permutation per
-    epoch, ``part_index``/``num_parts`` = ranks, pad or discard the last batch), and
-    augments each sample with a Generator derived from (seed, epoch, record id), so a
-    run repeats exactly regardless of thread timing; ``state_dict()`` resumes mid-epoch.
-    ``fetch_options`` tune the RecordFetcher (cache_dir, concurrency, ...); ``kwargs`` go
+    Built from the same parts as every iterator: records through the one
+    record source (``.idx`` ranged reads, optional shard cache), orders and
+    parts from ``EpochSampler`` (shuffle = seeded global permutation per epoch,
+    ``part_index``/``num_parts`` = ranks, pad or discard the last batch), and
+    decode + joint augmentation on ``BatchPipeline``'s threads with a Generator
+    derived from (seed, epoch, record id), so a run repeats exactly regardless
+    of thread timing.  ``state_dict()`` resumes mid-epoch, also on another
+    number of parts.  ``fetch_options`` tune the RecordFetcher; ``kwargs`` go
     to CreateSegAugmenter.
     """
 
@@ -54,10 +59,9 @@ class SegmentationIter(DataIter):
                  label_name: str = "mask", mask_dtype: Any = np.int32,
                  last_batch_handle: str = "pad", storage_options: Optional[Dict] = None,
                  cache: str = "none", fetch_options: Optional[Dict[str, Any]] = None,
-                 preprocess_threads: int = 2, **kwargs: Any) -> None:
-        from cloudrec.dataset import open_dataset
-        from cloudrec.reader.fetch import RecordFetcher
-        from cloudrec.reader.sampler import EpochSampler
+                 preprocess_threads: int = 2, prefetch_buffer: int = 2, **kwargs: Any) -> None:
+        self._pipeline: Optional[BatchPipeline] = None
+        self._source: Optional[RecordSource] = None
         super().__init__(batch_size)
         data_shape = tuple(int(x) for x in data_shape)
         if len(data_shape) != 3 or data_shape[0] not in (1, 3):
@@ -71,8 +75,9 @@ class SegmentationIter(DataIter):
         self.mask_dtype = np.dtype(mask_dtype)
         self.auglist = CreateSegAugmenter(data_shape, **kwargs) if aug_list is None \
             else list(aug_list)
-        self.ds = open_dataset(path_imgrec, path_imgidx, storage_options, require_index=False)
-        self.fetcher = RecordFetcher(self.ds, **{"cache": cache, **(fetch_options or {})})
+        self._source = RecordSource(path_imgrec, path_imgidx or "", storage_options, cache,
+                                    fetch_options)
+        self.ds, self.fetcher = self._source.ds, self._source.fetcher
         self.sampler = EpochSampler(len(self.ds), seed=self.seed,
                                     mode="global" if shuffle else "none", rank=part_index,
                                     world_size=num_parts, batch_size=batch_size,
@@ -80,9 +85,12 @@ class SegmentationIter(DataIter):
         self.provide_data = [DataDesc(data_name, (batch_size,) + data_shape)]
         self.provide_label = [DataDesc(label_name, (batch_size,) + data_shape[1:],
                                        self.mask_dtype)]
-        self._pool = ThreadPoolExecutor(max(1, int(preprocess_threads)))
+        self._pipeline = BatchPipeline(self._source.fetch, _weak_sample(self), data_shape,
+                                       np.float32, data_shape[1:], max(1, int(preprocess_threads)),
+                                       max(1, int(prefetch_buffer)), label_dtype=self.mask_dtype)
+        self._finalizer = weakref.finalize(self, _release, self._pipeline, self._source)
         self.epoch = -1
-        self._batches = iter(())
+        self._served, self._start = 0, 0
         self.reset()
 
     # ----- epochs
@@ -90,7 +98,14 @@ class SegmentationIter(DataIter):
         """Start the next epoch (the first call starts epoch 0)."""
         self.epoch += 1
         self.sampler.set_epoch(self.epoch)
-        self._batches = iter(self.sampler)
+        self._restart()
+
+    def _restart(self) -> None:
+        s = self.sampler
+        self._served, self._start = 0, s.consumed
+        plans = [BatchPlan(ids.copy(), int(pad.sum()), s.epoch)
+                 for ids, pad in s.epoch_slice().batches()]
+        self._pipeline.start(plans)
 
     def state_dict(self) -> Dict[str, Any]:
         """Progress (seed, epoch, samples consumed by all ranks): restores the exact next batch."""
@@ -101,11 +116,17 @@ class SegmentationIter(DataIter):
         self.sampler.load_state_dict(state)
         self.seed = self.sampler.seed
         self.epoch = self.sampler.epoch
-        self._batches = iter(self.sampler)
+        self._restart()
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True)
-        self.fetcher.close()
+        """Stop the decode threads and release the records (also done when dropped)."""
+        self._finalizer()
+
+    def __enter__(self) -> "SegmentationIter":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
 
     # ----- samples
     def sample_rng(self, record_id: int) -> np.random.Generator:
@@ -130,23 +151,39 @@ class SegmentationIter(DataIter):
             mask = mask[:, :, 0]
         return np.asarray(image, np.float32).transpose(2, 0, 1), mask
 
+    def _process(self, payload: bytes, rid: int, slot: int, buf: BatchBuffers) -> None:
+        image, mask = self.load_sample(rid, payload)
+        buf.data[slot] = image
+        buf.label[slot] = mask
+
     def next(self) -> DataBatch:
-        ids, is_pad = next(self._batches)
-        payloads = dict(self.fetcher.fetch(ids.tolist()))
-        samples = list(self._pool.map(lambda i: self.load_sample(i, payloads[i]), ids.tolist()))
-        data = np.empty(self.provide_data[0].shape, np.float32)
-        label = np.empty(self.provide_label[0].shape, self.mask_dtype)
-        for slot, (img, mask) in enumerate(samples):
-            data[slot] = img
-            label[slot] = mask
-        return DataBatch([data], [label], pad=int(is_pad.sum()), index=ids.copy(),
-                         provide_data=self.provide_data, provide_label=self.provide_label)
+        buf = self._pipeline.next()
+        if buf is None:
+            raise StopIteration
+        self._served += 1
+        s = self.sampler
+        s.consumed = s.consumed_after(self._start, self._served)
+        return DataBatch([buf.data], [buf.label], pad=int(buf.plan.pad),
+                         index=buf.plan.ids.copy(), provide_data=self.provide_data,
+                         provide_label=self.provide_label)
 
     def __len__(self) -> int:
         return self.sampler.batches_per_epoch()
 
-    def __del__(self) -> None:
-        try:
-            self._pool.shutdown(wait=False)
-        except Exception:
-            pass
+
+def _weak_sample(it: SegmentationIter):
+    """The per-sample step without a strong reference to the iterator (so a dropped one is
+    collected and its finalizer stops the threads)."""
+    wm = weakref.WeakMethod(it._process)
+
+    def process(payload: bytes, rid: int, slot: int, buf: BatchBuffers) -> None:
+        f = wm()
+        if f is None:
+            raise PipelineClosed("the iterator was garbage-collected")
+        f(payload, rid, slot, buf)
+    return process
+
+
+def _release(pipeline: BatchPipeline, source: RecordSource) -> None:
+    pipeline.close()
+    source.close()

@@ -44,11 +44,14 @@ class BatchBuffers:
     __slots__ = ("plan", "data", "label", "header_id", "futures")
 
     def __init__(self, plan: BatchPlan, data_shape: Tuple[int, ...], dtype: np.dtype,
-                 label_width: int, data: Optional[np.ndarray] = None) -> None:
+                 label_width: Any, data: Optional[np.ndarray] = None,
+                 label_dtype: Any = np.float32) -> None:
         b = plan.ids.shape[0]
         self.plan = plan
         self.data = data if data is not None else np.empty((b,) + tuple(data_shape), dtype)
-        self.label = np.zeros((b, label_width), np.float32)
+        # label_width: labels per sample, or a per-sample label shape (a segmentation mask)
+        lshape = tuple(label_width) if isinstance(label_width, (tuple, list)) else (label_width,)
+        self.label = np.zeros((b,) + lshape, label_dtype)
         self.header_id = np.full(b, -1, np.int64)
         self.futures: List[Future] = []
 
@@ -67,11 +70,12 @@ class BatchPipeline:
 
     def __init__(self, fetch: Callable[[Iterable[int]], Iterator[Tuple[int, bytes]]],
                  process: Callable[[bytes, int, int, BatchBuffers], None],
-                 data_shape: Tuple[int, ...], dtype: np.dtype, label_width: int,
-                 threads: int, prefetch: int) -> None:
+                 data_shape: Tuple[int, ...], dtype: np.dtype, label_width: Any,
+                 threads: int, prefetch: int, label_dtype: Any = np.float32) -> None:
         self._fetch = fetch
         self._process = process
         self._shape, self._dtype, self._lw = tuple(data_shape), np.dtype(dtype), label_width
+        self._label_dtype = np.dtype(label_dtype)
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="cloudrec-decode")
         self._prefetch = prefetch
         self._queue: Optional[queue.Queue] = None
@@ -131,7 +135,7 @@ class BatchPipeline:
                 if stop.is_set():
                     return
                 buf = BatchBuffers(plan, self._shape, self._dtype, self._lw,
-                                   self._data_array(plan.ids.shape[0]))
+                                   self._data_array(plan.ids.shape[0]), self._label_dtype)
                 for slot, rid in enumerate(plan.ids.tolist()):
                     if stop.is_set():
                         return
