@@ -111,23 +111,25 @@ class RetryPolicy:
     ``max_attempts`` tries in all; the n-th retry waits a random time in
     ``[cap/2, cap]`` with ``cap = min(max_delay, base_delay * 2**n)`` ("equal
     jitter": spread out, yet the waits of the default policy add up to at
-    least 2.5 s, so an endpoint that refuses connections for ~1.5 s is ridden
-    out).  ``timeout`` is the limit for one request in seconds (enforced for
-    async filesystems, and by a watchdog thread for sync ones).
-    ``max_elapsed`` bounds the whole call, attempts and waits together: no
-    retry starts once it would end later.
+    least 4.5 s, so an endpoint that refuses connections for a few seconds
+    is ridden out).  ``timeout`` is the limit for one request in seconds
+    (enforced for async filesystems, and by a watchdog thread for sync ones).
+    ``max_elapsed`` bounds the whole call: no retry starts later than
+    ``max_elapsed`` seconds after the first attempt, so the call ends within
+    ``max_elapsed + timeout`` (a stalled endpoint fails in at most 2 minutes
+    with the defaults, whatever ``max_attempts`` says).
 
     ``retries`` and ``failures`` count, for everything this policy object ran,
     the retries made and the calls that failed for good (a fetcher's
     ``stats``).
     """
 
-    max_attempts: int = 8
+    max_attempts: int = 10
     base_delay: float = 0.05
     max_delay: float = 2.0
     timeout: float = 30.0
     seed: Optional[int] = None
-    max_elapsed: float = 300.0
+    max_elapsed: float = 90.0
     _rng: random.Random = field(default=None, init=False, repr=False, compare=False)  # type: ignore
 
     def __post_init__(self) -> None:
