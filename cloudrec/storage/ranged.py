@@ -290,7 +290,7 @@ def _precondition_failed(exc: BaseException) -> bool:
                 resp.get("ResponseMetadata", {}).get("HTTPStatusCode") == 412
                 or resp.get("Error", {}).get("Code") == "PreconditionFailed"):
             return True
-        if "precondition" in str(e).lower():
+        if "precondition" in str(e).lower().replace("-", ""):
             return True
     return False
 
