@@ -374,5 +374,5 @@ context.current_context = current_context
 # ------------------------------------------------------------------------------ mx.gluon
 from cloudrec import gluon  # noqa: E402  (needs the names above: it builds on mxnet_base)
 
-for _sub in ("", ".data", ".data.vision", ".data.vision.transforms"):
+for _sub in ("", ".data", ".data.vision", ".data.vision.transforms", ".utils"):
     sys.modules[f"{__name__}.gluon{_sub}"] = sys.modules[f"cloudrec.gluon{_sub}"]

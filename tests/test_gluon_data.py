@@ -380,3 +380,14 @@ def test_colour_transforms_keep_dtype_and_do_not_touch_input():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         transforms.Compose([transforms.ToTensor()]).hybridize()
+
+
+def test_split_and_load():
+    x = mx.nd.array(np.arange(12).reshape(6, 2))
+    parts = mx.gluon.utils.split_and_load(x, [mx.cpu(0), mx.cpu(1)])
+    assert [p.tolist() for p in parts] == [x[:3].tolist(), x[3:].tolist()]
+    assert mx.gluon.utils.split_and_load(x, [mx.cpu()])[0].shape == (6, 2)
+    with pytest.raises(ValueError, match="evenly split"):
+        mx.gluon.utils.split_and_load(x, [mx.cpu()] * 4)
+    uneven = mx.gluon.utils.split_and_load(x, [mx.cpu()] * 4, even_split=False)
+    assert [len(p) for p in uneven] == [1, 1, 1, 3]

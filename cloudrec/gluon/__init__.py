@@ -7,5 +7,6 @@ Only the data side of Gluon exists here: no ``nn``, ``Trainer`` or autograd.
 """
 from cloudrec.gluon import rng
 from cloudrec.gluon import data
+from cloudrec.gluon import utils
 
-__all__ = ["data", "rng"]
+__all__ = ["data", "rng", "utils"]
