@@ -197,7 +197,7 @@ class Config:
         kw = {**self.data, **self.params}
         if "data_shape" in kw and isinstance(kw["data_shape"], list):
             kw["data_shape"] = tuple(kw["data_shape"])
-        url = self.data.get("path_imgrec")
+        url = overrides.get("path_imgrec", self.data.get("path_imgrec"))
         so = self.storage.storage_options(url) if url else self.storage.storage_options()
         if so:
             kw["storage_options"] = so
