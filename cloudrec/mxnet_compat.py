@@ -223,7 +223,17 @@ for _name in ("imdecode", "imresize", "resize_short", "fixed_crop", "center_crop
 image.imread = _wrap_fn(_imread)
 image.imread.__name__ = "imread"
 image.imrotate = _wrap_fn(_ops.imrotate)
-image.random_rotate = _wrap_fn(_ops.random_rotate)
+
+
+def _random_rotate(src: Any, angle_limits: Any, zoom_in: bool = False, zoom_out: bool = False):
+    """``mx.image.random_rotate``: angles from the generator ``mx.random.seed`` seeds."""
+    from cloudrec.gluon import rng as _grng
+    return _ops.random_rotate(src, angle_limits, zoom_in, zoom_out, rng=_grng.get())
+
+
+_random_rotate.__doc__ = _ops.random_rotate.__doc__
+image.random_rotate = _wrap_fn(_random_rotate)
+image.random_rotate.__name__ = "random_rotate"
 image.scale_down = _image.scale_down
 
 

@@ -274,3 +274,13 @@ def test_ndarray_iter_over_csr():
     assert len(shuffled) == 3
     for b in shuffled:
         assert np.array_equal(b.data[0].asnumpy(), b.label[0].asnumpy())
+
+
+def test_random_rotate_follows_mx_random_seed():
+    img = mx.nd.array(np.random.default_rng(5).uniform(0, 1, (3, 20, 20)))
+    mx.random.seed(3)
+    a = mx.image.random_rotate(img, [-30.0, 30.0]).asnumpy()
+    mx.random.seed(3)
+    b = mx.image.random_rotate(img, [-30.0, 30.0]).asnumpy()
+    c = mx.image.random_rotate(img, [-30.0, 30.0]).asnumpy()
+    assert np.array_equal(a, b) and not np.array_equal(b, c)
