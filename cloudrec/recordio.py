@@ -211,10 +211,12 @@ class MXRecordIO:
 class MXIndexedRecordIO(MXRecordIO):
     """Random-access `.rec` with its `.idx` (``key<TAB>offset`` lines).
 
-    ``keys`` keeps the `.idx` line order; ``idx`` maps key -> offset (a later
-    duplicate key wins, as in MXNet).  Unlike MXNet, opening for reading refuses
+    ``keys`` keeps the `.idx` line order; ``idx`` maps key -> offset (MXNet let
+    a later duplicate key win; cloudrec refuses it).  Unlike MXNet, opening for reading refuses
     an `.idx` that cannot describe its `.rec` (IndexFileError naming both):
-    an offset at or past the end, the same offset twice, no record at 0.
+    an offset at or past the end, the same offset or key twice, no record at 0;
+    and ``read_idx`` refuses a record that does not end where the next listed
+    one starts (the `.idx` lost a line), so no record is silently skipped.
     """
 
     def __init__(self, idx_path: str, uri: str, flag: str, key_type: Callable = int,
@@ -223,12 +225,13 @@ class MXIndexedRecordIO(MXRecordIO):
         self.key_type = key_type
         self.idx: Dict[Any, int] = {}
         self.keys: List[Any] = []
+        self._ends: Dict[int, int] = {}
         self.fidx = None
         super().__init__(uri, flag, storage_options)
 
     def open(self) -> None:
         super().open()
-        self.idx, self.keys = {}, []
+        self.idx, self.keys, self._ends = {}, [], {}
         fs, path = resolve(self.idx_path, self.storage_options)
         if self.flag == "w":
             _make_local_parent(fs, path)
@@ -243,9 +246,20 @@ class MXIndexedRecordIO(MXRecordIO):
         keys, offsets = parse_idx(data, self.idx_path, self.key_type)
         # the .idx is authoritative: refuse one that cannot describe this .rec (offsets
         # past its end, duplicates, nothing at offset 0) now, naming both files
-        check_index(keys, offsets, self._rec_size(fs), idx_url=self.idx_path, rec_url=self.uri)
+        lengths = check_index(keys, offsets, self._rec_size(fs), idx_url=self.idx_path,
+                              rec_url=self.uri)
         self.keys = keys.tolist()
         self.idx = dict(zip(self.keys, offsets.tolist()))
+        if len(self.idx) != len(self.keys):  # one record would be unreachable, one read twice
+            seen: Dict[Any, int] = {}
+            for line, k in enumerate(self.keys, 1):
+                if k in seen:
+                    raise IndexFileError(f"key {k!r} is listed twice (lines {seen[k]} and "
+                                         f"{line}); the index does not match {self.uri}",
+                                         self.idx_path, line=line, key=k)
+                seen[k] = line
+        # where each record must end: the next listed record (or the end of the .rec)
+        self._ends = dict(zip(offsets.tolist(), (offsets + lengths).tolist()))
 
     def _rec_size(self, fs) -> int:
         size = getattr(self.handle, "size", None)
@@ -294,6 +308,12 @@ class MXIndexedRecordIO(MXRecordIO):
         if rec is None:
             raise IndexFileError(f"offset is at or past the end of {self.uri}", self.idx_path,
                                  key=idx, offset=self.idx[idx])
+        end = self._ends.get(self.idx[idx])
+        if end is not None and self._pos != end:
+            raise IndexFileError(
+                f"the record ends at byte {self._pos} of {self.uri} but the index's next record "
+                f"starts at {end}: the .idx does not list every record, or points inside one "
+                "(rebuild it: cloudrec index)", self.idx_path, key=idx, offset=self.idx[idx])
         return rec
 
     def write_idx(self, idx, buf: bytes) -> None:

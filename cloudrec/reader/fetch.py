@@ -263,9 +263,14 @@ class RecordFetcher:
             base = int(plan.start[r]) + pos
             shard_no = int(plan.shard[r])
             try:
-                payload, _ = read_record_at(buf[pos:pos + length], 0, base_offset=base,
-                                            url=self.ds.shards[shard_no].rec_url,
-                                            strict=self.strict)
+                payload, nxt = read_record_at(buf[pos:pos + length], 0, base_offset=base,
+                                              url=self.ds.shards[shard_no].rec_url,
+                                              strict=self.strict)
+                if nxt < length:  # the .idx skipped a record here: never drop it silently
+                    raise RecordIOError(f"the record ends at {base + nxt} but the index's next "
+                                        f"record starts at {base + length}: the .idx does not "
+                                        "list every record (rebuild it: cloudrec index)",
+                                        offset=base)
             except RecordIOError as exc:
                 raise RecordIOError(f"{exc.args[0].rsplit(' (', 1)[0]} (record id {rid})",
                                     self.ds.shards[shard_no].rec_url,
