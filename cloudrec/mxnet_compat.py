@@ -343,20 +343,46 @@ io.ResizeIter = _io.ResizeIter
 _RECORD_ITERS = ("ImageRecordIter", "ImageRecordUInt8Iter", "ImageRecordInt8Iter")
 
 
+_WRAPPED_ITER_TYPES: Dict[type, type] = {}
+
+
+def _shim_iter_type(cls: type) -> type:
+    if cls not in _WRAPPED_ITER_TYPES:
+        _WRAPPED_ITER_TYPES[cls] = _wrap_iter_class(cls, io.__name__)
+    return _WRAPPED_ITER_TYPES[cls]
+
+
 def _record_iter_factory(name: str):
-    """``mx.io.<name>``: unknown keywords warn and are ignored, errors are MXNetError."""
+    """``mx.io.<name>``: unknown keywords warn and are ignored, errors are MXNetError.
+
+    ``ImageRecordIter`` stays a class (``isinstance`` works); the deprecated
+    ``ImageRecordUInt8Iter``/``ImageRecordInt8Iter`` are functions, as in cloudrec."""
     from cloudrec import iterators
     from cloudrec.iterators.record_params import known_keywords
     target = getattr(iterators, name)
 
+    def clean(kwargs: Dict[str, Any]) -> Dict[str, Any]:
+        kwargs = drop_unknown_kwargs(f"mx.io.{name}", kwargs, known_keywords(), stacklevel=4)
+        if kwargs.get("storage_options") is None and globals()["storage_options"]:
+            kwargs["storage_options"] = dict(globals()["storage_options"])
+        return kwargs
+
+    if isinstance(target, type):
+        base_cls = _shim_iter_type(target)
+
+        def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+            if args:
+                raise TypeError(f"{name} can only accept keyword arguments")
+            base_cls.__init__(self, **clean(kwargs))
+
+        return type(name, (base_cls,), {"__init__": __init__, "__doc__": target.__doc__,
+                                        "__module__": io.__name__})
+
     def make(*args: Any, **kwargs: Any) -> Any:
         if args:
             raise TypeError(f"{name} can only accept keyword arguments")
-        kwargs = drop_unknown_kwargs(f"mx.io.{name}", kwargs, known_keywords())
-        if kwargs.get("storage_options") is None and globals()["storage_options"]:
-            kwargs["storage_options"] = dict(globals()["storage_options"])
-        it = mxnet_errors(target)(**kwargs)
-        it.__class__ = _wrap_iter_class(type(it), io.__name__)
+        it = mxnet_errors(target)(**clean(kwargs))
+        it.__class__ = _shim_iter_type(type(it))
         return it
 
     make.__name__ = make.__qualname__ = name
@@ -380,9 +406,14 @@ base.MXNetError = MXNetError
 context = _module("context", "MXNet's ``mx.context``.")
 context.Context, context.cpu, context.gpu = Context, cpu, gpu
 context.current_context = current_context
+context.cpu_pinned = lambda device_id=0: Context("cpu_pinned", device_id)
+context.num_gpus = lambda: 0
+nd.waitall = lambda: None
+sys.modules[f"{__name__}.ndarray"] = nd
 
 # ------------------------------------------------------------------------------ mx.gluon
 from cloudrec import gluon  # noqa: E402  (needs the names above: it builds on mxnet_base)
 
-for _sub in ("", ".data", ".data.vision", ".data.vision.transforms", ".utils"):
+for _sub in ("", ".data", ".data.dataset", ".data.sampler", ".data.dataloader", ".data.vision",
+             ".data.vision.datasets", ".data.vision.transforms", ".utils"):
     sys.modules[f"{__name__}.gluon{_sub}"] = sys.modules[f"cloudrec.gluon{_sub}"]

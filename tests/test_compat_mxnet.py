@@ -284,3 +284,15 @@ def test_random_rotate_follows_mx_random_seed():
     b = mx.image.random_rotate(img, [-30.0, 30.0]).asnumpy()
     c = mx.image.random_rotate(img, [-30.0, 30.0]).asnumpy()
     assert np.array_equal(a, b) and not np.array_equal(b, c)
+
+
+def test_module_paths_legacy_code_imports():
+    import cloudrec.mxnet_compat.ndarray as nd_mod  # `import mxnet.ndarray as nd`
+    from cloudrec.mxnet_compat import context  # `from mxnet import context`
+    from cloudrec.mxnet_compat.gluon.data.dataset import Dataset  # noqa: F401
+    from cloudrec.mxnet_compat.gluon.data.vision.datasets import ImageRecordDataset  # noqa: F401
+    assert nd_mod.full((2,), 3).tolist() == [3.0, 3.0]
+    assert context.cpu_pinned(0).device_type == "cpu_pinned" and context.num_gpus() == 0
+    it = mx.io.ImageRecordIter(path_imgrec=UNIQ, data_shape=(3, 32, 32), batch_size=6, resize=36)
+    assert isinstance(it, mx.io.ImageRecordIter) and isinstance(it, ImageRecordIter)
+    it.close()
