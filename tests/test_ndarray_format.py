@@ -177,3 +177,24 @@ def test_bad_mean_files_are_config_errors(tmp_path):
             ImageRecordIter(path_imgrec=UNIQ, data_shape=(3, 32, 32), resize=36, batch_size=6,
                             mean_img=str(path))
         assert str(path) in str(ei.value)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_random_corruption_is_a_format_error_never_a_crash(name):
+    """3,000 seeded mutations (byte flips in the headers, truncations): each file either
+    still parses or raises NDArrayFormatError; no other exception, no huge allocation."""
+    data = (ND / name).read_bytes()
+    rng = np.random.default_rng(0)
+    parsed = failed = 0
+    for _ in range(3000):
+        b = bytearray(data)
+        for _ in range(int(rng.integers(1, 4))):
+            b[int(rng.integers(0, min(len(b), 400)))] = int(rng.integers(0, 256))
+        if rng.random() < 0.3:
+            b = b[:int(rng.integers(0, len(b)))]
+        try:
+            F.loads(bytes(b))
+            parsed += 1
+        except F.NDArrayFormatError:
+            failed += 1
+    assert parsed + failed == 3000 and failed > 0

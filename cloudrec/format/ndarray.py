@@ -16,6 +16,7 @@ arrays (row_sparse, csr) are refused with a clear error.  No file IO here.
 """
 from __future__ import annotations
 
+import math
 import struct
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -95,11 +96,15 @@ def _read_array(r: _Reader) -> np.ndarray:
                 return np.zeros((0,), np.float32)
         else:
             (ndim,) = r.take("<I")
+        if ndim > 32:
+            raise NDArrayFormatError(f"corrupt NDArray: {ndim} dimensions", r.url, start)
         shape = r.take(f"<{ndim}q") if ndim else ()
         if ndim == 0 and magic == V2_MAGIC:  # legacy semantics: ndim 0 = none array
             return np.zeros((0,), np.float32)
     elif magic == V1_MAGIC:
         (ndim,) = r.take("<I")
+        if ndim > 32:
+            raise NDArrayFormatError(f"corrupt NDArray: {ndim} dimensions", r.url, start)
         shape = r.take(f"<{ndim}q") if ndim else ()
         if ndim == 0:
             return np.zeros((0,), np.float32)
@@ -111,6 +116,8 @@ def _read_array(r: _Reader) -> np.ndarray:
         shape = r.take(f"<{ndim}I") if ndim else ()
         if ndim == 0:
             return np.zeros((0,), np.float32)
+    if len(shape) > 32:
+        raise NDArrayFormatError(f"corrupt NDArray: {len(shape)} dimensions", r.url, start)
     if any(d < 0 for d in shape):
         raise NDArrayFormatError(f"negative dimension in shape {tuple(shape)}", r.url, start)
     r.take("<ii")  # context: device type, id (loaded onto the CPU whatever it was)
@@ -119,9 +126,12 @@ def _read_array(r: _Reader) -> np.ndarray:
         name = "bfloat16" if flag == 12 else f"type flag {flag}"
         raise NDArrayFormatError(f"NDArray dtype {name} has no numpy equivalent", r.url, start)
     dtype = np.dtype(FLAG_TO_DTYPE[flag]).newbyteorder("<")
-    count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+    count = math.prod(int(d) for d in shape)  # Python ints: a corrupt shape cannot overflow
     data = r.raw(count * dtype.itemsize)
-    return np.frombuffer(data, dtype).astype(dtype.newbyteorder("="), copy=True).reshape(shape)
+    try:
+        return np.frombuffer(data, dtype).astype(dtype.newbyteorder("="), copy=True).reshape(shape)
+    except ValueError:  # e.g. (0, 2**62): no bytes, but more elements than numpy can address
+        raise NDArrayFormatError(f"corrupt shape {tuple(shape)}", r.url, start) from None
 
 
 def decode_ndarrays(data: bytes, url: Optional[str] = None) -> Tuple[List[np.ndarray], List[str]]:
