@@ -112,7 +112,7 @@ def _ignores_orientation(b: bytes) -> bool:
 
 # --------------------------------------------------------------------------- decode
 def check_pixels(arr: BufferLike, max_pixels: Optional[int] = None, url: Optional[str] = None,
-                 key: object = None) -> Optional[Tuple[int, int]]:
+                 key: object = None, where: str = "") -> Optional[Tuple[int, int]]:
     """Refuse an image whose header claims more than ``max_pixels`` (default: the process-wide
     limit; 0 disables) with ImageTooLargeError; returns the header's (w, h) or None."""
     limit = _max_pixels if max_pixels is None else int(max_pixels)
@@ -120,7 +120,7 @@ def check_pixels(arr: BufferLike, max_pixels: Optional[int] = None, url: Optiona
     if limit > 0 and size is not None and size[0] * size[1] > limit:
         raise ImageTooLargeError(
             f"image header claims {size[0]}x{size[1]} = {size[0] * size[1]} pixels, "
-            f"over the limit of {limit} (cloudrec.image.set_max_pixels)", url, key)
+            f"over the limit of {limit} (cloudrec.image.set_max_pixels){where}", url, key)
     return size
 
 
@@ -161,7 +161,7 @@ def decode_image(buf: BufferLike, channels: int = 3, *, min_side: int = 0,
            else np.frombuffer(buf, dtype=np.uint8))
     if arr.size == 0:
         raise ImageDecodeError(f"empty image payload{where}", url, key)
-    size = check_pixels(arr, max_pixels, url, key)
+    size = check_pixels(arr, max_pixels, url, key, where)
     flag = _IMREAD[channels] if cv_flag is None else int(cv_flag)
     if cv_flag is None and arr[:2].tobytes() == b"\xff\xd8":
         img = decode_jpeg(arr, channels, size, min_side)  # libjpeg-turbo direct, same pixels

@@ -31,7 +31,7 @@ class RecordSource:
 
     def __init__(self, path_imgrec: Any, path_imgidx: Any = "",
                  storage_options: Optional[Dict[str, Any]] = None, cache: str = "none",
-                 fetch_options: Any = None) -> None:
+                 fetch_options: Any = None, partial_index: bool = False) -> None:
         from cloudrec.dataset import open_dataset
         from cloudrec.reader.fetch import RecordFetcher
 
@@ -59,7 +59,8 @@ class RecordSource:
         # MXNet's C++ reader: offsets sorted, keys ignored -> file order
         self.file_order = np.lexsort((t.offset, t.shard)).astype(np.int64)
         self._check_unique_offsets()
-        self.fetcher = RecordFetcher(self.ds, **opts)
+        # partial_index: an .idx may list a subset of the records (MXNet's ImageIter)
+        self.fetcher = RecordFetcher(self.ds, partial_index=partial_index, **opts)
 
     def _check_unique_offsets(self) -> None:
         t = self.ds.table

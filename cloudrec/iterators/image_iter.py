@@ -35,6 +35,7 @@ from cloudrec.io.base import DataBatch, DataDesc, DataIter
 from cloudrec.iterators._records import RecordSource
 from cloudrec.iterators.image_sources import IndexedRecAdapter, read_text
 from cloudrec.iterators.image_state import ResumableImageIter
+from cloudrec.iterators.lifecycle import release
 from cloudrec.iterators.sample_stream import (BrokenImageError, BrokenImageTooLargeError,
                                               SampleStream, _Resources)
 from cloudrec.reader.sampler import EpochSampler
@@ -78,7 +79,7 @@ class ImageIter(SampleStream, ResumableImageIter, DataIter):
                  storage_options: Optional[Dict[str, Any]] = None, cache: str = "none",
                  fetch_options: Optional[Dict[str, Any]] = None, **kwargs: Any) -> None:
         self._res = _Resources()
-        self._finalizer = weakref.finalize(self, self._res.release, False)
+        self._finalizer = weakref.finalize(self, release, self._res.release)
         super().__init__(batch_size)
         if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             # 0 made every batch empty, so next() never ended
@@ -116,8 +117,9 @@ class ImageIter(SampleStream, ResumableImageIter, DataIter):
         if path_imgrec:
             log.info("%s: loading recordio %s...", type(self).__name__, path_imgrec)
             if path_imgidx:
+                # MXNet's ImageIter reads the listed records only (an .idx may list a subset)
                 source = RecordSource(path_imgrec, path_imgidx, self.storage_options, cache,
-                                      fetch_options)
+                                      fetch_options, partial_index=True)
                 self.dataset, self.fetcher = source.ds, source.fetcher
                 self.imgrec = IndexedRecAdapter(source)
                 self.imgidx = list(self.imgrec.keys)

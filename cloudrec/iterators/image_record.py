@@ -44,6 +44,7 @@ from cloudrec.format.irheader import unpack_header
 from cloudrec.io.base import DataBatch, DataDesc, DataIter
 from cloudrec.reader.sampler import EpochSampler
 from cloudrec.iterators.image_sources import load_label_map
+from cloudrec.iterators.lifecycle import release
 from cloudrec.iterators.record_sample import RecordSampleWriter
 from cloudrec.iterators.record_params import IterParams, parse_kwargs
 from cloudrec.pipeline.augment import DefaultAugmenter
@@ -200,23 +201,24 @@ class ImageRecordIter(RecordSampleWriter, DataIter):
         return self.sampler.order(epoch)
 
     def _slice_at(self, epoch: int, consumed: int):
-        s = self.sampler
+        s, x = self.sampler, self.params.extra
         saved = (s.epoch, s.consumed)
         s.epoch, s.consumed = int(epoch), int(consumed)
         try:
-            return s.epoch_slice()
+            return s.epoch_slice(worker=x.worker, num_workers=x.num_workers)
         finally:
             s.epoch, s.consumed = saved
 
     def _plans(self, epoch: int, consumed: int = 0) -> List[BatchPlan]:
-        """The batches left in ``epoch`` after ``consumed`` samples (all ranks' under 'even')."""
+        """The batches left in ``epoch`` after ``consumed`` samples (all ranks' under 'even'),
+        each with the global count consumed once it is used (``DataBatch.consumed``)."""
         sl = self._slice_at(epoch, consumed)
         plans = []
-        for ids, is_pad in sl.batches():
+        for i, (ids, is_pad) in enumerate(sl.batches()):
             ids = ids.copy()
             if not self.params.batch.round_batch:
                 ids[is_pad] = -1  # zero-filled slots, as MXNet's round_batch=False
-            plans.append(BatchPlan(ids, int(is_pad.sum()), epoch))
+            plans.append(BatchPlan(ids, int(is_pad.sum()), epoch, int(sl.steps[i])))
         return plans
 
     def _compute_mean_img(self, url: str) -> np.ndarray:
@@ -297,7 +299,8 @@ class ImageRecordIter(RecordSampleWriter, DataIter):
             return False
         self._served += 1
         s = self.sampler
-        s.consumed = s.consumed_after(self._start_consumed, self._served)
+        step = buf.plan.step if buf.plan.step >= 0 else self._served - 1
+        s.consumed = s.consumed_after(self._start_consumed, step + 1)
         data, label = buf.data, buf.label
         if self.label_width == 1:
             label = label.reshape(-1)
@@ -306,6 +309,8 @@ class ImageRecordIter(RecordSampleWriter, DataIter):
                                   provide_data=self.provide_data,
                                   provide_label=self.provide_label)
         self._current.header_id = buf.header_id
+        self._current.record_ids = ids
+        self._current.epoch, self._current.consumed = int(buf.plan.epoch), int(s.consumed)
         return True
 
     def next(self) -> DataBatch:
@@ -365,10 +370,8 @@ def _weak_process(it: ImageRecordIter):
 
 
 def _close_parts(source, pipeline) -> None:
-    if pipeline is not None:
-        pipeline.close()
-    if source is not None:
-        source.close()
+    release(pipeline.close if pipeline is not None else None,
+            source.close if source is not None else None)
 
 
 def ImageRecordUInt8Iter(**kwargs: Any) -> ImageRecordIter:

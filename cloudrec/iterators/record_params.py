@@ -141,6 +141,9 @@ class CloudrecParam:
     an `.idx`, by bytes without; parts may differ in batch count); 'even' cuts
     one global epoch order into equal shares so that every part yields the same
     number of batches (what distributed training needs, apache/mxnet#17651).
+    ``worker``/``num_workers``: the DataLoader worker of this part that reads
+    (cloudrec.torch sets them; under 'even' each worker takes its own batches).
+    ``storage_options`` never appear in the repr (secrets).
     """
 
     data_name: str = "data"
@@ -152,6 +155,15 @@ class CloudrecParam:
     storage_options: Optional[Dict[str, Any]] = None
     cache: str = "none"
     fetch_options: Optional[Dict[str, Any]] = None
+    worker: int = 0
+    num_workers: int = 1
+
+    def __repr__(self) -> str:
+        from cloudrec.storage.redact import redact_options
+        shown = {f.name: getattr(self, f.name) for f in fields(self)}
+        shown["storage_options"] = redact_options(self.storage_options)
+        shown["fetch_options"] = redact_options(self.fetch_options)
+        return "CloudrecParam(" + ", ".join(f"{k}={v!r}" for k, v in shown.items()) + ")"
 
 
 @dataclass
@@ -383,3 +395,7 @@ def validate(p: IterParams) -> None:
         bad(f"part_mode must be 'mxnet' or 'even', got {x.part_mode!r}")
     if x.cache not in ("none", "shards", "auto"):
         bad(f"cache must be 'none', 'shards' or 'auto', got {x.cache!r}")
+    if x.num_workers < 1 or not 0 <= x.worker < x.num_workers:
+        bad(f"worker must be in [0, num_workers), got worker={x.worker} num_workers={x.num_workers}")
+    if x.num_workers > 1 and x.part_mode != "even":
+        bad("worker/num_workers need part_mode='even' (MXNet's parts are not split further)")

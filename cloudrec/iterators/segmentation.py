@@ -12,6 +12,7 @@ from cloudrec.image.seg_augmenters import CreateSegAugmenter, SegAugmenter
 from cloudrec.image.segmentation import decode_seg, pack_seg
 from cloudrec.io import DataBatch, DataDesc, DataIter
 from cloudrec.iterators._records import RecordSource
+from cloudrec.iterators.lifecycle import release
 from cloudrec.pipeline.batcher import BatchBuffers, BatchPipeline, BatchPlan, PipelineClosed
 from cloudrec.reader.sampler import EpochSampler
 
@@ -185,5 +186,4 @@ def _weak_sample(it: SegmentationIter):
 
 
 def _release(pipeline: BatchPipeline, source: RecordSource) -> None:
-    pipeline.close()
-    source.close()
+    release(pipeline.close, source.close)

@@ -31,11 +31,13 @@ class PipelineClosed(CloudrecError):
 
 @dataclass
 class BatchPlan:
-    """One batch to build: record id per slot (-1 = zero-filled pad) and the pad count."""
+    """One batch to build: record id per slot (-1 = zero-filled pad), the pad count, its epoch
+    and ``step``: the rank batch number the sampler counts progress by."""
 
     ids: np.ndarray
     pad: int
     epoch: int
+    step: int = -1
 
 
 class BatchBuffers:

@@ -74,7 +74,8 @@ class RecordFetcher:
                  max_request: int = DEFAULT_MAX_REQUEST, concurrency: int = DEFAULT_CONCURRENCY,
                  readahead_bytes: int = DEFAULT_READAHEAD, window_bytes: Optional[int] = None,
                  retry: Optional[RetryPolicy] = None, cache_dir: Optional[str] = None,
-                 cache_max_bytes: Optional[int] = None, strict: bool = True) -> None:
+                 cache_max_bytes: Optional[int] = None, strict: bool = True,
+                 partial_index: bool = False) -> None:
         if cache not in ("none", "shards", "auto"):
             raise ConfigError(f"cache must be 'none', 'shards' or 'auto', got {cache!r}")
         self.ds = ds
@@ -87,6 +88,9 @@ class RecordFetcher:
         # a private copy: its retry counters are this fetcher's own
         self.retry = retry.copy() if retry is not None else RetryPolicy()
         self.strict = strict
+        # MXNet's ImageIter reads each listed record alone (read_idx), so an .idx listing only
+        # some records is valid for it; every other reader refuses unlisted records
+        self.partial_index = bool(partial_index)
         self.requests = 0          # ranged requests submitted (remote or to the cache)
         self.bytes_requested = 0   # bytes those requests cover
         self._readers: Dict[int, RangeReader] = {}
@@ -266,7 +270,7 @@ class RecordFetcher:
                 payload, nxt = read_record_at(buf[pos:pos + length], 0, base_offset=base,
                                               url=self.ds.shards[shard_no].rec_url,
                                               strict=self.strict)
-                if nxt < length:  # the .idx skipped a record here: never drop it silently
+                if nxt < length and not self.partial_index:  # an .idx skipped a record here
                     raise RecordIOError(f"the record ends at {base + nxt} but the index's next "
                                         f"record starts at {base + length}: the .idx does not "
                                         "list every record (rebuild it: cloudrec index)",
