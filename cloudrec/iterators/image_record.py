@@ -44,12 +44,12 @@ from cloudrec.format.irheader import unpack_header
 from cloudrec.io.base import DataBatch, DataDesc, DataIter
 from cloudrec.reader.sampler import EpochSampler
 from cloudrec.iterators.image_sources import load_label_map
-from cloudrec.iterators.lifecycle import release
+from cloudrec.iterators.lifecycle import release, weak_step
 from cloudrec.iterators.record_sample import RecordSampleWriter
 from cloudrec.iterators.record_params import IterParams, parse_kwargs
 from cloudrec.pipeline.augment import DefaultAugmenter
 from cloudrec.image.decode import decode_image
-from cloudrec.pipeline.batcher import BatchBuffers, BatchPipeline, BatchPlan, PipelineClosed
+from cloudrec.pipeline.batcher import BatchPipeline, BatchPlan
 from cloudrec.pipeline.writer import ImageWriter
 
 __all__ = ["ImageRecordIter", "ImageRecordUInt8Iter", "ImageRecordInt8Iter"]
@@ -147,7 +147,8 @@ class ImageRecordIter(RecordSampleWriter, DataIter):
         self._rng_needed = (self._aug.needs_rng or n.rand_mirror
                             or n.max_random_contrast > 0 or n.max_random_illumination > 0)
         shape = (C, H, W) if self.layout == "NCHW" else (H, W, C)
-        self._pipeline = BatchPipeline(self._source.fetch, _weak_process(self), shape, self.dtype,
+        self._pipeline = BatchPipeline(self._source.fetch, weak_step(self._process_one), shape,
+                                       self.dtype,
                                        self.label_width, p.parser.preprocess_threads,
                                        p.prefetch.prefetch_buffer)
         self._finalizer.detach()
@@ -354,19 +355,6 @@ class ImageRecordIter(RecordSampleWriter, DataIter):
             self.close()
         except Exception:
             pass
-
-
-def _weak_process(it: ImageRecordIter):
-    """The per-image callable without a strong reference to the iterator (so that an
-    iterator nobody closed is still collected and its finalizer stops the threads)."""
-    wm = weakref.WeakMethod(it._process_one)
-
-    def process(payload: bytes, rid: int, slot: int, buf: BatchBuffers) -> None:
-        f = wm()
-        if f is None:
-            raise PipelineClosed("the iterator was garbage-collected")
-        f(payload, rid, slot, buf)
-    return process
 
 
 def _close_parts(source, pipeline) -> None:

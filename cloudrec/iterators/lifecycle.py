@@ -9,9 +9,24 @@ pool: there the release is handed to a short-lived daemon thread.
 from __future__ import annotations
 
 import threading
-from typing import Callable, Optional
+import weakref
+from typing import Any, Callable, Optional
 
-__all__ = ["release"]
+__all__ = ["release", "weak_step"]
+
+
+def weak_step(method: Callable[..., Any]) -> Callable[..., Any]:
+    """``method`` (bound to an iterator) without a strong reference to the iterator, for the
+    pipeline's threads: an iterator nobody closed is still collected and finalized."""
+    from cloudrec.pipeline.batcher import PipelineClosed
+    wm = weakref.WeakMethod(method)
+
+    def step(*args: Any) -> Any:
+        f = wm()
+        if f is None:
+            raise PipelineClosed("the iterator was garbage-collected")
+        return f(*args)
+    return step
 
 
 def release(*closers: Optional[Callable[[], None]]) -> None:

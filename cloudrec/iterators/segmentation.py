@@ -12,8 +12,8 @@ from cloudrec.image.seg_augmenters import CreateSegAugmenter, SegAugmenter
 from cloudrec.image.segmentation import decode_seg, pack_seg
 from cloudrec.io import DataBatch, DataDesc, DataIter
 from cloudrec.iterators._records import RecordSource
-from cloudrec.iterators.lifecycle import release
-from cloudrec.pipeline.batcher import BatchBuffers, BatchPipeline, BatchPlan, PipelineClosed
+from cloudrec.iterators.lifecycle import release, weak_step
+from cloudrec.pipeline.batcher import BatchBuffers, BatchPipeline, BatchPlan
 from cloudrec.reader.sampler import EpochSampler
 
 __all__ = ["SegmentationIter", "write_seg_records"]
@@ -86,7 +86,7 @@ class SegmentationIter(DataIter):
         self.provide_data = [DataDesc(data_name, (batch_size,) + data_shape)]
         self.provide_label = [DataDesc(label_name, (batch_size,) + data_shape[1:],
                                        self.mask_dtype)]
-        self._pipeline = BatchPipeline(self._source.fetch, _weak_sample(self), data_shape,
+        self._pipeline = BatchPipeline(self._source.fetch, weak_step(self._process), data_shape,
                                        np.float32, data_shape[1:], max(1, int(preprocess_threads)),
                                        max(1, int(prefetch_buffer)), label_dtype=self.mask_dtype)
         self._finalizer = weakref.finalize(self, _release, self._pipeline, self._source)
@@ -170,19 +170,6 @@ class SegmentationIter(DataIter):
 
     def __len__(self) -> int:
         return self.sampler.batches_per_epoch()
-
-
-def _weak_sample(it: SegmentationIter):
-    """The per-sample step without a strong reference to the iterator (so a dropped one is
-    collected and its finalizer stops the threads)."""
-    wm = weakref.WeakMethod(it._process)
-
-    def process(payload: bytes, rid: int, slot: int, buf: BatchBuffers) -> None:
-        f = wm()
-        if f is None:
-            raise PipelineClosed("the iterator was garbage-collected")
-        f(payload, rid, slot, buf)
-    return process
 
 
 def _release(pipeline: BatchPipeline, source: RecordSource) -> None:
