@@ -2,7 +2,7 @@
 
 ``RecordIterableDataset`` yields whole batches (use ``DataLoader(ds,
 batch_size=None, num_workers=K)``): every DataLoader worker takes its share of
-this rank's batches (``partition_epoch``), fetches them with a
+this rank's batches (``EpochSampler.epoch_slice``), fetches them with a
 ``RecordFetcher`` and decodes them; each batch says where it leaves the epoch
 (``epoch``, ``consumed``), so progress is known in the main process whatever
 K is. ``ResumableLoader`` wraps the DataLoader and keeps that state.
@@ -14,6 +14,7 @@ torch is an optional dependency: install ``cloudrec[torch]``.
 """
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
 import os
 from typing import Any, Callable, Dict, Iterator, Mapping, Optional, Sequence
@@ -26,14 +27,17 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised only without torch
     raise ImportError("cloudrec.torch needs PyTorch: pip install 'cloudrec[torch]'") from exc
 
-from cloudrec.errors import ConfigError
+from cloudrec.errors import CloudrecError, ConfigError
 from cloudrec.format.irheader import unpack
 from cloudrec.reader.distenv import worker_info
-from cloudrec.reader.partition import partition_epoch
 from cloudrec.reader.sampler import EpochSampler
 
+_STATE_BYTES = 1 << 16   # the sampler state (JSON) shared with DataLoader workers
+
 __all__ = ["RecordIterableDataset", "ResumableLoader", "IndexedRecordDataset",
-           "ImageRecordDataset", "decode_image", "collate_numpy"]
+           "ImageRecordDataset", "ResumableBatchSampler", "ResumableMapLoader", "decode_image",
+           "collate_numpy",
+           "resized_decoder"]
 
 
 def decode_image(payload: bytes) -> tuple[np.ndarray, np.ndarray]:
@@ -48,6 +52,19 @@ def decode_image(payload: bytes) -> tuple[np.ndarray, np.ndarray]:
     return img[:, :, ::-1], label
 
 
+def _named(decode: Callable[[bytes], Any], payload: bytes, url_of: Callable[[Any], str],
+           rid: Any) -> Any:
+    """``decode(payload)``; a cloudrec error from it also names the file and the record."""
+    try:
+        return decode(payload)
+    except CloudrecError as exc:
+        from cloudrec.storage.redact import redact_text
+        where = redact_text(f" ({url_of(rid)}, record {rid})")
+        if where not in str(exc):
+            exc.args = (f"{exc}{where}",) + tuple(exc.args[1:])
+        raise
+
+
 def _to_tensor(x: Any) -> Any:
     if isinstance(x, np.ndarray):
         if not x.flags.writeable or not x.flags.c_contiguous:
@@ -57,15 +74,37 @@ def _to_tensor(x: Any) -> Any:
 
 
 def collate_numpy(items: Sequence[Any]) -> Any:
-    """Stack a batch of decoded items field by field with numpy, then wrap as tensors (no copy)."""
+    """Stack a batch of decoded items field by field with numpy, then wrap as tensors (no copy).
+
+    Arrays of different shapes (images of different sizes, as an ordinary
+    ``im2rec --pass-through`` pack holds) cannot be stacked: that field is a
+    list of tensors instead.  To get one (B, H, W, C) tensor, bring images to
+    one size in ``decode`` (e.g. :func:`resized_decoder`) or use
+    ``ImageRecordDataset``, which augments like ImageRecordIter.
+    """
     first = items[0]
     if isinstance(first, tuple):
         return tuple(collate_numpy([it[i] for it in items]) for i in range(len(first)))
     if isinstance(first, dict):
         return {k: collate_numpy([it[k] for it in items]) for k in first}
     if isinstance(first, (np.ndarray, np.generic, int, float)):
-        return torch.from_numpy(np.stack([np.asarray(it) for it in items]))
+        arrays = [np.asarray(it) for it in items]
+        if any(a.shape != arrays[0].shape for a in arrays):
+            return [_to_tensor(a) for a in arrays]
+        return torch.from_numpy(np.stack(arrays))
     return list(items)
+
+
+def resized_decoder(size: int) -> Callable[[bytes], tuple[np.ndarray, np.ndarray]]:
+    """A ``decode`` giving (size, size, 3) RGB uint8 images (shorter side to ``size``, centre
+    crop; MXNet's resize_short + center_crop), so a batch of mixed-size photos stacks."""
+    from cloudrec.image.ops import center_crop, resize_short
+
+    def decode(payload: bytes) -> tuple[np.ndarray, np.ndarray]:
+        img, label = decode_image(payload)
+        img, _ = center_crop(resize_short(img, size), (size, size))
+        return np.ascontiguousarray(img), label
+    return decode
 
 
 class RecordIterableDataset(IterableDataset):
@@ -86,21 +125,25 @@ class RecordIterableDataset(IterableDataset):
         super().__init__()
         if isinstance(source, (str, os.PathLike, list, tuple)):
             from cloudrec.dataset import open_dataset
-            source = open_dataset(source, storage_options=storage_options)
+            # as the iterators: an .idx that exists is authoritative, a missing one is scanned for
+            source = open_dataset(source, storage_options=storage_options, require_index=False)
         self.source = source
         self.decode = decode or decode_image
         self.collate = collate or collate_numpy
         self.fetch_options = dict(fetch_options or {})
         self.sampler = EpochSampler(source.table, **sampler_kw)
-        # (epoch, consumed) shared with DataLoader workers, persistent ones included
-        self._shared = mp.get_context("spawn").RawArray("q", 2)
+        # the sampler state shared with DataLoader workers, persistent ones included
+        self._shared = mp.get_context("spawn").RawArray("c", _STATE_BYTES)
         self._publish()
         self._fetcher: Any = None
         self._fetcher_pid: Optional[int] = None
 
     # ----- state, kept by the main process
     def _publish(self) -> None:
-        self._shared[0], self._shared[1] = self.sampler.epoch, self.sampler.consumed
+        blob = json.dumps(self.sampler.state_dict()).encode()
+        if len(blob) >= _STATE_BYTES:
+            raise ConfigError(f"sampler state of {len(blob)} bytes is too large to share with workers")
+        self._shared.value = blob
 
     def set_epoch(self, epoch: int) -> None:
         """Go to ``epoch`` (keeps the progress if it is the current one); call before iterating."""
@@ -122,6 +165,8 @@ class RecordIterableDataset(IterableDataset):
         Workers read the position once, when an iteration starts; it is not
         published here, since workers may still be starting their iteration.
         """
+        if "workers" in batch:      # the layout the batch was cut under (see EpochSampler.use_workers)
+            self.sampler.use_workers(int(batch["workers"]))
         self.sampler.load_state_dict({**self.sampler.state_dict(), "epoch": int(batch["epoch"]),
                                       "consumed": int(batch["consumed"])})
 
@@ -144,13 +189,10 @@ class RecordIterableDataset(IterableDataset):
 
     def __iter__(self) -> Iterator[dict]:
         s = self.sampler
-        epoch, consumed = int(self._shared[0]), int(self._shared[1])
-        if epoch != s.epoch:        # a worker's copy follows the main process
-            s.set_epoch(epoch)
+        s.load_state_dict(json.loads(self._shared.value))   # a worker's copy follows the main process
+        epoch, consumed = s.epoch, s.consumed
         wid, nworkers = worker_info()
-        sl = partition_epoch(s.order(epoch), rank=s.rank, world_size=s.world_size, worker=wid,
-                             num_workers=nworkers, batch_size=s.batch_size, last=s.last,
-                             start=consumed)
+        sl = s.epoch_slice(wid, nworkers)   # this worker's contiguous span, order computed lazily
         records = self._fetch(sl.ids)
         for i, step in enumerate(sl.steps.tolist()):
             ids, pad = sl.batch(i)
@@ -159,10 +201,10 @@ class RecordIterableDataset(IterableDataset):
                 rid, payload = next(records)
                 if rid != want:
                     raise RuntimeError(f"fetcher returned record {rid}, expected {want}")
-                items.append(self.decode(payload))
+                items.append(_named(self.decode, payload, self.source.record_url, rid))
             yield {"data": self.collate(items), "ids": torch.from_numpy(ids.copy()),
                    "is_pad": torch.from_numpy(pad.copy()), "epoch": epoch,
-                   "consumed": s.consumed_after(consumed, step + 1)}
+                   "consumed": s.consumed_after(consumed, step + 1), "workers": nworkers}
 
 
 def _uses_hdfs_native(source: Any) -> bool:
@@ -188,6 +230,7 @@ class ResumableLoader:
             # hdfs-native's I/O threads do not survive fork(): spawn the workers instead
             loader_kw["multiprocessing_context"] = "spawn"
         self.dataset = dataset
+        dataset.sampler.use_workers(loader_kw.get("num_workers", 0))
         self.loader = DataLoader(dataset, **loader_kw)
 
     def __iter__(self) -> Iterator[dict]:
@@ -240,58 +283,14 @@ class IndexedRecordDataset(Dataset):
         payload = self._rec.read_idx(self.keys[i])
         if self.transform is not None:
             return self.transform(payload)
-        img, label = decode_image(payload)
+        img, label = _named(decode_image, payload, lambda _i: self.rec_path, self.keys[i])
         return _to_tensor(np.ascontiguousarray(img)), torch.from_numpy(label)
 
 
-class ImageRecordDataset(IterableDataset):
-    """ImageRecordIter's whole pipeline (decode, MXNet augmentations, normalisation) as
-    a torch IterableDataset of ready batches.
-
-    Each DataLoader worker of each rank runs its own ImageRecordIter over part
-    ``rank * K + worker`` of ``world_size * K`` equal parts (``part_mode='even'``),
-    so the union over ranks and workers is the dataset, every worker yields the
-    same number of batches, and padding is reported. Use
-    ``DataLoader(ds, batch_size=None, num_workers=K)``; call ``set_epoch(e)``
-    before each epoch (a new shuffle per epoch). Items are dicts: ``data``
-    (tensor, NCHW float32 unless ``layout``/``dtype`` say otherwise), ``label``,
-    ``index`` (record ids) and ``pad``.
-    """
-
-    def __init__(self, *, rank: Optional[int] = None, world_size: Optional[int] = None,
-                 **iter_kwargs: Any) -> None:
-        super().__init__()
-        from cloudrec.reader.distenv import dist_info
-
-        for reserved in ("num_parts", "part_index", "part_mode"):
-            if reserved in iter_kwargs:
-                raise ConfigError(f"ImageRecordDataset sets {reserved} itself from the rank, "
-                                  "world size and DataLoader workers; pass rank/world_size")
-        info = dist_info(rank, world_size)
-        self.rank, self.world_size = info.rank, info.world_size
-        self.iter_kwargs = dict(iter_kwargs)
-        self._epoch = mp.get_context("spawn").RawValue("q", 0)
-
-    def set_epoch(self, epoch: int) -> None:
-        """The epoch the next iteration reads (shared with persistent workers)."""
-        self._epoch.value = int(epoch)
-
-    def __iter__(self) -> Iterator[dict]:
-        from cloudrec.iterators import ImageRecordIter
-
-        worker, workers = worker_info()
-        kw = dict(self.iter_kwargs, num_parts=self.world_size * workers,
-                  part_index=self.rank * workers + worker, part_mode="even")
-        it = ImageRecordIter(**kw)
-        try:
-            epoch = self._epoch.value
-            if epoch:
-                it.load_state_dict({"epoch": epoch, "batches": 0})
-            for batch in it:
-                # the pipeline never reuses a buffer that is still referenced: no copy
-                yield {"data": torch.from_numpy(batch.data[0]),
-                       "label": torch.from_numpy(batch.label[0].copy()),
-                       "index": torch.from_numpy(np.asarray(batch.index).copy()),
-                       "pad": int(batch.pad)}
-        finally:
-            it.close()
+def __getattr__(name: str) -> Any:
+    """The image-decoding datasets live in cloudrec.torch_images (they build on
+    RecordIterableDataset, so they are imported from there on first use)."""
+    if name in ("ImageRecordDataset", "ResumableBatchSampler", "ResumableMapLoader"):
+        from cloudrec import torch_images
+        return getattr(torch_images, name)
+    raise AttributeError(f"module 'cloudrec.torch' has no attribute {name!r}")

@@ -13,23 +13,38 @@ from cloudrec.errors import ConfigError
 from cloudrec.reader.orders import epoch_order
 from cloudrec.reader.sampler import EpochSampler
 
-# Simulates W ranks in lockstep; optionally restores a state first and/or stops after a step.
+# Simulates W ranks in lockstep, each with K DataLoader-like workers polled round-robin;
+# optionally restores a state first and/or stops after a step.
 RUN = r'''
 import json, sys
 from cloudrec.reader.sampler import EpochSampler
 a = json.loads(sys.argv[1])
+K = a.get("K", 1)
 ss = [EpochSampler(a["n"], seed=a["seed"], mode=a["mode"], rank=r, world_size=a["W"],
                    batch_size=a["B"], last=a["last"], order_options={"block_size": 5, "buffer_size": 9})
       for r in range(a["W"])]
+for s in ss:
+    s.use_workers(K)
 if a.get("state"):
     for s in ss:
         s.load_state_dict(a["state"])
+
+def rank_batches(s):
+    its = [list(s.epoch_slice(k, K).batches()) for k in range(K)]
+    start = s.consumed
+    for i in range(max(len(x) for x in its)):
+        for x in its:
+            if i < len(x):
+                s.consumed = s.consumed_after(start, 1)   # counted when handed out
+                start = s.consumed
+                yield x[i]
+
 first = ss[0].epoch
 out = {"steps": [], "state": None}
 for e in range(first, a["epochs"]):
     for s in ss:
         s.set_epoch(e)
-    for b, step in enumerate(zip(*ss)):
+    for b, step in enumerate(zip(*[rank_batches(s) for s in ss])):
         out["steps"].append([e, [[ids.tolist(), pad.tolist()] for ids, pad in step]])
         if a.get("stop") == [e, b + 1]:
             states = [s.state_dict() for s in ss]
@@ -57,36 +72,38 @@ def real_sequence(steps, epoch):
     return seq
 
 
-@pytest.mark.parametrize("n,W,W2,B,last,mode,stop", [
-    (50, 4, 2, 3, "pad", "global", [1, 2]),
-    (50, 2, 4, 3, "pad", "block", [0, 5]),
-    (37, 3, 3, 2, "pad", "shard", [1, 3]),
-    (37, 3, 1, 4, "pad", "none", [0, 1]),
-    (64, 4, 3, 2, "drop", "global", [1, 4]),
-    (64, 2, 2, 5, "drop", "block", [1, 1]),
+@pytest.mark.parametrize("n,W,W2,K,K2,B,last,mode,stop", [
+    (50, 4, 2, 1, 1, 3, "pad", "global", [1, 2]),
+    (50, 2, 4, 2, 3, 3, "pad", "block", [0, 5]),
+    (37, 3, 3, 2, 2, 2, "pad", "shard", [1, 3]),
+    (37, 3, 3, 3, 1, 2, "pad", "block", [0, 2]),
+    (37, 3, 1, 1, 2, 4, "pad", "none", [0, 1]),
+    (64, 4, 3, 2, 2, 2, "drop", "global", [1, 4]),
+    (64, 2, 2, 4, 4, 5, "drop", "block", [1, 1]),
 ])
-def test_resume_in_a_fresh_process(n, W, W2, B, last, mode, stop):
+def test_resume_in_a_fresh_process(n, W, W2, K, K2, B, last, mode, stop):
     common = dict(n=n, seed=17, mode=mode, B=B, last=last, epochs=3)
-    whole = run(W=W, **common)
-    part1 = run(W=W, stop=stop, **common)
+    whole = run(W=W, K=K, **common)
+    part1 = run(W=W, K=K, stop=stop, **common)
     assert part1["state"]["epoch"] == stop[0]
-    part2 = run(W=W2, state=part1["state"], **common)
+    assert part1["state"]["layout"] == [W, K, B, last]
+    part2 = run(W=W2, K=K2, state=part1["state"], **common)
     e = stop[0]
     order = epoch_order(n, 17, e, mode, block_size=5, buffer_size=9).tolist()
     both = real_sequence(part1["steps"], e) + real_sequence(part2["steps"], e)
-    if W2 == W:
-        # same world size: the continuation is exactly the uninterrupted run's batches
+    if (W2, K2) == (W, K):
+        # same layout: the continuation is exactly the uninterrupted run's batches
         assert part1["steps"] + part2["steps"] == whole["steps"]
     elif last == "pad":
-        # records seen over both runs, in global order, equal one uninterrupted run's
-        assert both == real_sequence(whole["steps"], e) == order
+        # every record of the epoch exactly once over both runs
+        assert sorted(both) == sorted(real_sequence(whole["steps"], e)) == list(range(n))
     else:
-        assert both == order[:len(both)] and len(set(both)) == len(both)
+        assert len(set(both)) == len(both) and set(both) <= set(order)
         assert n - len(both) < max(W, W2) * B
-    # later epochs are whole epochs with the new world size
+    # later epochs are whole epochs with the new layout: the first W2*T*B positions of the order
     nxt = epoch_order(n, 17, e + 1, mode, block_size=5, buffer_size=9).tolist()
     kept = n if last == "pad" else n // (W2 * B) * (W2 * B)
-    assert real_sequence(part2["steps"], e + 1) == nxt[:kept]
+    assert sorted(real_sequence(part2["steps"], e + 1)) == sorted(nxt[:kept])
 
 
 @settings(max_examples=120, deadline=None)
@@ -112,7 +129,12 @@ def test_resume_from_a_json_state_any_world_size(n, W, W2, B, mode, data):
     for step in zip(*new):
         for ids, pad in step:
             seq.extend(ids[~pad].tolist())
-    assert seq == epoch_order(n, 5, e, mode).tolist()
+    assert sorted(seq) == list(range(n))
+    if W2 == W:   # same layout: the same batches as an uninterrupted run
+        again = [EpochSampler(n, seed=5, mode=mode, rank=r, world_size=W, batch_size=B, epoch=e)
+                 for r in range(W)]
+        ref = [ids[~pad].tolist() for step in zip(*again) for ids, pad in step]
+        assert seq == [i for b in ref for i in b]
 
 
 def test_iteration_moves_through_epochs_and_is_deterministic():
@@ -162,7 +184,9 @@ def test_part_index_num_parts_and_environment(monkeypatch):
 @pytest.mark.parametrize("state,match", [
     ({"version": 1, "seed": 0, "epoch": 0, "consumed": 0, "num_records": 11}, "11 records"),
     ({"version": 1, "seed": 0, "epoch": 0, "consumed": 0, "mode": "block"}, "mode"),
-    ({"version": 2, "seed": 0, "epoch": 0, "consumed": 0}, "version"),
+    ({"version": 3, "seed": 0, "epoch": 0, "consumed": 0}, "version"),
+    ({"version": 2, "seed": 0, "epoch": 0, "consumed": 3, "legs": [[1, 1, 0, "pad", 1]]}, "leg"),
+    ({"version": 2, "seed": 0, "epoch": 0, "consumed": 3, "layout": [1, 1]}, "layout"),
     ({"version": 1, "seed": 0, "epoch": 0}, "consumed"),
     ({"version": 1, "seed": 0, "epoch": -1, "consumed": 0}, "epoch"),
 ])

@@ -12,6 +12,7 @@ from cloudrec.dataset import open_dataset  # noqa: E402
 from cloudrec.errors import ConfigError  # noqa: E402
 from cloudrec.format.irheader import IRHeader  # noqa: E402
 from cloudrec.reader.orders import epoch_order  # noqa: E402
+from cloudrec.reader.sampler import EpochSampler  # noqa: E402
 from cloudrec.recordio import MXIndexedRecordIO, pack_img  # noqa: E402
 from cloudrec.torch import (IndexedRecordDataset, RecordIterableDataset, ResumableLoader,  # noqa: E402
                             _to_tensor, collate_numpy)
@@ -54,6 +55,20 @@ def check_batch(ds, batch, batch_size):
     assert np.abs(img.numpy()[:, 4, 4, :].astype(int) - want_rgb).max() <= 8
 
 
+def layout_ids(table, workers, consumed=0, epoch=0, **sampler_kw):
+    """Real ids one rank yields from ``consumed`` on, as a DataLoader polling ``workers``
+    workers round-robin gets them (each worker reads its own contiguous span)."""
+    k = max(1, workers)
+    s = EpochSampler(table, epoch=epoch, **sampler_kw)
+    s.consumed = consumed
+    slices = [s.epoch_slice(w, k) for w in range(k)]
+    out = []
+    for _, w, i in sorted((st, w, i) for w, sl in enumerate(slices) for i, st in enumerate(sl.steps.tolist())):
+        ids, pad = slices[w].batch(i)
+        out.extend(ids[~pad].tolist())
+    return out
+
+
 def real_ids(batches):
     out = []
     for b in batches:
@@ -74,8 +89,10 @@ def test_workers_cover_the_epoch_exactly_once_with_persistent_workers(dataset):
         ids = real_ids(batches)
         assert Counter(ids) == Counter(range(45))
         assert sum(int(b["is_pad"].sum()) for b in batches) == 3
-        # DataLoader's round-robin over workers gives back the epoch order itself
-        assert ids == epoch_order(dataset.table, 3, e, "block", block_size=4).tolist()
+        # DataLoader's round-robin over workers gives back the sampler's layout for 2 workers
+        assert ids == layout_ids(dataset.table, 2, epoch=e, seed=3, mode="block", batch_size=4,
+                                 order_options={"block_size": 4})
+        assert ids != epoch_order(dataset.table, 3, e, "block", block_size=4).tolist()
         epochs.append(ids)
     assert epochs[0] != epochs[1] and rds.state_dict()["epoch"] == 2
 
@@ -107,11 +124,13 @@ def test_resume_with_other_worker_count_and_on_persistent_workers(dataset):
     rds2 = RecordIterableDataset(dataset, **kw)
     rds2.load_state_dict(state)
     rest = list(ResumableLoader(rds2, num_workers=1))
-    assert real_ids(first) + real_ids(rest) == whole
+    two = layout_ids(dataset.table, 2, **kw)
+    assert real_ids(first) == two[:15] and whole == layout_ids(dataset.table, 0, **kw)
+    assert sorted(real_ids(first) + real_ids(rest)) == list(range(45))     # the rest, once
     # the same persistent-worker loader, rewound to batch 2 of epoch 0, follows the restored state
     rds.load_state_dict({**state, "consumed": 6})
     again = list(loader)
-    assert real_ids(again) == whole[6:]
+    assert real_ids(again) == two[6:]
 
 
 def test_zero_copy_tensors_and_collate():
@@ -143,7 +162,7 @@ def test_loader_rejects_a_batch_size(dataset):
 
 def test_spawned_persistent_workers_follow_a_restored_state(dataset):
     rds = RecordIterableDataset(dataset, seed=2, batch_size=4, rank=0, world_size=1)
-    whole = epoch_order(dataset.table, 2, 0, "global").tolist()
+    whole = layout_ids(dataset.table, 2, seed=2, batch_size=4, rank=0, world_size=1)
     loader = ResumableLoader(rds, num_workers=2, multiprocessing_context="spawn", persistent_workers=True)
     it = iter(loader)
     got = [next(it), next(it)]

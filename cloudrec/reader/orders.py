@@ -46,6 +46,7 @@ from typing import Any, Optional
 import numpy as np
 
 from cloudrec.errors import ConfigError
+from cloudrec.reader.bijection import FeistelPermutation, derive_keys, sort_keys
 
 MODES = ("global", "block", "shard", "none")
 _MODE_SALT = {"global": 1, "block": 2, "shard": 3, "none": 4}
@@ -54,6 +55,10 @@ DEFAULT_BLOCK_SIZE = 256
 DEFAULT_BLOCK_BYTES = 4 << 20
 DEFAULT_WINDOW_BLOCKS = 8
 DEFAULT_BUFFER_SIZE = 4096
+# below this many records `global` is an exact uniform permutation (numpy's); from it on a
+# keyed Feistel bijection that a worker evaluates at its own positions only
+EXACT_GLOBAL_BELOW = 1 << 16
+_ID_BLOCK = 1 << 20
 
 
 def _columns(source: Any) -> tuple[int, Optional[np.ndarray], Optional[np.ndarray], Optional[np.ndarray]]:
@@ -77,65 +82,163 @@ def _columns(source: Any) -> tuple[int, Optional[np.ndarray], Optional[np.ndarra
     return len(shard), shard, offset, (None if length is None else np.asarray(length))
 
 
+def _in_file_order(shard: np.ndarray, offset: np.ndarray) -> bool:
+    """True when rows are already sorted by (shard, offset): file order is the identity."""
+    n = len(shard)
+    for a in range(0, max(n - 1, 0), _ID_BLOCK):
+        b = min(n, a + _ID_BLOCK + 1)
+        ds = np.diff(shard[a:b].astype(np.int64))
+        if np.any((ds < 0) | ((ds == 0) & (np.diff(offset[a:b].astype(np.int64)) < 0))):
+            return False
+    return True
+
+
+class _FileOrder:
+    """File position -> record id; the identity (no array) when the table is in file order."""
+
+    def __init__(self, source: Any) -> None:
+        self.n, self.shard, offset, _ = _columns(source)
+        self.perm: Optional[np.ndarray] = None
+        if self.shard is not None and not _in_file_order(self.shard, offset):
+            self.perm = np.lexsort((offset, self.shard)).astype(np.int64, copy=False)
+
+    def at(self, pos: np.ndarray) -> np.ndarray:
+        return pos if self.perm is None else self.perm[pos]
+
+    def shard_runs(self) -> tuple[np.ndarray, np.ndarray]:
+        """(first file position, record count) of each shard present, in file order."""
+        if self.shard is None or self.n == 0:
+            return np.zeros(min(self.n, 1), np.int64), np.full(min(self.n, 1), self.n, np.int64)
+        sh = self.shard if self.perm is None else self.shard[self.perm]
+        first = np.concatenate([[0], np.flatnonzero(sh[1:] != sh[:-1]) + 1]).astype(np.int64)
+        return first, np.diff(np.append(first, self.n))
+
+
 def file_order(source: Any) -> np.ndarray:
     """Record ids sorted by (shard, offset): the order a sequential reader meets them."""
-    n, shard, offset, _ = _columns(source)
-    if shard is None:
-        return np.arange(n, dtype=np.int64)
-    return np.lexsort((offset, shard)).astype(np.int64, copy=False)
+    base = _FileOrder(source)
+    return np.arange(base.n, dtype=np.int64) if base.perm is None else base.perm
 
 
 def _rng(seed: int, epoch: int, mode: str) -> np.random.Generator:
     return np.random.default_rng([int(seed), int(epoch), _MODE_SALT[mode]])
 
 
-def _shuffle_within_groups(ids: np.ndarray, group: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Shuffle ``ids`` inside each run of equal, non-decreasing ``group`` labels (vectorised)."""
-    return ids[_group_shuffle_index(group, rng)]
+def _shuffle_key(seed: int, epoch: int, mode: str) -> np.uint64:
+    return derive_keys(seed, epoch, 16 + _MODE_SALT[mode], 1)[0]
 
 
-def _group_shuffle_index(group: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Indices that shuffle within groups: one stable sort on (group, 32 random bits)."""
-    key = (np.asarray(group, np.int64) << 32) | rng.integers(0, 1 << 32, len(group), dtype=np.int64)
-    return np.argsort(key, kind="stable")
+class OrderPlan:
+    """An epoch order evaluated lazily: ``take(a, b)`` is ``epoch_order(...)[a:b]``.
+
+    Holds O(blocks) or O(shards) state (O(1) for ``global``); ``take`` costs
+    O(b - a) plus one window or buffer at each end. Ids are int32 below 2**31 records.
+    """
+
+    def __init__(self, base: _FileOrder) -> None:
+        self.base = base
+        self.n = base.n
+        self.dtype = np.int32 if self.n < 2 ** 31 else np.int64
+
+    def __len__(self) -> int:
+        return self.n
+
+    def _file_positions(self, a: int, b: int) -> np.ndarray:
+        return np.arange(a, b, dtype=np.int64)
+
+    def take(self, a: int, b: int) -> np.ndarray:
+        """Record ids at order positions [a, b)."""
+        a, b = max(0, int(a)), min(self.n, int(b))
+        if b <= a:
+            return np.empty(0, self.dtype)
+        return self.base.at(self._file_positions(a, b)).astype(self.dtype, copy=False)
 
 
-def _block_order(base: np.ndarray, rng: np.random.Generator, block_size: int,
-                 window_blocks: int, within: str) -> np.ndarray:
-    n = len(base)
-    nblocks = -(-n // block_size)
-    perm = rng.permutation(nblocks)
-    # record positions of the permuted blocks, concatenated
-    starts = perm * block_size
-    sizes = np.minimum(block_size, n - starts)
-    block_of_slot = np.repeat(np.arange(nblocks), sizes)
-    first = np.repeat(np.cumsum(sizes) - sizes, sizes)
-    rel = np.arange(n) - first
-    pos = np.repeat(starts, sizes) + rel
-    window = block_of_slot // window_blocks
-    records = base[pos]                      # window by window, block by block, file order
-    if within == "shuffle":
-        return _shuffle_within_groups(records, window, rng)
-    # interleave: a uniformly random merge of the window's blocks, each kept in file order
-    labels = block_of_slot[_group_shuffle_index(window, rng)]
-    out = np.empty(n, np.int64)
-    out[np.argsort(labels, kind="stable")] = records
-    return out
+class _GlobalPlan(OrderPlan):
+    def __init__(self, base: _FileOrder, seed: int, epoch: int) -> None:
+        super().__init__(base)
+        self._perm: Optional[np.ndarray] = None
+        self._feistel: Optional[FeistelPermutation] = None
+        if self.n < EXACT_GLOBAL_BELOW:
+            self._perm = _rng(seed, epoch, "global").permutation(self.n)
+        else:
+            self._feistel = FeistelPermutation(self.n, derive_keys(seed, epoch, _MODE_SALT["global"], 6))
+
+    def _file_positions(self, a: int, b: int) -> np.ndarray:
+        if self._perm is not None:
+            return self._perm[a:b]
+        return self._feistel(np.arange(a, b, dtype=np.int64))
 
 
-def _shard_order(base: np.ndarray, shard: Optional[np.ndarray], rng: np.random.Generator,
-                 buffer_size: int) -> np.ndarray:
-    n = len(base)
-    if shard is None or n == 0:
-        seq = base
-    else:
-        sh = shard[base]
-        uniq, first, counts = np.unique(sh, return_index=True, return_counts=True)
-        perm = rng.permutation(len(uniq))
-        starts, sizes = first[perm], counts[perm]
-        firsts = np.repeat(np.cumsum(sizes) - sizes, sizes)
-        seq = base[np.repeat(starts, sizes) + (np.arange(n) - firsts)]
-    return _shuffle_within_groups(seq, np.arange(n) // buffer_size, rng)
+class _BlockPlan(OrderPlan):
+    """Blocks of ``bs`` file-contiguous records, permuted; windows of ``wb`` blocks shuffled inside."""
+
+    def __init__(self, base: _FileOrder, seed: int, epoch: int, bs: int, wb: int, within: str) -> None:
+        super().__init__(base)
+        self.bs, self.wb, self.within = bs, wb, within
+        self.nblocks = -(-self.n // bs)
+        self.perm = _rng(seed, epoch, "block").permutation(self.nblocks)
+        self.last_size = self.n - (self.nblocks - 1) * bs
+        self.short = bs - self.last_size
+        # the window holding the short last block is shorter; later windows start earlier
+        self.short_window = int(np.flatnonzero(self.perm == self.nblocks - 1)[0]) // wb
+        self.chunk = bs * wb
+        self.key = _shuffle_key(seed, epoch, "block")
+
+    def window_start(self, w: np.ndarray) -> np.ndarray:
+        w = np.asarray(w, np.int64)
+        return w * self.chunk - np.where(w > self.short_window, self.short, 0)
+
+    def window_of(self, p: np.ndarray) -> np.ndarray:
+        p = np.asarray(p, np.int64)
+        limit = (self.short_window + 1) * self.chunk - self.short
+        return np.where(p < limit, p // self.chunk, (p + self.short) // self.chunk)
+
+    def _file_positions(self, a: int, b: int) -> np.ndarray:
+        w0, w1 = int(self.window_of(a)), int(self.window_of(b - 1))
+        g0, g1 = w0 * self.wb, min(self.nblocks, (w1 + 1) * self.wb)
+        blocks = self.perm[g0:g1]
+        sizes = np.where(blocks == self.nblocks - 1, self.last_size, self.bs)
+        first = np.cumsum(sizes) - sizes
+        slot_block = np.repeat(np.arange(g0, g1, dtype=np.int64), sizes)
+        total = int(sizes.sum())
+        rel = np.arange(total, dtype=np.int64) - np.repeat(first, sizes)
+        filepos = np.repeat(blocks.astype(np.int64) * self.bs, sizes) + rel
+        s0 = int(self.window_start(w0))
+        key = ((slot_block // self.wb) << 32) | sort_keys(np.arange(s0, s0 + total), self.key)
+        idx = np.argsort(key, kind="stable")
+        if self.within == "shuffle":
+            out = filepos[idx]
+        else:   # interleave: a random merge of the window's blocks, each kept in file order
+            out = np.empty(total, np.int64)
+            out[np.argsort(slot_block[idx], kind="stable")] = filepos
+        return out[a - s0:b - s0]
+
+
+class _ShardPlan(OrderPlan):
+    """Shards permuted, then shuffled inside consecutive buffers of ``buf`` records."""
+
+    def __init__(self, base: _FileOrder, seed: int, epoch: int, buf: int) -> None:
+        super().__init__(base)
+        self.buf = buf
+        first, counts = base.shard_runs()
+        perm = _rng(seed, epoch, "shard").permutation(len(first)) if base.shard is not None else \
+            np.arange(len(first))
+        self.first, self.counts = first[perm], counts[perm]
+        self.seq_start = np.cumsum(self.counts) - self.counts
+        self.key = _shuffle_key(seed, epoch, "shard")
+        self.chunk = buf
+
+    def _seq_to_file(self, s: np.ndarray) -> np.ndarray:
+        j = np.searchsorted(self.seq_start, s, side="right") - 1
+        return self.first[j] + (s - self.seq_start[j])
+
+    def _file_positions(self, a: int, b: int) -> np.ndarray:
+        s0 = (a // self.buf) * self.buf
+        s1 = min(self.n, -(-b // self.buf) * self.buf)
+        s = np.arange(s0, s1, dtype=np.int64)
+        key = ((s // self.buf) << 32) | sort_keys(s, self.key)
+        return self._seq_to_file(s[np.argsort(key, kind="stable")])[a - s0:b - s0]
 
 
 def _block_size_for(n: int, length: Optional[np.ndarray], block_bytes: int) -> int:
@@ -145,38 +248,45 @@ def _block_size_for(n: int, length: Optional[np.ndarray], block_bytes: int) -> i
     return max(1, int(round(block_bytes / max(mean, 1.0))))
 
 
-def epoch_order(source: Any, seed: int, epoch: int, mode: str = "global", *,
-                block_size: Optional[int] = None, block_bytes: int = DEFAULT_BLOCK_BYTES,
-                window_blocks: int = DEFAULT_WINDOW_BLOCKS, within: str = "shuffle",
-                buffer_size: int = DEFAULT_BUFFER_SIZE) -> np.ndarray:
-    """The record ids of epoch ``epoch`` in visiting order: a permutation of ``range(n)``.
-
-    ``source`` is a record count, a RecordTable (``shard``/``offset`` columns) or
-    a dataset with ``.table``; file contiguity is (shard, offset) order (plain
-    ids for a count). ``block_size`` defaults to ``block_bytes`` worth of records
-    when the table has lengths, else 256. ``within='interleave'`` (block mode)
-    merges a window's blocks at random but keeps each block in file order.
-    Same arguments, same array.
-    """
+def order_plan(source: Any, seed: int, epoch: int, mode: str = "global", *,
+               block_size: Optional[int] = None, block_bytes: int = DEFAULT_BLOCK_BYTES,
+               window_blocks: int = DEFAULT_WINDOW_BLOCKS, within: str = "shuffle",
+               buffer_size: int = DEFAULT_BUFFER_SIZE) -> OrderPlan:
+    """The order of epoch ``epoch`` as an :class:`OrderPlan` (arguments as :func:`epoch_order`)."""
     if mode not in _MODE_SALT:
         raise ConfigError(f"unknown order mode {mode!r}; choose one of {', '.join(MODES)}")
     for name, value in (("seed", seed), ("epoch", epoch)):
         if not isinstance(value, (int, np.integer)) or value < 0:
             raise ConfigError(f"{name} must be a non-negative integer, got {value!r}")
-    n, shard, _, length = _columns(source)
-    base = file_order(source)
-    if mode == "none" or n <= 1:
-        return base
-    rng = _rng(seed, epoch, mode)
-    if mode == "global":
-        return base[rng.permutation(n)]
+    n, _, _, length = _columns(source)
     if mode == "block":
         bs = block_size if block_size is not None else _block_size_for(n, length, block_bytes)
         if bs < 1 or window_blocks < 1:
             raise ConfigError(f"block_size and window_blocks must be >= 1, got {bs}, {window_blocks}")
         if within not in ("shuffle", "interleave"):
             raise ConfigError(f"within must be 'shuffle' or 'interleave', got {within!r}")
-        return _block_order(base, rng, int(bs), int(window_blocks), within)
-    if buffer_size < 1:
+    if mode == "shard" and buffer_size < 1:
         raise ConfigError(f"buffer_size must be >= 1, got {buffer_size}")
-    return _shard_order(base, shard, rng, int(buffer_size))
+    base = _FileOrder(source)
+    if mode == "none" or n <= 1:
+        return OrderPlan(base)
+    if mode == "global":
+        return _GlobalPlan(base, seed, epoch)
+    if mode == "block":
+        return _BlockPlan(base, seed, epoch, int(bs), int(window_blocks), within)
+    return _ShardPlan(base, seed, epoch, int(buffer_size))
+
+
+def epoch_order(source: Any, seed: int, epoch: int, mode: str = "global", **options: Any) -> np.ndarray:
+    """The record ids of epoch ``epoch`` in visiting order: a permutation of ``range(n)`` (int64).
+
+    ``source`` is a record count, a RecordTable (``shard``/``offset`` columns) or
+    a dataset with ``.table``; file contiguity is (shard, offset) order (plain
+    ids for a count). Options: ``block_size`` (default ``block_bytes`` = 4 MB
+    worth of records when the table has lengths, else 256), ``window_blocks``,
+    ``within='interleave'`` (block mode: merges a window's blocks at random but
+    keeps each block in file order), ``buffer_size`` (shard mode).
+    Same arguments, same array; equal to ``order_plan(...).take(a, b)`` slice by slice.
+    """
+    plan = order_plan(source, seed, epoch, mode, **options)
+    return plan.take(0, plan.n).astype(np.int64, copy=False)

@@ -21,10 +21,12 @@ from cloudrec.reader.distenv import dist_info
 from cloudrec.reader.fixed_parts import (FIXED_PARTITIONS, LAST_RULES, fixed_batches,
                                          fixed_partition, rollover_carry)
 from cloudrec.reader.mxnet_shuffle import MXNetShuffle
-from cloudrec.reader.orders import MODES, _columns, epoch_order, file_order
-from cloudrec.reader.partition import LAST_MODES, EpochSlice, num_steps, partition_epoch
+from cloudrec.reader.orders import EXACT_GLOBAL_BELOW, MODES, _columns, epoch_order, file_order, order_plan
+from cloudrec.reader.partition import LAST_MODES, EpochSlice, Leg, _check, num_steps, worker_slice
+from cloudrec.reader.progress import parse_legs, resolve
 
-STATE_VERSION = 1
+# 2: 'steps' states carry the layout and legs (contiguous worker spans, lazy orders)
+STATE_VERSION = 2
 #: order modes: the reader's, plus MXNet's exact ImageRecordIter shuffle
 ORDER_MODES = tuple(MODES) + ("mxnet",)
 PARTITIONS = ("steps",) + tuple(FIXED_PARTITIONS)
@@ -71,6 +73,11 @@ class EpochSampler:
         self.partition = partition
         self.epoch = int(epoch)
         self.consumed = 0
+        # 'steps': DataLoader workers the batches are consumed under (None: not declared, see
+        # use_workers), and (epoch, closed legs, saved layout) of a resumed epoch
+        self.num_workers: Optional[int] = None
+        self._legs: tuple = (-1, (), None, 0)
+        self._plan_cache: tuple = (None, None)
         self._order_cache: tuple[int, Optional[np.ndarray]] = (-1, None)
         self._orders: dict = {}
         self._fixed_cache: tuple = (None, None)
@@ -105,6 +112,7 @@ class EpochSampler:
             raise ConfigError(f"epoch must be >= 0, got {epoch}")
         if int(epoch) != self.epoch:
             self.epoch, self.consumed = int(epoch), 0
+            self._legs = (-1, (), None, 0)
 
     def order(self, epoch: Optional[int] = None) -> np.ndarray:
         """The full order of ``epoch`` (default the current one), cached for the current epoch.
@@ -163,17 +171,47 @@ class EpochSampler:
             take = (steps[:, None] * b + np.arange(b)[None, :]).reshape(-1)
             return EpochSlice(ids=ids[take], is_pad=is_pad[take], batch_size=b,
                               steps=steps - self.consumed // b)
-        return partition_epoch(self.order(), rank=self.rank, world_size=self.world_size, worker=worker,
-                               num_workers=num_workers, batch_size=self.batch_size, last=self.last,
-                               start=self.consumed)
+        _check(self.rank, self.world_size, worker, num_workers, self.batch_size, self.last)
+        rest, layout, done, _ = self._progress(num_workers)
+        return worker_slice(rest, layout, self.rank, worker, done)
+
+    # ----- 'steps' progress: lazy order, closed legs, the current layout
+    def _plan(self) -> Any:
+        """This epoch's order, lazy (O(blocks)) for the reader's modes, the full array for 'mxnet'."""
+        key = (self.epoch, self.seed)
+        if self._plan_cache[0] != key:
+            plan = self.order() if self.mode not in MODES else order_plan(
+                self.source, self.seed, self.epoch, self.mode, **self.order_options)
+            self._plan_cache = (key, plan)
+        return self._plan_cache[1]
+
+    def _restored(self) -> tuple:
+        """(closed legs, saved layout, records consumed under it) restored for this epoch."""
+        e, legs, saved, saved_at = self._legs
+        return (legs, saved, saved_at) if e == self.epoch else ((), None, 0)
+
+    def _progress(self, num_workers: int, consumed: Optional[int] = None) -> tuple:
+        legs, saved, saved_at = self._restored()
+        mine = (self.world_size, int(num_workers), self.batch_size, self.last)
+        return resolve(self._plan(), legs, saved, saved_at, mine,
+                       self.consumed if consumed is None else int(consumed))
+
+    def use_workers(self, num_workers: int) -> None:
+        """Declare the DataLoader workers (0 = in-process) this rank's batches are consumed under.
+
+        Call it where batches are counted (the main process): ``state_dict`` then
+        records the layout, so a restart with another worker count (or world size)
+        closes it as a leg and deals the rest of the epoch exactly once.
+        """
+        self.num_workers = max(1, int(num_workers))
 
     def __len__(self) -> int:
         """Batches this rank still yields in the current epoch."""
         if self.fixed:
             return max(0, len(self._fixed_epoch(self.epoch)[0]) // self.batch_size
                        - self.consumed // self.batch_size)
-        return num_steps(self.num_records, world_size=self.world_size, batch_size=self.batch_size,
-                         last=self.last, start=self.consumed)
+        _, layout, done, _ = self._progress(self.num_workers or 1)
+        return layout.T - done
 
     def batches_per_epoch(self) -> int:
         """Batches every rank yields in a whole epoch (this part's, when fixed)."""
@@ -188,10 +226,10 @@ class EpochSampler:
 
     def consumed_after(self, start: int, batches: int) -> int:
         """Global samples consumed after ``batches`` steps starting from ``start``."""
-        done = start + batches * self.global_batch
         if self.fixed:
-            return done
-        return min(done, self.num_records) if self.last == "pad" else done
+            return start + batches * self.global_batch
+        rest, layout, done, _ = self._progress(self.num_workers or 1, start)
+        return rest.consumed + layout.consumed(done + batches)
 
     def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         sl = self.epoch_slice()
@@ -213,6 +251,15 @@ class EpochSampler:
                  "order_options": dict(self.order_options)}
         if self.fixed:
             state.update(partition=self.partition, part_index=self.rank, last=self.last)
+        else:
+            legs, saved, _ = self._restored()
+            if self.num_workers is None:      # batches counted under the restored layout
+                layout = saved or (self.world_size, 0, self.batch_size, self.last)
+            else:
+                layout = (self.world_size, self.num_workers, self.batch_size, self.last)
+                legs = self._progress(self.num_workers)[3]
+            state["layout"] = list(layout)
+            state["legs"] = [leg.to_list() for leg in legs] if self.consumed else []
         return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -222,8 +269,8 @@ class EpochSampler:
                                               state["consumed"])
         except KeyError as exc:
             raise ConfigError(f"sampler state lacks {exc.args[0]!r}") from None
-        if version != STATE_VERSION:
-            raise ConfigError(f"sampler state version {version} is not {STATE_VERSION}")
+        if version not in (1, STATE_VERSION):
+            raise ConfigError(f"sampler state version {version} is not 1 or {STATE_VERSION}")
         if state.get("num_records", self.num_records) != self.num_records:
             raise ConfigError(f"sampler state is for {state['num_records']} records, "
                               f"this dataset has {self.num_records}")
@@ -253,7 +300,24 @@ class EpochSampler:
             self._order_cache, self._orders, self._fixed_cache = (-1, None), {}, (None, None)
             if self._mx is not None:
                 self._mx = MXNetShuffle(self.num_part_records, int(seed))
+        legs, saved = self._state_legs(state, version, int(consumed))
         self.seed, self.epoch, self.consumed = int(seed), int(epoch), int(consumed)
+        self._legs = (self.epoch, tuple(legs), saved, self.consumed)
+
+    def _state_legs(self, state: Mapping[str, Any], version: int, consumed: int) -> tuple:
+        """(closed legs, saved layout) of a 'steps' state; version 1 meant a consumed prefix."""
+        if self.fixed:
+            return (), None
+        if version >= 2:
+            return parse_legs(state)
+        if consumed == 0:
+            return (), None
+        if self.mode in ("none", "mxnet") or (self.mode == "global" and self.num_records < EXACT_GLOBAL_BELOW):
+            return (Leg(0, 0, 0, "prefix", consumed),), None   # same order, prefix consumed
+        raise ConfigError(
+            f"sampler state version 1 stopped mid-epoch ({consumed} records into epoch "
+            f"{state['epoch']}) under cloudrec's earlier {self.mode!r} order, which this version "
+            "computes differently; resume from an epoch boundary (consumed=0) instead")
 
 
 class _SubTable:
