@@ -171,6 +171,8 @@ def _fetch_dict(fo: FetchOptions) -> Dict[str, Any]:
         out["retry"] = fo.retry_policy()
     if fo.cache != "none":
         out["cache"] = fo.cache
+    if not fo.strict:
+        out["strict"] = False
     return out
 
 

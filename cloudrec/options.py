@@ -135,6 +135,7 @@ class FetchOptions:
     ``cache``: 'none' reads ranges remotely, 'shards' downloads whole shards into
     ``cache_dir`` (default ``$CLOUDREC_CACHE_DIR``) capped at ``cache_max_bytes``,
     'auto' does so for remote datasets that fit the cap.  Sizes may be strings ("32MB").
+    ``strict=False`` passes RecordFetcher's lenient framing check through.
     """
 
     concurrency: Optional[int] = None
@@ -148,9 +149,12 @@ class FetchOptions:
     cache: str = "none"
     cache_dir: Optional[str] = None
     cache_max_bytes: Optional[int] = None
+    strict: bool = True
 
     def __post_init__(self) -> None:
         c = "FetchOptions"
+        if not isinstance(self.strict, bool):
+            raise ConfigError(f"{c}.strict must be true or false, got {self.strict!r}")
         for name in ("readahead_bytes", "window_bytes", "max_gap", "max_request",
                      "cache_max_bytes"):
             object.__setattr__(self, name, parse_size(getattr(self, name), f"{c}.{name}"))
@@ -210,6 +214,8 @@ class FetchOptions:
         kw["cache"] = self.cache
         kw["cache_dir"] = self.cache_dir
         kw["cache_max_bytes"] = self.cache_max_bytes
+        if not self.strict:
+            kw["strict"] = False
         return kw
 
 

@@ -24,6 +24,7 @@ from cloudrec.storage.retry import RetryPolicy
     (FetchOptions, {"cache_dir": 3}, "FetchOptions.cache_dir"),
     (FetchOptions, {"retry": RetryPolicy(), "retries": 2}, "not both"),
     (FetchOptions, {"retry": {"max_attempts": 2}}, "FetchOptions.retry"),
+    (FetchOptions, {"strict": "no"}, "FetchOptions.strict"),
     (OrderOptions, {"mode": "random"}, "OrderOptions.mode"),
     (OrderOptions, {"seed": -1}, "OrderOptions.seed"),
     (OrderOptions, {"shuffle": "yes"}, "OrderOptions.shuffle"),
@@ -70,7 +71,8 @@ def test_fetcher_kwargs_one_table_per_backend():
     assert plain.fetcher_kwargs("hdfs://nn:9/a.rec")["concurrency"] == 8
     # a mix is read with the most remote backend's settings
     assert plain.fetcher_kwargs(["/d/a.rec", "s3://b/b.rec"])["concurrency"] == 16
-    assert local["retry"] is None and local["cache"] == "none"
+    assert local["retry"] is None and local["cache"] == "none" and "strict" not in local
+    assert FetchOptions(strict=False).fetcher_kwargs("/d/a.rec")["strict"] is False
     tuned = FetchOptions(concurrency=2, max_gap=0, retries=3, timeout=5, cache="shards",
                          cache_dir="/tmp/x", cache_max_bytes=10)
     kw = tuned.fetcher_kwargs("s3://b/a.rec")
