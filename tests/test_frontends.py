@@ -128,12 +128,68 @@ def _close(it):
     it.close()
 
 
+# ----- the torch datasets, read through their resumable loaders with 2 DataLoader workers
+def _torch_batches(loader, limit=None):
+    out = []
+    for b in loader:
+        keep = ~b["is_pad"].numpy()
+        data = b["data"][0] if isinstance(b["data"], (tuple, list)) else b["data"]
+        out.append({"ids": [int(x) for x in b["ids"].numpy()[keep]],
+                    "data": np.asarray(data)[keep].copy()})
+        if limit is not None and len(out) >= limit:
+            break
+    return out
+
+
+def _torch_take(loader, k):
+    return [] if k == 0 else _torch_batches(loader, k)
+
+
+def _rids(rec, idx, rank, world, **kw):
+    from cloudrec.torch import RecordIterableDataset, ResumableLoader
+    ds = RecordIterableDataset(rec, batch_size=3, seed=5, mode="global", rank=rank,
+                               world_size=world, **kw)
+    return ResumableLoader(ds, num_workers=2)
+
+
+def _trds(rec, idx, rank, world, **kw):
+    from cloudrec.torch import ImageRecordDataset, ResumableLoader
+    ds = ImageRecordDataset(rank=rank, world_size=world, path_imgrec=rec, path_imgidx=idx,
+                            data_shape=(3, 8, 8), batch_size=3, shuffle=True, seed=5,
+                            shuffle_mode="global", rand_crop=True, rand_mirror=True,
+                            preprocess_threads=1, prefetch_buffer=1, **kw)
+    return ResumableLoader(ds, num_workers=2)
+
+
+def _irds(rec, idx, rank, world, **kw):
+    from cloudrec.torch import IndexedRecordDataset, ResumableMapLoader
+    ds = IndexedRecordDataset(idx, rec)
+    return ResumableMapLoader(ds, batch_size=3, seed=5, mode="global", rank=rank,
+                              world_size=world, loader_kw={"num_workers": 2})
+
+
+def _noop(loader):
+    pass
+
+
 FRONTS = [
     FrontEnd("ImageRecordIter", plain_payloads, _iri, _mx_batches, _mx_take, _close),
     FrontEnd("ImageIter", plain_payloads, _ii, _mx_batches, _mx_take, _close),
     FrontEnd("ImageDetIter", det_payloads, _det, _mx_batches, _mx_take, _close),
     FrontEnd("SegmentationIter", seg_payloads, _seg, _mx_batches, _mx_take, _close),
 ]
+try:
+    import torch  # noqa: F401  (the optional torch extra; CI installs it)
+    FRONTS += [
+        FrontEnd("RecordIterableDataset", plain_payloads, _rids, _torch_batches, _torch_take,
+                 _noop),
+        FrontEnd("ImageRecordDataset", plain_payloads, _trds, _torch_batches, _torch_take,
+                 _noop),
+        FrontEnd("IndexedRecordDataset", plain_payloads, _irds, _torch_batches, _torch_take,
+                 _noop),
+    ]
+except ImportError:  # pragma: no cover
+    pass
 
 
 @pytest.fixture(params=FRONTS, ids=lambda f: f.name)

@@ -71,6 +71,15 @@ class MXNetShuffle:
         bg._legacy_seeding(111 + self.seed)
         self._states[0] = bg.state
 
+    def __getstate__(self) -> dict:
+        """Picklable (DataLoader workers get a copy): the lock is made anew."""
+        with self._lock:
+            return {"n": self.n, "seed": self.seed, "_states": dict(self._states)}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
     def _state_before(self, epoch: int) -> Tuple[np.random.MT19937, int]:
         known = max(e for e in self._states if e <= epoch)
         bg = np.random.MT19937()
