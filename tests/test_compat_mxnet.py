@@ -296,3 +296,20 @@ def test_module_paths_legacy_code_imports():
     it = mx.io.ImageRecordIter(path_imgrec=UNIQ, data_shape=(3, 32, 32), batch_size=6, resize=36)
     assert isinstance(it, mx.io.ImageRecordIter) and isinstance(it, ImageRecordIter)
     it.close()
+
+
+def test_mxnets_cifar_test_shape_runs(tmp_path):
+    """MXNet's test_Cifar10Rec / test_image_iter_exception, on the 24-record fixture: a mean
+    file that does not exist yet, the typo ``and_mirror``, one exact epoch; then the same with
+    ``data_shape=(5, 28, 28)`` raises MXNetError."""
+    kw = dict(path_imgrec=UNIQ, mean_img=str(tmp_path / "mean.bin"), rand_crop=False,
+              and_mirror=False, shuffle=False, batch_size=6, preprocess_threads=4,
+              prefetch_buffer=1, resize=36)
+    with pytest.warns(UserWarning, match="and_mirror"):
+        it = mx.io.ImageRecordIter(data_shape=(3, 32, 32), **kw)
+    labels = np.concatenate([b.label[0].asnumpy() for b in it])
+    assert sorted(labels.tolist()) == list(range(24))  # uniq: label = record index, once each
+    it.close()
+    assert mx.nd.load(str(tmp_path / "mean.bin"))["mean_img"].shape == (3, 32, 32)
+    with pytest.warns(UserWarning, match="and_mirror"), pytest.raises(mx.base.MXNetError):
+        mx.io.ImageRecordIter(data_shape=(5, 28, 28), **kw)
