@@ -37,12 +37,15 @@ class ShardedDataset:
     """
 
     def __init__(self, shards: List[Shard], table: RecordTable,
-                 storage_options: Optional[Dict[str, Any]] = None) -> None:
+                 storage_options: Optional[Dict[str, Any]] = None,
+                 shard_starts: Optional[np.ndarray] = None) -> None:
         self.shards = shards
         self.table = table
         self.storage_options = dict(storage_options or {})
         starts = np.zeros(len(shards) + 1, np.int64)
-        if len(table):
+        if shard_starts is not None:  # known (a dataset table): no pass over table.shard
+            starts = np.asarray(shard_starts, np.int64)
+        elif len(table):
             np.cumsum(np.bincount(table.shard, minlength=len(shards)), out=starts[1:])
         self.shard_starts = starts  # first record id of each shard
         self._pid = os.getpid()
@@ -102,7 +105,8 @@ def open_dataset(urls: UrlArg, idx_urls: Optional[Union[str, Sequence[Optional[s
                  storage_options: Optional[Dict[str, Any]] = None, *,
                  require_index: bool = True, key_type: Any = None,
                  concurrency: int = 16, retry: Optional[RetryPolicy] = None,
-                 on_index_mismatch: str = "error") -> ShardedDataset:
+                 on_index_mismatch: str = "error", table: Optional[str] = None,
+                 table_stale: str = "rebuild") -> ShardedDataset:
     """Open a dataset of one or more `.rec` shards.
 
     ``urls``: one URL, a list, a glob (``s3://b/train-*.rec``) or a brace range
@@ -123,7 +127,16 @@ def open_dataset(urls: UrlArg, idx_urls: Optional[Union[str, Sequence[Optional[s
     are fetched concurrently (``concurrency`` threads) together with the
     shards' sizes; ``ds.open_seconds`` says how long opening took.
     ``retry`` governs these metadata reads as it does record reads.
+    ``table``: a dataset table (``cloudrec index --table``) to open from instead
+    of every `.idx`; ``table_stale`` says what a table older than its shards does
+    (see :mod:`cloudrec.dataset.table_file`).
     """
+    if table is not None:  # the compact dataset table (cloudrec.dataset.table_file)
+        from cloudrec.dataset.table_file import open_with_table
+        return open_with_table(table, urls, storage_options, table_stale, idx_urls=idx_urls,
+                               require_index=require_index, key_type=key_type,
+                               concurrency=concurrency, retry=retry,
+                               on_index_mismatch=on_index_mismatch)
     if on_index_mismatch not in INDEX_MISMATCH:
         raise ConfigError(f"on_index_mismatch must be one of {INDEX_MISMATCH}, "
                           f"got {on_index_mismatch!r}")

@@ -139,6 +139,11 @@ def write_atomic(url: str, data: bytes, storage_options: Optional[Dict[str, Any]
 
 def run(ns: argparse.Namespace) -> int:
     """``cloudrec index``: rebuild (or with --check, verify) the `.idx` of each `.rec`."""
+    if getattr(ns, "table", None):  # --table: the compact dataset table instead of .idx files
+        from cloudrec.dataset.table_file import write_table
+        tf = write_table(ns.rec, ns.table, ns.storage_options)
+        print(f"wrote {ns.table}: {len(tf.table)} records of {len(tf.shards)} shard(s)")
+        return 0
     status = 0
     for rec_url in ns.rec:
         out = ns.out if ns.out and len(ns.rec) == 1 else default_idx_url(rec_url)
@@ -170,6 +175,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="only compare the rebuilt index with the existing one (exit 1 if not equal)")
     p.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK,
                    help="bytes per ranged read while scanning")
+    p.add_argument("--table", default=None, metavar="OUT",
+                   help="write the compact dataset table of these shards (their .idx files "
+                        "read) to OUT instead; open_dataset(..., table=OUT) maps it")
     p.add_argument("--storage-options", type=__import__("json").loads, default=None,
                    help="JSON dict of fsspec storage options")
 
