@@ -182,8 +182,12 @@ class RecordIterableDataset(IterableDataset):
     # ----- iteration, in whatever process the DataLoader runs it
     def _fetch(self, ids: np.ndarray) -> Iterator[tuple[int, bytes]]:
         if self._fetcher is None or self._fetcher_pid != os.getpid():
+            from cloudrec.options import FetchOptions
             from cloudrec.reader.fetch import RecordFetcher
-            self._fetcher = RecordFetcher(self.source, **self.fetch_options)
+            urls = [sh.rec_url for sh in getattr(self.source, "shards", [])]
+            # the backend's fetch defaults, as every front end (cloudrec.options.FETCH_DEFAULTS)
+            kw = FetchOptions.coerce(self.fetch_options).fetcher_kwargs(urls)
+            self._fetcher = RecordFetcher(self.source, **kw)
             self._fetcher_pid = os.getpid()
         return self._fetcher.fetch(ids)
 

@@ -256,7 +256,8 @@ def inspect(urls, *, sample: int = DEFAULT_SAMPLE, seed: int = 0,
 
     ds = open_dataset(urls, storage_options=storage_options, require_index=False)
     ids = sample_ids(len(ds), sample, seed)
-    fetcher = RecordFetcher(ds, concurrency=8)
+    from cloudrec.options import FetchOptions
+    fetcher = RecordFetcher(ds, **FetchOptions().fetcher_kwargs([sh.rec_url for sh in ds.shards]))
     try:
         payloads = list(fetcher.fetch(ids.tolist()))
     finally:
