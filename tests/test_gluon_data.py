@@ -391,3 +391,17 @@ def test_split_and_load():
         mx.gluon.utils.split_and_load(x, [mx.cpu()] * 4)
     uneven = mx.gluon.utils.split_and_load(x, [mx.cpu()] * 4, even_split=False)
     assert [len(p) for p in uneven] == [1, 1, 1, 3]
+
+
+def test_record_dataset_shared_by_threads_and_pickled():
+    """One record handle, many threads (DataLoader(thread_pool=True)): reads are serialised,
+    so every sample is the right record; the dataset pickles (spawned workers)."""
+    import pickle
+    from concurrent.futures import ThreadPoolExecutor
+    ds = gdata.RecordFileDataset(UNIQ)
+    want = [ds[i] for i in range(len(ds))]
+    with ThreadPoolExecutor(4) as pool:
+        for _ in range(3):
+            assert list(pool.map(ds.__getitem__, range(len(ds)))) == want
+    back = pickle.loads(pickle.dumps(ds))
+    assert [back[i] for i in range(len(back))] == want

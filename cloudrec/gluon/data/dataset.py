@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from typing import Any, Callable, Optional, Sequence
 
 from cloudrec import recordio as _recordio
@@ -110,10 +111,28 @@ class RecordFileDataset(Dataset):
         self.idx_file = os.path.splitext(filename)[0] + ".idx"
         self._record = _recordio.MXIndexedRecordIO(
             self.idx_file, filename, "r", storage_options=shim_storage_options(storage_options))
+        self._lock, self._lock_pid = threading.Lock(), os.getpid()
+
+    def _read(self, key: Any) -> bytes:
+        """``read_idx`` under a lock: one file handle (seek + read) serves every thread
+        (DataLoader(thread_pool=True)); a forked child gets a fresh lock."""
+        if self._lock_pid != os.getpid():
+            self._lock, self._lock_pid = threading.Lock(), os.getpid()
+        with self._lock:
+            return self._record.read_idx(key)
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state.pop("_lock")
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._lock, self._lock_pid = threading.Lock(), os.getpid()
 
     @mxnet_errors
     def __getitem__(self, idx: int) -> bytes:
-        return self._record.read_idx(self._record.keys[idx])
+        return self._read(self._record.keys[idx])
 
     def __len__(self) -> int:
         return len(self._record.keys)

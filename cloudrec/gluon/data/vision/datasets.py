@@ -32,7 +32,7 @@ class ImageRecordDataset(RecordFileDataset):
     @mxnet_errors
     def __getitem__(self, idx: int) -> Any:
         key = self._record.keys[idx]
-        header, img = unpack(self._record.read_idx(key))
+        header, img = unpack(self._read(key))
         data = imdecode(img, self._flag, url=self.filename, key=key).view(NDArray)
         if self._transform is not None:
             return self._transform(data, header.label)
