@@ -15,7 +15,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
-from cloudrec.errors import CloudrecError, IndexFileError, RecordIOError
+from cloudrec.errors import IndexFileError, RecordIOError
 from cloudrec.format.framing import find_record_heads, read_record_at
 from cloudrec.format.idx import format_idx
 from cloudrec.format.irheader import HEADER_SIZE
@@ -193,12 +193,13 @@ def register(subparsers) -> None:
 def main(argv: Optional[List[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="cloudrec-index")
     add_arguments(p)
+    p.add_argument("--debug", action="store_true", help="on an error, show the traceback")
     ns = p.parse_args(argv)
     try:
         return run(ns)
-    except (CloudrecError, FileNotFoundError) as exc:
-        print(f"cloudrec index: error: {exc}", file=sys.stderr)
-        return 1
+    except Exception as exc:  # one line, naming the extra or the foreign error type
+        from cloudrec.tools.cli_support import report_error
+        return report_error("cloudrec index", exc, ns, command="index")
 
 
 if __name__ == "__main__":
