@@ -155,6 +155,15 @@ def test_exts_list_ends_at_double_dash(tmp_path):
     assert _lst_paths(tmp_path / "p.lst") == ["cats/extra.png"]
 
 
+def test_exts_before_the_positionals_explains_itself(tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["im2rec", "--list", "--exts", ".png", str(tmp_path / "p"), str(tmp_path)])
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "required: prefix, root" in err[0]
+    assert "--exts takes every word after it" in err[0] and "end its list with --" in err[0]
+
+
 def test_test_ratio_without_train_ratio_warns_which_lists_are_written(tmp_path, capsys):
     root = _photos(tmp_path / "img")
     assert im2rec.main(["--list", "--recursive", "--test-ratio", "0.2", str(tmp_path / "c"),

@@ -99,10 +99,25 @@ class OneLineParser(argparse.ArgumentParser):
 
     def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
         args = sys.argv[1:] if args is None else list(args)
+        self._cloudrec_args = args
         return super().parse_known_args(attach_bool_values(self, args), namespace)
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+        self.exit(2, f"{self.prog}: error: {message}{self._greedy_hint(message)} "
+                     f"(see `{self.prog} --help`)\n")
+
+    def _greedy_hint(self, message: str) -> str:
+        """Missing positionals after ``--exts .png PREFIX ROOT``: say that the list took them."""
+        if "arguments are required" not in message:
+            return ""
+        args = getattr(self, "_cloudrec_args", [])
+        for action in self._actions:
+            if action.nargs in ("+", "*") and action.option_strings:
+                used = [o for o in action.option_strings if o in args]
+                if used and "--" not in args:
+                    return (f"; {used[0]} takes every word after it: put it after the "
+                            f"positional arguments or end its list with --")
+        return ""
 
 
 def extra_for(exc: BaseException, command: Optional[str] = None) -> Optional[str]:
