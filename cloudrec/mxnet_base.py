@@ -16,10 +16,12 @@ from typing import Any, Callable, Dict, Iterable, Optional, Type, TypeVar
 import numpy as np
 
 from cloudrec.errors import CloudrecError
+from cloudrec.format import ndarray as _ndformat
 
 __all__ = ["Context", "cpu", "gpu", "current_context", "NDArray", "CSRNDArray", "as_nd", "as_np",
            "MXNetError", "as_mxnet_error", "mxnet_errors", "drop_unknown_kwargs",
-           "shim_storage_options"]
+           "shim_storage_options", "read_url", "write_url", "nd_array", "nd_save", "nd_load",
+           "nd_load_frombuffer"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -271,3 +273,55 @@ def shim_storage_options(given: Optional[Dict[str, Any]] = None) -> Dict[str, An
 def mixed_error_classes() -> Dict[Type[BaseException], type]:
     """The (original, MXNetError) classes made so far (for tests and introspection)."""
     return dict(_MIXED)
+
+
+# ------------------------------------------------------------------------------ mx.nd I/O
+def read_url(url: str) -> bytes:
+    """The bytes at ``url`` (``mx.storage_options`` apply)."""
+    from cloudrec.storage.fs import resolve
+    fs, path = resolve(url, shim_storage_options())
+    with fs.open(path, "rb") as f:
+        return f.read()
+
+
+def write_url(url: str, data: bytes) -> None:
+    """Write ``data`` to ``url`` (``mx.storage_options`` apply)."""
+    from cloudrec.storage.fs import resolve
+    fs, path = resolve(url, shim_storage_options())
+    with fs.open(path, "wb") as f:
+        f.write(data)
+
+
+def nd_array(source: Any, ctx: Optional[Context] = None, dtype: Any = None) -> NDArray:
+    """``mx.nd.array``: float32 unless ``dtype`` is given or ``source`` is an NDArray (whose
+    dtype it keeps) -- so a uint8 *numpy* array becomes float32, as in MXNet."""
+    if isinstance(source, NDArray):
+        arr = np.array(source.view(np.ndarray), dtype=dtype or source.dtype)
+    else:
+        try:
+            arr = np.array(source, dtype=dtype or np.float32)
+        except (TypeError, ValueError):
+            raise TypeError("source_array must be array like object") from None
+    return arr.view(NDArray)
+
+
+@mxnet_errors
+def nd_save(fname: str, data: Any) -> None:
+    """``mx.nd.save``: one array, a list of arrays or a dict str -> array, to any URL."""
+    write_url(fname, _ndformat.dumps(data))
+
+
+@mxnet_errors
+def nd_load(fname: str) -> Any:
+    """``mx.nd.load``: a dict name -> NDArray when the file has names, else a list."""
+    return _load_frombuffer(read_url(fname), fname)
+
+
+def _load_frombuffer(buf: bytes, url: Optional[str] = None) -> Any:
+    out = _ndformat.loads(bytes(buf), url)
+    if isinstance(out, dict):
+        return {k: v.view(NDArray) for k, v in out.items()}
+    return [v.view(NDArray) for v in out]
+
+
+nd_load_frombuffer = mxnet_errors(_load_frombuffer)

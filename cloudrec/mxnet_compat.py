@@ -32,10 +32,10 @@ import numpy as np
 from cloudrec import image as _image
 from cloudrec import io as _io
 from cloudrec import recordio as _recordio
-from cloudrec.format import ndarray as _ndformat
 from cloudrec.image import ops as _ops
 from cloudrec.mxnet_base import (Context, CSRNDArray, MXNetError, NDArray, as_nd, as_np, cpu,
                                  current_context, drop_unknown_kwargs, gpu, mxnet_errors,
+                                 nd_array, nd_load, nd_load_frombuffer, nd_save, read_url,
                                  shim_storage_options)
 
 __all__ = ["recordio", "image", "img", "nd", "ndarray", "io", "base", "random", "gluon",
@@ -53,20 +53,6 @@ def _module(name: str, doc: str) -> types.ModuleType:
     return mod
 
 
-def _read_url(url: str) -> bytes:
-    from cloudrec.storage.fs import resolve
-    fs, path = resolve(url, shim_storage_options())
-    with fs.open(path, "rb") as f:
-        return f.read()
-
-
-def _write_url(url: str, data: bytes) -> None:
-    from cloudrec.storage.fs import resolve
-    fs, path = resolve(url, shim_storage_options())
-    with fs.open(path, "wb") as f:
-        f.write(data)
-
-
 # ------------------------------------------------------------------------------ mx.nd
 nd = _module("nd", "MXNet's ``mx.nd`` essentials on numpy.")
 ndarray = nd
@@ -74,42 +60,10 @@ nd.NDArray = NDArray
 nd.CSRNDArray = CSRNDArray
 
 
-def _array(source: Any, ctx: Optional[Context] = None, dtype: Any = None) -> NDArray:
-    """``mx.nd.array``: float32 unless ``dtype`` is given or ``source`` is an NDArray (whose
-    dtype it keeps) -- so a uint8 *numpy* array becomes float32, as in MXNet."""
-    if isinstance(source, NDArray):
-        arr = np.array(source.view(np.ndarray), dtype=dtype or source.dtype)
-    else:
-        try:
-            arr = np.array(source, dtype=dtype or np.float32)
-        except (TypeError, ValueError):
-            raise TypeError("source_array must be array like object") from None
-    return arr.view(NDArray)
-
-
-@mxnet_errors
-def _save(fname: str, data: Any) -> None:
-    """``mx.nd.save``: one array, a list of arrays or a dict str -> array, to any URL."""
-    _write_url(fname, _ndformat.dumps(data))
-
-
-@mxnet_errors
-def _load(fname: str) -> Any:
-    """``mx.nd.load``: a dict name -> NDArray when the file has names, else a list."""
-    return _load_frombuffer(_read_url(fname), fname)
-
-
-def _load_frombuffer(buf: bytes, url: Optional[str] = None) -> Any:
-    out = _ndformat.loads(bytes(buf), url)
-    if isinstance(out, dict):
-        return {k: v.view(NDArray) for k, v in out.items()}
-    return [v.view(NDArray) for v in out]
-
-
-nd.array = _array
-nd.save = _save
-nd.load = _load
-nd.load_frombuffer = mxnet_errors(_load_frombuffer)
+nd.array = nd_array
+nd.save = nd_save
+nd.load = nd_load
+nd.load_frombuffer = nd_load_frombuffer
 nd.zeros = lambda shape, ctx=None, dtype="float32", **kw: np.zeros(shape, dtype).view(NDArray)
 nd.ones = lambda shape, ctx=None, dtype="float32", **kw: np.ones(shape, dtype).view(NDArray)
 nd.empty = lambda shape, ctx=None, dtype="float32": np.empty(shape, dtype).view(NDArray)
@@ -210,7 +164,7 @@ def _imread(filename: str, flag: int = 1, to_rgb: bool = True, out: Any = None, 
     if "://" not in str(filename):
         return _image.imread(filename, flag, to_rgb, out, **kw)
     try:
-        data = _read_url(filename)
+        data = read_url(filename)
     except FileNotFoundError:
         raise FileNotFoundError(2, f"Imread: '{filename}' couldn't open file",
                                 filename) from None
