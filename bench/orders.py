@@ -25,7 +25,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from cloudrec.reader.orders import epoch_order, file_order
+from cloudrec.reader.orders import DEFAULT_BLOCK_BYTES, epoch_order, file_order
 
 
 def make_table(records: int, shards: int) -> SimpleNamespace:
@@ -67,12 +67,16 @@ def main() -> None:
     ap.add_argument("--shards", type=int, default=8)
     ap.add_argument("--lookahead", type=int, default=2048)
     ap.add_argument("--max-gap", type=int, default=2, help="records a merged request may skip")
-    ap.add_argument("--block-size", type=int, default=256)
+    ap.add_argument("--block-size", type=int, default=None,
+                    help="records per block (default: the reader's, --block-bytes worth)")
+    ap.add_argument("--block-bytes", type=int, default=DEFAULT_BLOCK_BYTES,
+                    help="block size in bytes when --block-size is not given (reader default)")
     ap.add_argument("--window-blocks", type=int, default=8)
     ap.add_argument("--buffer-size", type=int, default=4096)
     a = ap.parse_args()
     table = make_table(a.records, a.shards)
-    opts = {"block_size": a.block_size, "window_blocks": a.window_blocks, "buffer_size": a.buffer_size}
+    block_size = a.block_size or max(1, round(a.block_bytes / float(np.mean(table.length))))
+    opts = {"block_size": block_size, "window_blocks": a.window_blocks, "buffer_size": a.buffer_size}
     print(f"N={a.records} shards={a.shards} lookahead={a.lookahead} max_gap={a.max_gap} {opts}")
     print(f"{'mode':8} {'disp':>6} {'rho':>6} {'near':>6} {'run':>9} {'reqs/1k':>8} {'xglobal':>8} {'amp':>5} {'ms':>7}")
     rows = {}
@@ -96,7 +100,8 @@ def main() -> None:
                 for m in ("global", "block", "shard")]
     write_result(
         "orders", settings={"records": a.records, "shards": a.shards, "lookahead": a.lookahead,
-                            "max_gap": a.max_gap, **opts},
+                            "max_gap": a.max_gap, "record_bytes": int(table.length[0]),
+                            "block_bytes": block_size * int(table.length[0]), **opts},
         results=rows, figures=figures,
         title=f"epoch orders, {a.records:,} records, {a.shards} shards")
 
