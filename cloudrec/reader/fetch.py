@@ -31,6 +31,7 @@ shard replaced mid-epoch is an ``ObjectChangedError`` naming it.
 from __future__ import annotations
 
 import os
+import struct
 import threading
 import warnings
 from collections import deque
@@ -41,7 +42,7 @@ from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
 import numpy as np
 
 from cloudrec.errors import CloudrecError, ConfigError, RecordIOError, StorageError
-from cloudrec.format.framing import read_record_at
+from cloudrec.format.framing import MAGIC, read_record_at
 from cloudrec.reader.planner import DEFAULT_MAX_GAP, DEFAULT_MAX_REQUEST, plan_ranges
 from cloudrec.storage.ranged import RangeReader, make_range_reader
 from cloudrec.storage.retry import RetryPolicy
@@ -270,11 +271,12 @@ class RecordFetcher:
                 payload, nxt = read_record_at(buf[pos:pos + length], 0, base_offset=base,
                                               url=self.ds.shards[shard_no].rec_url,
                                               strict=self.strict)
-                if nxt < length and not self.partial_index:  # an .idx skipped a record here
+                if nxt < length and not (self.partial_index and _record_head_at(buf, pos + nxt)):
+                    # an .idx skipped a record here (or bytes follow that are no record)
                     raise RecordIOError(f"the record ends at {base + nxt} but the index's next "
                                         f"record starts at {base + length}: the .idx does not "
-                                        "list every record (rebuild it: cloudrec index)",
-                                        offset=base)
+                                        "list every record, or bytes that are not a record "
+                                        "follow it (rebuild it: cloudrec index)", offset=base)
             except RecordIOError as exc:
                 raise RecordIOError(f"{exc.args[0].rsplit(' (', 1)[0]} (record id {rid})",
                                     self.ds.shards[shard_no].rec_url,
@@ -509,3 +511,12 @@ def _result(f: Future, url: str, start: int, end: int) -> Any:
 
 def _key(k: Any) -> Any:
     return k.item() if hasattr(k, "item") else k
+
+
+def _record_head_at(buf, pos: int) -> bool:
+    """Do the bytes at ``pos`` start a record (magic, then cflag 0 or 1)?  With
+    ``partial_index`` an unlisted record may follow a listed one; garbage may not."""
+    if len(buf) - pos < 8:
+        return False
+    magic, lrec = struct.unpack_from("<II", buf, pos)
+    return magic == MAGIC and (lrec >> 29) in (0, 1)
