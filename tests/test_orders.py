@@ -191,3 +191,53 @@ def test_orders_differ_across_modes_for_the_same_seed():
     assert len(set(outs)) == len(MODES)
     assert not any(np.array_equal(a, b) for a, b in itertools.combinations(
         [epoch_order(500, 1, e, "global") for e in range(5)], 2))
+
+
+from cloudrec.reader.bijection import FeistelPermutation, derive_keys  # noqa: E402
+from cloudrec.reader.orders import EXACT_GLOBAL_BELOW, order_plan  # noqa: E402
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 5, 17, 1000, 4097, 65_537])
+def test_feistel_is_a_permutation_of_any_size(n):
+    f = FeistelPermutation(n, derive_keys(1, 2, 3, 6))
+    out = f(np.arange(n))
+    assert np.array_equal(np.sort(out), np.arange(n))
+    assert np.array_equal(f(np.arange(n)[::-1]), out[::-1])        # position by position
+    with pytest.raises(ValueError):
+        f(np.array([n]))
+
+
+def test_large_global_orders_are_lazy_feistel_permutations_of_uniform_quality():
+    n = EXACT_GLOBAL_BELOW * 3 + 11
+    a, b = epoch_order(n, 3, 0, "global"), epoch_order(n, 3, 1, "global")
+    assert np.array_equal(np.sort(a), np.arange(n)) and not np.array_equal(a, b)
+    disp, rho = _quality(a)
+    assert abs(disp - 1 / 3) < 0.01 and abs(rho) < 0.01
+    # file neighbours are not emitted near each other (local mixing), as for a uniform permutation
+    where = np.empty(n, np.int64)
+    where[a] = np.arange(n)
+    assert np.mean(np.abs(np.diff(where)) <= 256) < 0.01
+    plan = order_plan(n, 3, 0, "global")
+    for lo, hi in [(0, 10), (n - 7, n), (12_345, 23_456)]:
+        assert np.array_equal(plan.take(lo, hi), a[lo:hi])
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(0, 5000), mode=st.sampled_from(MODES), o=opts, data=st.data())
+def test_plan_take_equals_slices_of_the_full_order(n, mode, o, data):
+    full = epoch_order(n, 5, 4, mode, **o)
+    plan = order_plan(n, 5, 4, mode, **o)
+    assert len(plan) == n
+    for _ in range(5):
+        lo = data.draw(st.integers(0, n))
+        hi = data.draw(st.integers(lo, n))
+        got = plan.take(lo, hi)
+        assert got.dtype == np.int32 and np.array_equal(got, full[lo:hi])
+
+
+def test_plans_on_tables_not_in_file_order_match_the_full_order():
+    t = make_table([300, 0, 170, 45], seed=3)
+    for mode in MODES:
+        full = epoch_order(t, 2, 1, mode, block_size=16, window_blocks=3, buffer_size=50)
+        plan = order_plan(t, 2, 1, mode, block_size=16, window_blocks=3, buffer_size=50)
+        assert np.array_equal(np.concatenate([plan.take(i, i + 37) for i in range(0, 515, 37)]), full)

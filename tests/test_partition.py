@@ -253,3 +253,41 @@ def test_bad_arguments(kw):
 def test_malformed_legs_are_config_errors(item):
     with pytest.raises(ConfigError, match="leg"):
         Leg.from_list(item)
+
+
+@settings(max_examples=120, deadline=None)
+@given(n=st.integers(1, 1500), W=st.integers(1, 4), K=st.integers(1, 4), B=st.integers(1, 40),
+       mode=st.sampled_from(["block", "shard", "none"]), data=st.data())
+def test_exclusive_part_of_a_span_holds_whole_windows_of_this_worker_only(n, W, K, B, mode, data):
+    """The fetcher hints: ids[lo:hi] cover whole windows/buffers that no other worker reads,
+    and chunk_starts are exactly the window starts inside the span."""
+    opts = dict(block_size=data.draw(st.integers(1, 30)), window_blocks=data.draw(st.integers(1, 4)),
+                buffer_size=data.draw(st.integers(1, 200)))
+    plan = order_plan(n, 1, 2, mode, **opts)
+    full = epoch_order(n, 1, 2, mode, **opts)
+    where = np.empty(n, np.int64)
+    where[full] = np.arange(n)
+    starts_all = [p for p in range(n + 1) if plan.is_chunk_start(p)]
+    for (r, k), sl in all_slices(plan, W, K, B, "pad").items():
+        real = sl.ids[~sl.is_pad]
+        if not real.size:
+            continue
+        pos = where[real]
+        a, b = int(pos[0]), int(pos[-1]) + 1
+        assert sl.chunk_starts.tolist() == [p - a for p in starts_all if a < p < b] or mode == "none"
+        lo, hi = sl.exclusive
+        if hi > lo:
+            assert plan.is_chunk_start(a + lo) and plan.is_chunk_start(a + hi)
+            # every position of the windows it touches is inside this worker's span
+            inner = [p for p in starts_all if a + lo <= p <= a + hi]
+            assert inner[0] == a + lo and inner[-1] == a + hi
+        outside = np.concatenate([pos[:lo], pos[hi:]])
+        assert not np.isin(outside, pos[lo:hi]).any()
+
+
+def test_global_orders_give_no_exclusive_hint_and_resumed_layouts_neither():
+    sl = partition_epoch(order_plan(100, 0, 0, "global"), batch_size=8)
+    assert sl.exclusive is None and sl.chunk_starts.size == 0
+    sl = partition_epoch(order_plan(100, 0, 0, "block", block_size=4), batch_size=8,
+                         legs=[Leg(2, 1, 8, "pad", 1)])
+    assert sl.exclusive is None

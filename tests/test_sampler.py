@@ -214,3 +214,70 @@ def test_state_with_other_order_options_is_rejected():
     c = EpochSampler(100, mode="block", order_options={"block_size": 8})
     c.load_state_dict(state)
     assert c.consumed == a.consumed
+
+
+def test_version_1_states_resume_where_the_order_is_unchanged_else_refuse():
+    # the earlier layout consumed a prefix of the order; 'none' (and small 'global') orders are unchanged
+    s = EpochSampler(20, mode="none", rank=0, world_size=2, batch_size=3)
+    s.load_state_dict({"version": 1, "seed": 0, "epoch": 0, "consumed": 6})
+    rest = []
+    for r in range(2):
+        t = EpochSampler(20, mode="none", rank=r, world_size=2, batch_size=3)
+        t.load_state_dict({"version": 1, "seed": 0, "epoch": 0, "consumed": 6})
+        rest += [i for ids, pad in t for i in ids[~pad].tolist()]
+    assert sorted(rest) == list(range(6, 20))
+    EpochSampler(20, mode="block").load_state_dict({"version": 1, "seed": 0, "epoch": 2, "consumed": 0})
+    with pytest.raises(ConfigError, match="version 1"):
+        EpochSampler(20, mode="block").load_state_dict({"version": 1, "seed": 0, "epoch": 2, "consumed": 6})
+
+
+def test_state_records_the_declared_workers_and_a_change_closes_a_leg():
+    n, W, B = 101, 2, 4
+    ss = [EpochSampler(n, seed=8, mode="block", rank=r, world_size=W, batch_size=B,
+                       order_options={"block_size": 6}) for r in range(W)]
+    seen = []
+    for s in ss:
+        s.use_workers(3)
+        sls = [s.epoch_slice(k, 3) for k in range(3)]
+        seen += [i for sl in sls for b, st in zip(sl.batches(), sl.steps.tolist()) if st < 4
+                 for i in b[0][~b[1]].tolist()]
+    for s in ss:
+        s.consumed = s.consumed_after(0, 4)
+    state = ss[0].state_dict()
+    assert state["layout"] == [W, 3, B, "pad"] and state["consumed"] == 4 * W * B and state["legs"] == []
+    # resume with 2 workers and 3 ranks: the 3-worker layout becomes a closed leg
+    new = [EpochSampler(n, seed=8, mode="block", rank=r, world_size=3, batch_size=B,
+                        order_options={"block_size": 6}) for r in range(3)]
+    for s in new:
+        s.load_state_dict(json.loads(json.dumps(state)))
+        s.use_workers(2)
+        for k in range(2):
+            sl = s.epoch_slice(k, 2)
+            seen += sl.ids[~sl.is_pad].tolist()
+    assert sorted(seen) == list(range(n))
+    st2 = new[0].state_dict()
+    assert st2["layout"] == [3, 2, B, "pad"] and st2["legs"] == [[W, 3, B, "pad", 4]]
+
+
+@pytest.mark.parametrize("mode", ["global", "block", "shard"])
+def test_a_worker_of_a_huge_job_never_builds_the_whole_order(mode, monkeypatch):
+    """Issue 18.1: 100 M records, 2,048 ranks x 8 workers: O(N / (W*K)) ids per process."""
+    import tracemalloc
+
+    import cloudrec.reader.orders as orders_mod
+    import cloudrec.reader.sampler as sampler_mod
+
+    def boom(*a, **k):
+        raise AssertionError("the full epoch order was built")
+    monkeypatch.setattr(sampler_mod, "epoch_order", boom)
+    monkeypatch.setattr(orders_mod, "epoch_order", boom)
+    n = 100_000_000
+    tracemalloc.start()
+    s = EpochSampler(n, seed=1, mode=mode, rank=5, world_size=2048, batch_size=256, epoch=1)
+    s.use_workers(8)
+    sl = s.epoch_slice(3, 8)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert sl.ids.dtype == np.int32 and sl.num_batches == -(-(len(s) - 3) // 8)
+    assert len(s) == -(-n // (2048 * 256)) and len(np.unique(sl.ids)) == len(sl.ids)
+    assert peak < 48 << 20            # the whole order would be 400-800 MB

@@ -146,6 +146,17 @@ class OrderPlan:
     def _file_positions(self, a: int, b: int) -> np.ndarray:
         return np.arange(a, b, dtype=np.int64)
 
+    def chunk_starts(self, a: int, b: int) -> np.ndarray:
+        """Positions in (a, b) where a shuffle window/buffer starts: the order is
+        file-contiguous between them, so a reader cutting its look-ahead there
+        never splits one window's blocks over two plans (empty: no structure)."""
+        return np.zeros(0, np.int64)
+
+    def is_chunk_start(self, p: int) -> Optional[bool]:
+        """Whether position ``p`` starts a window/buffer (True at 0 and n; None: no structure,
+        ``global``; always True for file order, which is contiguous anywhere)."""
+        return True if type(self) is OrderPlan else None
+
     def take(self, a: int, b: int) -> np.ndarray:
         """Record ids at order positions [a, b)."""
         a, b = max(0, int(a)), min(self.n, int(b))
@@ -194,6 +205,15 @@ class _BlockPlan(OrderPlan):
         limit = (self.short_window + 1) * self.chunk - self.short
         return np.where(p < limit, p // self.chunk, (p + self.short) // self.chunk)
 
+    def chunk_starts(self, a: int, b: int) -> np.ndarray:
+        if b - a < 2:
+            return np.zeros(0, np.int64)
+        w0, w1 = int(self.window_of(a)), int(self.window_of(b - 1))
+        return self.window_start(np.arange(w0 + 1, w1 + 1))
+
+    def is_chunk_start(self, p: int) -> Optional[bool]:
+        return p <= 0 or p >= self.n or int(self.window_start(self.window_of(p))) == p
+
     def _file_positions(self, a: int, b: int) -> np.ndarray:
         w0, w1 = int(self.window_of(a)), int(self.window_of(b - 1))
         g0, g1 = w0 * self.wb, min(self.nblocks, (w1 + 1) * self.wb)
@@ -228,6 +248,12 @@ class _ShardPlan(OrderPlan):
         self.seq_start = np.cumsum(self.counts) - self.counts
         self.key = _shuffle_key(seed, epoch, "shard")
         self.chunk = buf
+
+    def chunk_starts(self, a: int, b: int) -> np.ndarray:
+        return np.arange((a // self.buf + 1) * self.buf, b, self.buf, dtype=np.int64)
+
+    def is_chunk_start(self, p: int) -> Optional[bool]:
+        return p <= 0 or p >= self.n or p % self.buf == 0
 
     def _seq_to_file(self, s: np.ndarray) -> np.ndarray:
         j = np.searchsorted(self.seq_start, s, side="right") - 1

@@ -25,8 +25,8 @@ Memory per process: O(W*K) per leg plus the process's own records.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, List, Sequence, Tuple
+from dataclasses import dataclass, field
+from typing import Any, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -41,13 +41,23 @@ class EpochSlice:
 
     ``steps[i]`` is the rank batch number of batch i counted from the resume
     point (0 = the first batch this rank yields from there), which the
-    consumer turns into a global sample count.
+    consumer turns into a global sample count. ``chunk_starts`` are indices into
+    ``ids`` where a shuffle window (block) or buffer (shard) of the order begins:
+    a fetcher that cuts its look-ahead windows there plans each window's blocks
+    once (empty when the order has no such structure or after a resume).
+    ``exclusive`` = (lo, hi): ``ids[lo:hi]`` lie in windows no other worker
+    reads, so merging gaps between them moves no one else's bytes; records
+    outside it share their window with a neighbouring worker's span (a fetcher
+    should plan those without gap merging). None: unknown (a ``global`` order,
+    or after a resume under another layout).
     """
 
     ids: np.ndarray
     is_pad: np.ndarray
     batch_size: int
     steps: np.ndarray
+    chunk_starts: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    exclusive: Optional[Tuple[int, int]] = None
 
     @property
     def num_batches(self) -> int:
@@ -215,6 +225,25 @@ class RemainingOrder:
         parts = [self.order.take(x, y) for x, y in self._ranges(a, b)]
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
+    def chunk_starts(self, a: int, b: int) -> np.ndarray:
+        """The order's window/buffer starts in (a, b), where no leg remaps positions."""
+        if self.levels or not hasattr(self.order, "chunk_starts"):
+            return np.zeros(0, np.int64)
+        return self.order.chunk_starts(a, b)
+
+    def exclusive(self, a: int, b: int) -> Optional[Tuple[int, int]]:
+        """(lo, hi) relative to ``a``: the part of positions [a, b) whose windows lie inside it."""
+        check = getattr(self.order, "is_chunk_start", None)
+        if self.levels or check is None or check(a) is None or b <= a:
+            return None
+        starts = self.order.chunk_starts(a, b)
+        head, tail = check(a), check(b)
+        if not len(starts):
+            return (0, b - a) if head and tail else (0, 0)
+        lo = 0 if head else int(starts[0]) - a
+        hi = b - a if tail else int(starts[-1]) - a
+        return (lo, hi) if hi > lo else (0, 0)
+
     def take_at(self, pos: np.ndarray) -> np.ndarray:
         """Ids at arbitrary positions (pads): one ``take`` per run of consecutive positions."""
         pos = np.asarray(pos, np.int64)
@@ -266,7 +295,9 @@ def worker_slice(rest: RemainingOrder, layout: Layout, rank: int, worker: int, d
         ids = np.concatenate([ids, rest.take_at((p0 + np.arange(npad)) % rest.n)])
         is_pad[len(is_pad) - npad:] = True
     steps = (np.arange(j0, j0 + nb, dtype=np.int64) * K + worker) - done
-    return EpochSlice(ids=ids, is_pad=is_pad, batch_size=B, steps=steps)
+    return EpochSlice(ids=ids, is_pad=is_pad, batch_size=B, steps=steps,
+                      chunk_starts=rest.chunk_starts(first, last) - first,
+                      exclusive=rest.exclusive(first, last))
 
 
 def partition_epoch(order: Any, *, rank: int = 0, world_size: int = 1, worker: int = 0,
