@@ -1,0 +1,345 @@
+"""cloudrec against WebDataset and two plain baselines, same images, same run (issue #13.7).
+
+    python bench/peers.py [--n 2000] [--shards 8] [--latency-ms 20] [--workers 2]
+                          [--batch 64] [--rounds 1] [--workdir DIR]
+
+About 2,000 photo-like JPEGs (~70 KB; cloudrec.tools.photos) go into 8 shards,
+each system in its own format written by its own writer (cloudrec: .rec/.idx
+via MXIndexedRecordIO; WebDataset: .tar via wds.TarWriter), image k at file
+position k in both.  One moto server on 127.0.0.1 behind the fault proxy adding
+``--latency-ms`` to every request; every GET is counted there (requests and
+body bytes).  Each system reads raw bytes + label in a torch DataLoader with
+``--workers`` workers (fork), ``--batch`` per batch:
+
+* WebDataset, shards over presigned HTTP URLs through the proxy (its own curl opener),
+  ``cache_dir`` set, ``shardshuffle=8``, ``.shuffle(1000)``;
+* cloudrec ``RecordIterableDataset``: ``block`` and ``global`` order, each with
+  ``cache="none"`` and ``cache="auto"`` (a fresh cache folder for the cold epoch);
+* a thread pool of 8 doing one ranged GET per record (global order, no DataLoader);
+* every object read whole, 8 at a time (the bandwidth ceiling; no DataLoader).
+
+Cold = from constructing the dataset to the last batch (opening included);
+warm = the next epoch through the same dataset (caches kept).  Also printed:
+time to the first batch, GETs, MB moved / dataset MB, and shuffle quality as
+distinct eighths of the dataset per batch (uniform ~8).  Every sample must
+arrive exactly once.  JSON with the settings and commit: bench/out/peers.json.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile  # noqa: F401  (webdataset writes tar)
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, Dict, List, Optional
+
+import numpy as np
+
+for _k, _v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+               "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}.items():
+    os.environ.setdefault(_k, _v)
+
+OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "out")
+
+
+# ----- data -------------------------------------------------------------------------------
+def make_images(workdir: str, n: int) -> List[tuple]:
+    """(jpeg bytes, label) of ``n`` photo-like images, made once per workdir."""
+    from cloudrec.tools.photos import PhotoSpec, make_photos
+    folder = os.path.join(workdir, f"photos{n}")
+    spec = PhotoSpec(n=n, classes=10, min_side=500, max_side=830, png_frac=0.0,
+                     gray_frac=0.05, quality=90, seed=1)
+    marker = os.path.join(folder, ".done")
+    if not os.path.exists(marker):
+        shutil.rmtree(folder, ignore_errors=True)
+        rels = make_photos(folder, spec, workers=2)
+        with open(marker, "w") as fh:
+            json.dump(rels, fh)
+    with open(marker) as fh:
+        rels = json.load(fh)
+    out = []
+    for i, rel in enumerate(rels):
+        with open(os.path.join(folder, rel), "rb") as fh:
+            out.append((fh.read(), i % spec.classes))
+    return out
+
+
+def write_cloudrec(images: List[tuple], folder: str, shards: int) -> List[str]:
+    from cloudrec.recordio import IRHeader, MXIndexedRecordIO, pack
+    os.makedirs(folder, exist_ok=True)
+    per = -(-len(images) // shards)
+    paths = []
+    for s in range(shards):
+        rec = os.path.join(folder, f"train-{s:05d}-of-{shards:05d}.rec")
+        w = MXIndexedRecordIO(rec[:-4] + ".idx", rec, "w")
+        for k in range(s * per, min(len(images), (s + 1) * per)):
+            w.write_idx(k, pack(IRHeader(0, float(images[k][1]), k, 0), images[k][0]))
+        w.close()
+        paths += [rec, rec[:-4] + ".idx"]
+    return paths
+
+
+def write_wds(images: List[tuple], folder: str, shards: int) -> List[str]:
+    import webdataset as wds
+    os.makedirs(folder, exist_ok=True)
+    per = -(-len(images) // shards)
+    paths = []
+    for s in range(shards):
+        path = os.path.join(folder, f"train-{s:06d}.tar")
+        with wds.TarWriter(path) as w:
+            for k in range(s * per, min(len(images), (s + 1) * per)):
+                w.write({"__key__": f"{k:06d}", "jpg": images[k][0], "cls": images[k][1]})
+        paths.append(path)
+    return paths
+
+
+# ----- measuring --------------------------------------------------------------------------
+class Epoch:
+    """Collects one epoch's batches: sample ids, time to first batch, total time."""
+
+    def __init__(self, t0: float) -> None:
+        self.t0, self.first, self.ids, self.batches = t0, None, [], []
+
+    def add(self, ids: List[int]) -> None:
+        if self.first is None:
+            self.first = time.perf_counter() - self.t0
+        self.ids += ids
+        self.batches.append(ids)
+
+    def done(self, n: int, label: str) -> Dict[str, Any]:
+        secs = time.perf_counter() - self.t0
+        if sorted(self.ids) != list(range(n)):
+            raise SystemExit(f"{label}: samples not delivered exactly once "
+                             f"({len(self.ids)} delivered, {len(set(self.ids))} distinct)")
+        full = [b for b in self.batches if len(b) > 1]
+        eighths = float(np.mean([len({k * 8 // n for k in b}) for b in full])) if full else 0.0
+        return {"seconds": secs, "first_batch_s": self.first, "eighths": eighths}
+
+
+def traffic(proxy) -> Dict[str, float]:
+    t = proxy.traffic()
+    gets = sum(v["requests"] for k, v in t.items() if k.startswith("GET"))
+    nbytes = sum(v["bytes"] for k, v in t.items() if k.startswith("GET"))
+    heads = sum(v["requests"] for k, v in t.items() if k.startswith("HEAD"))
+    lists = sum(v["requests"] for k, v in t.items() if k == "GET")  # bucket listings
+    return {"gets": gets, "bytes": nbytes, "heads": heads, "lists": lists}
+
+
+def measured(proxy, fn: Callable[[], Dict[str, Any]]) -> Dict[str, Any]:
+    proxy.configure(latency_ms=proxy.latency_ms, clear_stats=True)
+    res = fn()
+    res.update(traffic(proxy))
+    return res
+
+
+# ----- systems ----------------------------------------------------------------------------
+def _raw(payload: bytes) -> tuple:
+    from cloudrec.recordio import unpack
+    header, img = unpack(payload)
+    return int(header.label), bytes(img)
+
+
+def run_cloudrec(urls, so, n, args, mode: str, cache: str, cache_dir: str) -> Dict[str, Any]:
+    import torch.utils.data as tud
+
+    from cloudrec.torch import RecordIterableDataset
+    out = {}
+    t0 = time.perf_counter()
+    fetch = {"cache": cache, "cache_dir": cache_dir} if cache != "none" else {}
+    ds = RecordIterableDataset(urls, decode=_raw, collate=list, storage_options=so,
+                               batch_size=args.batch, seed=0, mode=mode, rank=0, world_size=1,
+                               fetch_options=fetch)
+    loader = tud.DataLoader(ds, batch_size=None, num_workers=args.workers,
+                            multiprocessing_context="fork")
+    for epoch, name in ((0, "cold"), (1, "warm")):
+        if epoch:
+            t0 = time.perf_counter()
+        ds.set_epoch(epoch)
+        ep = Epoch(t0)
+        for b in loader:
+            pad = b["is_pad"].tolist()
+            ep.add([i for i, p in zip(b["ids"].tolist(), pad) if not p])
+        out[name] = ep.done(n, f"cloudrec {mode}")
+        if epoch == 0:
+            out[name].update(traffic(args.proxy))
+            args.proxy.configure(latency_ms=args.latency_ms, clear_stats=True)
+        else:
+            out[name].update(traffic(args.proxy))
+    return out
+
+
+def run_wds(urls, n, args, cache_dir: str) -> Dict[str, Any]:
+    import torch.utils.data as tud
+    import webdataset as wds
+    out = {}
+    t0 = time.perf_counter()
+    ds = (wds.WebDataset(urls, shardshuffle=len(urls), cache_dir=cache_dir, seed=0,
+                         nodesplitter=None, empty_check=False)
+          .shuffle(1000).to_tuple("__key__", "jpg", "cls").batched(args.batch, partial=True))
+    loader = tud.DataLoader(ds, batch_size=None, num_workers=args.workers,
+                            multiprocessing_context="fork")
+    for epoch, name in ((0, "cold"), (1, "warm")):
+        if epoch:
+            t0 = time.perf_counter()
+        ep = Epoch(t0)
+        for keys, jpgs, labels in loader:
+            ep.add([int(k) for k in keys])
+        out[name] = ep.done(n, "webdataset")
+        out[name].update(traffic(args.proxy))
+        args.proxy.configure(latency_ms=args.latency_ms, clear_stats=True)
+    return out
+
+
+def run_threads_per_record(ds, n) -> Dict[str, Any]:
+    from cloudrec.reader.orders import epoch_order
+    order = epoch_order(ds, 0, 0, "global")
+    t = ds.table
+    t0 = time.perf_counter()
+
+    def one(rid: int) -> int:
+        fs, path = ds.filesystem(int(t.shard[rid]))
+        a = int(t.offset[rid])
+        return len(fs.cat_file(path, start=a, end=a + int(t.length[rid])))
+    ep = Epoch(t0)
+    with ThreadPoolExecutor(8) as pool:
+        for i, _ in zip(order.tolist(), pool.map(one, order.tolist())):
+            ep.add([i])
+    res = ep.done(n, "threads")
+    res["eighths"] = None   # no batches
+    return res
+
+
+def run_whole_objects(ds) -> Dict[str, Any]:
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(8) as pool:
+        sizes = list(pool.map(lambda s: len(ds.filesystem(s)[0].cat_file(ds.filesystem(s)[1])),
+                              range(len(ds.shards))))
+    return {"seconds": time.perf_counter() - t0, "first_batch_s": None, "eighths": None,
+            "bytes_read": sum(sizes)}
+
+
+# ----- main -------------------------------------------------------------------------------
+def _commit() -> str:
+    try:
+        here = os.path.dirname(os.path.abspath(__file__))
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here, text=True,
+                              capture_output=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               text=True, capture_output=True, timeout=10).stdout.strip()
+        return head + ("+uncommitted" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=2000)
+    ap.add_argument("--shards", type=int, default=8)
+    ap.add_argument("--latency-ms", type=float, default=20.0)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--rounds", type=int, default=1, help="alternated rounds; the fastest counts")
+    ap.add_argument("--workdir", default=None, help="keep the generated photos here")
+    args = ap.parse_args(argv)
+    os.makedirs(OUT, exist_ok=True)
+    from cloudrec.dataset import open_dataset
+    from cloudrec.testing import FaultProxy, MotoServer
+    workdir = args.workdir or os.path.join(tempfile.gettempdir(), "cloudrec-bench-peers")
+    os.makedirs(workdir, exist_ok=True)
+    images = make_images(workdir, args.n)
+    mean_kb = np.mean([len(b) for b, _ in images]) / 1000
+    print(f"{len(images)} JPEGs, mean {mean_kb:.1f} KB, {args.shards} shards", flush=True)
+    stage = tempfile.mkdtemp(prefix="cloudrec-peers-")
+    results: Dict[str, List[Dict[str, Any]]] = {}
+    try:
+        crec = write_cloudrec(images, os.path.join(stage, "rec"), args.shards)
+        tars = write_wds(images, os.path.join(stage, "wds"), args.shards)
+        with MotoServer() as moto, FaultProxy(moto.endpoint_url) as proxy:
+            bucket = moto.new_bucket("peers")
+            fs = moto.storage_options and __import__("s3fs").S3FileSystem(**moto.storage_options)
+            for p in crec + tars:
+                fs.put_file(p, bucket[5:] + "/" + os.path.basename(p))
+            proxy.latency_ms = args.latency_ms
+            proxy.configure(latency_ms=args.latency_ms)
+            args.proxy = proxy
+            so = dict(proxy.storage_options)
+            so.pop("config_kwargs", None)   # no injected faults: default retries and timeouts
+            rec_urls = [bucket + "/" + os.path.basename(p) for p in crec if p.endswith(".rec")]
+            # WebDataset's own HTTP opener (curl, one streaming GET per shard) on presigned URLs
+            pfs = __import__("s3fs").S3FileSystem(**so)
+            wds_urls = [pfs.sign(f"{bucket[5:]}/{os.path.basename(p)}", expiration=7200)
+                        for p in tars]
+            rec_mb = sum(os.path.getsize(p) for p in crec if p.endswith(".rec")) / 1e6
+            tar_mb = sum(os.path.getsize(p) for p in tars) / 1e6
+            ds = open_dataset(rec_urls, storage_options=so)
+            for r in range(args.rounds):
+                cases: List[tuple] = [("webdataset + cache_dir", lambda d: run_wds(wds_urls, args.n, args, d))]
+                for mode in ("block", "global"):
+                    for cache in ("none", "auto"):
+                        cases.append((f"cloudrec {mode}, cache={cache}",
+                                      lambda d, m=mode, c=cache: run_cloudrec(rec_urls, so, args.n, args,
+                                                                               m, c, d)))
+                if r % 2:
+                    cases.reverse()
+                for label, fn in cases:
+                    d = tempfile.mkdtemp(prefix="peers-cache-", dir=stage)
+                    proxy.configure(latency_ms=args.latency_ms)
+                    res = fn(d)
+                    shutil.rmtree(d, ignore_errors=True)
+                    results.setdefault(label, []).append(res)
+                    c, w = res["cold"], res["warm"]
+                    print(f"  {label:<28} cold {c['seconds']:6.2f} s (first batch {c['first_batch_s']:.2f} s,"
+                          f" {c['gets']:4d} GETs, {c['bytes'] / 1e6:6.1f} MB)  warm {w['seconds']:6.2f} s "
+                          f"({w['gets']:4d} GETs)  eighths {c['eighths']:.2f}", flush=True)
+                res = measured(proxy, lambda: run_threads_per_record(ds, args.n))
+                results.setdefault("8 threads, one GET per record", []).append({"cold": res})
+                print(f"  {'8 threads, GET per record':<28} {res['seconds']:6.2f} s, {res['gets']} GETs, "
+                      f"{res['bytes'] / 1e6:.1f} MB", flush=True)
+                res = measured(proxy, lambda: run_whole_objects(ds))
+                results.setdefault("whole objects, 8 at a time", []).append({"cold": res})
+                print(f"  {'whole objects, 8 at a time':<28} {res['seconds']:6.2f} s, {res['gets']} GETs, "
+                      f"{res['bytes'] / 1e6:.1f} MB", flush=True)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    best = {k: {ph: min((v[ph] for v in vs if ph in v), key=lambda x: x["seconds"])
+                for ph in ("cold", "warm") if any(ph in v for v in vs)} for k, vs in results.items()}
+    report = summarise(best, rec_mb, tar_mb)
+    out = {"settings": {k: v for k, v in vars(args).items() if k != "proxy"},
+           "commit": _commit(), "images": len(images), "mean_image_kb": mean_kb,
+           "rec_MB": rec_mb, "tar_MB": tar_mb, "best": best, "ratios": report, "rounds": results}
+    with open(os.path.join(OUT, "peers.json"), "w") as fh:
+        json.dump(out, fh, indent=1, default=float)
+    print(json.dumps(report, indent=1))
+    return 0
+
+
+def summarise(best: Dict[str, Any], rec_mb: float, tar_mb: float) -> Dict[str, Any]:
+    """The issue's ratios: cloudrec vs WebDataset (time: >1 = cloudrec faster), bytes moved."""
+    w = best["webdataset + cache_dir"]
+    out: Dict[str, Any] = {}
+    for k, v in best.items():
+        if not k.startswith("cloudrec"):
+            continue
+        out[k] = {"cold_x_webdataset": w["cold"]["seconds"] / v["cold"]["seconds"],
+                  "warm_x_webdataset": w["warm"]["seconds"] / v["warm"]["seconds"],
+                  "bytes_x_dataset_cold": v["cold"]["bytes"] / 1e6 / rec_mb,
+                  "eighths_per_batch": v["cold"]["eighths"]}
+    out["webdataset"] = {"bytes_x_dataset_cold": w["cold"]["bytes"] / 1e6 / tar_mb,
+                         "eighths_per_batch": w["cold"]["eighths"]}
+    blk = best.get("cloudrec block, cache=none")
+    if blk:
+        out["block_vs_threads_per_record"] = (best["8 threads, one GET per record"]["cold"]["seconds"]
+                                              / blk["cold"]["seconds"])
+        out["block_vs_whole_objects"] = (best["whole objects, 8 at a time"]["cold"]["seconds"]
+                                         / blk["cold"]["seconds"])
+    return out
+
+
+if __name__ == "__main__":
+    sys.exit(main())
