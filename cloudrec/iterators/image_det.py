@@ -26,6 +26,7 @@ from cloudrec.image.create import IMAGENET_MEAN, IMAGENET_STD
 from cloudrec.image.det_augmenters import CreateDetAugmenter, apply_det
 from cloudrec.image.det_labels import DetLabelError, EmptyDetLabelError, parse_det_label
 from cloudrec.iterators.image_iter import ImageIter
+from cloudrec.iterators.names import CLOUDREC_NAMES
 from cloudrec.image.draw import draw_boxes
 from cloudrec.io.base import DataDesc
 
@@ -58,7 +59,7 @@ class ImageDetIter(ImageIter):
                  data_name: str = "data", label_name: str = "label",
                  last_batch_handle: str = "pad", label_shape: Optional[Tuple[int, int]] = None,
                  **kwargs: Any) -> None:
-        iter_kwargs = {k: kwargs.pop(k) for k in _ITER_KWARGS if k in kwargs}
+        iter_kwargs = {k: kwargs.pop(k) for k in _ITER_KWARGS + CLOUDREC_NAMES if k in kwargs}
         self._lock = threading.Lock()
         self._empty: Dict[Any, str] = {}
         self._bad: Dict[Any, str] = {}

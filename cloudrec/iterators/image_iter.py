@@ -36,6 +36,7 @@ from cloudrec.iterators._records import RecordSource
 from cloudrec.iterators.image_sources import IndexedRecAdapter, read_text
 from cloudrec.iterators.image_state import ResumableImageIter
 from cloudrec.iterators.lifecycle import release
+from cloudrec.iterators.names import adapt_explicit
 from cloudrec.iterators.sample_stream import (BrokenImageError, BrokenImageTooLargeError,
                                               SampleStream, _Resources)
 from cloudrec.reader.sampler import EpochSampler
@@ -45,6 +46,12 @@ __all__ = ["ImageIter", "BrokenImageError", "BrokenImageTooLargeError"]
 log = logging.getLogger(__name__)
 
 _LABEL_DTYPES = ("int32", "float32", "int64", "float64")
+
+
+#: ImageIter's keywords the name adapter may set, with their defaults
+_DEFAULTS = {"shuffle": False, "part_index": 0, "num_parts": 1, "seed": 0,
+             "last_batch_handle": "pad", "num_threads": None, "max_pixels": None,
+             "truncated": "error", "part_mode": "mxnet", "cache": "none", "fetch_options": None}
 
 
 class ImageIter(SampleStream, ResumableImageIter, DataIter):
@@ -80,6 +87,13 @@ class ImageIter(SampleStream, ResumableImageIter, DataIter):
                  fetch_options: Optional[Dict[str, Any]] = None, **kwargs: Any) -> None:
         self._res = _Resources()
         self._finalizer = weakref.finalize(self, release, self._res.release)
+        # cloudrec's names (rank, world_size, threads, last_batch, option objects) -> ImageIter's
+        (shuffle, part_index, num_parts, seed, last_batch_handle, num_threads, max_pixels,
+         truncated, part_mode, cache, fetch_options) = adapt_explicit(kwargs, dict(
+             shuffle=shuffle, part_index=part_index, num_parts=num_parts, seed=seed,
+             last_batch_handle=last_batch_handle, num_threads=num_threads,
+             max_pixels=max_pixels, truncated=truncated, part_mode=part_mode, cache=cache,
+             fetch_options=fetch_options), _DEFAULTS, "ImageIter").values()
         super().__init__(batch_size)
         if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             # 0 made every batch empty, so next() never ended

@@ -45,6 +45,7 @@ from cloudrec.io.base import DataBatch, DataDesc, DataIter
 from cloudrec.reader.sampler import EpochSampler
 from cloudrec.iterators.image_sources import load_label_map
 from cloudrec.iterators.lifecycle import release, weak_step
+from cloudrec.iterators.names import front_end_kwargs
 from cloudrec.iterators.record_sample import RecordSampleWriter
 from cloudrec.iterators.record_params import IterParams, parse_kwargs
 from cloudrec.pipeline.augment import DefaultAugmenter
@@ -82,7 +83,7 @@ class ImageRecordIter(RecordSampleWriter, DataIter):
         if args:
             raise TypeError("ImageRecordIter can only accept keyword arguments")
         self._closed = True  # until fully built: close() must be safe from __del__
-        p = parse_kwargs(kwargs)
+        p = parse_kwargs(front_end_kwargs(kwargs, "ImageRecordIter"))
         self.params: IterParams = p
         super().__init__(p.batch.batch_size)
         C, H, W = p.data_shape

@@ -13,6 +13,7 @@ from cloudrec.image.segmentation import decode_seg, pack_seg
 from cloudrec.io import DataBatch, DataDesc, DataIter
 from cloudrec.iterators._records import RecordSource
 from cloudrec.iterators.lifecycle import release, weak_step
+from cloudrec.iterators.names import adapt_explicit
 from cloudrec.pipeline.batcher import BatchBuffers, BatchPipeline, BatchPlan
 from cloudrec.reader.sampler import EpochSampler
 
@@ -39,6 +40,11 @@ def write_seg_records(rec_url: str, samples: Iterable[Sequence[Any]],
     return n
 
 
+_DEFAULTS = {"shuffle": False, "seed": 0, "part_index": 0, "num_parts": 1,
+             "last_batch_handle": "pad", "cache": "none", "fetch_options": None,
+             "preprocess_threads": 2}
+
+
 class SegmentationIter(DataIter):
     """Batches of (image NCHW float32, mask NHW) from segmentation records at any URL.
 
@@ -63,6 +69,12 @@ class SegmentationIter(DataIter):
                  preprocess_threads: int = 2, prefetch_buffer: int = 2, **kwargs: Any) -> None:
         self._pipeline: Optional[BatchPipeline] = None
         self._source: Optional[RecordSource] = None
+        # cloudrec's names (rank, world_size, threads, last_batch, option objects) -> its own
+        (shuffle, seed, part_index, num_parts, last_batch_handle, cache, fetch_options,
+         preprocess_threads) = adapt_explicit(kwargs, dict(
+             shuffle=shuffle, seed=seed, part_index=part_index, num_parts=num_parts,
+             last_batch_handle=last_batch_handle, cache=cache, fetch_options=fetch_options,
+             preprocess_threads=preprocess_threads), _DEFAULTS, "SegmentationIter").values()
         super().__init__(batch_size)
         data_shape = tuple(int(x) for x in data_shape)
         if len(data_shape) != 3 or data_shape[0] not in (1, 3):
