@@ -22,18 +22,16 @@ Cold = from constructing the dataset to the last batch (opening included);
 warm = the next epoch through the same dataset (caches kept).  Also printed:
 time to the first batch, GETs, MB moved / dataset MB, and shuffle quality as
 distinct eighths of the dataset per batch (uniform ~8).  Every sample must
-arrive exactly once.  JSON with the settings and commit: bench/out/peers.json.
+arrive exactly once.  JSON with the settings and commit: bench/results/peers.json.
 """
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import shutil
 import subprocess
 import sys
-import tarfile  # noqa: F401  (webdataset writes tar)
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -45,7 +43,6 @@ for _k, _v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing
                "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}.items():
     os.environ.setdefault(_k, _v)
 
-OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "out")
 
 
 # ----- data -------------------------------------------------------------------------------
@@ -247,7 +244,6 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--rounds", type=int, default=1, help="alternated rounds; the fastest counts")
     ap.add_argument("--workdir", default=None, help="keep the generated photos here")
     args = ap.parse_args(argv)
-    os.makedirs(OUT, exist_ok=True)
     from cloudrec.dataset import open_dataset
     from cloudrec.testing import FaultProxy, MotoServer
     workdir = args.workdir or os.path.join(tempfile.gettempdir(), "cloudrec-bench-peers")
@@ -310,12 +306,37 @@ def main(argv: Optional[List[str]] = None) -> int:
     best = {k: {ph: min((v[ph] for v in vs if ph in v), key=lambda x: x["seconds"])
                 for ph in ("cold", "warm") if any(ph in v for v in vs)} for k, vs in results.items()}
     report = summarise(best, rec_mb, tar_mb)
-    out = {"settings": {k: v for k, v in vars(args).items() if k != "proxy"},
-           "commit": _commit(), "images": len(images), "mean_image_kb": mean_kb,
-           "rec_MB": rec_mb, "tar_MB": tar_mb, "best": best, "ratios": report, "rounds": results}
-    with open(os.path.join(OUT, "peers.json"), "w") as fh:
-        json.dump(out, fh, indent=1, default=float)
+    settings = {**{k: v for k, v in vars(args).items() if k not in ("proxy", "workdir")},
+                "images": len(images), "mean_image_kb": round(mean_kb, 1), "rec_MB": rec_mb,
+                "tar_MB": tar_mb, "commit": _commit(), "dataloader": "fork",
+                "webdataset": __import__("webdataset").__version__}
     print(json.dumps(report, indent=1))
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from _common import figure, write_result
+    best_fast = max((k for k in report if k.startswith("cloudrec")),
+                    key=lambda k: report[k]["cold_x_webdataset"])
+    figs = [figure(k.replace("cloudrec ", "`") + "`", report[k]["cold_x_webdataset"], "x",
+                   target=">= 1.2x" if k == best_fast else None,
+                   group="cold epoch vs WebDataset + cache_dir") for k in report if k.startswith("cloudrec")]
+    figs += [figure(k.replace("cloudrec ", "`") + "`", report[k]["warm_x_webdataset"], "x",
+                    group="warm epoch vs WebDataset") for k in report
+             if k.startswith("cloudrec") and "auto" in k]
+    figs += [figure(f"`{m}`, no cache", report[f"cloudrec {m}, cache=none"]["bytes_x_dataset_cold"], "x",
+                    target="<= 1.02x", group="bytes moved / dataset") for m in ("block", "global")]
+    figs += [figure("`block`", report["cloudrec block, cache=none"]["eighths_per_batch"],
+                    target=">= 5.5", group="distinct eighths per batch"),
+             figure("`global`", report["cloudrec global, cache=none"]["eighths_per_batch"], target="8.0",
+                    group="distinct eighths per batch"),
+             figure("WebDataset", report["webdataset"]["eighths_per_batch"],
+                    group="distinct eighths per batch"),
+             figure("`block` vs 8 threads per record", report["block_vs_threads_per_record"], "x",
+                    target=">= 20x"),
+             figure("`block` vs whole objects 8 at a time", report["block_vs_whole_objects"], "x",
+                    target=">= 0.9x")]
+    write_result("peers", settings, {"best": best, "ratios": report, "rounds": results}, figs,
+                 title=f"cloudrec vs WebDataset, {len(images)} JPEGs (~{mean_kb:.0f} KB) in "
+                       f"{args.shards} shards, S3 (moto) +{args.latency_ms:g} ms/request, "
+                       f"{args.workers} DataLoader workers, batch {args.batch}")
     return 0
 
 

@@ -9,12 +9,11 @@ each job below runs the simulator and the real thing (``cloudrec.sim.validate``:
 every rank a RecordIterableDataset under a DataLoader, all ranks at once) and
 prints GETs and bytes (which must match exactly; counted at the proxy) and
 epoch seconds, simulated / real (the issue's target: within 25 %).  JSON:
-bench/out/sim_validate.json.
+bench/results/sim_validate.json.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -25,7 +24,6 @@ for _k, _v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing
                "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}.items():
     os.environ.setdefault(_k, _v)
 
-OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "out")
 JOBS = [("block", 1, 2, {}), ("block", 2, 2, {}), ("global", 1, 2, {}),
         ("global", 2, 1, {"max_gap": 0}), ("block", 2, 2, {"cache": "shards"})]
 
@@ -61,7 +59,6 @@ def main(argv=None) -> int:
     from cloudrec.sim import JobSpec, StorageModel, from_dataset, simulate
     from cloudrec.sim.validate import run_real
     from cloudrec.testing import FaultProxy, MotoServer
-    os.makedirs(OUT, exist_ok=True)
     rows = []
     rec = int(args.kb * 1000)
     with MotoServer() as moto, FaultProxy(moto.endpoint_url) as proxy:
@@ -103,9 +100,15 @@ def main(argv=None) -> int:
     exact = all(r["sim_gets"] == r["real_gets"] and r["sim_bytes"] == r["real_bytes"] for r in rows)
     within = sum(0.75 <= r["ratio"] <= 1.25 for r in rows)
     print(f"counts exact: {exact}; epoch time within 25 %: {within} of {len(rows)}")
-    with open(os.path.join(OUT, "sim_validate.json"), "w") as fh:
-        json.dump({"args": vars(args), "storage": storage.__dict__, "rows": rows,
-                   "counts_exact": exact, "within_25pct": within}, fh, indent=1)
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from _common import figure, write_result
+    figs = [figure("GETs and bytes equal", float(exact), note="1 = every job exact"),
+            figure("jobs with epoch time within 25 %", within, f" of {len(rows)}", target="all")]
+    figs += [figure(r["job"], r["ratio"], "x", group="simulated / real epoch s") for r in rows]
+    write_result("sim_validate", {**vars(args), "storage": dict(storage.__dict__)},
+                 {"rows": rows, "counts_exact": exact, "within_25pct": within}, figs,
+                 title=f"cloudrec simulate vs real epochs, {len(ds)} records in {args.shards} "
+                       f"shards, S3 (moto) +{args.latency_ms:g} ms/request")
     return 0
 
 

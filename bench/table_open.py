@@ -11,7 +11,7 @@ writer left in the page cache, as the first process of a node after its
 download would).  Each open includes the freshness listing and builds the
 ShardedDataset.  Baseline in the same run: opening a dataset of
 ``--baseline-records`` real records from its .idx files, with and without a
-table, so the ratio is measured, not assumed.  JSON: bench/out/table_open.json.
+table, so the ratio is measured, not assumed.  JSON: bench/results/table_open.json.
 """
 from __future__ import annotations
 
@@ -23,9 +23,7 @@ import sys
 import tempfile
 import time
 
-import numpy as np
 
-OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "out")
 PROBE = """
 import sys, time, json
 t0 = time.perf_counter()
@@ -78,7 +76,6 @@ def main(argv=None) -> int:
     ap.add_argument("--procs", type=int, default=3)
     ap.add_argument("--baseline-records", type=int, default=2_000_000)
     args = ap.parse_args(argv)
-    os.makedirs(OUT, exist_ok=True)
     res = {"args": vars(args)}
     with tempfile.TemporaryDirectory(prefix="cloudrec-table-") as tmp:
         big = os.path.join(tmp, "big")
@@ -115,8 +112,16 @@ def main(argv=None) -> int:
               f"from the table {tab['open_s']:.3f} s ({idx['open_s'] / tab['open_s']:.1f}x)")
     res["target_open_s"] = 1.0
     res["max_open_after_first_s"] = max(r["open_s"] for r in runs[1:]) if len(runs) > 1 else None
-    with open(os.path.join(OUT, "table_open.json"), "w") as fh:
-        json.dump(res, fh, indent=1)
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from _common import figure, write_result
+    figs = [figure("after the first process (max)", res["max_open_after_first_s"] or runs[0]["open_s"],
+                   " s", target="<= 1 s"),
+            figure("peak RSS", max(r["max_rss_mb"] for r in runs), " MB"),
+            figure(f"{res['baseline']['records']:,} records: table vs .idx files",
+                   res["baseline"]["speedup"], "x")]
+    write_result("table_open", dict(vars(args)), res, figs,
+                 title=f"open_dataset from the compact table, {args.records:,} records in "
+                       f"{args.shards:,} local shards")
     return 0
 
 

@@ -4,7 +4,6 @@ rebuilt when an .idx changes, copied once per node from S3."""
 from __future__ import annotations
 
 import os
-import warnings
 
 import numpy as np
 import pytest

@@ -100,6 +100,11 @@ def _listing(urls: Sequence[str], storage_options: Optional[Dict[str, Any]]) -> 
     return out
 
 
+def _on_local_disk(fs: Any) -> bool:
+    from fsspec.implementations.local import LocalFileSystem
+    return isinstance(fs, LocalFileSystem)
+
+
 def _is_s3(fs: Any) -> bool:
     return "s3" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
 
@@ -159,9 +164,8 @@ def write_table_parts(url: str, parts: List[memoryview],
                       storage_options: Optional[Dict[str, Any]] = None) -> None:
     """A local file via a temporary name and rename; an object store's PUT is atomic."""
     fs, path = resolve(url, storage_options)
-    from cloudrec.reader.fetch import _is_local
     try:
-        if _is_local(fs) and not type(fs).__name__.startswith("Memory"):
+        if _on_local_disk(fs):
             tmp = f"{path}.tmp.{os.getpid()}"
             with open(tmp, "wb") as fh:
                 for part in parts:
@@ -184,8 +188,7 @@ def local_copy(url: str, storage_options: Optional[Dict[str, Any]] = None,
     """A local path of the table at ``url``: itself when local, else a node-shared copy
     (downloaded once, under a lock, CRC-checked; a changed remote table is fetched anew)."""
     fs, path = resolve(url, storage_options)
-    from cloudrec.reader.fetch import _is_local
-    if _is_local(fs) and not type(fs).__name__.startswith("Memory"):
+    if _on_local_disk(fs):
         return path
     try:
         info = fs.info(path)
