@@ -199,7 +199,7 @@ from cloudrec.reader.orders import EXACT_GLOBAL_BELOW, order_plan  # noqa: E402
 
 @pytest.mark.parametrize("n", [1, 2, 3, 5, 17, 1000, 4097, 65_537])
 def test_feistel_is_a_permutation_of_any_size(n):
-    f = FeistelPermutation(n, derive_keys(1, 2, 3, 6))
+    f = FeistelPermutation(n, derive_keys(1, 2, 3, 12))
     out = f(np.arange(n))
     assert np.array_equal(np.sort(out), np.arange(n))
     assert np.array_equal(f(np.arange(n)[::-1]), out[::-1])        # position by position

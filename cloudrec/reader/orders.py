@@ -173,7 +173,7 @@ class _GlobalPlan(OrderPlan):
         if self.n < EXACT_GLOBAL_BELOW:
             self._perm = _rng(seed, epoch, "global").permutation(self.n)
         else:
-            self._feistel = FeistelPermutation(self.n, derive_keys(seed, epoch, _MODE_SALT["global"], 6))
+            self._feistel = FeistelPermutation(self.n, derive_keys(seed, epoch, _MODE_SALT["global"], 12))
 
     def _file_positions(self, a: int, b: int) -> np.ndarray:
         if self._perm is not None:
