@@ -1,74 +1,132 @@
-"""Benchmark: ImageRecordIter images/s vs plain cv2 loops over the same records, same run.
+"""Benchmark: ImageRecordIter (exact and fast) vs the bare decode loop and a PyTorch DataLoader +
+Pillow pipeline, same records, same transforms, same run, alternated rounds.
 
-Dataset: photo-like JPEGs made from the real sample photos shipped in PyPI packages
-(``cloudrec.tools.photos``; 300-600 px, plus a few 1000-2000 px), packed pass-through
-into one `.rec`/`.idx`.  Settings as the issue asks: data_shape=(3,224,224), resize=256,
-rand_crop, rand_mirror, mean/std, batch 64.
+Dataset: photo-like JPEGs made from the sample photos shipped in PyPI packages
+(``cloudrec.tools.photos``: 300-600 px, 5 % of them 1000-2000 px), packed pass-through
+into one `.rec`/`.idx` (bench/_common.py).  Transforms: resize shorter side 256, random
+crop 224, random mirror, mean/std normalisation, batch 64, float32 NCHW.
 
-Baselines, measured in the same run over the same record payloads held in memory:
+Systems, each at T = 1 and 2 threads (processes for the DataLoader):
 
-* ``decode``: ``cv2.imdecode`` on a thread pool of T threads (the decode ceiling);
-* ``decode+resize``: a single-threaded ``cv2.imdecode`` + shorter-side resize loop.
+* ``decode``: ``cv2.imdecode`` of every payload at full size on T threads, payloads in
+  memory: the ceiling (decode only, nothing else);
+* ``exact``: ImageRecordIter, MXNet-exact pixels (the default);
+* ``fast``: ImageRecordIter with ``decode_reduce=True`` (scaled JPEG decode, crop-aware resize);
+* ``torch``: ``DataLoader(num_workers=T, batch_size=64, shuffle=True, persistent_workers)``
+  over the payloads in memory, Pillow decode and torchvision's Resize(256), RandomCrop(224),
+  RandomHorizontalFlip, ToTensor, Normalize written out by hand (torchvision is not
+  installed: its wheel would replace the venv's torch), so the same PIL calls run.
 
-Prints images/s and the ratios.  Measured on the 2-core dev box (load ~2 from other
-jobs), 2000 photos of 44 KB mean, ``--repeat 4``:
+Every iterator and loader is built and run for one warm-up epoch first (thread pools,
+worker processes, batch buffers), then each round times one epoch of each system in turn,
+the decode loop before and after; ratios are per round against that round's decode loop,
+the medians are printed and written (with every round) to bench/results/imagerecorditer.json.
 
-    threads  cv2.imdecode ceiling  ImageRecordIter (ratio)  decode_reduce (ratio)  MXNet 1.9.1*
-    1        1433 img/s            799 img/s (0.55)         989 img/s (0.69)       388 img/s
-    2        2525 img/s            1230 img/s (0.50)        1524 img/s (0.57)      722 img/s
+Usage (runs in ~2 minutes on 2 busy cores)::
 
-    * MXNet's C++ ImageRecordIter, same settings, measured on this machine (issue 5).
-
-The gap to the ceiling is the work a decode loop does not do: the shorter-side resize
-(~30 % of a decode here), the float normalisation write (~15 %), Python plumbing (~5 %).
-
-Usage::
-
-    .venv/bin/python bench/imagerecorditer.py [--n 2000] [--threads 1 2] [--workdir DIR]
+    nice .venv/bin/python bench/imagerecorditer.py --n 1000 --rounds 3
 """
 from __future__ import annotations
 
 import argparse
+import io
 import os
+import random
 import sys
 import tempfile
 import time
-from typing import List
+from typing import Dict, List
 
 import cv2
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import bench_decode, build_dataset, epoch_rate, load_payloads  # noqa: E402
+from _common import bench_decode, build_dataset, load_payloads  # noqa: E402
 
 from cloudrec.iterators import ImageRecordIter  # noqa: E402
 
-
-def bench_decode_resize(payloads: List[bytes], short: int = 256) -> float:
-    t0 = time.perf_counter()
-    for b in payloads:
-        img = cv2.imdecode(np.frombuffer(b, np.uint8), cv2.IMREAD_COLOR)
-        h, w = img.shape[:2]
-        size = (short, short * h // w) if h > w else (short * w // h, short)
-        cv2.resize(img, size, interpolation=cv2.INTER_LINEAR)
-    return len(payloads) / (time.perf_counter() - t0)
+MEAN = (123.68, 116.779, 103.939)
+STD = (58.395, 57.12, 57.375)
+BATCH = 64
 
 
-def bench_iter(rec: str, threads: int, **extra) -> float:
+def make_iter(rec: str, threads: int, **extra) -> ImageRecordIter:
     kw = dict(path_imgrec=rec, path_imgidx=rec[:-4] + ".idx", data_shape=(3, 224, 224),
-              resize=256, rand_crop=True, rand_mirror=True, batch_size=64,
-              mean_r=123.68, mean_g=116.779, mean_b=103.939, std_r=58.395, std_g=57.12,
-              std_b=57.375, preprocess_threads=threads, prefetch_buffer=4, shuffle=True)
+              resize=256, rand_crop=True, rand_mirror=True, batch_size=BATCH,
+              mean_r=MEAN[0], mean_g=MEAN[1], mean_b=MEAN[2], std_r=STD[0], std_g=STD[1],
+              std_b=STD[2], preprocess_threads=threads, prefetch_buffer=4, shuffle=True)
     kw.update(extra)
-    with ImageRecordIter(**kw) as it:
-        return epoch_rate(it, close=False)
+    return ImageRecordIter(**kw)
 
 
+def iter_epoch(it: ImageRecordIter) -> float:
+    """Images/s of the next epoch; the reset is timed (the pipeline idles until then)."""
+    t0 = time.perf_counter()
+    it.reset()
+    n = 0
+    for b in it:
+        n += b.data[0].shape[0] - b.pad
+    return n / (time.perf_counter() - t0)
+
+
+# ---------------------------------------------------------------------------- PyTorch + Pillow
+class PillowDataset:
+    """torchvision's Resize(256) / RandomCrop(224) / RandomHorizontalFlip / ToTensor /
+    Normalize on Pillow images, written out with the same PIL and torch calls."""
+
+    def __init__(self, payloads: List[bytes], labels: List[float]) -> None:
+        self.payloads, self.labels = payloads, labels
+        self.mean = [m / 255 for m in MEAN]
+        self.std = [s / 255 for s in STD]
+
+    def __len__(self) -> int:
+        return len(self.payloads)
+
+    def __getitem__(self, i: int):
+        import torch
+        from PIL import Image
+        img = Image.open(io.BytesIO(self.payloads[i])).convert("RGB")
+        w, h = img.size
+        short, size = min(w, h), 256
+        nw, nh = (size, int(size * h / w)) if w <= h else (int(size * w / h), size)
+        if (w, h) != (nw, nh):
+            img = img.resize((nw, nh), Image.BILINEAR)
+        x = random.randint(0, nw - 224)
+        y = random.randint(0, nh - 224)
+        img = img.crop((x, y, x + 224, y + 224))
+        if random.random() < 0.5:
+            img = img.transpose(Image.FLIP_LEFT_RIGHT)
+        t = torch.from_numpy(np.array(img, np.uint8, copy=True)).permute(2, 0, 1).contiguous()
+        t = t.to(torch.float32).div(255)
+        mean = torch.as_tensor(self.mean).view(-1, 1, 1)
+        std = torch.as_tensor(self.std).view(-1, 1, 1)
+        t.sub_(mean).div_(std)
+        return t, torch.tensor(self.labels[i])
+
+
+def make_loader(payloads: List[bytes], labels: List[float], workers: int):
+    import torch
+    from torch.utils.data import DataLoader
+    torch.set_num_threads(1)
+    return DataLoader(PillowDataset(payloads, labels), batch_size=BATCH, shuffle=True,
+                      num_workers=workers, persistent_workers=True, prefetch_factor=4)
+
+
+def loader_epoch(loader) -> float:
+    t0 = time.perf_counter()
+    n = 0
+    for x, _ in loader:
+        n += x.shape[0]
+    return n / (time.perf_counter() - t0)
+
+
+# ---------------------------------------------------------------------------- main
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--n", type=int, default=2000)
+    ap.add_argument("--n", type=int, default=1000, help="images in the dataset")
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
-    ap.add_argument("--repeat", type=int, default=3, help="rounds (baseline and iterator alternate)")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--no-torch", action="store_true", help="skip the DataLoader + Pillow pipeline")
     ap.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(),
                                                       "cloudrec_bench_iri"))
     a = ap.parse_args(argv)
@@ -76,30 +134,90 @@ def main(argv=None) -> int:
     cv2.setNumThreads(1)  # one image per thread, as in the iterator; no nested pools
     rec = build_dataset(a.workdir, a.n)
     payloads = load_payloads(rec)
-    mb = sum(len(p) for p in payloads) / len(payloads) / 1e3
-    print(f"dataset: {len(payloads)} JPEG records, mean {mb:.1f} KB, {rec}")
-    # baseline and iterator alternate inside each round, so that the load other processes put
-    # on the machine hits both alike; ratios are per round, the median is reported
-    med = lambda xs: float(np.median(xs))  # noqa: E731
-    dr = max(bench_decode_resize(payloads) for _ in range(a.repeat))
-    print(f"baseline single-thread cv2 decode+resize loop: {dr:8.0f} img/s (best of {a.repeat})")
+    labels = [float(i % 10) for i in range(len(payloads))]
+    kb = sum(len(p) for p in payloads) / len(payloads) / 1e3
+    print(f"dataset: {len(payloads)} JPEG records, mean {kb:.1f} KB, {rec}")
+    systems: Dict[int, Dict[str, object]] = {t: {} for t in a.threads}
+    # built and warmed up once, as a training job does; the DataLoader workers first, so
+    # that they fork before any cloudrec thread exists
+    if not a.no_torch:
+        for t in a.threads:
+            systems[t]["torch"] = make_loader(payloads, labels, t)
+            loader_epoch(systems[t]["torch"])
     for t in a.threads:
-        rows = []
-        for _ in range(a.repeat):
-            c = bench_decode(payloads, t)
-            e = bench_iter(rec, t)
-            f = bench_iter(rec, t, decode_reduce=True)
-            c2 = bench_decode(payloads, t)
-            rows.append((c, e, f, c2))
-        ce = [2 * e / (c + c2) for c, e, f, c2 in rows]
-        cf = [2 * f / (c + c2) for c, e, f, c2 in rows]
-        c_best = max(max(r[0], r[3]) for r in rows)
-        e_best, f_best = max(r[1] for r in rows), max(r[2] for r in rows)
-        print(f"threads={t}: cv2.imdecode ceiling {c_best:6.0f} img/s | ImageRecordIter "
-              f"{e_best:6.0f} img/s, ratio {med(ce):.2f} of ceiling (rounds: "
-              f"{', '.join(f'{x:.2f}' for x in ce)}), {e_best / dr:.2f} x decode+resize loop | "
-              f"decode_reduce {f_best:6.0f} img/s, ratio {med(cf):.2f}")
+        systems[t]["exact"] = make_iter(rec, t)
+        systems[t]["fast"] = make_iter(rec, t, decode_reduce=True)
+        iter_epoch(systems[t]["exact"])
+        iter_epoch(systems[t]["fast"])
+    rounds: Dict[int, List[Dict[str, float]]] = {t: [] for t in a.threads}
+    for r in range(a.rounds):
+        for t in a.threads:
+            row = {"decode_before": bench_decode(payloads, t, pool_for_one=False)}
+            for name, s in systems[t].items():
+                row[name] = (loader_epoch if name == "torch" else iter_epoch)(s)
+            row["decode_after"] = bench_decode(payloads, t, pool_for_one=False)
+            rounds[t].append(row)
+            print(f"round {r + 1} threads={t}: " + ", ".join(f"{k} {v:.0f}" for k, v in row.items()))
+    med = lambda xs: float(np.median(xs))  # noqa: E731
+    summary: Dict[str, Dict[str, float]] = {}
+    for t in a.threads:
+        rows = rounds[t]
+        dec = [(x["decode_before"] + x["decode_after"]) / 2 for x in rows]
+        s = {"decode_img_s": med(dec)}
+        for name in systems[t]:
+            s[f"{name}_img_s"] = med([x[name] for x in rows])
+            s[f"{name}_vs_decode"] = med([x[name] / d for x, d in zip(rows, dec)])
+        if "torch" in systems[t]:
+            s["fast_vs_torch"] = med([x["fast"] / x["torch"] for x in rows])
+            s["exact_vs_torch"] = med([x["exact"] / x["torch"] for x in rows])
+        summary[str(t)] = s
+        line = f"threads={t}: decode loop {s['decode_img_s']:.0f} img/s | exact " \
+               f"{s['exact_img_s']:.0f} ({s['exact_vs_decode']:.2f}x decode) | fast " \
+               f"{s['fast_img_s']:.0f} ({s['fast_vs_decode']:.2f}x decode)"
+        if "torch" in systems[t]:
+            line += f" | DataLoader+Pillow {s['torch_img_s']:.0f} ({s['torch_vs_decode']:.2f}x " \
+                    f"decode) | fast = {s['fast_vs_torch']:.2f}x DataLoader+Pillow"
+        print(line)
+    for t in a.threads:
+        for name, s in systems[t].items():
+            if name != "torch":
+                s.close()
+    settings = {"n": len(payloads), "mean_kb": round(kb, 1), "threads": a.threads,
+                "rounds": a.rounds, "data_shape": [3, 224, 224], "resize": 256,
+                "rand_crop": True, "rand_mirror": True, "mean": MEAN, "std": STD,
+                "batch_size": BATCH, "dtype": "float32", "layout": "NCHW",
+                "dataset": "cloudrec.tools.photos, 5% 1000-2000 px, rest 300-600 px",
+                "torch_pipeline": "DataLoader(num_workers=T, persistent) + Pillow, payloads in memory",
+                "decode": "cv2.imdecode IMREAD_COLOR full size on T threads, payloads in memory"}
+    _write(settings, {"rounds": {str(t): v for t, v in rounds.items()}, "summary": summary},
+           a.threads)
     return 0
+
+
+def _write(settings, results, threads) -> None:
+    try:
+        from _common import figure, write_result
+    except ImportError:  # older _common: plain JSON
+        import json
+        path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
+                            "imagerecorditer.json")
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w") as f:
+            json.dump({"settings": settings, "results": results}, f, indent=1)
+        print(f"results: {path}")
+        return
+    s = results["summary"][str(max(threads))]
+    t = max(threads)
+    figs = [figure(f"fast (decode_reduce) vs full-size decode loop, {t} threads",
+                   round(s["fast_vs_decode"], 2), "x", ">= 0.9x"),
+            figure(f"exact vs full-size decode loop, {t} threads",
+                   round(s["exact_vs_decode"], 2), "x", ">= 0.8x")]
+    if "fast_vs_torch" in s:
+        figs.append(figure(f"fast vs DataLoader + Pillow, {t} workers",
+                           round(s["fast_vs_torch"], 2), "x", ">= 3x"))
+    write_result("imagerecorditer", settings=settings, results=results, figures=figs,
+                 title="ImageRecordIter: resize 256, random crop 224, mirror, mean/std, "
+                       "batch 64, float32 NCHW")
 
 
 if __name__ == "__main__":

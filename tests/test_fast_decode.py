@@ -27,6 +27,22 @@ def _photo(h: int, w: int, seed: int = 0) -> np.ndarray:
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
+def _scene(h: int, w: int, seed: int = 0) -> np.ndarray:
+    """The same picture at any size (content in relative coordinates, texture blurred to
+    the scale of a 256 px image), as photos of one scene at several resolutions are: what
+    fast mode's pixels are compared on.  (``_photo``'s pixel-scale sawtooth shifts by 4-16
+    levels per output pixel after an 8x shrink, so the <= 0.5 px placement of the crop
+    window on a 1/8 decode would dominate any comparison.)"""
+    rng = np.random.default_rng(seed)
+    v, u = np.mgrid[0:h, 0:w].astype(np.float32)
+    u, v = u / w, v / h
+    img = np.stack([128 + 80 * np.sin(2 * np.pi * (2 * u + 1.5 * v) + seed),
+                    128 + 70 * np.cos(2 * np.pi * 2.5 * v), 128 + 60 * np.sin(6 * u - 4 * v)], -1)
+    img += cv2.GaussianBlur(rng.normal(0, 40, img.shape).astype(np.float32), (0, 0),
+                            max(1.0, min(h, w) / 256))
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
 def _jpeg(img: np.ndarray, **opts) -> bytes:
     params = [cv2.IMWRITE_JPEG_QUALITY, opts.get("quality", 90)]
     if opts.get("progressive"):
@@ -166,3 +182,97 @@ def test_four_channels_and_png_keep_opencv():
     assert decode_jpeg(np.frombuffer(b, np.uint8), 4, image_size(b)) is None
     ok, png = cv2.imencode(".png", _photo(40, 50))
     assert np.array_equal(decode_image(png.tobytes(), 3, min_side=10), _photo(40, 50))
+
+
+# ---------------------------------------------------------------------------- fast mode (decode_reduce)
+def _fast_vs_exact_rec(tmp_path):
+    from cloudrec.recordio import IRHeader, MXIndexedRecordIO, pack_img
+    rec, idx = str(tmp_path / "c.rec"), str(tmp_path / "c.idx")
+    w = MXIndexedRecordIO(idx, rec, "w")
+    # full-size, 1/2, 1/4 and 1/8 decodes, portrait and landscape, gray content, a PNG
+    sizes = [(300, 400), (420, 380), (640, 560), (1100, 900), (700, 1300), (2100, 2050),
+             (256, 256), (500, 300)]
+    for i in range(24):
+        h, ww = sizes[i % len(sizes)]
+        img = _scene(h, ww, i)
+        if i % 7 == 3:
+            img = cv2.cvtColor(cv2.cvtColor(img, cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR)
+        fmt = ".png" if i % 11 == 5 else ".jpg"
+        w.write_idx(i, pack_img(IRHeader(0, float(i % 5), i, 0), img, quality=90, img_fmt=fmt))
+    w.close()
+    return rec, idx
+
+
+@pytest.mark.parametrize("extra", [{}, {"inter_method": 9},
+                                   {"random_resized_crop": True, "min_random_area": 0.3,
+                                    "max_aspect_ratio": 0.3, "rand_crop": False}])
+def test_fast_mode_is_close_to_exact_with_identical_labels_shapes_and_order(tmp_path, extra):
+    from cloudrec.iterators import ImageRecordIter
+    rec, idx = _fast_vs_exact_rec(tmp_path)
+    kw = dict(path_imgrec=rec, path_imgidx=idx, data_shape=(3, 224, 224), batch_size=8,
+              resize=256, rand_crop=True, rand_mirror=True, shuffle=True, seed=3,
+              dtype="uint8", layout="NHWC", preprocess_threads=2, round_batch=False)
+    kw.update(extra)
+    runs = {}
+    for fast in (False, True):
+        with ImageRecordIter(decode_reduce=fast, **kw) as it:
+            runs[fast] = [(b.data[0].copy(), b.label[0].copy(), b.index.copy(), b.pad) for b in it]
+    assert len(runs[False]) == len(runs[True]) == 3
+    diffs = []
+    for (a, la, ia, pa), (b, lb, ib, pb) in zip(runs[False], runs[True]):
+        assert a.shape == b.shape == (8, 224, 224, 3) and a.dtype == b.dtype == np.uint8
+        assert np.array_equal(la, lb) and np.array_equal(ia, ib) and pa == pb
+        diffs += [float(np.abs(a[k].astype(int) - b[k].astype(int)).mean()) for k in range(8)]
+    # measured: per-image mean |exact - fast| <= 2.8 levels, median <= 1.3 (scaled IDCT,
+    # fast IDCT and upsampling, one resize of the window's region); a wrong window gives 20+
+    assert max(diffs) < 4.0 and float(np.median(diffs)) < 2.0
+    assert min(diffs) > 0  # fast mode did change pixels (it is not silently the exact path)
+
+
+def test_fused_resize_crop_uses_exact_modes_window_and_draws():
+    """Without any scaling (the shorter side is already ``resize``) fast mode's one-resize
+    path must cut the very window exact mode cuts, with the same random draws."""
+    from cloudrec.iterators.record_params import parse_kwargs
+    from cloudrec.pipeline.augment import AugRng, DefaultAugmenter
+    p = parse_kwargs(dict(path_imgrec="x.rec", data_shape=(3, 96, 96), resize=128,
+                          rand_crop=True, batch_size=1))
+    exact = DefaultAugmenter(p.aug, (3, 96, 96))
+    fast = DefaultAugmenter(p.aug, (3, 96, 96), fast=True)
+    assert fast.fused and not exact.fused and fast.min_side == 128 and exact.min_side == 0
+    for seed, (h, w) in enumerate([(128, 200), (300, 128), (128, 128)]):
+        img = _photo(h, w, seed)
+        a = exact.process(img, AugRng(seed))
+        b = fast.process(img, AugRng(seed), src_size=(w, h))
+        assert np.array_equal(a, b)
+        rng = AugRng(seed)
+        assert rng.random() == AugRng(seed).random()
+
+
+def test_fused_window_maps_to_the_reduced_decode():
+    """A 4x larger source decoded at 1/4: the window lands on the same content."""
+    from cloudrec.iterators.record_params import parse_kwargs
+    from cloudrec.pipeline.augment import AugRng, DefaultAugmenter
+    p = parse_kwargs(dict(path_imgrec="x.rec", data_shape=(3, 64, 64), resize=100,
+                          rand_crop=True, batch_size=1))
+    exact = DefaultAugmenter(p.aug, (3, 64, 64))
+    fast = DefaultAugmenter(p.aug, (3, 64, 64), fast=True)
+    big = cv2.resize(cv2.GaussianBlur(_photo(100, 160, 1), (7, 7), 2), (640, 400),
+                     interpolation=cv2.INTER_CUBIC)
+    b = _jpeg(big, quality=95)
+    got = fast.decode_process(b, AugRng(7))
+    want = exact.decode_process(b, AugRng(7))
+    assert got.shape == want.shape == (64, 64, 3)
+    assert np.abs(got.astype(int) - want.astype(int)).mean() < 3.0
+    assert decode_image(b, 3, min_side=fast.min_side).shape[:2] == (100, 160)  # 1/4 scale
+
+
+def test_fast_mode_keeps_errors_naming_the_record():
+    from cloudrec.iterators.record_params import parse_kwargs
+    from cloudrec.pipeline.augment import DefaultAugmenter
+    p = parse_kwargs(dict(path_imgrec="x.rec", data_shape=(3, 64, 64), resize=100,
+                          batch_size=1))
+    fast = DefaultAugmenter(p.aug, (3, 64, 64), fast=True)
+    with pytest.raises(ImageDecodeError, match="record 9"):
+        fast.decode_process(b"\xff\xd8\xff\xe0garbage" * 10, None, " (record 9)")
+    with pytest.raises(ImageDecodeError, match="empty"):
+        fast.decode_process(b"", None, " (record 9)")

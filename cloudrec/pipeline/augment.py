@@ -18,7 +18,8 @@ import cv2
 import numpy as np
 
 from cloudrec.errors import ConfigError, ImageDecodeError
-from cloudrec.image.decode import decode_image, image_size
+from cloudrec.image.decode import check_pixels, decode_image
+from cloudrec.image.jpeg_scale import decode_jpeg
 
 __all__ = ["DefaultAugmenter", "AugRng", "inter_method", "PCA_EIGVAL", "PCA_EIGVEC"]
 
@@ -274,10 +275,18 @@ class DefaultAugmenter:
         """``decode_image`` then :meth:`process`; in fast mode the decode is scaled (libjpeg's
         paying factors, shorter side kept >= ``resize``) and the crop-aware resize works in
         the encoded image's geometry, so crop offsets and sizes are those of exact mode."""
-        size = image_size(buf) if self.fused else None
-        img = decode_image(buf, self.C, min_side=self.min_side, max_pixels=max_pixels,
-                           url=url, key=key, where=where)
-        return self.process(img, rng, where, src_size=size)
+        if not self.fast:
+            return self.process(decode_image(buf, self.C, max_pixels=max_pixels, url=url,
+                                             key=key, where=where), rng, where)
+        arr = np.frombuffer(buf, np.uint8)
+        size = check_pixels(arr, max_pixels, url, key) if arr.size else None
+        img = None
+        if arr.size > 2 and arr[0] == 0xFF and arr[1] == 0xD8:  # fast IDCT and upsampling
+            img = decode_jpeg(arr, self.C, size, self.min_side, fast=True)
+        if img is None:  # not a JPEG, or one OpenCV must decode: the one decode of cloudrec
+            img = decode_image(arr, self.C, min_side=self.min_side, max_pixels=max_pixels,
+                               url=url, key=key, where=where)
+        return self.process(img, rng, where, src_size=size if self.fused else None)
 
     def _fused(self, img: np.ndarray, rng, src_size: Optional[Tuple[int, int]]
                ) -> Optional[np.ndarray]:
@@ -285,17 +294,23 @@ class DefaultAugmenter:
         when the exact path must run (the centre crop would have to upsize first)."""
         p, H, W = self.p, self.H, self.W
         dh, dw = img.shape[:2]
+        k = 1.0  # decoded pixels per source pixel (no source size: the decoded image is it)
         if src_size is None:
             vh, vw = dh, dw
         else:
             sw, sh = src_size
             # EXIF-rotated images decode with swapped sides
             vh, vw = (sh, sw) if abs(dh * sw - dw * sh) <= abs(dh * sh - dw * sw) else (sw, sh)
+            # libjpeg's m/8 scale exactly (its last pixel may cover a partial block, so
+            # dw / vw is not the scale: up to 6 px off across a 1/8 decode)
+            k = max(1, min(8, round(8 * dw / vw))) / 8 if vw >= 16 else dw / vw
+        sy = sx = k
         interp = None
         if p.resize > 0:  # the virtual resize of exact mode: same sizes, same rng draws
             r = p.resize
             nh, nw = (r * vh // vw, r) if vh > vw else (r, r * vw // vh)
             interp = inter_method(p.inter_method, vw, vh, nw, nh, rng)
+            sy, sx = sy * vh / nh, sx * vw / nw
             vh, vw = nh, nw
         if self.do_rrc:
             win = self._rrc_window(vh, vw, rng)
@@ -311,9 +326,8 @@ class DefaultAugmenter:
                 y, x = int(rng.integers(0, y + 1)), int(rng.integers(0, x + 1))
             else:
                 y, x = y // 2, x // 2
-        fy, fx = dh / vh, dw / vw  # virtual -> decoded pixels
-        y0, y1 = int(round(y * fy)), min(dh, int(round((y + h) * fy)))
-        x0, x1 = int(round(x * fx)), min(dw, int(round((x + w) * fx)))
+        y0, y1 = int(round(y * sy)), min(dh, int(round((y + h) * sy)))  # virtual -> decoded
+        x0, x1 = int(round(x * sx)), min(dw, int(round((x + w) * sx)))
         region = img[y0:max(y1, y0 + 1), x0:max(x1, x0 + 1)]
         if region.shape[0] == H and region.shape[1] == W:
             return region

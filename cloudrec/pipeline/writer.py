@@ -43,10 +43,10 @@ class ImageWriter:
     def write(self, img: np.ndarray, out: np.ndarray, mirror: bool,
               contrast: float = 1.0, illumination: float = 0.0) -> None:
         """Fill ``out`` (C,H,W or H,W,C) from ``img`` (H,W[,C] uint8 BGR/BGRA/gray)."""
-        if mirror:
-            img = cv2.flip(np.ascontiguousarray(img), 1)
+        if mirror:  # OpenCV reads a crop view (row-strided) as is: one copy, not two
+            img = cv2.flip(img, 1)
         if self.dtype == np.uint8 and not self.chw and self.C == 3 and img.ndim == 3:
-            cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_BGR2RGB, dst=out)
+            cv2.cvtColor(img, cv2.COLOR_BGR2RGB, dst=out)
             return
         chans = self._source_channels(img)
         views = [out[c] if self.chw else out[..., c] for c in range(self.C)]
