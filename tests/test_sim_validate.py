@@ -48,3 +48,19 @@ def test_gets_and_bytes_match_the_simulation(shards, fault_proxy, tmp_path, mode
     assert traffic["GET .idx"]["requests"] == world * len(shards) == world * sim["open"]["GET .idx per rank"]
     assert traffic["HEAD .rec"]["requests"] == world * sim["open"]["HEAD per rank"]
     assert traffic["HEAD .idx"]["requests"] == world * sim["open"]["HEAD .idx per rank"]
+
+
+def test_cache_downloads_of_shards_larger_than_a_chunk(s3_server, fault_proxy, tmp_path):
+    """10 MB shards: the downloader's growing chunks (several GETs per shard), once per node."""
+    bucket = s3_server.new_bucket()
+    urls, _ = write_synthetic(bucket, 2, 100, min_size=90_000, max_size=110_000, seed=8,
+                              magic_every=0, storage_options=s3_server.storage_options)
+    so = fault_proxy.storage_options
+    job = JobSpec(world_size=2, num_workers=2, batch_size=32, mode="block", seed=1,
+                  ranks_per_node=2, fetch={"cache": "shards"})
+    sim = simulate(from_dataset(open_dataset(urls, storage_options=so)), job, StorageModel())
+    fault_proxy.configure()
+    run_real(urls, job, so, cache_dir=str(tmp_path / "cache"))
+    got = fault_proxy.traffic()["GET .rec"]
+    assert sim["gets"] > 2                   # more than one GET per shard
+    assert (got["requests"], got["bytes"]) == (sim["gets"], sim["bytes"])

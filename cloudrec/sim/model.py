@@ -45,6 +45,8 @@ class JobSpec:
     to ``epoch_order``.  ``ranks_per_node`` ranks share a node (its bandwidth
     and shard cache).  ``sample_ranks`` > 0 plans only that many ranks (spread
     over the job) and scales per-node totals up; 0 plans every rank exactly.
+    ``worker_start_s``: a DataLoader worker's start-up (fork, storage client)
+    before its first request; measure it (bench/sim_validate.py does).
     """
 
     world_size: int = 1
@@ -60,6 +62,7 @@ class JobSpec:
     table_file: bool = False
     sample_ranks: int = 0
     fractions: int = 8
+    worker_start_s: float = 0.0   # DataLoader worker start-up before its first request
 
     def check(self) -> None:
         if self.mode not in MODES:
@@ -67,6 +70,8 @@ class JobSpec:
         for name in ("world_size", "num_workers", "batch_size", "ranks_per_node", "fractions"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.worker_start_s < 0:
+            raise ConfigError(f"worker_start_s must be >= 0, got {self.worker_start_s}")
         if self.sample_ranks < 0:
             raise ConfigError(f"sample_ranks must be >= 0, got {self.sample_ranks}")
         cache = self.fetch.get("cache", "none")

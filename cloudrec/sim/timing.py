@@ -95,10 +95,10 @@ def cached(node_bytes: np.ndarray, node_gets: np.ndarray, first_bytes: float, fi
     demand_end = float(node_time.max()) if node_time.size else 0.0
     epoch = max(demand_end, prefix_bound)
     peak = total_gets / storage.prefixes / max(demand_end, 1e-9)
-    # the first batch waits for every shard it touches; one process downloads them
+    # the first batch streams from the shards it touches as they download (first chunk
+    # 1 MB); one process pulls them
     proc_rate = min(storage.node_bw / procs * job.num_workers, concurrency * chunk / per_get)
-    shard_time = -(-(-(-first_shard // chunk)) // concurrency) * per_get
-    first = max(shard_time, first_bytes / proc_rate)
+    first = storage.latency_s + min(first_bytes, first_shard) / proc_rate
     bound = "prefix request rate" if prefix_bound > demand_end else (
         "node bandwidth" if node_rate == storage.node_bw else "latency x downloads")
     return {"first_batch_s": first, "epoch_s": epoch, "peak_get_rate": peak, "bound": bound}
