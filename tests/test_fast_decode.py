@@ -276,3 +276,14 @@ def test_fast_mode_keeps_errors_naming_the_record():
         fast.decode_process(b"\xff\xd8\xff\xe0garbage" * 10, None, " (record 9)")
     with pytest.raises(ImageDecodeError, match="empty"):
         fast.decode_process(b"", None, " (record 9)")
+
+
+@pytest.mark.parametrize("flag,to_rgb", [(1, True), (1, False), (0, True)])
+def test_imdecode_fast_path_matches_opencv(flag, to_rgb, monkeypatch):
+    from cloudrec.image.decode import imdecode
+    b = _jpeg(_photo(333, 517, 4))
+    got = imdecode(b, flag, to_rgb)
+    monkeypatch.setattr(jpeg_scale, "_sj", None)
+    want = imdecode(b, flag, to_rgb)
+    assert got.shape == want.shape == ((333, 517, 3) if flag else (333, 517, 1))
+    assert np.array_equal(got, want)

@@ -211,7 +211,11 @@ def imdecode(buf: BufferLike, flag: int = 1, to_rgb: bool = True, out: Optional[
     if arr.size == 0:
         raise ImageDecodeError("Input cannot be an empty buffer", url, key)
     head = arr[:16].tobytes()
-    check_pixels(arr, max_pixels, url, key)
+    size = check_pixels(arr, max_pixels, url, key)
+    fast = decode_jpeg(arr, 1 if flag == 0 else 3, size, rgb=to_rgb) \
+        if out is None and head[:2] == b"\xff\xd8" else None  # same pixels as below
+    if fast is not None:
+        return fast[:, :, None] if fast.ndim == 2 else fast
     cvflag = cv2.IMREAD_GRAYSCALE if flag == 0 else cv2.IMREAD_COLOR
     if _ignores_orientation(head):
         cvflag |= cv2.IMREAD_IGNORE_ORIENTATION

@@ -116,7 +116,8 @@ def _exif_orientation(t) -> int:
 
 
 def decode_jpeg(arr: np.ndarray, channels: int, size: Optional[Tuple[int, int]],
-                min_side: int = 0, fast: bool = False) -> Optional[np.ndarray]:
+                min_side: int = 0, fast: bool = False, rgb: bool = False
+                ) -> Optional[np.ndarray]:
     """Decode a JPEG as ``cv2.imdecode`` would (OpenCV channel order, gray as HxW), at the
     smallest paying scale whose shorter side stays >= ``min_side`` (0: full size).
 
@@ -124,7 +125,8 @@ def decode_jpeg(arr: np.ndarray, channels: int, size: Optional[Tuple[int, int]],
     ``size`` is the header's (w, h) from :func:`cloudrec.image.decode.check_pixels`.
     ``fast``: libjpeg's fast integer IDCT and plain chroma upsampling (~15 % less time on
     the bench photos; mean |difference| ~1 level, up to ~25 at sharp colour edges), for
-    ``decode_reduce`` mode only: the pixels are no longer OpenCV's.
+    ``decode_reduce`` mode only: the pixels are no longer OpenCV's.  ``rgb``: 3 channels
+    in RGB order (``imdecode``'s, saving OpenCV's BGR->RGB pass).
     """
     if _sj is None or size is None or channels not in _COLORSPACE:
         return None
@@ -135,7 +137,8 @@ def decode_jpeg(arr: np.ndarray, channels: int, size: Optional[Tuple[int, int]],
     m = choose_eighths(min(w, h), min_side)
     ow, oh = scaled_size(w, m), scaled_size(h, m)
     try:
-        img = _sj.decode_jpeg(arr, _COLORSPACE[channels], min_height=oh, min_width=ow,
+        space = "RGB" if rgb and channels == 3 else _COLORSPACE[channels]
+        img = _sj.decode_jpeg(arr, space, min_height=oh, min_width=ow,
                               strict=True, fastdct=fast, fastupsample=fast)
     except (ValueError, RuntimeError, MemoryError):
         return None
