@@ -25,7 +25,7 @@ from __future__ import annotations
 import random as _pyrandom
 import sys
 import types
-from typing import Any, Dict, Optional
+from typing import Any, Dict
 
 import numpy as np
 
@@ -35,8 +35,7 @@ from cloudrec import recordio as _recordio
 from cloudrec.image import ops as _ops
 from cloudrec.mxnet_base import (Context, CSRNDArray, MXNetError, NDArray, as_nd, as_np, cpu,
                                  current_context, drop_unknown_kwargs, gpu, mxnet_errors,
-                                 nd_array, nd_load, nd_load_frombuffer, nd_save, read_url,
-                                 shim_storage_options)
+                                 nd_array, nd_load, nd_load_frombuffer, nd_save, read_url)
 
 __all__ = ["recordio", "image", "img", "nd", "ndarray", "io", "base", "random", "gluon",
            "NDArray", "cpu", "gpu", "Context", "storage_options", "MXNetError"]
@@ -99,37 +98,7 @@ random.seed = _seed
 
 # ------------------------------------------------------------------------------ mx.recordio
 recordio = _module("recordio", "MXNet's ``mx.recordio`` on any fsspec URL.")
-_RECORDIO_METHODS = ("read", "write", "read_idx", "write_idx", "seek", "reset", "open", "close",
-                     "tell")
-
-
-def _erroring(cls: type, methods: tuple) -> Dict[str, Any]:
-    return {m: mxnet_errors(getattr(cls, m)) for m in methods if hasattr(cls, m)}
-
-
-class MXRecordIO(_recordio.MXRecordIO):
-    """``mx.recordio.MXRecordIO``; ``mx.storage_options`` apply when none are given."""
-
-    @mxnet_errors
-    def __init__(self, uri: str, flag: str, storage_options: Optional[Dict[str, Any]] = None
-                 ) -> None:
-        super().__init__(uri, flag, storage_options=shim_storage_options(storage_options))
-
-
-class MXIndexedRecordIO(_recordio.MXIndexedRecordIO):
-    """``mx.recordio.MXIndexedRecordIO``; ``mx.storage_options`` apply when none are given."""
-
-    @mxnet_errors
-    def __init__(self, idx_path: str, uri: str, flag: str, key_type: Any = int,
-                 storage_options: Optional[Dict[str, Any]] = None) -> None:
-        super().__init__(idx_path, uri, flag, key_type=key_type,
-                         storage_options=shim_storage_options(storage_options))
-
-
-for _cls in (MXRecordIO, MXIndexedRecordIO):
-    for _m, _f in _erroring(_cls.__mro__[1], _RECORDIO_METHODS).items():
-        setattr(_cls, _m, _f)
-
+from cloudrec.mxnet_recordio import MXIndexedRecordIO, MXRecordIO  # noqa: E402
 
 recordio.MXRecordIO = MXRecordIO
 recordio.MXIndexedRecordIO = MXIndexedRecordIO
