@@ -85,7 +85,7 @@ def test_object_replaced_before_its_cache_download_is_refused(s3_server, tmp_pat
     # reopened: the new version is downloaded and cached under its own ETag
     ds2 = open_dataset(urls, storage_options=so)
     with RecordFetcher(ds2, cache="shards", cache_dir=cdir) as g:
-        assert next(iter(g.fetch([60])))[1] == bytes(x ^ 0x5A for x in truth[(1, 60)])
+        assert list(g.fetch([60]))[0][1] == bytes(x ^ 0x5A for x in truth[(1, 60)])
         e1 = [e for e in g._cache.cache.entries() if e.url == urls[1]]
         assert len(e1) == 1 and e1[0].version == ds2.shards[1].version
         with open(e1[0].path, "rb") as fh:

@@ -33,23 +33,25 @@ from __future__ import annotations
 import os
 import struct
 import threading
-import warnings
 from collections import deque
-from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from itertools import islice
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
 
 import numpy as np
 
-from cloudrec.errors import CloudrecError, ConfigError, RecordIOError, StorageError
+from cloudrec.errors import ConfigError, RecordIOError
 from cloudrec.format.framing import MAGIC, read_record_at
 from cloudrec.reader.planner import DEFAULT_MAX_GAP, DEFAULT_MAX_REQUEST, plan_ranges
 from cloudrec.storage.ranged import RangeReader, make_range_reader
 from cloudrec.storage.retry import RetryPolicy
 from cloudrec.storage.redact import redact_url
+from cloudrec.reader.cached import FORK_STASH as _FORK_STASH
+from cloudrec.reader.cached import CacheHook as _CacheHook
+from cloudrec.reader.cached import is_local as _is_local  # noqa: F401 - used by dataset.table_file
+from cloudrec.reader.cached import result as _result
 
 DEFAULT_CONCURRENCY = 16
-_FORK_STASH: List[Any] = []  # parent-process readers kept alive in a forked child
 DEFAULT_READAHEAD = 128 << 20
 _ID_BLOCK = 4096
 
@@ -155,14 +157,16 @@ class RecordFetcher:
         """Counters since this fetcher was made (per process): ``requests`` and
         ``bytes`` planned, ``retries`` of failed attempts, ``failures`` (reads that
         gave up), and for a cache ``cache_downloads``, ``cache_hits``,
-        ``cache_corrupt`` (damaged entries dropped) and ``cache_bypassed`` (shards
-        read directly because the cache could not take them)."""
+        ``cache_corrupt`` (damaged entries dropped), ``cache_bypassed`` (shards
+        read directly because the cache could not take them) and ``cache_streamed``
+        (requests answered while their shard was still downloading)."""
         out = {"requests": self.requests, "bytes": self.bytes_requested,
                "retries": self.retry.retries, "failures": self.retry.failures}
         if self._cache is not None:
             c = self._cache.cache
             out.update(cache_downloads=c.downloads, cache_hits=c.hits, cache_corrupt=c.corrupt,
-                       cache_bypassed=len(self._cache.bypassed))
+                       cache_bypassed=len(self._cache.bypassed),
+                       cache_streamed=self._cache.streamed)
         return out
 
     def __repr__(self) -> str:
@@ -242,6 +246,8 @@ class RecordFetcher:
                     queue.append(w)
                     inflight += w.nbytes
                 if not queue:
+                    if self._cache is not None:  # streamed shards: let their downloads publish
+                        self._cache.wait_downloads()
                     return
                 w = queue[0]
                 yield from self._emit(w)
@@ -315,198 +321,6 @@ class RecordFetcher:
     def __setstate__(self, state: Dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._lock = threading.Lock()
-
-
-class _CacheHook:
-    """Serves shards from a :class:`ShardCache`: download once, then ``pread`` locally.
-
-    A shard's first request waits for its download (started in a small pool);
-    later ones go straight to the local file, held with a shared lock so that
-    eviction leaves it alone while this fetcher lives.  Local files are read in
-    place.  A shard the cache cannot take is read remotely (one warning).
-    """
-
-    DOWNLOADERS = 4
-
-    def __init__(self, fetcher: "RecordFetcher", cache: Any) -> None:
-        self.f = fetcher
-        self.cache = cache
-        self._paths: Dict[int, Future] = {}
-        self._local: Optional[RangeReader] = None
-        self._pool: Optional[ThreadPoolExecutor] = None
-        self._lock = threading.Lock()
-        self.bypassed: Dict[int, str] = {}  # shard -> why the cache could not take it
-        self._closed = False
-
-    @classmethod
-    def make(cls, fetcher: "RecordFetcher", mode: str, cache_dir: Optional[str],
-             max_bytes: Optional[int]) -> Optional["_CacheHook"]:
-        from cloudrec.storage.cache import ShardCache
-        cache = ShardCache(cache_dir, max_bytes)
-        if mode == "auto":
-            remote = [s for i, s in enumerate(fetcher.ds.shards)
-                      if not _is_local(fetcher.ds.filesystem(i)[0])]
-            if not remote or sum(s.size for s in remote) > cache.max_bytes:
-                return None
-        return cls(fetcher, cache)
-
-    def __getstate__(self) -> Dict[str, Any]:
-        # pools, locks and descriptors stay behind; the copy downloads or finds shards anew
-        state = dict(self.__dict__)
-        state["_paths"], state["_local"], state["_pool"], state["_lock"] = {}, None, None, None
-        state["bypassed"] = {}
-        return state
-
-    def __setstate__(self, state: Dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._lock = threading.Lock()
-        self._closed = False
-
-    def after_fork(self) -> None:
-        # the child shares the parent's descriptors (and so its shared locks); fresh ones here
-        _FORK_STASH.append((self._paths, self._local, self._pool))
-        self._paths, self._local, self._pool = {}, None, None
-        self._lock = threading.Lock()
-
-    def touch(self) -> None:
-        """Mark the shards this fetcher holds as used (LRU), once per fetch()."""
-        for fut in list(self._paths.values()):
-            if fut.done() and fut.exception() is None:
-                reader, path, _ = fut.result()
-                if reader is self._local:
-                    try:
-                        os.utime(path)
-                    except OSError:
-                        pass  # read-only folder or removed by `cache clear`: our descriptor reads
-
-    def local_reader(self) -> RangeReader:
-        if self._local is None:
-            from fsspec.implementations.local import LocalFileSystem
-            self._local = make_range_reader(LocalFileSystem(), concurrency=self.f.concurrency,
-                                            retry=self.f.retry)
-        return self._local
-
-    def _holder(self, url: str) -> Any:
-        """``hold(path)`` for the cache: open the entry (before any eviction can run) and
-        mark it in use."""
-        from cloudrec.storage.cache_files import hold_shared
-
-        def hold(path: str) -> None:
-            if self._closed:  # a download finishing after close(): hold nothing
-                raise StorageError("read cancelled: the fetcher was closed while downloading",
-                                   url)
-            hold_shared(self.local_reader()._fd(path))  # type: ignore[attr-defined]
-        return hold
-
-    def target(self, shard_no: int) -> Optional[Tuple[RangeReader, str, Optional[str]]]:
-        """(reader, path, version) once the shard is local (or bypasses the cache), else None."""
-        fs, path = self.f.ds.filesystem(shard_no)
-        if _is_local(fs):  # read in place
-            return self.f._reader_for(fs), path, None
-        fut = self._paths.get(shard_no)
-        if fut is not None and fut.done() and fut.exception() is None:
-            return fut.result()
-        return None
-
-    def _ensure(self, shard_no: int) -> Future:
-        with self._lock:
-            fut = self._paths.get(shard_no)
-            if fut is None or (fut.done() and fut.exception() is not None):
-                if self._pool is None:
-                    self._pool = ThreadPoolExecutor(self.DOWNLOADERS,
-                                                    thread_name_prefix="cloudrec-cache")
-                fut = self._paths[shard_no] = self._pool.submit(self._download, shard_no)
-            return fut
-
-    def _download(self, shard_no: int) -> Tuple[RangeReader, str, Optional[str]]:
-        from cloudrec.storage.cache import CacheUnavailable, download_ranges
-        shard = self.f.ds.shards[shard_no]
-        fs, path = self.f.ds.filesystem(shard_no)
-        reader = self.f._reader_for(fs)
-        # pinned to the version seen at open: a replaced object is refused, never cached
-        # under the old version's name
-        dl = download_ranges(lambda a, b: reader.submit(path, a, b, shard.rec_url,
-                                                        version=shard.version), shard.size)
-        try:
-            local = self.cache.get(shard.rec_url, shard.size, shard.version, dl,
-                                   hold=self._holder(shard.rec_url))
-        except CacheUnavailable as exc:
-            self.bypassed[shard_no] = str(exc)
-            _warn_once(self.cache.dir, type(exc).__name__,
-                       f"cloudrec cache: {exc}; reading such shards directly instead")
-            return reader, path, shard.version
-        return self.local_reader(), local, None
-
-    def submit(self, shard_no: int, start: int, end: int) -> Future:
-        """A Future of ``[start, end)`` read from the cached copy once it is there."""
-        out: Future = Future()
-        url = self.f.ds.shards[shard_no].rec_url
-
-        def settle(f: Future, then: Any = None) -> None:
-            # always resolve ``out``: an exception in a done-callback is only logged,
-            # so a cancelled download (close()) would leave the reader waiting forever
-            if out.done():
-                return
-            try:
-                result = _result(f, url, start, end)
-                if then is None:
-                    out.set_result(result)
-                else:
-                    then(result)
-            except BaseException as exc:  # noqa: BLE001 - handed to the consumer
-                if not out.done():
-                    out.set_exception(exc)
-
-        def read_target(t: Tuple[RangeReader, str, Optional[str]]) -> None:
-            t[0].submit(t[1], start, end, url, version=t[2]).add_done_callback(settle)
-
-        def chain(pf: Future) -> None:
-            settle(pf, read_target)
-
-        self._ensure(shard_no).add_done_callback(chain)
-        return out
-
-    def close(self) -> None:
-        self._closed = True
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = None
-        if self._local is not None:
-            self._local.close()  # closing the descriptors drops their shared locks
-            self._local = None
-        self._paths = {}
-
-
-_WARNED: set = set()
-
-
-def _warn_once(folder: str, kind: str, message: str) -> None:
-    """One warning per cache folder and reason per process (not one per shard)."""
-    if (folder, kind) in _WARNED:
-        return
-    _WARNED.add((folder, kind))
-    warnings.warn(message, RuntimeWarning, stacklevel=2)
-
-
-def _is_local(fs: Any) -> bool:
-    from fsspec.implementations.local import LocalFileSystem
-    from fsspec.implementations.memory import MemoryFileSystem
-    return isinstance(fs, (LocalFileSystem, MemoryFileSystem))
-
-
-def _result(f: Future, url: str, start: int, end: int) -> Any:
-    """``f.result()``; cancelled or unschedulable reads (the fetcher was closed) become
-    a StorageError naming the URL and range instead of a bare CancelledError/RuntimeError."""
-    try:
-        return f.result()
-    except CancelledError:
-        raise StorageError("read cancelled: the fetcher was closed while reading",
-                           url, start, end) from None
-    except RuntimeError as exc:
-        if isinstance(exc, CloudrecError) or "shutdown" not in str(exc):
-            raise
-        raise StorageError(f"read not started: the fetcher was closed ({exc})",
-                           url, start, end) from None
 
 
 def _key(k: Any) -> Any:

@@ -33,7 +33,7 @@ import os
 import threading
 import warnings
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Set, Tuple
+from typing import Callable, List, Optional, Set, Tuple
 
 from cloudrec.errors import StorageError
 from cloudrec.storage.cache_files import (EVICT_LOCK, OWN_FILE, TMP_FILE, CacheDiskFullError,

@@ -121,24 +121,46 @@ def reserve(path: str, size: int) -> None:
     os.close(fd)
 
 
+FIRST_CHUNK = 1 << 20
+
+
+def chunk_bounds(size: int, chunk: int = DOWNLOAD_CHUNK, first: int = FIRST_CHUNK):
+    """``[(start, end)]`` covering ``[0, size)``.  A shard of one chunk or less is one GET;
+    a larger one starts with 1 MB, 2 MB, 4 MB, ... up to ``chunk``, so its first records
+    arrive early (streaming) for ~3 more GETs than equal chunks."""
+    if size <= chunk:
+        return [(0, size)] if size > 0 else []
+    out, a, n = [], 0, max(1, min(first, chunk))
+    while a < size:
+        b = min(size, a + n)
+        out.append((a, b))
+        a, n = b, min(chunk, n * 2)
+    return out
+
+
 def download_ranges(submit: Callable[[int, int], "Future[bytes]"], size: int,
-                    chunk: int = DOWNLOAD_CHUNK) -> Callable[[str], None]:
+                    chunk: int = DOWNLOAD_CHUNK,
+                    on_chunk: Optional[Callable[[int], None]] = None) -> Callable[[str], None]:
     """A ``download(tmp_path)`` that fetches ``[0, size)`` in concurrent chunks.
 
     ``submit(start, end)`` returns a Future of exactly those bytes (a
     RangeReader with retries), so a download gets the same retry policy,
     short-body and version checks as record reads.  The file is written in
-    place (it may have been reserved at full size).
+    place (it may have been reserved at full size), in order; after each
+    chunk ``on_chunk(end)`` says that ``[0, end)`` is on disk (for readers
+    that stream the shard while it downloads).
     """
     def download(tmp: str) -> None:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT, 0o644)
         try:
-            futs = [(a, submit(a, min(size, a + chunk))) for a in range(0, size, chunk)]
+            futs = [(a, b, submit(a, b)) for a, b in chunk_bounds(size, chunk)]
             try:
-                for a, f in futs:
+                for a, b, f in futs:
                     write_all(fd, f.result(), a)
+                    if on_chunk is not None:
+                        on_chunk(b)
             except BaseException:
-                for _, f in futs:
+                for _, _, f in futs:
                     f.cancel()
                 raise
             os.ftruncate(fd, size)

@@ -1,0 +1,309 @@
+"""The fetcher's side of the node's shard cache: download once, stream while downloading.
+
+:class:`CacheHook` serves a :class:`~cloudrec.reader.fetch.RecordFetcher`'s
+requests from a :class:`~cloudrec.storage.cache.ShardCache`:
+
+* a shard's first request starts its download (a small pool, one download per
+  node thanks to the cache's file lock); the download writes the shard in
+  order, in chunks of 1, 2, 4, 8, 8 ... MB, and every request whose bytes are
+  on disk already is answered from the partial file at once (streaming), so a
+  shard's first record never waits for its last byte;
+* once published, the entry is read with ``pread`` through a descriptor that
+  holds a shared lock, so eviction leaves it alone while this fetcher lives;
+* a shard the cache cannot take (read-only folder, cap full of shards in use)
+  is read remotely, pinned to its version, with one warning per reason.
+"""
+from __future__ import annotations
+
+import os
+import threading
+import warnings
+from concurrent.futures import CancelledError, Future, InvalidStateError, ThreadPoolExecutor
+from typing import Any, Dict, List, Optional, Tuple
+
+from cloudrec.errors import CloudrecError, StorageError
+from cloudrec.storage.ranged import RangeReader, make_range_reader
+
+FORK_STASH: List[Any] = []  # parent-process readers kept alive in a forked child
+Target = Tuple[RangeReader, str, Optional[str]]  # (reader, path, version to pin)
+
+
+class _Progress:
+    """How much of a shard's download is on disk, and the requests waiting for more."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.fd = -1
+        self.done_to = 0  # [0, done_to) is written
+        self._waiting: List[Tuple[int, int, Future]] = []
+        self.served = 0   # requests answered from the partial file
+        self.closed = False
+
+    def opened(self, tmp: str) -> None:
+        with self._lock:
+            self.fd = os.open(tmp, os.O_RDONLY)
+
+    def advance(self, end: int) -> None:
+        """``[0, end)`` is written: answer every waiting request it covers."""
+        with self._lock:
+            self.done_to = end
+            still = []
+            for a, b, out in self._waiting:
+                if b <= end:
+                    self._serve(a, b, out)
+                else:
+                    still.append((a, b, out))
+            self._waiting = still
+
+    def wait_for(self, start: int, end: int, out: Future) -> None:
+        """Answer ``out`` from the partial file as soon as ``[start, end)`` is written."""
+        with self._lock:
+            if self.closed:
+                return  # the download is over: the chain answers from the finished file
+            if self.fd >= 0 and end <= self.done_to:
+                self._serve(start, end, out)
+            else:
+                self._waiting.append((start, end, out))
+
+    def _serve(self, a: int, b: int, out: Future) -> None:
+        if out.done():
+            return
+        try:
+            data = os.pread(self.fd, b - a, a)
+        except OSError:
+            return  # the chain reads it from the finished file instead
+        if len(data) == b - a:
+            _settle_value(out, data)
+            self.served += 1
+
+    def close(self) -> None:
+        """The download ended (either way): waiters left are answered by the chain."""
+        with self._lock:
+            self.closed = True
+            self._waiting = []
+            if self.fd >= 0:
+                os.close(self.fd)
+                self.fd = -1
+
+
+class CacheHook:
+    """Serves a fetcher's shards from a ShardCache (see the module docstring)."""
+
+    DOWNLOADERS = 4
+
+    def __init__(self, fetcher: Any, cache: Any) -> None:
+        self.f = fetcher
+        self.cache = cache
+        self._paths: Dict[int, Future] = {}
+        self._progress: Dict[int, _Progress] = {}
+        self._local: Optional[RangeReader] = None
+        self._pool: Optional[ThreadPoolExecutor] = None
+        self._lock = threading.Lock()
+        self.bypassed: Dict[int, str] = {}  # shard -> why the cache could not take it
+        self.streamed = 0  # requests answered while their shard was still downloading
+        self._closed = False
+
+    @classmethod
+    def make(cls, fetcher: Any, mode: str, cache_dir: Optional[str],
+             max_bytes: Optional[int]) -> Optional["CacheHook"]:
+        from cloudrec.storage.cache import ShardCache
+        cache = ShardCache(cache_dir, max_bytes)
+        if mode == "auto":
+            remote = [s for i, s in enumerate(fetcher.ds.shards)
+                      if not is_local(fetcher.ds.filesystem(i)[0])]
+            if not remote or sum(s.size for s in remote) > cache.max_bytes:
+                return None
+        return cls(fetcher, cache)
+
+    def __getstate__(self) -> Dict[str, Any]:
+        # pools, locks and descriptors stay behind; the copy downloads or finds shards anew
+        state = dict(self.__dict__)
+        state["_paths"], state["_local"], state["_pool"], state["_lock"] = {}, None, None, None
+        state["bypassed"], state["_progress"] = {}, {}
+        return state
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def after_fork(self) -> None:
+        # the child shares the parent's descriptors (and so its shared locks); fresh ones here
+        FORK_STASH.append((self._paths, self._local, self._pool, self._progress))
+        self._paths, self._local, self._pool, self._progress = {}, None, None, {}
+        self._lock = threading.Lock()
+
+    def touch(self) -> None:
+        """Mark the shards this fetcher holds as used (LRU), once per fetch()."""
+        for fut in list(self._paths.values()):
+            if fut.done() and fut.exception() is None:
+                reader, path, _ = fut.result()
+                if reader is self._local:
+                    try:
+                        os.utime(path)
+                    except OSError:
+                        pass  # read-only folder or removed by `cache clear`: our descriptor reads
+
+    def local_reader(self) -> RangeReader:
+        if self._local is None:
+            from fsspec.implementations.local import LocalFileSystem
+            self._local = make_range_reader(LocalFileSystem(), concurrency=self.f.concurrency,
+                                            retry=self.f.retry)
+        return self._local
+
+    def _holder(self, url: str) -> Any:
+        """``hold(path)`` for the cache: open the entry (before any eviction can run) and
+        mark it in use."""
+        from cloudrec.storage.cache_files import hold_shared
+
+        def hold(path: str) -> None:
+            if self._closed:  # a download finishing after close(): hold nothing
+                raise StorageError("read cancelled: the fetcher was closed while downloading",
+                                   url)
+            hold_shared(self.local_reader()._fd(path))  # type: ignore[attr-defined]
+        return hold
+
+    def target(self, shard_no: int) -> Optional[Target]:
+        """(reader, path, version) once the shard is local (or bypasses the cache), else None."""
+        fs, path = self.f.ds.filesystem(shard_no)
+        if is_local(fs):  # read in place
+            return self.f._reader_for(fs), path, None
+        fut = self._paths.get(shard_no)
+        if fut is not None and fut.done() and fut.exception() is None:
+            return fut.result()
+        return None
+
+    def _ensure(self, shard_no: int) -> Tuple[Future, Optional[_Progress]]:
+        with self._lock:
+            fut = self._paths.get(shard_no)
+            if fut is None or (fut.done() and fut.exception() is not None):
+                if self._pool is None:
+                    self._pool = ThreadPoolExecutor(self.DOWNLOADERS,
+                                                    thread_name_prefix="cloudrec-cache")
+                prog = self._progress[shard_no] = _Progress()
+                fut = self._paths[shard_no] = self._pool.submit(self._download, shard_no, prog)
+                fut.add_done_callback(lambda _f, p=prog: p.close())
+            return fut, self._progress.get(shard_no)
+
+    def _download(self, shard_no: int, prog: _Progress) -> Target:
+        from cloudrec.storage.cache import CacheUnavailable
+        from cloudrec.storage.cache_files import download_ranges
+        shard = self.f.ds.shards[shard_no]
+        fs, path = self.f.ds.filesystem(shard_no)
+        reader = self.f._reader_for(fs)
+        # pinned to the version seen at open: a replaced object is refused, never cached
+        # under the old version's name
+        fetch_all = download_ranges(lambda a, b: reader.submit(path, a, b, shard.rec_url,
+                                                               version=shard.version),
+                                    shard.size, on_chunk=prog.advance)
+
+        def download(tmp: str) -> None:
+            prog.opened(tmp)
+            fetch_all(tmp)
+
+        try:
+            local = self.cache.get(shard.rec_url, shard.size, shard.version, download,
+                                   hold=self._holder(shard.rec_url))
+        except CacheUnavailable as exc:
+            self.bypassed[shard_no] = str(exc)
+            _warn_once(self.cache.dir, type(exc).__name__,
+                       f"cloudrec cache: {exc}; reading such shards directly instead")
+            return reader, path, shard.version
+        finally:
+            self.streamed += prog.served
+        return self.local_reader(), local, None
+
+    def submit(self, shard_no: int, start: int, end: int) -> Future:
+        """A Future of ``[start, end)``: from the partial download as soon as those bytes are
+        written, else from the finished entry (or the remote shard when it bypasses)."""
+        out: Future = Future()
+        url = self.f.ds.shards[shard_no].rec_url
+
+        def settle(f: Future, then: Any = None) -> None:
+            # always resolve ``out``: an exception in a done-callback is only logged,
+            # so a cancelled download (close()) would leave the reader waiting forever
+            if out.done():
+                return
+            try:
+                value = result(f, url, start, end)
+                if then is None:
+                    _settle_value(out, value)
+                else:
+                    then(value)
+            except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+                if not out.done():
+                    try:
+                        out.set_exception(exc)
+                    except InvalidStateError:
+                        pass
+
+        def read_target(t: Target) -> None:
+            if not out.done():
+                t[0].submit(t[1], start, end, url, version=t[2]).add_done_callback(settle)
+
+        def chain(pf: Future) -> None:
+            settle(pf, read_target)
+
+        fut, prog = self._ensure(shard_no)
+        if prog is not None and not fut.done():
+            prog.wait_for(start, end, out)
+        fut.add_done_callback(chain)
+        return out
+
+    def wait_downloads(self) -> None:
+        """Wait for downloads still finishing (their records may all have been streamed
+        already); their errors were or will be reported by the reads that need them."""
+        for fut in list(self._paths.values()):
+            try:
+                fut.result()
+            except BaseException:  # noqa: BLE001 - not this caller's to report
+                pass
+
+    def close(self) -> None:
+        self._closed = True
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+        if self._local is not None:
+            self._local.close()  # closing the descriptors drops their shared locks
+            self._local = None
+        self._paths = {}
+
+
+def _settle_value(out: Future, value: Any) -> None:
+    try:
+        out.set_result(value)
+    except InvalidStateError:
+        pass  # answered already (streamed, then the chain came by)
+
+
+_WARNED: set = set()
+
+
+def _warn_once(folder: str, kind: str, message: str) -> None:
+    """One warning per cache folder and reason per process (not one per shard)."""
+    if (folder, kind) in _WARNED:
+        return
+    _WARNED.add((folder, kind))
+    warnings.warn(message, RuntimeWarning, stacklevel=2)
+
+
+def is_local(fs: Any) -> bool:
+    from fsspec.implementations.local import LocalFileSystem
+    from fsspec.implementations.memory import MemoryFileSystem
+    return isinstance(fs, (LocalFileSystem, MemoryFileSystem))
+
+
+def result(f: Future, url: str, start: int, end: int) -> Any:
+    """``f.result()``; cancelled or unschedulable reads (the fetcher was closed) become
+    a StorageError naming the URL and range instead of a bare CancelledError/RuntimeError."""
+    try:
+        return f.result()
+    except CancelledError:
+        raise StorageError("read cancelled: the fetcher was closed while reading",
+                           url, start, end) from None
+    except RuntimeError as exc:
+        if isinstance(exc, CloudrecError) or "shutdown" not in str(exc):
+            raise
+        raise StorageError(f"read not started: the fetcher was closed ({exc})",
+                           url, start, end) from None

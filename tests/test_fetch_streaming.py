@@ -1,0 +1,64 @@
+"""Progressive shard streaming (loopback S3 behind the proxy): while a shard downloads into
+the node's cache, its records are handed out as their bytes land, before the entry is
+published; the shard is fetched once (its chunk GETs only, no record read twice), the
+entry is published whole with its CRC32, and the next reader hits it."""
+import os
+
+import numpy as np
+import pytest
+
+from cloudrec.dataset import open_dataset
+from cloudrec.dataset.synthetic import write_synthetic
+from cloudrec.reader.fetch import RecordFetcher
+from cloudrec.storage.cache import ShardCache
+from cloudrec.storage.cache_files import chunk_bounds
+
+pytestmark = pytest.mark.s3
+
+
+def test_chunk_bounds_start_small_and_cover_exactly():
+    assert chunk_bounds(0) == [] and chunk_bounds(5) == [(0, 5)]
+    assert chunk_bounds(8 << 20) == [(0, 8 << 20)]  # one chunk: one GET, as before
+    mb = 1 << 20
+    b = chunk_bounds(20 * mb + 7)
+    assert [y - x for x, y in b] == [mb, 2 * mb, 4 * mb, 8 * mb, 5 * mb + 7]
+    assert b[0][0] == 0 and all(b[i][1] == b[i + 1][0] for i in range(len(b) - 1))
+    assert b[-1][1] == 20 * mb + 7
+
+
+def test_records_stream_while_the_shard_downloads(s3_server, fault_proxy, tmp_path):
+    bucket = s3_server.new_bucket("stream")
+    urls, truth = write_synthetic(bucket, 1, 400, seed=81, min_size=45_000, max_size=55_000,
+                                  magic_every=0, storage_options=s3_server.storage_options)
+    ds = open_dataset(urls, storage_options=fault_proxy.storage_options)
+    size = ds.shards[0].size
+    chunks = chunk_bounds(size)
+    assert len(chunks) >= 4
+    # one chunk GET at a time, each taking >= 0.4 s: the download lasts >= 1.6 s
+    fault_proxy.configure(latency_ms=400)
+    cdir = str(tmp_path / "cache")
+    f = RecordFetcher(ds, cache="shards", cache_dir=cdir, concurrency=1)
+    got, published_at_first = [], None
+    for rid, payload in f.fetch(range(len(ds))):
+        if not got:
+            published_at_first = [n for n in os.listdir(cdir) if n.endswith(".data")]
+        got.append((rid, payload))
+    st = f.stats
+    f.close()
+    assert published_at_first == []  # the first record came before the shard was complete
+    assert [r for r, _ in got] == list(range(400))
+    assert all(p == truth[(0, int(ds.table.key[r]))] for r, p in got)
+    assert st["cache_downloads"] == 1 and st["cache_streamed"] > 0, st
+    assert fault_proxy.stats()["requests"] == len(chunks)  # each byte fetched once
+    [entry] = ShardCache(cdir).entries()
+    assert entry.size == size and isinstance(entry.crc32, int)
+    good, bad = ShardCache(cdir).verify()
+    assert len(good) == 1 and bad == []
+    # the next reader on the node uses the published entry
+    fault_proxy.configure()
+    order = np.random.default_rng(3).permutation(len(ds))
+    with RecordFetcher(ds, cache="shards", cache_dir=cdir) as g:
+        again = list(g.fetch(order))
+        assert g.stats["cache_hits"] == 1 and g.stats["cache_downloads"] == 0
+    assert [p for _, p in again] == [truth[(0, int(ds.table.key[r]))] for r in order]
+    assert fault_proxy.stats()["requests"] == 0
