@@ -1,6 +1,6 @@
 """Bytes moved per record read when ranks x DataLoader workers each plan their own reads.
 
-    python bench/assign.py [--records 2000] [--record-kb 70] [--shards 8] [--batch 64] [--json PATH]
+    python bench/assign.py [--records 2000] [--record-kb 70] [--shards 8] [--batch 64] [--name assign]
 
 No IO: every worker's record ids (``EpochSampler.epoch_slice``) go through the
 fetcher's own cut into windows of ``--window-mb`` of records and the real
@@ -20,10 +20,8 @@ batch 64, 4 MB blocks, 32 MB fetch windows, 256 KB max gap).
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
-import time
+import sys
 from types import SimpleNamespace
 
 import numpy as np
@@ -167,19 +165,21 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--window-mb", type=int, default=32, help="fetcher window (readahead / 4)")
     ap.add_argument("--max-gap-kb", type=int, default=256)
-    ap.add_argument("--json", default=None, help="write the results here")
+    ap.add_argument("--name", default="assign", help="results name (bench/results/NAME.json)")
     a = ap.parse_args()
     print(f"N={a.records} x {a.record_kb} KB in {a.shards} shards, batch {a.batch}, "
           f"window {a.window_mb} MB, max_gap {a.max_gap_kb} KB")
-    t0 = time.perf_counter()
     out = run(a)
-    out["settings"] = vars(a)
-    out["machine"] = {"platform": platform.platform(), "cpus": os.cpu_count(),
-                      "load": os.getloadavg(), "seconds": time.perf_counter() - t0}
-    if a.json:
-        os.makedirs(os.path.dirname(a.json) or ".", exist_ok=True)
-        with open(a.json, "w") as f:
-            json.dump(out, f, indent=1)
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from _common import figure, write_result
+    figures = []
+    for r in out["rows"]:
+        if r["world_size"] == 1 and r["workers"] == 2:
+            for key, label in (("amp_old", "earlier layout"), ("amp", "spans"), ("amp_aligned", "spans + hints")):
+                figures.append(figure(f"`{r['mode']}` {label}", round(r[key], 3), "x",
+                                      "<= 1.02x" if key != "amp_old" else None,
+                                      group="bytes moved / bytes read, 2 workers"))
+    write_result(a.name, vars(a), out, figures, title="bytes moved per worker layout (issue 13.1)")
 
 
 if __name__ == "__main__":

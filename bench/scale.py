@@ -1,7 +1,7 @@
 """Per-process cost of the epoch order and partition as N and the world size grow (issue 18).
 
     python bench/scale.py [--sizes 1000000 10000000 100000000] [--modes global block shard]
-                          [--world-size 2048] [--workers 8] [--timeout 300] [--json PATH]
+                          [--world-size 2048] [--workers 8] [--timeout 300] [--no-full]
 
 Each point runs in a fresh process: ``EpochSampler(N, mode, rank=5,
 world_size=W, batch_size=256)`` with K DataLoader workers, time and peak RSS
@@ -10,14 +10,14 @@ its first batch of epoch 1. ``lazy`` is the sampler's path (``epoch_slice``:
 O(blocks) state plus this worker's own records); ``full`` is the earlier path,
 measured in the same run: the whole ``epoch_order`` array, then
 ``partition_epoch`` of it. A point that exceeds ``--timeout`` is reported as
-such (the full path at 100 M takes minutes and gigabytes).
+such (the full path at 100 M takes minutes and gigabytes). Writes
+bench/results/scale.json.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -77,7 +77,6 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=8)
     ap.add_argument("--timeout", type=float, default=300)
     ap.add_argument("--no-full", action="store_true", help="skip the full-order baseline")
-    ap.add_argument("--json", default=None)
     a = ap.parse_args()
     print(f"rank 5 of {a.world_size}, worker 3 of {a.workers}, batch 256, epoch 1; "
           "time and peak RSS above the interpreter until the first batch")
@@ -94,12 +93,21 @@ def main() -> None:
                 if "seconds" in lazy and "seconds" in full:
                     line += f"   x{full['seconds'] / max(lazy['seconds'], 1e-9):.0f} time"
             print(line, flush=True)
-    out = {"rows": rows, "settings": vars(a),
-           "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "load": os.getloadavg()}}
-    if a.json:
-        os.makedirs(os.path.dirname(a.json) or ".", exist_ok=True)
-        with open(a.json, "w") as f:
-            json.dump(out, f, indent=1)
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from _common import figure, write_result
+    figures = []
+    top = max(a.sizes)
+    for r in rows:
+        if r["n"] != top or "seconds" not in r or r["mode"] not in ("global", "block"):
+            continue
+        tag = f"`{r['mode']}` {r['path']}"
+        lazy = r["path"] == "lazy"
+        figures.append(figure(tag, round(r["seconds"], 3), "s", "<= 0.5 s" if lazy else None,
+                              group=f"first batch at {top / 1e6:.0f} M x {a.world_size} ranks x {a.workers} workers"))
+        figures.append(figure(tag, round(r["peak_mb"], 1), "MB", "<= 100 MB" if lazy else None,
+                              group="peak RSS above the interpreter"))
+    write_result("scale", {**vars(a), "rank": 5, "worker": 3, "batch_size": 256, "epoch": 1},
+                 {"rows": rows}, figures, title="order + partition per process (issue 18)")
 
 
 if __name__ == "__main__":
