@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import traceback
 from typing import Any, NoReturn, Optional, Sequence
@@ -122,11 +123,22 @@ class OneLineParser(argparse.ArgumentParser):
 
 def extra_for(exc: BaseException, command: Optional[str] = None) -> Optional[str]:
     """The cloudrec extra that provides the module an ImportError is about, if known."""
-    name = getattr(exc, "name", None) or ""
-    top = name.split(".")[0]
-    if top not in MODULE_EXTRAS:
-        return None
-    return COMMAND_EXTRAS.get(command or "", MODULE_EXTRAS[top])
+    seen, chain = set(), [exc]
+    while chain:  # the error itself, then what caused it (fsspec wraps the real ImportError)
+        e = chain.pop(0)
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        top = (getattr(e, "name", None) or "").split(".")[0]
+        if top not in MODULE_EXTRAS:  # "Install adlfs to ...", "... value='hdfs_native.fsspec...'"
+            words = re.findall(r"[A-Za-z_][A-Za-z0-9_-]*", str(e))
+            top = next((w.replace("-", "_") for w in words
+                        if w.replace("-", "_") in MODULE_EXTRAS), "")
+        if top in MODULE_EXTRAS:
+            exc.name = getattr(exc, "name", None) or top  # type: ignore[attr-defined]
+            return COMMAND_EXTRAS.get(command or "", MODULE_EXTRAS[top])
+        chain += [e.__cause__, e.__context__]
+    return None
 
 
 def one_line(exc: BaseException) -> str:
