@@ -97,3 +97,19 @@ def test_readme_without_markers_is_a_clear_error(bench_modules, tmp_path):
     _, table = bench_modules
     with pytest.raises(SystemExit, match="no table markers"):
         table.replace_block("# no markers\n", "| a |\n")
+
+
+def test_the_readme_has_the_markers_and_the_real_results_make_a_table(bench_modules):
+    """`--write README.md` has a place to write to, and every write_result() file that the
+    benches committed turns into a row."""
+    _, table = bench_modules
+    readme = (BENCH.parent / "README.md").read_text()
+    assert readme.count(table.BEGIN) == 1 and readme.count(table.END) == 1
+    assert readme.index(table.BEGIN) < readme.index(table.END)
+    block, _ = table.build(str(BENCH / "results"))
+    results = table.load_results(str(BENCH / "results"))
+    rows = block.strip().splitlines()[2:]
+    assert len(rows) == sum(len(v) for v in results.values())
+    assert "orders" in results  # committed: bench/results/orders.json
+    new = table.replace_block(readme, block)
+    assert new.count(table.BEGIN) == 1 and block in new
