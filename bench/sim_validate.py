@@ -144,7 +144,7 @@ def main(argv=None) -> int:
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from _common import figure, write_result
     figs = [figure("GETs and bytes equal", float(exact), note="1 = every job exact"),
-            figure("jobs with epoch time within 25 %", within, f" of {len(rows)}", target="all")]
+            figure("jobs with epoch time within 25 %", within, f"of {len(rows)}", target="all")]
     figs += [figure(r["job"], r["ratio"], "x", group="simulated / real epoch s") for r in rows]
     write_result("sim_validate", {**vars(args), "storage": dict(storage.__dict__),
                                   "worker_start_s": start},

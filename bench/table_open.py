@@ -115,8 +115,8 @@ def main(argv=None) -> int:
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from _common import figure, write_result
     figs = [figure("after the first process (max)", res["max_open_after_first_s"] or runs[0]["open_s"],
-                   " s", target="<= 1 s"),
-            figure("peak RSS", max(r["max_rss_mb"] for r in runs), " MB"),
+                   "s", target="<= 1 s"),
+            figure("peak RSS", max(r["max_rss_mb"] for r in runs), "MB"),
             figure(f"{res['baseline']['records']:,} records: table vs .idx files",
                    res["baseline"]["speedup"], "x")]
     write_result("table_open", dict(vars(args)), res, figs,

@@ -155,3 +155,15 @@ def test_cli_json_and_table(tmp_path, capsys):
     assert rep["dataset"]["records"] == 5000
     assert main(["simulate", "--ranks", "2"]) == 2          # no dataset given
     assert "exactly one of" in capsys.readouterr().err
+
+
+def test_overlapping_records_go_through_plan_ranges_itself():
+    ds = synthetic(400, 2, mean_bytes=4000, dist="fixed")
+    ds.table.length[::7] *= 3                    # malformed: spans overlap their neighbours
+    order = epoch_order(ds.table, 1, 0, "block", block_size=16)
+    f = RecordFetcher(ds, window_bytes=50_000, max_request=30_000)
+    sts = list(streams(order, f, world_size=2, num_workers=2, batch_size=16))
+    got = plan_streams(ds.table, sts, f.max_gap, f.max_request)
+    want = plan_streams_reference(ds.table, sts, f.max_gap, f.max_request)
+    assert list(zip(got.stream.tolist(), got.window.tolist(), got.shard.tolist(),
+                    got.start.tolist(), got.end.tolist())) == want

@@ -75,8 +75,8 @@ def ranged(req: Requests, stream_rank: np.ndarray, stream_worker: np.ndarray, jo
     np.maximum.at(fb, s[w0], finish[w0])
     fb_rank = fb[stream_worker == 0]
     # windows with fewer requests than connections may leave some idle (see module doc)
-    wkey = s * (int(req.window.max()) + 1) + req.window
-    _, per_window = np.unique(wkey, return_counts=True)
+    wstart = np.flatnonzero(np.r_[True, (s[1:] != s[:-1]) | (req.window[1:] != req.window[:-1])])
+    per_window = np.diff(np.append(wstart, len(s)))
     return {"first_batch_s": float(fb_rank.max() * slow), "epoch_s": epoch,
             "peak_get_rate": peak, "windows_short": float(np.mean(per_window < concurrency)),
             "bound": bound, "node_stretch": float(stretch.max())}

@@ -85,73 +85,68 @@ def _sort_key(major: np.ndarray, minor: np.ndarray) -> np.ndarray:
 def plan_streams(table: Any, stream_ids: List[StreamIds], max_gap: int,
                  max_request: int) -> Requests:
     """All requests of ``stream_ids`` (see module doc); ``stream`` numbers index the list."""
-    lens = [len(s.ids) for s in stream_ids]
-    if not stream_ids or sum(lens) == 0:
+    lens = np.array([len(s.ids) for s in stream_ids], np.int64)
+    if not stream_ids or lens.sum() == 0:
         z = np.zeros(0, np.int64)
         return Requests(z.astype(np.int32), z.astype(np.int32), z.astype(np.int32), z, z, z)
     ids = np.concatenate([s.ids for s in stream_ids])
+    n = len(ids)
+    firsts = np.cumsum(lens) - lens
     stream = np.repeat(np.arange(len(stream_ids), dtype=np.int32), lens)
     window = np.concatenate([s.window for s in stream_ids])
-    firsts = np.cumsum(lens) - np.asarray(lens)
-    pos = np.arange(len(ids), dtype=np.int64) - np.repeat(firsts, lens)
-    nshards = int(table.shard.max()) + 1 if len(table) else 1
+    nwin = np.array([int(s.window[-1]) + 1 if len(s.window) else 0 for s in stream_ids], np.int64)
     # one group per (stream, window, shard); windows numbered densely over all streams
-    wid = np.zeros(len(ids), np.int64)
-    np.cumsum((stream[1:] != stream[:-1]) | (window[1:] != window[:-1]), out=wid[1:])
-    group = wid * nshards + table.shard[ids].astype(np.int64)
+    group = window + np.repeat(np.cumsum(nwin) - nwin, lens)
+    nshards = int(table.shard.max()) + 1 if len(table) else 1
+    group *= nshards
+    group += table.shard[ids]
     off = table.offset[ids]
     end = off + table.length[ids]
     srt = _sort_key(group, off)
     g, o, e = group[srt], off[srt], end[srt]
-    new_group = np.ones(len(g), bool)
-    new_group[1:] = g[1:] != g[:-1]
+    new_group = np.empty(n, bool)
+    new_group[0] = True
+    np.not_equal(g[1:], g[:-1], out=new_group[1:])
+    del g
     # records of a shard are disjoint or identical (a pad repeat), so sorted by offset their
     # ends rise and the previous end is the reach plan_ranges compares against
     if not bool(np.all((e[1:] >= e[:-1]) | new_group[1:])):
-        return _plan_all(table, ids, stream, window, pos, group, off, end, max_gap, max_request)
-    opens = new_group.copy()
-    opens[1:] |= (o[1:] - e[:-1]) > max_gap          # a merged segment starts here
-    seg_first = np.flatnonzero(opens)
-    seg_last = np.append(seg_first[1:], len(g)) - 1
-    # a segment spanning at most max_request is one request, as plan_ranges makes it
-    fits = (e[seg_last] - o[seg_first]) <= max_request
-    sp = pos[srt]
-    seg_need = np.minimum.reduceat(sp, seg_first)
-    f_first, f_last = seg_first[fits], seg_last[fits]
-    head = srt[f_first]
-    parts = [(stream[head], window[head], table.shard[ids[head]], o[f_first], e[f_last],
-              seg_need[fits])]
-    if not fits.all():   # long segments: plan_ranges itself cuts them at max_request
-        seg_of = np.cumsum(opens) - 1
-        rest = srt[~fits[seg_of]]
-        parts.append(_planned(table, ids, stream, window, pos, group[rest], off[rest],
-                              end[rest], rest, max_gap, max_request))
-    return _ordered(parts)
+        heads, starts, ends = _planned(group, off, end, np.arange(n), max_gap, max_request)
+    else:
+        opens = new_group
+        opens[1:] |= (o[1:] - e[:-1]) > max_gap          # a merged segment starts here
+        seg_first = np.flatnonzero(opens)
+        seg_last = np.append(seg_first[1:], n) - 1
+        # a segment spanning at most max_request is one request, as plan_ranges makes it
+        fits = (e[seg_last] - o[seg_first]) <= max_request
+        # the request's first-needed record: the smallest stream position = global index
+        seg_head = np.minimum.reduceat(srt, seg_first)
+        heads, starts, ends = [seg_head[fits]], [o[seg_first[fits]]], [e[seg_last[fits]]]
+        if not fits.all():   # long segments: plan_ranges itself cuts them at max_request
+            rest = srt[~fits[np.cumsum(opens) - 1]]
+            h, a_, b_ = _planned(group[rest], off[rest], end[rest], rest, max_gap, max_request)
+            heads += h
+            starts += a_
+            ends += b_
+    head = np.concatenate(heads)
+    start, stop = np.concatenate(starts), np.concatenate(ends)
+    # the fetcher submits window by window, each window's requests by first use: that is
+    # the order of the first-needed record's global index (no sort needed)
+    slot = np.full(n, -1, np.int64)
+    slot[head] = np.arange(len(head))
+    o2 = slot[slot >= 0]
+    hd = head[o2]
+    st = stream[hd]
+    return Requests(st, window[hd], table.shard[ids[hd]].astype(np.int32, copy=False),
+                    start[o2], stop[o2], hd - firsts[st])
 
 
-def _planned(table, ids, stream, window, pos, group, off, end, rest, max_gap, max_request):
+def _planned(group, off, end, rest, max_gap, max_request):
+    """plan_ranges itself on these records: (first-needed global index, start, end) lists."""
     plan = plan_ranges(group, off, end - off, max_gap, max_request)
-    need = np.full(len(plan), np.iinfo(np.int64).max, np.int64)
-    np.minimum.at(need, plan.record_request, pos[rest])
-    first = np.full(len(plan), -1, np.int64)
-    first[plan.record_request] = rest            # any record of the request: same group
-    return (stream[first], window[first], table.shard[ids[first]], plan.start, plan.end, need)
-
-
-def _plan_all(table, ids, stream, window, pos, group, off, end, max_gap, max_request) -> Requests:
-    """Overlapping records (a malformed table): plan_ranges on everything."""
-    rest = np.arange(len(ids))
-    return _ordered([_planned(table, ids, stream, window, pos, group, off, end, rest,
-                              max_gap, max_request)])
-
-
-def _ordered(parts) -> Requests:
-    """Requests in submission order: stream, then window, then first use in the window."""
-    cols = [np.concatenate(c) for c in zip(*parts)]
-    s_, w_, sh_, a_, b_, n_ = cols
-    sw = s_.astype(np.int64) * (int(w_.max()) + 1) + w_
-    o2 = _sort_key(sw, n_)
-    return Requests(s_[o2], w_[o2], sh_[o2].astype(np.int32, copy=False), a_[o2], b_[o2], n_[o2])
+    head = np.full(len(plan), np.iinfo(np.int64).max, np.int64)
+    np.minimum.at(head, plan.record_request, rest)
+    return [head], [plan.start], [plan.end]
 
 
 def plan_streams_reference(table: Any, stream_ids: List[StreamIds], max_gap: int,
