@@ -12,7 +12,7 @@ every pixel of the bicubic golden fixture.
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Tuple
+from typing import Optional, Tuple
 
 import cv2
 import numpy as np
@@ -83,9 +83,13 @@ def _filter(a: np.ndarray, axis: int, idx: np.ndarray, w: np.ndarray) -> np.ndar
     return out
 
 
-def resize_cubic_mxnet(src: np.ndarray, w: int, h: int) -> np.ndarray:
+def resize_cubic_mxnet(src: np.ndarray, w: int, h: int,
+                       window: Optional[Tuple[int, int, int, int]] = None) -> np.ndarray:
     """Resize a uint8 HW or HWC image to (h, w) exactly as OpenCV 3.4's INTER_CUBIC.
 
+    ``window=(x0, y0, cw, ch)`` computes only that crop of the (h, w) result, bit-identical
+    to cropping the full resize (every output pixel depends only on its own taps): what a
+    ResizeAug followed by a crop needs, at the cost of the window alone.
     The first pass is exact in float32 (|sums| <= 255 * 2816 < 2**24, 2816 being
     the largest sum of |weights|), the second in float64 (|sums| < 2**31).
     """
@@ -95,6 +99,14 @@ def resize_cubic_mxnet(src: np.ndarray, w: int, h: int) -> np.ndarray:
     H, W = a.shape[:2]
     xi, xw = _taps(W, int(w))
     yi, yw = _taps(H, int(h))
+    if window is not None:
+        x0, y0, cw, ch = (int(v) for v in window)
+        if not (0 <= x0 and 0 <= y0 and cw > 0 and ch > 0 and x0 + cw <= w and y0 + ch <= h):
+            raise ValueError(f"window {window} is not inside the {w}x{h} result")
+        xi, xw, yi, yw = xi[x0:x0 + cw], xw[x0:x0 + cw], yi[y0:y0 + ch], yw[y0:y0 + ch]
+        rows = np.arange(int(yi.min()), int(yi.max()) + 1)  # only the source rows needed
+        a, yi = a[rows[0]:rows[-1] + 1], yi - rows[0]
+        H, w, h = a.shape[0], cw, ch
     a = a.astype(np.float32)
     if H * w <= h * W:  # horizontal pass first costs less
         out = _filter(_filter(a, 1, xi, xw).astype(np.float64), 0, yi, yw)

@@ -386,10 +386,8 @@ class ImageIter(SampleStream, ResumableImageIter, DataIter):
 
     def augmentation_transform(self, data: np.ndarray) -> np.ndarray:
         """Apply ``auglist`` in order, with this sample's Generator."""
-        rng = self.sample_rng
-        for aug in self.auglist:
-            data = aug(data, rng) if isinstance(aug, Augmenter) else aug(data)
-        return data
+        from cloudrec.image.augmenters import apply_augmenters  # fuses resize+crop, cast+norm
+        return apply_augmenters(self.auglist, data, self.sample_rng)
 
     def postprocess_data(self, datum: np.ndarray) -> np.ndarray:
         """HWC -> CHW (made contiguous here, in the worker thread, not in the batch write)."""
