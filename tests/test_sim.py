@@ -11,9 +11,16 @@ from cloudrec.dataset import open_dataset
 from cloudrec.dataset.synthetic import write_synthetic
 from cloudrec.errors import ConfigError
 from cloudrec.reader.fetch import RecordFetcher
-from cloudrec.reader.orders import epoch_order
+from cloudrec.reader.sampler import EpochSampler
 from cloudrec.sim import JobSpec, StorageModel, format_report, from_dataset, simulate, synthetic
 from cloudrec.sim.trace import plan_streams, plan_streams_reference, streams
+
+
+def _streams(ds, f, mode, world, workers, batch, seed=5, epoch=1, **order_options):
+    def sampler_for(rank):
+        return EpochSampler(ds.table, seed=seed, mode=mode, rank=rank, world_size=world,
+                            batch_size=batch, epoch=epoch, order_options=order_options)
+    return list(streams(sampler_for, f, num_workers=workers, ranks=list(range(world))))
 
 
 @pytest.mark.parametrize("mode", ["global", "block", "shard", "none"])
@@ -21,9 +28,8 @@ from cloudrec.sim.trace import plan_streams, plan_streams_reference, streams
                                                       (3, 2, -1, 16 << 20), (2, 2, 64 << 10, 200_000)])
 def test_vectorised_plan_equals_per_window_plan_ranges(mode, workers, world, gap, maxreq):
     ds = synthetic(3000, 7, mean_bytes=20_000, dist="lognormal", seed=3)
-    order = epoch_order(ds.table, 5, 1, mode)
     f = RecordFetcher(ds, window_bytes=1 << 20, max_gap=gap, max_request=maxreq)
-    sts = list(streams(order, f, world_size=world, num_workers=workers, batch_size=64))
+    sts = _streams(ds, f, mode, world, workers, 64)
     got = plan_streams(ds.table, sts, f.max_gap, f.max_request)
     want = plan_streams_reference(ds.table, sts, f.max_gap, f.max_request)
     assert len(got) == len(want) > 0
@@ -34,9 +40,8 @@ def test_vectorised_plan_equals_per_window_plan_ranges(mode, workers, world, gap
 def test_pad_repeats_share_a_request():
     # 100 records, 3 ranks x batch 16: the last step pads with repeats of the first records
     ds = synthetic(100, 2, mean_bytes=1000, dist="fixed")
-    order = epoch_order(ds.table, 0, 0, "none")
     f = RecordFetcher(ds)
-    sts = list(streams(order, f, world_size=3, num_workers=1, batch_size=16))
+    sts = _streams(ds, f, "none", 3, 1, 16)
     got = plan_streams(ds.table, sts, f.max_gap, f.max_request)
     want = plan_streams_reference(ds.table, sts, f.max_gap, f.max_request)
     assert sum(len(s.ids) for s in sts) == 3 * 16 * 3
@@ -59,15 +64,13 @@ def test_counts_equal_a_real_fetcher_on_local_shards(local_ds, mode, world, work
     job = JobSpec(world_size=world, num_workers=workers, batch_size=32, mode=mode, seed=4,
                   ranks_per_node=1, fetch=fetch)
     rep = simulate(from_dataset(local_ds), job, StorageModel())
-    order = epoch_order(local_ds.table, 4, 0, mode)
-    from cloudrec.reader.partition import partition_epoch
     gets = nbytes = 0
     per_rank = []
     for r in range(world):
         rg = 0
-        for k in range(workers):
-            ids = partition_epoch(order, rank=r, world_size=world, worker=k, num_workers=workers,
-                                  batch_size=32).ids
+        for k in range(workers):   # what RecordIterableDataset's worker k of rank r reads
+            ids = EpochSampler(local_ds.table, seed=4, mode=mode, rank=r, world_size=world,
+                               batch_size=32).epoch_slice(k, workers).ids
             with RecordFetcher(local_ds, **fetch) as f:
                 assert [rid for rid, _ in f.fetch(ids)] == ids.tolist()
                 gets += f.requests
@@ -160,9 +163,8 @@ def test_cli_json_and_table(tmp_path, capsys):
 def test_overlapping_records_go_through_plan_ranges_itself():
     ds = synthetic(400, 2, mean_bytes=4000, dist="fixed")
     ds.table.length[::7] *= 3                    # malformed: spans overlap their neighbours
-    order = epoch_order(ds.table, 1, 0, "block", block_size=16)
     f = RecordFetcher(ds, window_bytes=50_000, max_request=30_000)
-    sts = list(streams(order, f, world_size=2, num_workers=2, batch_size=16))
+    sts = _streams(ds, f, "block", 2, 2, 16, block_size=16)
     got = plan_streams(ds.table, sts, f.max_gap, f.max_request)
     want = plan_streams_reference(ds.table, sts, f.max_gap, f.max_request)
     assert list(zip(got.stream.tolist(), got.window.tolist(), got.shard.tolist(),

@@ -1,10 +1,10 @@
 """``simulate``: one epoch of a job, counted by the readers' code and timed by a model.
 
 Counts (GETs, bytes, per rank and node, cache disk) come from running the
-same ``EpochSampler`` / ``partition_epoch`` / ``RecordFetcher`` window cutting
+same ``EpochSampler.epoch_slice`` / ``RecordFetcher`` window cutting
 / planner that the DataLoader workers run (see :mod:`cloudrec.sim.trace`);
-only times come from :mod:`cloudrec.sim.timing`.  Order and partition CPU
-times are measured on this machine, not modelled.
+only times come from :mod:`cloudrec.sim.timing`.  A worker's order + slice
+CPU time is measured on this machine, not modelled.
 """
 from __future__ import annotations
 
@@ -56,19 +56,21 @@ def simulate(ds: SimDataset, job: JobSpec, storage: StorageModel) -> Dict[str, A
     t_all = time.perf_counter()
     fopts = {k: v for k, v in job.fetch.items() if k in _FETCH_KEYS}
     fetcher = RecordFetcher(ds, **fopts)        # cache='none': only its planning is used
-    sampler = EpochSampler(ds.table, seed=job.seed, mode=job.mode, rank=0,
-                           world_size=job.world_size, batch_size=job.batch_size, last=job.last,
-                           order_options=job.order_options, epoch=job.epoch)
-    t0 = time.perf_counter()
-    order = sampler.order(job.epoch)
-    order_s = time.perf_counter() - t0
+    def sampler_for(rank: int) -> EpochSampler:
+        return EpochSampler(ds.table, seed=job.seed, mode=job.mode, rank=rank,
+                            world_size=job.world_size, batch_size=job.batch_size, last=job.last,
+                            order_options=job.order_options, epoch=job.epoch)
     nodes = _sampled_nodes(job)
     ranks = [r for n in nodes for r in range(n * job.ranks_per_node,
                                              min(job.world_size, (n + 1) * job.ranks_per_node))]
+    # what one worker process spends before its first request: a fresh sampler's slice
     t0 = time.perf_counter()
-    sts = list(streams(order, fetcher, world_size=job.world_size, num_workers=job.num_workers,
-                       batch_size=job.batch_size, last=job.last, ranks=ranks))
-    partition_s = (time.perf_counter() - t0) / max(1, len(sts))
+    sampler_for(ranks[0]).epoch_slice(0, job.num_workers)
+    worker_cpu_s = time.perf_counter() - t0
+    sts = list(streams(sampler_for, fetcher, num_workers=job.num_workers, ranks=ranks))
+    t0 = time.perf_counter()
+    order = sampler_for(0).order(job.epoch)      # the whole order, for shuffle quality only
+    order_s = time.perf_counter() - t0
     stream_rank = np.array([s.rank for s in sts], np.int64)
     stream_worker = np.array([s.worker for s in sts], np.int64)
     scale = job.world_size / len(ranks)          # 1.0 unless sampling
@@ -140,7 +142,7 @@ def simulate(ds: SimDataset, job: JobSpec, storage: StorageModel) -> Dict[str, A
         open_gets = {"HEAD per rank": nshards, "HEAD .idx per rank": nshards,
                      "GET .idx per rank": nshards,
                      ".idx bytes per rank": idx_bytes}
-    cpu_s = order_s + partition_s
+    cpu_s = worker_cpu_s
     q_streams = [s.ids for s in sts[:QUALITY_STREAMS]]
     total_gets = float(rank_gets.sum() * scale)
     total_bytes = float(node_bytes.sum() * scale)
@@ -161,7 +163,7 @@ def simulate(ds: SimDataset, job: JobSpec, storage: StorageModel) -> Dict[str, A
         "peak_get_rate_per_prefix": t["peak_get_rate"],
         "prefix_rate_limit": storage.prefix_rate,
         "open": {"seconds": open_s, **open_gets},
-        "order_cpu_s": order_s, "partition_cpu_s": partition_s,
+        "worker_cpu_s": worker_cpu_s, "full_order_cpu_s": order_s,
         "first_batch_s": open_s + cpu_s + job.worker_start_s + t["first_batch_s"],
         "epoch_s": open_s + cpu_s + job.worker_start_s + t["epoch_s"],
         "bound": t["bound"],
@@ -201,8 +203,7 @@ def format_report(r: Dict[str, Any]) -> str:
         ("peak GET/s per prefix", f"{r['peak_get_rate_per_prefix']:,.0f} "
                                   f"(limit {r['prefix_rate_limit']:,.0f})"),
         ("open dataset", f"{r['open']['seconds']:.2f} s"),
-        ("order + partition CPU", f"{r['order_cpu_s']:.2f} s + {r['partition_cpu_s']:.3f} s "
-                                  "(measured here)"),
+        ("order + slice CPU", f"{r['worker_cpu_s']:.3f} s per worker (measured here)"),
         ("time to first batch", f"{r['first_batch_s']:.2f} s"),
         ("epoch (storage-bound)", f"{r['epoch_s']:,.1f} s, bound by {r['bound']}"),
         ("distinct 1/F per batch", f"{q['distinct_fractions']:.2f} of F={q['fractions']} "

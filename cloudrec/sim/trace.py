@@ -1,8 +1,8 @@
 """The requests one epoch makes, computed by the readers' own code (no IO).
 
 For every rank x DataLoader worker this runs what a worker of
-``cloudrec.torch.RecordIterableDataset`` runs: :func:`partition_epoch` of the
-epoch's order (from :class:`EpochSampler`), then :class:`RecordFetcher`'s own
+``cloudrec.torch.RecordIterableDataset`` runs: its rank's
+:meth:`EpochSampler.epoch_slice` (the lazy order and worker spans), then :class:`RecordFetcher`'s own
 window cutting, then the planner's merge rules.  The counts are therefore the
 code's, not a model of it.  The planner is evaluated for all windows of all
 workers at once: records that share no (window, shard) neighbour within
@@ -14,12 +14,11 @@ call keyed by (stream, window, shard) so that nothing merges across windows.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Iterator, List, Tuple
 
 import numpy as np
 
 from cloudrec.reader.fetch import RecordFetcher
-from cloudrec.reader.partition import partition_epoch
 from cloudrec.reader.planner import plan_ranges
 
 
@@ -63,15 +62,15 @@ def fetch_windows(fetcher: RecordFetcher, ids: np.ndarray) -> np.ndarray:
     return np.repeat(np.arange(len(sizes), dtype=np.int32), sizes)
 
 
-def streams(order: np.ndarray, fetcher: RecordFetcher, *, world_size: int, num_workers: int,
-            batch_size: int, last: str = "pad",
-            ranks: Optional[List[int]] = None) -> Iterator[StreamIds]:
-    """Each (rank, worker)'s ids as ``RecordIterableDataset.__iter__`` computes them."""
-    for rank in (range(world_size) if ranks is None else ranks):
+def streams(sampler_for: Callable[[int], Any], fetcher: RecordFetcher, *, num_workers: int,
+            ranks: List[int]) -> Iterator[StreamIds]:
+    """Each (rank, worker)'s ids as ``RecordIterableDataset.__iter__`` computes them:
+    ``sampler_for(rank)`` is that rank's EpochSampler, ``epoch_slice(worker, K)`` its share."""
+    for rank in ranks:
+        sampler = sampler_for(rank)
         for worker in range(num_workers):
-            sl = partition_epoch(order, rank=rank, world_size=world_size, worker=worker,
-                                 num_workers=num_workers, batch_size=batch_size, last=last)
-            yield StreamIds(rank, worker, sl.ids, fetch_windows(fetcher, sl.ids), batch_size)
+            sl = sampler.epoch_slice(worker, num_workers)
+            yield StreamIds(rank, worker, sl.ids, fetch_windows(fetcher, sl.ids), sl.batch_size)
 
 
 def _sort_key(major: np.ndarray, minor: np.ndarray) -> np.ndarray:
