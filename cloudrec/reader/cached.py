@@ -90,6 +90,7 @@ class CacheHook:
     """Serves a fetcher's shards from a ShardCache (see the module docstring)."""
 
     DOWNLOADERS = 4
+    stream = True  # False: a request waits for its whole shard (the behaviour before streaming)
 
     def __init__(self, fetcher: Any, cache: Any) -> None:
         self.f = fetcher
@@ -187,7 +188,7 @@ class CacheHook:
 
     def _download(self, shard_no: int, prog: _Progress) -> Target:
         from cloudrec.storage.cache import CacheUnavailable
-        from cloudrec.storage.cache_files import download_ranges
+        from cloudrec.storage.cache_files import DOWNLOAD_CHUNK, FIRST_CHUNK, download_ranges
         shard = self.f.ds.shards[shard_no]
         fs, path = self.f.ds.filesystem(shard_no)
         reader = self.f._reader_for(fs)
@@ -195,7 +196,8 @@ class CacheHook:
         # under the old version's name
         fetch_all = download_ranges(lambda a, b: reader.submit(path, a, b, shard.rec_url,
                                                                version=shard.version),
-                                    shard.size, on_chunk=prog.advance)
+                                    shard.size, on_chunk=prog.advance if self.stream else None,
+                                    first=FIRST_CHUNK if self.stream else DOWNLOAD_CHUNK)
 
         def download(tmp: str) -> None:
             prog.opened(tmp)
@@ -245,7 +247,7 @@ class CacheHook:
             settle(pf, read_target)
 
         fut, prog = self._ensure(shard_no)
-        if prog is not None and not fut.done():
+        if self.stream and prog is not None and not fut.done():
             prog.wait_for(start, end, out)
         fut.add_done_callback(chain)
         return out

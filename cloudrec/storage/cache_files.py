@@ -12,11 +12,12 @@ import os
 import re
 import zlib
 from concurrent.futures import Future
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from cloudrec.errors import StorageError
 
 DOWNLOAD_CHUNK = 8 << 20
+DOWNLOAD_WINDOW = 8  # chunk requests in flight per download (bounds its memory: 64 MB)
 CRC_CHUNK = 8 << 20
 EVICT_LOCK = ".evict.lock"
 # every file the cache itself creates: <20 hex>-<12 hex>.<ext>; nothing else is ever removed
@@ -140,7 +141,8 @@ def chunk_bounds(size: int, chunk: int = DOWNLOAD_CHUNK, first: int = FIRST_CHUN
 
 def download_ranges(submit: Callable[[int, int], "Future[bytes]"], size: int,
                     chunk: int = DOWNLOAD_CHUNK,
-                    on_chunk: Optional[Callable[[int], None]] = None) -> Callable[[str], None]:
+                    on_chunk: Optional[Callable[[int], None]] = None,
+                    first: int = FIRST_CHUNK) -> Callable[[str], None]:
     """A ``download(tmp_path)`` that fetches ``[0, size)`` in concurrent chunks.
 
     ``submit(start, end)`` returns a Future of exactly those bytes (a
@@ -148,14 +150,24 @@ def download_ranges(submit: Callable[[int, int], "Future[bytes]"], size: int,
     short-body and version checks as record reads.  The file is written in
     place (it may have been reserved at full size), in order; after each
     chunk ``on_chunk(end)`` says that ``[0, end)`` is on disk (for readers
-    that stream the shard while it downloads).
+    that stream the shard while it downloads).  ``first`` is the first chunk's
+    size (``first=chunk``: equal chunks, as before streaming).
     """
     def download(tmp: str) -> None:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT, 0o644)
+        bounds = chunk_bounds(size, chunk, first)
+        # a sliding window of requests in flight: the early (small) chunks are not
+        # slowed down by all the later ones at once
+        futs: List[Tuple[int, int, "Future[bytes]"]] = []
         try:
-            futs = [(a, b, submit(a, b)) for a, b in chunk_bounds(size, chunk)]
+            nxt = 0
             try:
-                for a, b, f in futs:
+                for i in range(len(bounds)):
+                    while nxt < len(bounds) and nxt < i + DOWNLOAD_WINDOW:
+                        a, b = bounds[nxt]
+                        futs.append((a, b, submit(a, b)))
+                        nxt += 1
+                    a, b, f = futs[i]
                     write_all(fd, f.result(), a)
                     if on_chunk is not None:
                         on_chunk(b)
