@@ -55,7 +55,8 @@ def test_pack_folder_to_s3_example(s3_server):
     names = sorted(p.rsplit("/", 1)[-1] for p in fs.ls(bucket))
     assert names == ["train-00000-of-00003.idx", "train-00000-of-00003.rec",
                      "train-00001-of-00003.idx", "train-00001-of-00003.rec",
-                     "train-00002-of-00003.idx", "train-00002-of-00003.rec", "train.lst"]
+                     "train-00002-of-00003.idx", "train-00002-of-00003.rec", "train.lst",
+                     "train.manifest.json"]  # written last: the pack is complete
     assert "24" in out  # inspect reports the record count
 
 
