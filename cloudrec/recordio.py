@@ -9,21 +9,39 @@ from __future__ import annotations
 
 import os
 import struct
-from typing import Any, Callable, Dict, List, Optional
+from contextlib import contextmanager
+from typing import Any, Callable, Dict, Iterator, List, Optional
 
 import numpy as np
 
-from cloudrec.errors import CloudrecError, ImageDecodeError, IndexFileError, RecordIOError
+from cloudrec.errors import (CloudrecError, ImageDecodeError, IndexFileError, RecordIOError,
+                             StorageError)
 from cloudrec.format import framing
 from cloudrec.format.framing import MAGIC, MAX_RECORD_LENGTH, ceil4
 from cloudrec.format.idx import check_index, format_idx_line, parse_idx
 from cloudrec.format.irheader import IRHeader, pack, unpack
 from cloudrec.storage.fs import resolve
+from cloudrec.storage.retry import StorageNotFound
 
 __all__ = ["MXRecordIO", "MXIndexedRecordIO", "IRHeader", "pack", "unpack",
            "pack_img", "unpack_img"]
 
 _HEAD = struct.Struct("<II")
+
+
+@contextmanager
+def storage_errors(url: str, action: str) -> Iterator[None]:
+    """Turn a failure of the filesystem layer (botocore's EndpointConnectionError, an
+    OSError, ...) into a StorageError naming ``url``; cloudrec errors pass through.  A
+    missing file stays a FileNotFoundError (StorageNotFound)."""
+    try:
+        yield
+    except CloudrecError:
+        raise
+    except FileNotFoundError as exc:
+        raise StorageNotFound(f"cannot {action}: not found", url) from exc
+    except Exception as exc:
+        raise StorageError(f"cannot {action}: {type(exc).__name__}: {exc}", url) from exc
 
 
 def _make_local_parent(fs, path: str) -> None:
@@ -54,14 +72,16 @@ class MXRecordIO:
         """Open (or reopen) the file; in 'w' mode this truncates it."""
         fs, path = resolve(self.uri, self.storage_options)
         if self.flag == "w":
-            _make_local_parent(fs, path)
-            self.handle = fs.open(path, "wb")
+            with storage_errors(self.uri, "create the RecordIO file"):
+                _make_local_parent(fs, path)
+                self.handle = fs.open(path, "wb")
             self.writable = True
         else:
             try:
-                self.handle = fs.open(path, "rb")
+                with storage_errors(self.uri, "open the RecordIO file"):
+                    self.handle = fs.open(path, "rb")
             except FileNotFoundError:
-                raise FileNotFoundError(f"no such RecordIO file: {self.uri}") from None
+                raise StorageNotFound("no such RecordIO file", self.uri) from None
             self.writable = False
         self._pos = 0
         self._pid = os.getpid()
@@ -71,7 +91,8 @@ class MXRecordIO:
         """Close the file; safe to call twice."""
         if self.is_open and self.handle is not None:
             try:
-                self.handle.close()
+                with storage_errors(self.uri, "finish the RecordIO file"):
+                    self.handle.close()  # an object store uploads here
             finally:
                 self.handle = None
                 self.is_open = False
@@ -134,7 +155,8 @@ class MXRecordIO:
         except TypeError:
             raise TypeError(f"a record must be bytes, got {type(buf).__name__} ({self.uri})") from None
         data = framing.encode_record(buf)
-        self.handle.write(data)
+        with storage_errors(self.uri, "write"):
+            self.handle.write(data)
         self._pos += len(data)
 
     def tell(self) -> int:
@@ -153,11 +175,13 @@ class MXRecordIO:
         if self._pid != os.getpid():
             self.handle = None
             self.open()
-        self.handle.seek(pos)
+        with storage_errors(self.uri, f"seek to offset {pos}"):
+            self.handle.seek(pos)
         self._pos = pos
 
     def _read_exact(self, n: int) -> bytes:
-        data = self.handle.read(n)
+        with storage_errors(self.uri, f"read at offset {self._pos}"):
+            data = self.handle.read(n)
         return data if data is not None else b""
 
     def read(self) -> Optional[bytes]:
@@ -234,13 +258,15 @@ class MXIndexedRecordIO(MXRecordIO):
         self.idx, self.keys, self._ends = {}, [], {}
         fs, path = resolve(self.idx_path, self.storage_options)
         if self.flag == "w":
-            _make_local_parent(fs, path)
-            self.fidx = fs.open(path, "wb")
+            with storage_errors(self.idx_path, "create the index file"):
+                _make_local_parent(fs, path)
+                self.fidx = fs.open(path, "wb")
             return
         self.fidx = None
         try:
-            with fs.open(path, "rb") as f:
-                data = f.read()
+            with storage_errors(self.idx_path, "read the index file"):
+                with fs.open(path, "rb") as f:
+                    data = f.read()
         except FileNotFoundError:
             raise IndexFileError("index file not found", self.idx_path) from None
         keys, offsets = parse_idx(data, self.idx_path, self.key_type)
@@ -267,13 +293,15 @@ class MXIndexedRecordIO(MXRecordIO):
             try:
                 size = os.fstat(self.handle.fileno()).st_size
             except (AttributeError, OSError, ValueError):
-                size = fs.size(resolve(self.uri, self.storage_options)[1])
+                with storage_errors(self.uri, "stat the RecordIO file"):
+                    size = fs.size(resolve(self.uri, self.storage_options)[1])
         return int(size)
 
     def close(self) -> None:
         if self.fidx is not None:
             try:
-                self.fidx.close()
+                with storage_errors(self.idx_path, "finish the index file"):
+                    self.fidx.close()
             finally:
                 self.fidx = None
         super().close()
@@ -325,7 +353,8 @@ class MXIndexedRecordIO(MXRecordIO):
                              f"({self.idx_path})") from None
         pos = self.tell()
         self.write(buf)
-        self.fidx.write(format_idx_line(key, pos).encode())
+        with storage_errors(self.idx_path, "write"):
+            self.fidx.write(format_idx_line(key, pos).encode())
         self.idx[key] = pos
         self.keys.append(key)
 

@@ -17,7 +17,7 @@ import posixpath
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from cloudrec.errors import CloudrecError
+from cloudrec.errors import CloudrecError, StorageError
 from cloudrec.format.manifest import (Manifest, manifest_name, parse_manifest,
                                       parse_shard_name, shard_file_name)
 from cloudrec.storage.fs import resolve
@@ -79,6 +79,11 @@ def _temporaries(group: PackGroup, storage_options: Optional[Dict[str, Any]]) ->
         return sorted(posixpath.basename(p) for p in fs.glob(path))
     except (FileNotFoundError, NotImplementedError):
         return []
+    except StorageError:
+        raise
+    except Exception as exc:  # OSError, botocore errors, ...
+        raise StorageError(f"cannot list the pack's temporaries: {type(exc).__name__}: {exc}",
+                           _join(group.folder, "")) from exc
 
 
 def _matches(name: str, patterns: Sequence[str]) -> bool:

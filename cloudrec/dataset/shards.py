@@ -70,8 +70,10 @@ def _glob(url: str, storage_options: Optional[Dict[str, Any]]) -> List[str]:
         found = []
     except PermissionError as exc:
         raise StorageError(f"access denied while listing: {exc}", url) from exc
-    except OSError as exc:
-        raise StorageError(f"cannot list: {exc}", url) from exc
+    except StorageError:
+        raise
+    except Exception as exc:  # OSError, botocore's EndpointConnectionError, ...
+        raise StorageError(f"cannot list: {type(exc).__name__}: {exc}", url) from exc
     if not url.endswith(".idx"):  # "train-*" matches the .idx files too
         found = [p for p in found if not p.endswith(".idx")]
     if not found:

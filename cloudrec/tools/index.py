@@ -19,6 +19,7 @@ from cloudrec.errors import IndexFileError, RecordIOError
 from cloudrec.format.framing import find_record_heads, read_record_at
 from cloudrec.format.idx import format_idx
 from cloudrec.format.irheader import HEADER_SIZE
+from cloudrec.recordio import storage_errors
 from cloudrec.storage.fs import resolve
 
 DEFAULT_CHUNK = 8 << 20
@@ -112,10 +113,8 @@ def rebuild_index(rec_url: str, storage_options: Optional[Dict[str, Any]] = None
     from cloudrec.storage.ranged import make_range_reader
 
     fs, path = resolve(rec_url, storage_options)
-    try:
+    with storage_errors(rec_url, "stat the RecordIO file"):  # missing: StorageNotFound
         size = int(fs.size(path))
-    except FileNotFoundError:
-        raise FileNotFoundError(f"no such RecordIO file: {rec_url}") from None
     with make_range_reader(fs, concurrency=2) as reader:
         records = list(scan_records(lambda s, e: reader.read(path, s, e, rec_url), size, rec_url,
                                     chunk_size))
@@ -149,9 +148,10 @@ def run(ns: argparse.Namespace) -> int:
         out = ns.out if ns.out and len(ns.rec) == 1 else default_idx_url(rec_url)
         data, n, used = rebuild_index(rec_url, ns.storage_options, ns.key, ns.chunk_size)
         fs, opath = resolve(out, ns.storage_options)
-        exists = fs.exists(opath)
+        with storage_errors(out, "read the existing index"):
+            exists = fs.exists(opath)
+            same = exists and fs.cat_file(opath) == data if ns.check else False
         if ns.check:
-            same = exists and fs.cat_file(opath) == data
             print(f"{out}: {'matches' if same else 'missing' if not exists else 'DIFFERS'} "
                   f"({n} records in {rec_url}, keys by {used})")
             status = status or (0 if same else 1)

@@ -29,7 +29,7 @@ from cloudrec.format.irheader import IRHeader, pack
 from cloudrec.format.lst import ListEntry
 from cloudrec.format.manifest import ManifestShard, build_manifest, manifest_name
 from cloudrec.image.decode import decode_image
-from cloudrec.recordio import MXIndexedRecordIO, pack_img
+from cloudrec.recordio import MXIndexedRecordIO, pack_img, storage_errors
 from cloudrec.storage.fs import join_url, resolve
 
 ON_ERROR = ("fail", "skip")
@@ -318,8 +318,11 @@ class ShardedWriter:
         try:
             self._cur = MXIndexedRecordIO(sf.tmp_idx, sf.tmp_rec, "w",
                                           storage_options=self.storage_options)
-        except OSError as exc:
-            raise StorageError(f"cannot create output: {exc}", sf.tmp_rec) from exc
+        except StorageError:  # already names the file
+            raise
+        except Exception as exc:  # OSError, botocore errors, ...
+            raise StorageError(f"cannot create output: {type(exc).__name__}: {exc}",
+                               sf.tmp_rec) from exc
 
     def _close_current(self) -> None:
         if self._cur is not None:
@@ -403,20 +406,20 @@ def write_bytes_atomic(url: str, data: bytes,
     """Write ``data`` to a temporary name next to ``url``, then rename it into place."""
     fs, path = resolve(url, storage_options)
     parent = posixpath.dirname(path)
-    if parent and not fs.exists(parent):
-        fs.makedirs(parent, exist_ok=True)
     tmp = posixpath.join(parent, ".%s.tmp-%s" % (posixpath.basename(path), uuid.uuid4().hex[:10]))
-    try:
+    with storage_errors(url, "write"):  # e.g. the parent is a file, or no endpoint
+        if parent and not fs.exists(parent):
+            fs.makedirs(parent, exist_ok=True)
         fs.pipe_file(tmp, data)
-    except CloudrecError:
-        raise
-    except OSError as exc:  # e.g. the parent is a file: NotADirectoryError
-        raise StorageError(f"cannot write: {type(exc).__name__}: {exc}", url) from None
     try:
-        replace_file(fs, tmp, path)
+        with storage_errors(url, "move into place"):
+            replace_file(fs, tmp, path)
     except BaseException:
-        if fs.exists(tmp):
-            fs.rm(tmp)
+        try:
+            if fs.exists(tmp):
+                fs.rm(tmp)
+        except Exception:  # best effort: the first error is the one to report
+            pass
         raise
 
 
@@ -432,8 +435,9 @@ def commit_shards(shards: Sequence[ShardFile], storage_options: Optional[Dict[st
                 replace_file(fs, src, dst)
             except StorageError:  # already names the file
                 raise
-            except OSError as exc:
-                raise StorageError(f"cannot rename {tmp} to its final name: {exc}", final) from exc
+            except Exception as exc:  # OSError, botocore errors, ...
+                raise StorageError(f"cannot rename {tmp} to its final name: "
+                                   f"{type(exc).__name__}: {exc}", final) from exc
 
 
 def commit_pack(shards: Sequence[ShardFile], dir_url: str, base: str,
@@ -452,12 +456,9 @@ def commit_pack(shards: Sequence[ShardFile], dir_url: str, base: str,
     manifest_url = join_url(dir_url, manifest_name(base)) if sharded else None
     if manifest_url is not None:
         fs, path = resolve(manifest_url, storage_options)
-        try:
+        with storage_errors(manifest_url, "remove the old pack manifest"):
             if fs.exists(path):
                 fs.rm(path)
-        except OSError as exc:
-            raise StorageError(f"cannot remove the old pack manifest: {exc}",
-                               manifest_url) from exc
     commit_shards(shards, storage_options)
     if manifest_url is not None:
         entries = [ManifestShard(posixpath.basename(sf.final_rec.split("://", 1)[-1]),
