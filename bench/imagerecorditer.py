@@ -74,8 +74,9 @@ class PillowDataset:
     """torchvision's Resize(256) / RandomCrop(224) / RandomHorizontalFlip / ToTensor /
     Normalize on Pillow images, written out with the same PIL and torch calls."""
 
-    def __init__(self, payloads: List[bytes], labels: List[float]) -> None:
-        self.payloads, self.labels = payloads, labels
+    def __init__(self, payloads: List[bytes], labels: List[float], resample: str = "BILINEAR"
+                 ) -> None:
+        self.payloads, self.labels, self.resample = payloads, labels, resample
         self.mean = [m / 255 for m in MEAN]
         self.std = [s / 255 for s in STD]
 
@@ -90,7 +91,7 @@ class PillowDataset:
         short, size = min(w, h), 256
         nw, nh = (size, int(size * h / w)) if w <= h else (int(size * w / h), size)
         if (w, h) != (nw, nh):
-            img = img.resize((nw, nh), Image.BILINEAR)
+            img = img.resize((nw, nh), getattr(Image, self.resample))
         x = random.randint(0, nw - 224)
         y = random.randint(0, nh - 224)
         img = img.crop((x, y, x + 224, y + 224))
@@ -104,11 +105,12 @@ class PillowDataset:
         return t, torch.tensor(self.labels[i])
 
 
-def make_loader(payloads: List[bytes], labels: List[float], workers: int):
+def make_loader(payloads: List[bytes], labels: List[float], workers: int,
+                resample: str = "BILINEAR"):
     import torch
     from torch.utils.data import DataLoader
     torch.set_num_threads(1)
-    return DataLoader(PillowDataset(payloads, labels), batch_size=BATCH, shuffle=True,
+    return DataLoader(PillowDataset(payloads, labels, resample), batch_size=BATCH, shuffle=True,
                       num_workers=workers, persistent_workers=True, prefetch_factor=4)
 
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from cloudrec.image import ops
 
-__all__ = ["apply_augmenters", "Augmenter", "SequentialAug", "RandomOrderAug", "ResizeAug", "ForceResizeAug",
+__all__ = ["apply_augmenters", "decode_min_side", "Augmenter", "SequentialAug", "RandomOrderAug", "ResizeAug", "ForceResizeAug",
            "RandomCropAug", "RandomSizedCropAug", "CenterCropAug", "BrightnessJitterAug",
            "ContrastJitterAug", "SaturationJitterAug", "HueJitterAug", "ColorJitterAug",
            "LightingAug", "ColorNormalizeAug", "RandomGrayAug", "HorizontalFlipAug", "CastAug"]
@@ -410,3 +410,11 @@ def apply_augmenters(auglist: Sequence[Any], src: np.ndarray,
         src = aug(src, rng) if isinstance(aug, Augmenter) else aug(src)
         i += 1
     return src
+
+
+def decode_min_side(auglist: Sequence[Any]) -> int:
+    """The shorter side a scaled JPEG decode must keep for ``auglist`` (``imdecode``'s
+    ``min_side``): the size of a leading ``ResizeAug(fast=True)``, else 0 (full size)."""
+    if auglist and type(auglist[0]) is ResizeAug and auglist[0].fast:
+        return int(auglist[0].size)
+    return 0

@@ -189,8 +189,9 @@ def decode_image(buf: BufferLike, channels: int = 3, *, min_side: int = 0,
 
 def imdecode(buf: BufferLike, flag: int = 1, to_rgb: bool = True, out: Optional[np.ndarray] = None,
              *, max_pixels: Optional[int] = None, url: Optional[str] = None,
-             key: object = None, truncated: str = "error") -> np.ndarray:
+             key: object = None, truncated: str = "error", min_side: int = 0) -> np.ndarray:
     """Decode an encoded image to a uint8 HWC array: (H, W, 3) RGB, or (H, W, 1) if ``flag == 0``.
+    (``min_side`` > 0: a JPEG may come at libjpeg's 1/2, 1/4 or 1/8 scale, shorter side kept.)
 
     As MXNet: any ``flag != 0`` gives 3 channels, ``to_rgb`` swaps OpenCV's
     BGR; JFIF-JPEG and PNG ignore EXIF orientation, other files honour it.
@@ -212,7 +213,7 @@ def imdecode(buf: BufferLike, flag: int = 1, to_rgb: bool = True, out: Optional[
         raise ImageDecodeError("Input cannot be an empty buffer", url, key)
     head = arr[:16].tobytes()
     size = check_pixels(arr, max_pixels, url, key)
-    fast = decode_jpeg(arr, 1 if flag == 0 else 3, size, rgb=to_rgb) \
+    fast = decode_jpeg(arr, 1 if flag == 0 else 3, size, min_side, rgb=to_rgb) \
         if out is None and head[:2] == b"\xff\xd8" else None  # same pixels as below
     if fast is not None:
         return fast[:, :, None] if fast.ndim == 2 else fast

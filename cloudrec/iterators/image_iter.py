@@ -28,7 +28,7 @@ import numpy as np
 
 from cloudrec.errors import ConfigError, ImageDecodeError, ImageTooLargeError
 from cloudrec.format.lst import parse_lst
-from cloudrec.image.augmenters import Augmenter
+from cloudrec.image.augmenters import Augmenter, decode_min_side
 from cloudrec.image.create import CreateAugmenter
 from cloudrec.image.decode import imdecode as _imdecode
 from cloudrec.io.base import DataBatch, DataDesc, DataIter
@@ -372,7 +372,8 @@ class ImageIter(SampleStream, ResumableImageIter, DataIter):
         """Decode to HWC uint8 RGB; a failure names the sample (MXNet's "Broken image ...")."""
         where = getattr(self._local, "where", "")
         try:
-            return _imdecode(s, max_pixels=self.max_pixels, truncated=self.truncated)
+            return _imdecode(s, max_pixels=self.max_pixels, truncated=self.truncated,
+                             min_side=decode_min_side(self.auglist))  # >0 only if fast=True
         except ImageDecodeError as e:
             cls = BrokenImageTooLargeError if isinstance(e, ImageTooLargeError) else BrokenImageError
             err = cls(f"Broken image {where}: {e}")
