@@ -6,7 +6,6 @@ import os
 import shutil
 from pathlib import Path
 
-import pytest
 
 from cloudrec import cli
 from cloudrec.tools import listing

@@ -12,8 +12,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Union
 
-import fsspec
-
 from cloudrec.errors import ConfigError, IndexFileError, StorageError
 from cloudrec.storage.fs import resolve
 from cloudrec.storage.ranged import call_fs

@@ -7,7 +7,7 @@ come from sorted offsets and the shard size (``record_lengths``); without an
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, List, Optional, Sequence
+from typing import Any, List, Sequence
 
 import numpy as np
 
