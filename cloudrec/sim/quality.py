@@ -39,17 +39,19 @@ def distinct_fractions(batches: List[np.ndarray], rank: np.ndarray, fractions: i
     return float(np.mean(1 + np.count_nonzero(np.diff(part, axis=1), axis=1)))
 
 
-def displacement(order: np.ndarray, rank: np.ndarray) -> float:
-    n = len(order)
-    if n == 0:
+def displacement(pos: np.ndarray, ids: np.ndarray, rank: np.ndarray) -> float:
+    """Mean |epoch position - file position| / N over the given (position, id) pairs."""
+    n = len(rank)
+    if n == 0 or len(ids) == 0:
         return 0.0
-    return float(np.abs(np.arange(n) - rank[order]).mean() / n)
+    return float(np.abs(pos - rank[ids]).mean() / n)
 
 
-def quality(order: np.ndarray, batches: List[np.ndarray], table, fractions: int,
+def quality(pos: np.ndarray, ids: np.ndarray, batches: List[np.ndarray], table, fractions: int,
             batch_size: int) -> Dict[str, float]:
+    """Shuffle quality: ``batches`` are streams' ids; (``pos``, ``ids``) sample the order."""
     rank = file_rank(table)
     return {"distinct_fractions": distinct_fractions(batches, rank, fractions, batch_size),
             "distinct_fractions_uniform": uniform_fractions(fractions, batch_size),
-            "fractions": fractions, "displacement": displacement(order, rank),
-            "displacement_uniform": 1 / 3}
+            "fractions": fractions, "displacement": displacement(pos, ids, rank),
+            "displacement_sampled": bool(len(ids) < len(rank)), "displacement_uniform": 1 / 3}
