@@ -358,3 +358,28 @@ def test_imageiter_fast_keeps_labels_order_and_shapes(tmp_path):
         assert a.shape == b.shape == (8, 3, 224, 224) and np.array_equal(la, lb) and pa == pb
         diffs += [float(np.abs(a[k] - b[k]).mean()) * 57.4 for k in range(8)]  # ~levels
     assert 0 < max(diffs) < 3.0  # fast did change pixels, by little
+
+
+# ---------------------------------------------------------------------------- writer
+@pytest.mark.parametrize("channels", [1, 3, 4])
+@pytest.mark.parametrize("contrast,illum", [(1.0, 0.0), (1.3, 0.0), (0.8, 11.5)])
+def test_lut_write_is_bit_identical_to_the_arithmetic(channels, contrast, illum):
+    from cloudrec.pipeline.writer import ImageWriter
+    rng = np.random.default_rng(channels)
+    shape = (40, 50) if channels == 1 else (40, 50, channels)
+    img = rng.integers(0, 256, (60, 70) + shape[2:], dtype=np.uint8)[7:47, 9:59]  # a crop view
+    w = ImageWriter(channels, np.float32, "NCHW", (123.68, 116.779, 103.939, 50.0),
+                    (58.395, 57.12, 57.375, 40.0), 1.0 / 1.7)
+    got = np.empty((channels, 40, 50), np.float32)
+    for mirror in (False, True):
+        w.write(img, got, mirror, contrast, illum)
+        src = img[:, ::-1] if mirror else img
+        planes = [src] if channels == 1 else [src[..., k] for k in (2, 1, 0, 3)[:channels]]
+        kk = (np.float32(contrast) * w.scale / w.std) if contrast != 1.0 else w.scale / w.std
+        for c, s in enumerate(planes):  # the float32 formula, pass by pass
+            want = s.astype(np.float32)
+            want = want - w.mean[c]
+            want = want * kk[c]
+            if illum:
+                want = want + (np.float32(illum) / w.std)[c]
+            assert np.array_equal(got[c], want), (c, mirror)

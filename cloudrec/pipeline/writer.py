@@ -31,6 +31,20 @@ class ImageWriter:
         self.identity = (not self.float_out) or (mean_img is None and not self.mean.any()
                                                  and (self.std == 1).all() and scale == 1)
 
+    _default_luts: Optional[List[np.ndarray]] = None
+
+    def _luts(self, k: np.ndarray, illum: Optional[np.ndarray]) -> List[np.ndarray]:
+        """Per output channel, the (1, 256) float32 table of ``(v - mean) * k (+ illum)``."""
+        v = np.arange(256, dtype=np.float32)
+        out = []
+        for c in range(self.C):
+            t = np.subtract(v, self.mean[c])
+            np.multiply(t, k[c], out=t)
+            if illum is not None:
+                np.add(t, illum[c], out=t)
+            out.append(t.reshape(1, 256))
+        return out
+
     def _source_channels(self, img: np.ndarray) -> List[np.ndarray]:
         """Contiguous source planes in output order (R, G, B, A or gray)."""
         if img.ndim == 2:
@@ -63,6 +77,18 @@ class ImageWriter:
         k = np.float32(contrast) * self.scale / self.std if contrast != 1.0 \
             else self.scale / self.std
         illum = np.float32(illumination) / self.std if illumination else None
+        if self.mean_img is None and self.dtype == np.float32 and self.chw:
+            # a uint8 pixel has 256 values: one table lookup per plane straight into the
+            # batch slot, the table made with the very float32 ops below (same bits); 3
+            # native calls instead of 9 numpy passes, fewer GIL hand-offs between threads
+            luts = self._default_luts if (contrast == 1.0 and not illumination) else None
+            if luts is None:
+                luts = self._luts(k, illum)
+                if contrast == 1.0 and not illumination:
+                    self._default_luts = luts
+            for v, s_, lut in zip(views, chans, luts):
+                cv2.LUT(s_, lut, dst=v)
+            return
         direct = self.dtype == np.float32 and self.chw
         tmp = None if direct else np.empty(chans[0].shape, np.float32)
         for c, (v, s) in enumerate(zip(views, chans)):
