@@ -62,3 +62,53 @@ def test_records_stream_while_the_shard_downloads(s3_server, fault_proxy, tmp_pa
         assert g.stats["cache_hits"] == 1 and g.stats["cache_downloads"] == 0
     assert [p for _, p in again] == [truth[(0, int(ds.table.key[r]))] for r in order]
     assert fault_proxy.stats()["requests"] == 0
+
+
+def _stream_epoch(urls, so, cache_dir, barrier, delay, q):
+    import hashlib
+    import time
+    for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        os.environ.setdefault(k, "testing")
+    ds = open_dataset(urls, storage_options=so)
+    f = RecordFetcher(ds, cache="shards", cache_dir=cache_dir, concurrency=1)
+    barrier.wait(timeout=60)  # both opened
+    barrier.wait(timeout=60)  # the proxy is slowed down and its counts cleared
+    time.sleep(delay)
+    published_at_first, sha = None, {}
+    for rid, payload in f.fetch(range(len(ds))):
+        if published_at_first is None:
+            published_at_first = [n for n in os.listdir(cache_dir) if n.endswith(".data")]
+        sha[rid] = hashlib.sha256(payload).hexdigest()
+    q.put((delay, f.stats, published_at_first, sha))
+    f.close()
+
+
+def test_a_second_process_streams_the_download_of_the_first(s3_server, fault_proxy, tmp_path):
+    import hashlib
+    import multiprocessing as mp
+    bucket = s3_server.new_bucket("stream2p")
+    urls, truth = write_synthetic(bucket, 1, 400, seed=82, min_size=45_000, max_size=55_000,
+                                  magic_every=0, storage_options=s3_server.storage_options)
+    size = open_dataset(urls, storage_options=s3_server.storage_options).shards[0].size
+    ctx = mp.get_context("spawn")
+    barrier, q = ctx.Barrier(3), ctx.Queue()
+    cdir = str(tmp_path / "cache")
+    ps = [ctx.Process(target=_stream_epoch,
+                      args=(urls, fault_proxy.storage_options, cdir, barrier, d, q))
+          for d in (0.0, 0.3)]  # the second starts while the first is downloading
+    for p in ps:
+        p.start()
+    barrier.wait(timeout=120)
+    fault_proxy.configure(latency_ms=400)  # >= 2 s for the download's chunk GETs
+    barrier.wait(timeout=60)
+    res = sorted(q.get(timeout=180) for _ in ps)
+    for p in ps:
+        p.join(30)
+    assert fault_proxy.stats()["requests"] == len(chunk_bounds(size))  # one download per node
+    (_, first, pub1, sha1), (_, second, pub2, sha2) = res
+    assert (first["cache_downloads"], second["cache_downloads"]) == (1, 0), (first, second)
+    assert second["cache_hits"] == 1 and second["cache_streamed"] > 0, second
+    assert pub1 == [] and pub2 == []  # both had records before the entry was published
+    want = {r: hashlib.sha256(truth[(0, r)]).hexdigest() for r in range(400)}
+    assert sha1 == want and sha2 == want
+    assert not [n for n in os.listdir(cdir) if n.endswith(".part") or ".tmp." in n]

@@ -40,8 +40,13 @@ class _Progress:
         self.closed = False
 
     def opened(self, tmp: str) -> None:
+        """Read from ``tmp`` now (a new download, ours or another process's): nothing of it
+        is counted as written yet."""
+        fd = os.open(tmp, os.O_RDONLY)
         with self._lock:
-            self.fd = os.open(tmp, os.O_RDONLY)
+            if self.fd >= 0:
+                os.close(self.fd)
+            self.fd, self.done_to, self.closed = fd, 0, False
 
     def advance(self, end: int) -> None:
         """``[0, end)`` is written: answer every waiting request it covers."""
@@ -188,30 +193,43 @@ class CacheHook:
 
     def _download(self, shard_no: int, prog: _Progress) -> Target:
         from cloudrec.storage.cache import CacheUnavailable
-        from cloudrec.storage.cache_files import DOWNLOAD_CHUNK, FIRST_CHUNK, download_ranges
+        from cloudrec.storage.cache_files import (DOWNLOAD_CHUNK, FIRST_CHUNK, ProgressFile,
+                                                  download_ranges)
         shard = self.f.ds.shards[shard_no]
         fs, path = self.f.ds.filesystem(shard_no)
         reader = self.f._reader_for(fs)
         # pinned to the version seen at open: a replaced object is refused, never cached
         # under the old version's name
+        part: List[Any] = []  # this download's progress file, for the node's other processes
+
+        def advance(end: int) -> None:
+            prog.advance(end)
+            if part:
+                part[-1].advance(end)
+
         fetch_all = download_ranges(lambda a, b: reader.submit(path, a, b, shard.rec_url,
                                                                version=shard.version),
-                                    shard.size, on_chunk=prog.advance if self.stream else None,
+                                    shard.size, on_chunk=advance if self.stream else None,
                                     first=FIRST_CHUNK if self.stream else DOWNLOAD_CHUNK)
 
         def download(tmp: str) -> None:
             prog.opened(tmp)
+            if self.stream:
+                part.append(ProgressFile(tmp))
             fetch_all(tmp)
 
         try:
             local = self.cache.get(shard.rec_url, shard.size, shard.version, download,
-                                   hold=self._holder(shard.rec_url))
+                                   hold=self._holder(shard.rec_url),
+                                   follow=(lambda p: _follow(p, prog)) if self.stream else None)
         except CacheUnavailable as exc:
             self.bypassed[shard_no] = str(exc)
             _warn_once(self.cache.dir, type(exc).__name__,
                        f"cloudrec cache: {exc}; reading such shards directly instead")
             return reader, path, shard.version
         finally:
+            for pf in part:
+                pf.close()
             self.streamed += prog.served
         return self.local_reader(), local, None
 
@@ -270,6 +288,40 @@ class CacheHook:
             self._local.close()  # closing the descriptors drops their shared locks
             self._local = None
         self._paths = {}
+
+
+FOLLOW_POLL_S = 0.01
+
+
+def _follow(part_path: str, prog: _Progress) -> Any:
+    """While another process downloads the shard, serve our waiting requests from its temp
+    file as its progress file advances; returns ``stop()``."""
+    from cloudrec.storage.cache_files import read_progress
+    stop = threading.Event()
+
+    def run() -> None:
+        tmp = None
+        while not stop.is_set():
+            state = read_progress(part_path)
+            if state is not None:
+                done, path = state
+                try:
+                    if path != tmp:
+                        prog.opened(path)
+                        tmp = path
+                    prog.advance(done)
+                except OSError:
+                    tmp = None  # that download ended (or failed); look again
+            stop.wait(FOLLOW_POLL_S)
+
+    t = threading.Thread(target=run, name="cloudrec-cache-follow", daemon=True)
+    t.start()
+
+    def end() -> None:
+        stop.set()
+        t.join(1.0)
+        prog.close()  # reads from now on come from the published entry (or our download)
+    return end
 
 
 def _settle_value(out: Future, value: Any) -> None:

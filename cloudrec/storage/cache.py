@@ -26,6 +26,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import itertools
@@ -33,7 +34,7 @@ import os
 import threading
 import warnings
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Set, Tuple
+from typing import Callable, Iterator, List, Optional, Set, Tuple
 
 from cloudrec.errors import StorageError
 from cloudrec.storage.cache_files import (EVICT_LOCK, OWN_FILE, TMP_FILE, CacheDiskFullError,
@@ -162,7 +163,8 @@ class ShardCache:
     # -- the one entry point -----------------------------------------------------------
     def get(self, url: str, size: int, version: str,
             download: Callable[[str], None],
-            hold: Optional[Callable[[str], object]] = None) -> str:
+            hold: Optional[Callable[[str], object]] = None,
+            follow: Optional[Callable[[str], Callable[[], None]]] = None) -> str:
         """Local path of the shard, downloading it with ``download(tmp_path)`` if needed.
 
         ``download`` must write the whole object to the given path (which may
@@ -172,7 +174,11 @@ class ShardCache:
         away first.  Raises :class:`CacheFullError` when the shard does not fit
         the cap, :class:`CacheReadOnlyError` on a miss in a read-only folder,
         :class:`CacheDiskFullError` when the disk is full, StorageError when
-        the download is short.
+        the download is short.  ``follow(part_path)``, if given, is called when
+        another process is downloading the shard right now (before waiting for
+        it); it returns a ``stop()`` called once the wait is over.  A download
+        may report its progress in ``part_path`` (:func:`progress_path`) for
+        such followers; the cache removes that file when the download ends.
         """
         found = self.lookup(url, size, version)
         if found and self._hold(found, hold):
@@ -188,7 +194,7 @@ class ShardCache:
         key = self.key(url, size, version)
         self._make_dir(url)
         final = self._p(key, "data")
-        with Flock(self._p(key, "lock")):
+        with self._key_lock(key, follow):
             found = self.lookup(url, size, version)
             if found and self._hold(found, hold):  # another process finished it meanwhile
                 self.hits += 1
@@ -230,8 +236,30 @@ class ShardCache:
             except BaseException:
                 unlink(tmp)
                 raise
+            finally:
+                unlink(self._p(key, "part"))
             self.downloads += 1
         return final
+
+    @contextlib.contextmanager
+    def _key_lock(self, key: str, follow: Optional[Callable[[str], Callable[[], None]]]
+                  ) -> Iterator[None]:
+        """The key's download lock; while another process holds it, ``follow`` its progress."""
+        lock = Flock(self._p(key, "lock"), blocking=False)
+        try:
+            lock.__enter__()
+        except BlockingIOError:
+            stop = follow(self._p(key, "part")) if follow is not None else None
+            try:
+                lock = Flock(self._p(key, "lock"))
+                lock.__enter__()
+            finally:
+                if stop is not None:
+                    stop()
+        try:
+            yield
+        finally:
+            lock.__exit__()
 
     def _hold(self, path: str, hold: Optional[Callable[[str], object]]) -> bool:
         """Run ``hold(path)`` under the eviction lock; False if the file was evicted meanwhile."""
@@ -334,7 +362,8 @@ class ShardCache:
             key = name.split(".")[0]
             try:  # a key being downloaded right now keeps its temp and metadata files
                 with Flock(self._p(key, "lock"), blocking=False):
-                    if ".tmp" in name or not os.path.exists(self._p(key, "data")):
+                    if ".tmp" in name or name.endswith(".part") or \
+                            not os.path.exists(self._p(key, "data")):
                         unlink(os.path.join(self.dir, name))
             except BlockingIOError:
                 pass

@@ -21,7 +21,7 @@ DOWNLOAD_WINDOW = 8  # chunk requests in flight per download (bounds its memory:
 CRC_CHUNK = 8 << 20
 EVICT_LOCK = ".evict.lock"
 # every file the cache itself creates: <20 hex>-<12 hex>.<ext>; nothing else is ever removed
-OWN_FILE = re.compile(r"^[0-9a-f]{20}-[0-9a-f]{12}\.(data|json|json\.tmp|lock|tmp\.\d+\.\d+)$")
+OWN_FILE = re.compile(r"^[0-9a-f]{20}-[0-9a-f]{12}\.(data|json|json\.tmp|lock|part|tmp\.\d+\.\d+)$")
 TMP_FILE = re.compile(r"^(?P<key>[0-9a-f]{20}-[0-9a-f]{12})\.tmp\.\d+\.\d+$")
 _DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 _READ_ONLY = {errno.EROFS, errno.EACCES, errno.EPERM}
@@ -180,6 +180,40 @@ def download_ranges(submit: Callable[[int, int], "Future[bytes]"], size: int,
         finally:
             os.close(fd)
     return download
+
+
+class ProgressFile:
+    """``<key>.part``: how far a download has written its temp file, for other processes
+    that stream the shard meanwhile.  One line: 16 hex digits (bytes written) and the temp
+    file's name; the digits are rewritten in place by one small ``pwrite``."""
+
+    def __init__(self, tmp: str) -> None:
+        folder, name = os.path.split(tmp)
+        self.path = os.path.join(folder, name.split(".tmp.")[0] + ".part")
+        self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        write_all(self.fd, f"{0:016x} {name}\n".encode(), 0)
+
+    def advance(self, end: int) -> None:
+        write_all(self.fd, f"{end:016x}".encode(), 0)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def read_progress(part_path: str) -> Optional[Tuple[int, str]]:
+    """(bytes written, temp file path) of a download in progress, or None."""
+    try:
+        with open(part_path, "rb") as fh:
+            line = fh.read(512)
+        done, name = line.split(b" ", 1)
+        name = name.strip().decode()
+        if not TMP_FILE.match(name):
+            return None
+        return int(done, 16), os.path.join(os.path.dirname(part_path), name)
+    except (OSError, ValueError):
+        return None
 
 
 class Flock:
