@@ -169,3 +169,22 @@ def test_overlapping_records_go_through_plan_ranges_itself():
     want = plan_streams_reference(ds.table, sts, f.max_gap, f.max_request)
     assert list(zip(got.stream.tolist(), got.window.tolist(), got.shard.tolist(),
                     got.start.tolist(), got.end.tolist())) == want
+
+
+def test_cli_on_a_real_dataset_and_on_its_table(local_ds, tmp_path, capsys):
+    from cloudrec.cli import main
+    from cloudrec.dataset.table_file import write_table
+    urls = [s.rec_url for s in local_ds.shards]
+    table = str(tmp_path / "t.crtable")
+    write_table(urls, table)
+    reports = []
+    for args in (urls, ["--table", table]):
+        out = tmp_path / "r.json"
+        assert main(["simulate", *args, "--ranks", "2", "--workers", "2", "--batch-size", "32",
+                     "--mode", "block", "--use-table", "--json", str(out)]) == 0
+        reports.append(json.loads(out.read_text()))
+    capsys.readouterr()
+    a, b = reports
+    assert a["dataset"] == b["dataset"] and a["dataset"]["records"] == len(local_ds)
+    assert a["gets"] == b["gets"] and a["bytes"] == b["bytes"]
+    assert b["open"]["GET table per node"] == 1 and b["open"]["LIST per rank"] == 1
