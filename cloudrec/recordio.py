@@ -22,6 +22,7 @@ from cloudrec.format.idx import check_index, format_idx_line, parse_idx
 from cloudrec.format.irheader import IRHeader, pack, unpack
 from cloudrec.storage.fs import resolve
 from cloudrec.storage.retry import StorageNotFound
+from cloudrec.storage.writes import open_output
 
 __all__ = ["MXRecordIO", "MXIndexedRecordIO", "IRHeader", "pack", "unpack",
            "pack_img", "unpack_img"]
@@ -44,13 +45,6 @@ def storage_errors(url: str, action: str) -> Iterator[None]:
         raise StorageError(f"cannot {action}: {type(exc).__name__}: {exc}", url) from exc
 
 
-def _make_local_parent(fs, path: str) -> None:
-    """Create the parent folder of a local output file (object stores need none)."""
-    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
-    if protocol in ("file", "local"):
-        fs.makedirs(fs._parent(path), exist_ok=True)
-
-
 class MXRecordIO:
     """Sequential reader/writer of a `.rec` file at ``uri`` (``flag`` 'r' or 'w')."""
 
@@ -70,13 +64,11 @@ class MXRecordIO:
     # -- lifecycle -------------------------------------------------------------
     def open(self) -> None:
         """Open (or reopen) the file; in 'w' mode this truncates it."""
-        fs, path = resolve(self.uri, self.storage_options)
-        if self.flag == "w":
-            with storage_errors(self.uri, "create the RecordIO file"):
-                _make_local_parent(fs, path)
-                self.handle = fs.open(path, "wb")
+        if self.flag == "w":  # every remote write/close time-limited (storage.writes)
+            self.handle = open_output(self.uri, self.storage_options)
             self.writable = True
         else:
+            fs, path = resolve(self.uri, self.storage_options)
             try:
                 with storage_errors(self.uri, "open the RecordIO file"):
                     self.handle = fs.open(path, "rb")
@@ -256,12 +248,10 @@ class MXIndexedRecordIO(MXRecordIO):
     def open(self) -> None:
         super().open()
         self.idx, self.keys, self._ends = {}, [], {}
-        fs, path = resolve(self.idx_path, self.storage_options)
         if self.flag == "w":
-            with storage_errors(self.idx_path, "create the index file"):
-                _make_local_parent(fs, path)
-                self.fidx = fs.open(path, "wb")
+            self.fidx = open_output(self.idx_path, self.storage_options)
             return
+        fs, path = resolve(self.idx_path, self.storage_options)
         self.fidx = None
         try:
             with storage_errors(self.idx_path, "read the index file"):

@@ -211,3 +211,32 @@ def test_sigkill_during_pack_to_s3_never_opens_as_complete(tmp_path, s3_server):
     # every state either refused or verified complete above; print what was exercised
     print("sigkill outcomes:", outcomes)
     assert len(outcomes) == 8
+
+
+@pytest.mark.s3
+def test_pack_to_a_frozen_s3_ends_with_a_write_timeout_and_leaves_nothing(tmp_path, s3_server,
+                                                                          fault_proxy,
+                                                                          monkeypatch, capsys):
+    # issue #15 item 4: im2rec writing to a frozen server never exited (400 s+)
+    lst = _image_root(tmp_path / "imgs", 24)
+    so = fault_proxy.storage_options
+    bucket = s3_server.new_bucket()
+    fs, _ = resolve(bucket, so)
+    fs.pipe_file(resolve(bucket + "/out/all.lst", so)[1], lst.encode())
+    monkeypatch.setenv("CLOUDREC_WRITE_TIMEOUT", "2")
+    fault_proxy.configure(pstall=1.0, stall_s=60, methods="PUT,POST")
+    try:
+        rc = cli.main(["im2rec", "--pass-through", "--num-shards", "2", "--no-progress",
+                       "--storage-options", json.dumps(so), bucket + "/out/all",
+                       str(tmp_path / "imgs")])
+        stalls = fault_proxy.stats()["stall"]
+    finally:
+        fault_proxy.configure()
+    err = capsys.readouterr().err
+    assert rc == 1 and "Traceback" not in err and "no answer within 2 s" in err, err
+    assert stalls >= 1
+    fs.invalidate_cache()
+    left = sorted(p.rsplit("/", 1)[1] for p in fs.ls(resolve(bucket + "/out", so)[1]))
+    assert left == ["all.lst"], left  # no shard, no manifest, no temporary is visible
+    with pytest.raises(CloudrecError):
+        open_dataset(bucket + "/out/all-*.rec", storage_options=so)

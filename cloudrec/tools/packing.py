@@ -31,6 +31,7 @@ from cloudrec.format.manifest import ManifestShard, build_manifest, manifest_nam
 from cloudrec.image.decode import decode_image
 from cloudrec.recordio import MXIndexedRecordIO, pack_img, storage_errors
 from cloudrec.storage.fs import join_url, resolve
+from cloudrec.storage.writes import write_bytes
 
 ON_ERROR = ("fail", "skip")
 CHECKS = ("none", "header", "decode")
@@ -407,10 +408,13 @@ def write_bytes_atomic(url: str, data: bytes,
     fs, path = resolve(url, storage_options)
     parent = posixpath.dirname(path)
     tmp = posixpath.join(parent, ".%s.tmp-%s" % (posixpath.basename(path), uuid.uuid4().hex[:10]))
-    with storage_errors(url, "write"):  # e.g. the parent is a file, or no endpoint
-        if parent and not fs.exists(parent):
-            fs.makedirs(parent, exist_ok=True)
-        fs.pipe_file(tmp, data)
+    head, _, name = url.rstrip("/").rpartition("/")
+    tmp_url = (head + "/" if head else "") + posixpath.basename(tmp)
+    # time-limited (storage.writes); the parent is a file or there is no endpoint: StorageError
+    try:
+        write_bytes(tmp_url, data, storage_options)
+    except StorageError as exc:  # name the file the user asked for, keep the class
+        raise type(exc)(f"cannot write: {exc}", url) from exc
     try:
         with storage_errors(url, "move into place"):
             replace_file(fs, tmp, path)
