@@ -163,9 +163,8 @@ class CacheHook:
         from cloudrec.storage.cache_files import hold_shared
 
         def hold(path: str) -> None:
-            if self._closed:  # a download finishing after close(): hold nothing
-                raise StorageError("read cancelled: the fetcher was closed while downloading",
-                                   url)
+            if self._closed:  # a download finishing after close(): published, held by no one
+                return
             hold_shared(self.local_reader()._fd(path))  # type: ignore[attr-defined]
         return hold
 
@@ -280,6 +279,16 @@ class CacheHook:
                 pass
 
     def close(self) -> None:
+        # a download whose bytes are all on disk is only publishing (CRC, rename): let it
+        # finish, so records already streamed from it leave a cache entry behind
+        for shard_no, fut in list(self._paths.items()):
+            prog = self._progress.get(shard_no)
+            if prog is not None and not fut.done() and \
+                    prog.done_to >= self.f.ds.shards[shard_no].size:
+                try:
+                    fut.result(timeout=60)
+                except BaseException:  # noqa: BLE001 - closing; reads report their own errors
+                    pass
         self._closed = True
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
