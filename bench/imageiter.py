@@ -16,7 +16,7 @@ Systems, each at T = 1 and 2 threads (processes for the DataLoader):
   RandomCrop(224), flip, ToTensor, Normalize written out by hand (bench/imagerecorditer.py).
 
 Warm-up epoch per system, then rounds timing one epoch of each, the decode loop before
-and after; per-round ratios, medians printed and written to bench/results/imageiter.json.
+and after; per-round ratios (img/s, and CPU ms per image of this process), medians printed and written to bench/results/imageiter.json.
 Usage (about 2 minutes on 2 busy cores)::
 
     nice .venv/bin/python bench/imageiter.py --n 1000 --rounds 3
@@ -83,18 +83,30 @@ def main(argv=None) -> int:
     rounds: Dict[int, List[Dict[str, float]]] = {t: [] for t in a.threads}
     for r in range(a.rounds):
         for t in a.threads:
-            row = {"decode_before": bench_decode(payloads, t)}
-            for name, s in systems[t].items():
-                row[name] = (loader_epoch if name == "torch" else iter_epoch)(s)
+            row: Dict[str, float] = {}
+            cpu: Dict[str, float] = {}  # CPU ms per image of this process (all its threads)
+            for name, run in [("decode_before", lambda: bench_decode(payloads, t))] + [
+                    (k, (lambda s=s: iter_epoch(s))) for k, s in systems[t].items()
+                    if k != "torch"]:
+                c0 = time.process_time()
+                row[name] = run()
+                cpu[name] = (time.process_time() - c0) * 1e3 / len(payloads)
+            if "torch" in systems[t]:
+                row["torch"] = loader_epoch(systems[t]["torch"])
             row["decode_after"] = bench_decode(payloads, t)
+            row.update({f"{k}_cpu_ms": round(v, 3) for k, v in cpu.items()})
             rounds[t].append(row)
-            print(f"round {r + 1} threads={t}: " + ", ".join(f"{k} {v:.0f}" for k, v in row.items()))
+            print(f"round {r + 1} threads={t}: " + ", ".join(
+                f"{k} {v:.0f}" for k, v in row.items() if not k.endswith("_cpu_ms")))
     med = lambda xs: float(np.median(xs))  # noqa: E731
     summary: Dict[str, Dict[str, float]] = {}
     for t in a.threads:
         rows = rounds[t]
         dec = [(x["decode_before"] + x["decode_after"]) / 2 for x in rows]
         s = {"decode_img_s": med(dec)}
+        for name in ("exact", "fast"):  # CPU per image, decode loop / system (1.0 = as cheap)
+            s[f"{name}_cpu_vs_decode"] = med([x["decode_before_cpu_ms"] / x[f"{name}_cpu_ms"]
+                                              for x in rows])
         for name in systems[t]:
             s[f"{name}_img_s"] = med([x[name] for x in rows])
             s[f"{name}_vs_decode"] = med([x[name] / d for x, d in zip(rows, dec)])
@@ -103,8 +115,9 @@ def main(argv=None) -> int:
             s["exact_vs_torch"] = med([x["exact"] / x["torch"] for x in rows])
         summary[str(t)] = s
         line = f"threads={t}: decode loop {s['decode_img_s']:.0f} img/s | ImageIter exact " \
-               f"{s['exact_img_s']:.0f} ({s['exact_vs_decode']:.2f}x decode) | fast " \
-               f"{s['fast_img_s']:.0f} ({s['fast_vs_decode']:.2f}x decode)"
+               f"{s['exact_img_s']:.0f} ({s['exact_vs_decode']:.2f}x decode; CPU ratio " \
+               f"{s['exact_cpu_vs_decode']:.2f}) | fast {s['fast_img_s']:.0f} " \
+               f"({s['fast_vs_decode']:.2f}x decode; CPU ratio {s['fast_cpu_vs_decode']:.2f})"
         if "torch" in systems[t]:
             line += f" | DataLoader+Pillow {s['torch_img_s']:.0f} | fast = " \
                     f"{s['fast_vs_torch']:.2f}x, exact = {s['exact_vs_torch']:.2f}x DataLoader+Pillow"

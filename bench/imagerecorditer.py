@@ -20,7 +20,7 @@ Systems, each at T = 1 and 2 threads (processes for the DataLoader):
 Every iterator and loader is built and run for one warm-up epoch first (thread pools,
 worker processes, batch buffers), then each round times one epoch of each system in turn,
 the decode loop before and after; ratios are per round against that round's decode loop,
-the medians are printed and written (with every round) to bench/results/imagerecorditer.json.
+the medians are printed (with the CPU ratio: CPU ms per image of the decode loop over the system's, all its threads, which other jobs on the machine disturb less than img/s) and written (with every round) to bench/results/imagerecorditer.json.
 
 Usage (runs in ~2 minutes on 2 busy cores)::
 
@@ -154,18 +154,30 @@ def main(argv=None) -> int:
     rounds: Dict[int, List[Dict[str, float]]] = {t: [] for t in a.threads}
     for r in range(a.rounds):
         for t in a.threads:
-            row = {"decode_before": bench_decode(payloads, t, pool_for_one=False)}
-            for name, s in systems[t].items():
-                row[name] = (loader_epoch if name == "torch" else iter_epoch)(s)
-            row["decode_after"] = bench_decode(payloads, t, pool_for_one=False)
+            row: Dict[str, float] = {}
+            cpu: Dict[str, float] = {}  # CPU ms per image of this process (all its threads):
+            for name, run in [("decode_before", lambda: bench_decode(payloads, t))] + [
+                    (k, (lambda s=s: iter_epoch(s))) for k, s in systems[t].items()
+                    if k != "torch"]:  # robust to other jobs taking the cores, unlike img/s
+                c0 = time.process_time()
+                row[name] = run()
+                cpu[name] = (time.process_time() - c0) * 1e3 / len(payloads)
+            if "torch" in systems[t]:
+                row["torch"] = loader_epoch(systems[t]["torch"])
+            row["decode_after"] = bench_decode(payloads, t)
+            row.update({f"{k}_cpu_ms": round(v, 3) for k, v in cpu.items()})
             rounds[t].append(row)
-            print(f"round {r + 1} threads={t}: " + ", ".join(f"{k} {v:.0f}" for k, v in row.items()))
+            print(f"round {r + 1} threads={t}: " + ", ".join(
+                f"{k} {v:.0f}" for k, v in row.items() if not k.endswith("_cpu_ms")))
     med = lambda xs: float(np.median(xs))  # noqa: E731
     summary: Dict[str, Dict[str, float]] = {}
     for t in a.threads:
         rows = rounds[t]
         dec = [(x["decode_before"] + x["decode_after"]) / 2 for x in rows]
         s = {"decode_img_s": med(dec)}
+        for name in ("exact", "fast"):  # CPU per image, decode loop / system (1.0 = as cheap)
+            s[f"{name}_cpu_vs_decode"] = med([x["decode_before_cpu_ms"] / x[f"{name}_cpu_ms"]
+                                              for x in rows])
         for name in systems[t]:
             s[f"{name}_img_s"] = med([x[name] for x in rows])
             s[f"{name}_vs_decode"] = med([x[name] / d for x, d in zip(rows, dec)])
@@ -174,8 +186,9 @@ def main(argv=None) -> int:
             s["exact_vs_torch"] = med([x["exact"] / x["torch"] for x in rows])
         summary[str(t)] = s
         line = f"threads={t}: decode loop {s['decode_img_s']:.0f} img/s | exact " \
-               f"{s['exact_img_s']:.0f} ({s['exact_vs_decode']:.2f}x decode) | fast " \
-               f"{s['fast_img_s']:.0f} ({s['fast_vs_decode']:.2f}x decode)"
+               f"{s['exact_img_s']:.0f} ({s['exact_vs_decode']:.2f}x decode; CPU ratio " \
+               f"{s['exact_cpu_vs_decode']:.2f}) | fast {s['fast_img_s']:.0f} " \
+               f"({s['fast_vs_decode']:.2f}x decode; CPU ratio {s['fast_cpu_vs_decode']:.2f})"
         if "torch" in systems[t]:
             line += f" | DataLoader+Pillow {s['torch_img_s']:.0f} ({s['torch_vs_decode']:.2f}x " \
                     f"decode) | fast = {s['fast_vs_torch']:.2f}x DataLoader+Pillow"

@@ -70,7 +70,7 @@ _CV_REDUCED = {(3, 8): cv2.IMREAD_COLOR, (3, 4): cv2.IMREAD_REDUCED_COLOR_2,
 
 # ---------------------------------------------------------------------------- factor choice
 def test_choose_eighths_picks_the_smallest_paying_factor_that_keeps_the_side():
-    assert PAYING_EIGHTHS == (1, 2, 4)           # 3/8, 5/8, 3/4, 7/8 cost more (docstring)
+    assert PAYING_EIGHTHS == (1, 2, 4)  # 3/8 dominated by 1/2; 5/8, 3/4, 7/8 dearer than full
     assert choose_eighths(2048, 256) == 1        # 2048/8 = 256
     assert choose_eighths(2047, 256) == 1        # libjpeg rounds up: ceil(2047/8) = 256
     assert scaled_size(2040, 1) == 255 and choose_eighths(2040, 256) == 2

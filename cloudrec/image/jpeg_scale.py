@@ -1,18 +1,17 @@
 """JPEG decoding through libjpeg-turbo's TurboJPEG API (``simplejpeg``), at full or DCT-reduced scale.
 
-Why not only ``cv2.imdecode``: on the bench photos (bench/jpeg_scales.py) the
-same libjpeg-turbo reached through ``simplejpeg`` decodes a full-size JPEG in
-~0.82x the time of ``cv2.imdecode`` (OpenCV adds an EXIF parse and a buffer
-copy), with bit-identical pixels at 1/1, 1/2, 1/4 and 1/8 scale for colour and
-gray output (tests/test_fast_decode.py).  So it speeds up MXNet-exact decoding
-too, not only the reduced one.
+Why not only ``cv2.imdecode``: on the bench photos (``bench/jpeg_scales.py``) the
+same libjpeg-turbo (3.1.2 in both wheels) reached through ``simplejpeg`` decodes a
+full-size JPEG in ~0.82x the CPU time of ``cv2.imdecode`` (OpenCV adds an EXIF parse and
+a buffer copy), with bit-identical pixels at 1/1, 1/2, 1/4 and 1/8 scale for colour and
+gray output (tests/test_fast_decode.py).  So it speeds up MXNet-exact decoding too.
 
-Which scale factors: libjpeg-turbo can decode at any m/8, but only some pay.
-Measured on the bench photos (CPU time per image, relative to a full-size
-decode through the same library): 1/8 0.5-0.7, 1/4 0.5-0.85, 1/2 0.6-0.95,
-while 3/8 (0.7-0.9), 5/8 (1.2-1.3), 3/4 (1.3-1.6) and 7/8 (1.7-2.1) use the
-non-SIMD scaled IDCTs and cost as much as or more than decoding at full size
-and resizing.  :data:`PAYING_EIGHTHS` keeps the paying ones.
+Which scale factors: libjpeg-turbo can decode at any m/8, but only some pay.  Measured
+there (CPU time per image relative to a full-size decode, small / big photos): 1/8
+0.65 / 0.51, 1/4 0.72 / 0.60, 1/2 0.79 / 0.70, 3/8 0.90 / 0.86 (never chosen: 1/2 fits
+whenever it does and costs less), 5/8 1.37 / 1.52, 3/4 1.62 / 1.91, 7/8 2.06 / 2.53 (the
+non-SIMD scaled IDCTs, dearer than a full decode).  :data:`PAYING_EIGHTHS` keeps 1/8,
+1/4 and 1/2; the issue's hope for 5/8 does not hold on this machine.
 
 Anything the fast path does not handle exactly like OpenCV goes back to the
 caller (``None``), which then uses ``cv2.imdecode``: no ``simplejpeg``
@@ -28,7 +27,7 @@ from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
-try:  # optional: pip install 'cloudrec[fast]' (or simplejpeg); cv2 is the fallback
+try:  # a core dependency; without it (e.g. no wheel for the platform) cv2 decodes everything
     import simplejpeg as _sj
 except ImportError:  # pragma: no cover - exercised by the cv2 fallback tests via monkeypatch
     _sj = None
