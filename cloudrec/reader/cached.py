@@ -7,7 +7,9 @@ requests from a :class:`~cloudrec.storage.cache.ShardCache`:
   node thanks to the cache's file lock); the download writes the shard in
   order, in chunks of 1, 2, 4, 8, 8 ... MB, and every request whose bytes are
   on disk already is answered from the partial file at once (streaming), so a
-  shard's first record never waits for its last byte;
+  shard's first record never waits for its last byte; another process of the
+  node that needs the shard meanwhile follows the download's ``<key>.part``
+  progress file and streams from the same temp file (no second download);
 * once published, the entry is read with ``pread`` through a descriptor that
   holds a shared lock, so eviction leaves it alone while this fetcher lives;
 * a shard the cache cannot take (read-only folder, cap full of shards in use)

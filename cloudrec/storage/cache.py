@@ -13,7 +13,8 @@
   opens the entry; a mismatch (flipped bytes, same size) drops the entry and
   downloads it again.  ``cloudrec cache verify`` checks every entry.
 * ``fcntl.flock`` on ``<key>.lock`` makes the processes of one node download a
-  shard once; the others wait and then use the file.
+  shard once; the others wait and then use the file (meanwhile they may stream
+  from it: the download reports progress in ``<key>.part``).
 * A size cap with least-recently-used eviction (use = file mtime, touched on
   every hit).  Readers hold a shared ``flock`` on the entries they read;
   eviction skips held entries (deleting them would not free their space), and
