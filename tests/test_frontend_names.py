@@ -66,3 +66,19 @@ def test_a_name_and_its_mxnet_twin_together_is_an_error(plain):
     with pytest.raises(ConfigError, match="threads|preprocess_threads"):
         ImageRecordIter(path_imgrec=rec, data_shape=(3, 8, 8), batch_size=3, threads=1,
                         preprocess_threads=2)
+
+
+def test_reprs_and_stats_keep_secrets_out(plain):
+    """params and shard reprs mask URL passwords and secret options; stats are exposed."""
+    from cloudrec.dataset.shards import Shard
+    from cloudrec.iterators.record_params import parse_kwargs
+    p = parse_kwargs(dict(path_imgrec="http://reader:s3cr3t-pw@127.0.0.1/x.rec",
+                          data_shape=(3, 8, 8), batch_size=2,
+                          storage_options={"secret": "s3cr3t-key", "key": "AKIA"}))
+    assert "s3cr3t" not in repr(p) and "127.0.0.1/x.rec" in repr(p)
+    assert "s3cr3t" not in repr(Shard("s3://u:s3cr3t@b/c.rec", None, 3))
+    rec, idx = plain
+    with ImageRecordIter(path_imgrec=rec, path_imgidx=idx, data_shape=(3, 8, 8),
+                         batch_size=3) as it:
+        n = sum(1 for _ in it)
+        assert n == 8 and it.stats["requests"] >= 1 and it.stats["retries"] == 0

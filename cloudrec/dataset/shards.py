@@ -34,6 +34,11 @@ class Shard:
     fs: Any = field(default=None, repr=False, compare=False)
     path: str = field(default="", repr=False)
 
+    def __repr__(self) -> str:
+        from cloudrec.storage.redact import redact_url
+        return (f"Shard(rec_url={redact_url(self.rec_url)!r}, idx_url="
+                f"{redact_url(self.idx_url)!r}, size={self.size}, version={self.version!r})")
+
 
 def expand_braces(url: str) -> List[str]:
     """Expand ``{0000..0127}`` (zero-padded like the first bound) and ``{a,b,c}``."""

@@ -28,7 +28,7 @@ import numpy as np
 
 from cloudrec.errors import ConfigError, ImageDecodeError, ImageTooLargeError
 from cloudrec.format.lst import parse_lst
-from cloudrec.image.augmenters import Augmenter, decode_min_side
+from cloudrec.image.augmenters import decode_min_side
 from cloudrec.image.create import CreateAugmenter
 from cloudrec.image.decode import imdecode as _imdecode
 from cloudrec.io.base import DataBatch, DataDesc, DataIter
@@ -246,6 +246,11 @@ class ImageIter(SampleStream, ResumableImageIter, DataIter):
         self._cache_ids: Optional[List[int]] = None  # record ids of a rolled-over partial batch
         self._slot_ids: List[int] = []
         self.reset()
+
+    @property
+    def stats(self) -> Dict[str, int]:
+        """The record fetcher's counters (requests, bytes, retries, ...); empty without an .idx."""
+        return self.fetcher.stats if self.fetcher is not None else {}
 
     # ------------------------------------------------------------------------------ MXNet API
     @property

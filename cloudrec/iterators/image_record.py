@@ -192,6 +192,11 @@ class ImageRecordIter(RecordSampleWriter, DataIter):
         return int(self.part_ids.size)
 
     @property
+    def stats(self) -> Dict[str, int]:
+        """The record fetcher's counters: requests, bytes, retries, failures, cache hits..."""
+        return self._source.fetcher.stats
+
+    @property
     def num_batches(self) -> int:
         """Batches one epoch of this partition yields (for progress bars and schedulers)."""
         return self.sampler.batches_per_epoch()

@@ -43,6 +43,11 @@ class ImageRecParserParam:
     shuffle_chunk_seed: int = 0
     seed_aug: Optional[int] = None
 
+    def __repr__(self) -> str:  # a URL password never shows (path_imgrec may hold one)
+        from cloudrec.storage.redact import redact_options
+        shown = redact_options({f.name: getattr(self, f.name) for f in fields(self)})
+        return "ImageRecParserParam(" + ", ".join(f"{k}={v!r}" for k, v in shown.items()) + ")"
+
 
 @dataclass
 class ImageRecordParam:
@@ -143,7 +148,7 @@ class CloudrecParam:
     number of batches (what distributed training needs, apache/mxnet#17651).
     ``worker``/``num_workers``: the DataLoader worker of this part that reads
     (cloudrec.torch sets them; under 'even' each worker takes its own batches).
-    ``storage_options`` never appear in the repr (secrets).
+    Secrets (storage_options keys, URL passwords) never appear in the repr.
     """
 
     data_name: str = "data"
@@ -160,9 +165,7 @@ class CloudrecParam:
 
     def __repr__(self) -> str:
         from cloudrec.storage.redact import redact_options
-        shown = {f.name: getattr(self, f.name) for f in fields(self)}
-        shown["storage_options"] = redact_options(self.storage_options)
-        shown["fetch_options"] = redact_options(self.fetch_options)
+        shown = redact_options({f.name: getattr(self, f.name) for f in fields(self)})
         return "CloudrecParam(" + ", ".join(f"{k}={v!r}" for k, v in shown.items()) + ")"
 
 

@@ -106,6 +106,11 @@ class SegmentationIter(DataIter):
         self._served, self._start = 0, 0
         self.reset()
 
+    @property
+    def stats(self) -> Dict[str, int]:
+        """The record fetcher's counters (requests, bytes, retries, ...)."""
+        return self.fetcher.stats
+
     # ----- epochs
     def reset(self) -> None:
         """Start the next epoch (the first call starts epoch 0)."""

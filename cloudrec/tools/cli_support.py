@@ -145,8 +145,9 @@ def one_line(exc: BaseException) -> str:
     """An exception as one line: its message with newlines folded; foreign exception types
     are named (``EndpointConnectionError: ...``) because their message alone may not say."""
     from cloudrec.errors import CloudrecError
+    from cloudrec.storage.redact import redact_text
 
-    text = " ".join(str(exc).split()) or repr(exc)
+    text = redact_text(" ".join(str(exc).split()) or repr(exc))  # a foreign message may hold a URL
     if isinstance(exc, CloudrecError):
         return text
     if isinstance(exc, OSError) and type(exc).__module__ == "builtins":
