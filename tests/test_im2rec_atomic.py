@@ -108,15 +108,15 @@ def test_shard_not_matching_the_manifest(tmp_path):
 
 
 def test_repack_removes_the_old_manifest_before_renaming(tmp_path, monkeypatch):
-    from cloudrec.tools import packing
+    from cloudrec.tools import publish
     out = _pack_local(tmp_path, 24, 4)
     seen = []
-    real = packing.commit_shards
+    real = publish.commit_shards
 
     def spy(shards, so=None):
         seen.append((out / "all.manifest.json").exists())
         return real(shards, so)
-    monkeypatch.setattr(packing, "commit_shards", spy)
+    monkeypatch.setattr(publish, "commit_shards", spy)
     assert cli.main(["im2rec", "--pass-through", "--num-shards", "4", "--no-progress",
                      str(out / "all"), str(tmp_path / "imgs")]) == 0
     assert seen == [False] and (out / "all.manifest.json").exists()
