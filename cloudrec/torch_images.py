@@ -37,7 +37,10 @@ class ImageRecordDataset(RecordIterableDataset):
     plus ``mark_consumed``).  Items are dicts: ``data`` (tensor, NCHW float32 unless
     ``layout``/``dtype`` say otherwise), ``label``, ``index`` (record ids), ``pad``,
     ``is_pad``, ``ids``, ``epoch``, ``consumed``.  Keyword arguments are
-    ImageRecordIter's.
+    ImageRecordIter's, with one other default: ``decode_reduce=True`` (scaled JPEG
+    decoding and crop-window resizing, pixels within a few levels of MXNet's; this
+    dataset is cloudrec's own, not an MXNet port); pass ``decode_reduce=False`` for
+    MXNet-exact pixels.
     """
 
     def __init__(self, *, rank: Optional[int] = None, world_size: Optional[int] = None,
@@ -49,6 +52,7 @@ class ImageRecordDataset(RecordIterableDataset):
         from cloudrec.iterators._records import RecordSource
         from cloudrec.iterators.record_params import parse_kwargs
 
+        iter_kwargs.setdefault("decode_reduce", True)  # the fast path (see the docstring)
         p = parse_kwargs(dict(iter_kwargs))
         info = dist_info(rank, world_size)
         self.rank, self.world_size = info.rank, info.world_size

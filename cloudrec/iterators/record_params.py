@@ -140,8 +140,10 @@ class CloudrecParam:
     ``layout``: 'NCHW' (MXNet) or 'NHWC' (cheapest to hand to a GPU with uint8).
     ``shuffle_mode``: 'mxnet' reproduces MXNet's per-epoch permutations exactly;
     'global'/'block'/'shard' use the reader layer's orders.
-    ``decode_reduce``: let libjpeg decode at 1/2, 1/4 or 1/8 scale when the
-    image is at least that much larger than needed (faster, not bit-identical).
+    ``decode_reduce``: the fast path: libjpeg decodes at 1/2, 1/4 or 1/8 scale when
+    the image is at least that much larger than needed, with its fast IDCT, and
+    only the crop window's source region is resized (faster, not bit-identical:
+    within a few levels; the labels, order and shapes are the same).
     ``part_mode``: 'mxnet' splits like MXNet (consecutive records by count with
     an `.idx`, by bytes without; parts may differ in batch count); 'even' cuts
     one global epoch order into equal shares so that every part yields the same

@@ -279,7 +279,7 @@ class DefaultAugmenter:
             return self.process(decode_image(buf, self.C, max_pixels=max_pixels, url=url,
                                              key=key, where=where), rng, where)
         arr = np.frombuffer(buf, np.uint8)
-        size = check_pixels(arr, max_pixels, url, key) if arr.size else None
+        size = check_pixels(arr, max_pixels, url, key, where) if arr.size else None
         img = None
         if arr.size > 2 and arr[0] == 0xFF and arr[1] == 0xD8:  # fast IDCT and upsampling
             img = decode_jpeg(arr, self.C, size, self.min_side, fast=True)
