@@ -162,22 +162,12 @@ class DefaultAugmenter:
                               borderMode=cv2.BORDER_CONSTANT, borderValue=self.border)
 
     def _random_resized_crop(self, img: np.ndarray, rng) -> Optional[np.ndarray]:
-        p = self.p
-        rows, cols = img.shape[:2]
-        area = rows * cols
-        for _ in range(10):
-            frac = rng.uniform(p.min_random_area, p.max_random_area)
-            ratio = rng.uniform(self.ar_lo, self.ar_hi)
-            h = int(round(math.sqrt(area * frac / ratio)))
-            w = int(round(math.sqrt(area * frac * ratio)))
-            if rng.random() < 0.5:
-                h, w = w, h
-            if 0 < h <= rows and 0 < w <= cols:
-                y = int(rng.integers(0, rows - h + 1))
-                x = int(rng.integers(0, cols - w + 1))
-                interp = inter_method(p.inter_method, w, h, self.W, self.H, rng)
-                return cv2.resize(img[y:y + h, x:x + w], (self.W, self.H), interpolation=interp)
-        return None
+        win = self._rrc_window(img.shape[0], img.shape[1], rng)
+        if win is None:
+            return None
+        y, x, h, w = win
+        interp = inter_method(self.p.inter_method, w, h, self.W, self.H, rng)
+        return cv2.resize(img[y:y + h, x:x + w], (self.W, self.H), interpolation=interp)
 
     def _crop_size(self, img: np.ndarray, rng, where: str) -> np.ndarray:
         p = self.p
