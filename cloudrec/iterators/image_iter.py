@@ -245,6 +245,8 @@ class ImageIter(SampleStream, ResumableImageIter, DataIter):
         self._batches_out = 0  # batches returned since then
         self._cache_ids: Optional[List[int]] = None  # record ids of a rolled-over partial batch
         self._slot_ids: List[int] = []
+        self._slot_pos: List[int] = []  # their stream positions (seed their Generators)
+        self._cache_pos: Optional[List[int]] = None
         self.reset()
 
     @property
@@ -327,10 +329,11 @@ class ImageIter(SampleStream, ResumableImageIter, DataIter):
         if self._cache_data is not None:
             batch_data, batch_label, i = self._cache_data, self._cache_label, self._cache_idx
             self._slot_ids = list(self._cache_ids or [])
+            self._slot_pos = list(self._cache_pos or [])
         else:
             batch_data = self._new_batch_buffer()
             batch_label = np.zeros(self.provide_label[0][1], dtype=np.float32)
-            self._slot_ids = []
+            self._slot_ids, self._slot_pos = [], []
             i = self._batchify(batch_data, batch_label)
         pad = batch_size - i
         if pad != 0:
@@ -338,7 +341,7 @@ class ImageIter(SampleStream, ResumableImageIter, DataIter):
                 raise StopIteration
             if self.last_batch_handle == "roll_over" and self._cache_data is None:
                 self._cache_data, self._cache_label, self._cache_idx = batch_data, batch_label, i
-                self._cache_ids = list(self._slot_ids)
+                self._cache_ids, self._cache_pos = list(self._slot_ids), list(self._slot_pos)
                 self._delivered = self.num_image if self.num_image is not None else self._seq_no
                 raise StopIteration
             self._batchify(batch_data, batch_label, i)

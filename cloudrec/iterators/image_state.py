@@ -28,6 +28,7 @@ class ResumableImageIter:
             state["consumed"] = int(self._delivered)
         if self._cache_ids is not None and self._cache_data is not None:
             state["rollover"] = [int(x) for x in self._cache_ids]
+            state["rollover_pos"] = [int(x) for x in (self._cache_pos or [])]
         return state
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
@@ -59,24 +60,29 @@ class ResumableImageIter:
                 self._seq_no += 1
             self._delivered = self._seq_no
         if state.get("rollover"):
-            self._refill_rollover([int(x) for x in state["rollover"]])
+            self._refill_rollover([int(x) for x in state["rollover"]],
+                                  [int(x) for x in state.get("rollover_pos", [])])
 
-    def _refill_rollover(self, ids: List[int]) -> None:
-        """Rebuild a rolled-over partial batch from its record ids (it is completed next)."""
+    def _refill_rollover(self, ids: List[int], pos: List[int]) -> None:
+        """Rebuild a rolled-over partial batch from its record ids (it is completed next);
+        each sample's Generator is seeded as when it was first read (its stream position in
+        the previous epoch), so random augmentations come out the same."""
         if self.sampler is None:
             raise ConfigError("a rolled-over batch of a sequential .rec cannot be restored")
         data = self._new_batch_buffer()
         label = np.zeros(self.provide_label[0][1], dtype=np.float32)
-        self._slot_ids = []
+        self._slot_ids, self._slot_pos = [], []
         i = 0
         for j, rid in enumerate(ids):
             item = (self._record_item(-1, rid) if self.imgrec is not None
                     else self._list_item(rid, -1))
-            res = self._run(item, (self.seed, self._epoch - 1, 0, (1 << 41) + j))
+            p = pos[j] if j < len(pos) and pos[j] >= 0 else (1 << 41) + j
+            res = self._run(item, (self.seed, self._epoch - 1, 0, p))
             if res[0] != "ok" or res[1] is None:
                 continue
             self.write_sample(data, label, i, res[1][0], res[1][1], res[2])
             self._slot_ids.append(rid)
+            self._slot_pos.append(p)
             i += 1
         self._cache_data, self._cache_label, self._cache_idx = data, label, i
-        self._cache_ids = list(self._slot_ids)
+        self._cache_ids, self._cache_pos = list(self._slot_ids), list(self._slot_pos)

@@ -216,6 +216,7 @@ class SampleStream:
                 data, label = res[1]
                 self.write_sample(batch_data, batch_label, i, data, label, res[2])
                 self._slot_ids.append(int(res[-1]) if len(res) > 3 else -1)
+                self._slot_pos.append(int(res[-2]) if len(res) > 3 else -1)
                 i += 1
         except StopIteration:
             if not i:
