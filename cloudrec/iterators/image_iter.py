@@ -27,13 +27,12 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from cloudrec.errors import ConfigError, ImageDecodeError, ImageTooLargeError
-from cloudrec.format.lst import parse_lst
 from cloudrec.image.augmenters import decode_min_side
 from cloudrec.image.create import CreateAugmenter
 from cloudrec.image.decode import imdecode as _imdecode
 from cloudrec.io.base import DataBatch, DataDesc, DataIter
 from cloudrec.iterators._records import RecordSource
-from cloudrec.iterators.image_sources import IndexedRecAdapter, read_text
+from cloudrec.iterators.image_sources import IndexedRecAdapter, list_entries
 from cloudrec.iterators.image_state import ResumableImageIter
 from cloudrec.iterators.lifecycle import release
 from cloudrec.iterators.names import adapt_explicit
@@ -145,22 +144,8 @@ class ImageIter(SampleStream, ResumableImageIter, DataIter):
         self.imglist: Optional[Dict[Any, Tuple[np.ndarray, str]]] = None
         if path_imglist:
             log.info("%s: loading image list %s...", type(self).__name__, path_imglist)
-            entries = parse_lst(read_text(path_imglist, self.storage_options), url=path_imglist)
-            self._list_entries = [(e.index, np.array(e.labels, dtype=dtype), e.path)
-                                  for e in entries]
-            self._list_url = path_imglist
-        elif isinstance(imglist, list):
-            ents = []
-            for index, img in enumerate(imglist, 1):
-                if len(img) > 2:
-                    label = np.array(img[:-1], dtype=dtype)
-                elif isinstance(img[0], (int, float, np.number)):
-                    label = np.array([img[0]], dtype=dtype)
-                else:
-                    label = np.array(img[0], dtype=dtype)
-                ents.append((str(index), label, img[-1]))
-            self._list_entries = ents
-            self._list_url = "imglist"
+        self._list_entries, self._list_url = list_entries(path_imglist, imglist, dtype,
+                                                          self.storage_options)
         if self._list_entries is not None:
             self.imglist = {k: (lab, p) for k, lab, p in self._list_entries}
         self.path_root = path_root

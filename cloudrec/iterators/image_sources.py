@@ -2,7 +2,7 @@
 image lists and files under ``path_root`` at any URL."""
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -10,7 +10,8 @@ from cloudrec.errors import HeaderError, ImageListError
 from cloudrec.format.irheader import unpack_header
 from cloudrec.iterators._records import RecordSource
 
-__all__ = ["IndexedRecAdapter", "unpack_header_named", "read_text", "load_label_map"]
+__all__ = ["IndexedRecAdapter", "unpack_header_named", "read_text", "load_label_map",
+           "list_entries"]
 
 
 class IndexedRecAdapter:
@@ -78,3 +79,27 @@ def load_label_map(url: str, label_width: int, storage_options: Optional[Dict[st
         except ValueError as exc:
             raise ImageListError(f"Bad ImageList format: {exc}", url, lineno) from None
     return out
+
+
+def list_entries(path_imglist: Optional[str], imglist: Any, dtype: str,
+                 storage_options: Optional[Dict[str, Any]]
+                 ) -> Tuple[Optional[List[Tuple[Any, np.ndarray, str]]], Optional[str]]:
+    """ImageIter's image list as ``[(key, labels, path)]`` and where it came from: a `.lst`
+    at any URL (``path_imglist``), or MXNet's python list ``[[label(s)..., path], ...]``
+    (keys "1", "2", ... as MXNet numbers them); ``(None, None)`` without either."""
+    from cloudrec.format.lst import parse_lst
+    if path_imglist:
+        entries = parse_lst(read_text(path_imglist, storage_options), url=path_imglist)
+        return [(e.index, np.array(e.labels, dtype=dtype), e.path) for e in entries], path_imglist
+    if not isinstance(imglist, list):
+        return None, None
+    out = []
+    for index, img in enumerate(imglist, 1):
+        if len(img) > 2:
+            label = np.array(img[:-1], dtype=dtype)
+        elif isinstance(img[0], (int, float, np.number)):
+            label = np.array([img[0]], dtype=dtype)
+        else:
+            label = np.array(img[0], dtype=dtype)
+        out.append((str(index), label, img[-1]))
+    return out, "imglist"
