@@ -28,14 +28,14 @@ import os
 import sys
 import tempfile
 import time
-from typing import Dict, List
+from typing import Dict
 
 import cv2
-import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import bench_decode, build_dataset, load_payloads  # noqa: E402
-from imagerecorditer import BATCH, loader_epoch, make_loader  # noqa: E402
+from _common import build_dataset, load_payloads  # noqa: E402
+from imagerecorditer import (BATCH, loader_epoch, make_loader, run_rounds,  # noqa: E402
+                             summarize_rounds)
 
 from cloudrec.image import ImageIter  # noqa: E402
 
@@ -80,40 +80,10 @@ def main(argv=None) -> int:
         systems[t]["fast"] = make_iter(rec, t, fast=True)
         iter_epoch(systems[t]["exact"])
         iter_epoch(systems[t]["fast"])
-    rounds: Dict[int, List[Dict[str, float]]] = {t: [] for t in a.threads}
-    for r in range(a.rounds):
-        for t in a.threads:
-            row: Dict[str, float] = {}
-            cpu: Dict[str, float] = {}  # CPU ms per image of this process (all its threads)
-            for name, run in [("decode_before", lambda: bench_decode(payloads, t))] + [
-                    (k, (lambda s=s: iter_epoch(s))) for k, s in systems[t].items()
-                    if k != "torch"]:
-                c0 = time.process_time()
-                row[name] = run()
-                cpu[name] = (time.process_time() - c0) * 1e3 / len(payloads)
-            if "torch" in systems[t]:
-                row["torch"] = loader_epoch(systems[t]["torch"])
-            row["decode_after"] = bench_decode(payloads, t)
-            row.update({f"{k}_cpu_ms": round(v, 3) for k, v in cpu.items()})
-            rounds[t].append(row)
-            print(f"round {r + 1} threads={t}: " + ", ".join(
-                f"{k} {v:.0f}" for k, v in row.items() if not k.endswith("_cpu_ms")))
-    med = lambda xs: float(np.median(xs))  # noqa: E731
-    summary: Dict[str, Dict[str, float]] = {}
+    rounds = run_rounds(payloads, systems, a.threads, a.rounds, iter_epoch)
+    summary = summarize_rounds(rounds, systems)
     for t in a.threads:
-        rows = rounds[t]
-        dec = [(x["decode_before"] + x["decode_after"]) / 2 for x in rows]
-        s = {"decode_img_s": med(dec)}
-        for name in ("exact", "fast"):  # CPU per image, decode loop / system (1.0 = as cheap)
-            s[f"{name}_cpu_vs_decode"] = med([x["decode_before_cpu_ms"] / x[f"{name}_cpu_ms"]
-                                              for x in rows])
-        for name in systems[t]:
-            s[f"{name}_img_s"] = med([x[name] for x in rows])
-            s[f"{name}_vs_decode"] = med([x[name] / d for x, d in zip(rows, dec)])
-        if "torch" in systems[t]:
-            s["fast_vs_torch"] = med([x["fast"] / x["torch"] for x in rows])
-            s["exact_vs_torch"] = med([x["exact"] / x["torch"] for x in rows])
-        summary[str(t)] = s
+        s = summary[str(t)]
         line = f"threads={t}: decode loop {s['decode_img_s']:.0f} img/s | ImageIter exact " \
                f"{s['exact_img_s']:.0f} ({s['exact_vs_decode']:.2f}x decode; CPU ratio " \
                f"{s['exact_cpu_vs_decode']:.2f}) | fast {s['fast_img_s']:.0f} " \

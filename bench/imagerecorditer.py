@@ -88,7 +88,7 @@ class PillowDataset:
         from PIL import Image
         img = Image.open(io.BytesIO(self.payloads[i])).convert("RGB")
         w, h = img.size
-        short, size = min(w, h), 256
+        size = 256
         nw, nh = (size, int(size * h / w)) if w <= h else (int(size * w / h), size)
         if (w, h) != (nw, nh):
             img = img.resize((nw, nh), getattr(Image, self.resample))
@@ -123,6 +123,54 @@ def loader_epoch(loader) -> float:
 
 
 # ---------------------------------------------------------------------------- main
+def run_rounds(payloads: List[bytes], systems: Dict[int, Dict[str, object]],
+               threads: List[int], n_rounds: int, iter_epoch) -> Dict[int, List[Dict[str, float]]]:
+    """Alternated rounds: per thread count, the decode loop, each cloudrec system (img/s and
+    this process's CPU ms per image, which other jobs on the cores do not inflate), the torch
+    pipeline, and the decode loop again."""
+    rounds: Dict[int, List[Dict[str, float]]] = {t: [] for t in threads}
+    for r in range(n_rounds):
+        for t in threads:
+            row: Dict[str, float] = {}
+            cpu: Dict[str, float] = {}
+            for name, run in [("decode_before", lambda: bench_decode(payloads, t))] + [
+                    (k, (lambda s=s: iter_epoch(s))) for k, s in systems[t].items()
+                    if k != "torch"]:
+                c0 = time.process_time()
+                row[name] = run()
+                cpu[name] = (time.process_time() - c0) * 1e3 / len(payloads)
+            if "torch" in systems[t]:
+                row["torch"] = loader_epoch(systems[t]["torch"])
+            row["decode_after"] = bench_decode(payloads, t)
+            row.update({f"{k}_cpu_ms": round(v, 3) for k, v in cpu.items()})
+            rounds[t].append(row)
+            print(f"round {r + 1} threads={t}: " + ", ".join(
+                f"{k} {v:.0f}" for k, v in row.items() if not k.endswith("_cpu_ms")))
+    return rounds
+
+
+def summarize_rounds(rounds: Dict[int, List[Dict[str, float]]],
+                     systems: Dict[int, Dict[str, object]]) -> Dict[str, Dict[str, float]]:
+    """Medians over the rounds: img/s, ratios to the decode loop (its mean before and after
+    each round), CPU per image vs the decode loop, and fast/exact vs the torch pipeline."""
+    med = lambda xs: float(np.median(xs))  # noqa: E731
+    summary: Dict[str, Dict[str, float]] = {}
+    for t, rows in rounds.items():
+        dec = [(x["decode_before"] + x["decode_after"]) / 2 for x in rows]
+        s = {"decode_img_s": med(dec)}
+        for name in ("exact", "fast"):  # CPU per image, decode loop / system (1.0 = as cheap)
+            s[f"{name}_cpu_vs_decode"] = med([x["decode_before_cpu_ms"] / x[f"{name}_cpu_ms"]
+                                              for x in rows])
+        for name in systems[t]:
+            s[f"{name}_img_s"] = med([x[name] for x in rows])
+            s[f"{name}_vs_decode"] = med([x[name] / d for x, d in zip(rows, dec)])
+        if "torch" in systems[t]:
+            s["fast_vs_torch"] = med([x["fast"] / x["torch"] for x in rows])
+            s["exact_vs_torch"] = med([x["exact"] / x["torch"] for x in rows])
+        summary[str(t)] = s
+    return summary
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=1000, help="images in the dataset")
@@ -151,40 +199,10 @@ def main(argv=None) -> int:
         systems[t]["fast"] = make_iter(rec, t, decode_reduce=True)
         iter_epoch(systems[t]["exact"])
         iter_epoch(systems[t]["fast"])
-    rounds: Dict[int, List[Dict[str, float]]] = {t: [] for t in a.threads}
-    for r in range(a.rounds):
-        for t in a.threads:
-            row: Dict[str, float] = {}
-            cpu: Dict[str, float] = {}  # CPU ms per image of this process (all its threads):
-            for name, run in [("decode_before", lambda: bench_decode(payloads, t))] + [
-                    (k, (lambda s=s: iter_epoch(s))) for k, s in systems[t].items()
-                    if k != "torch"]:  # robust to other jobs taking the cores, unlike img/s
-                c0 = time.process_time()
-                row[name] = run()
-                cpu[name] = (time.process_time() - c0) * 1e3 / len(payloads)
-            if "torch" in systems[t]:
-                row["torch"] = loader_epoch(systems[t]["torch"])
-            row["decode_after"] = bench_decode(payloads, t)
-            row.update({f"{k}_cpu_ms": round(v, 3) for k, v in cpu.items()})
-            rounds[t].append(row)
-            print(f"round {r + 1} threads={t}: " + ", ".join(
-                f"{k} {v:.0f}" for k, v in row.items() if not k.endswith("_cpu_ms")))
-    med = lambda xs: float(np.median(xs))  # noqa: E731
-    summary: Dict[str, Dict[str, float]] = {}
+    rounds = run_rounds(payloads, systems, a.threads, a.rounds, iter_epoch)
+    summary = summarize_rounds(rounds, systems)
     for t in a.threads:
-        rows = rounds[t]
-        dec = [(x["decode_before"] + x["decode_after"]) / 2 for x in rows]
-        s = {"decode_img_s": med(dec)}
-        for name in ("exact", "fast"):  # CPU per image, decode loop / system (1.0 = as cheap)
-            s[f"{name}_cpu_vs_decode"] = med([x["decode_before_cpu_ms"] / x[f"{name}_cpu_ms"]
-                                              for x in rows])
-        for name in systems[t]:
-            s[f"{name}_img_s"] = med([x[name] for x in rows])
-            s[f"{name}_vs_decode"] = med([x[name] / d for x, d in zip(rows, dec)])
-        if "torch" in systems[t]:
-            s["fast_vs_torch"] = med([x["fast"] / x["torch"] for x in rows])
-            s["exact_vs_torch"] = med([x["exact"] / x["torch"] for x in rows])
-        summary[str(t)] = s
+        s = summary[str(t)]
         line = f"threads={t}: decode loop {s['decode_img_s']:.0f} img/s | exact " \
                f"{s['exact_img_s']:.0f} ({s['exact_vs_decode']:.2f}x decode; CPU ratio " \
                f"{s['exact_cpu_vs_decode']:.2f}) | fast {s['fast_img_s']:.0f} " \
