@@ -43,6 +43,7 @@ from cloudrec.storage.cache_files import (EVICT_LOCK, OWN_FILE, TMP_FILE, CacheD
                                           Flock, crc32_file, disk_full_error, download_ranges,
                                           is_disk_full, is_read_only, lock_file_in_use,
                                           read_json, reserve, unlink, write_private_json)
+from cloudrec.storage.cache_admin import CacheMaintenance
 from cloudrec.storage.redact import redact_url
 
 __all__ = ["ShardCache", "CacheEntry", "default_cache_dir", "download_ranges", "CacheUnavailable",
@@ -83,7 +84,7 @@ class CacheEntry:
     crc32: Optional[int] = None
 
 
-class ShardCache:
+class ShardCache(CacheMaintenance):
     """A node-local folder of whole shards with a size cap (see the module docstring)."""
 
     def __init__(self, cache_dir: Optional[str] = None, max_bytes: Optional[int] = None) -> None:
@@ -341,57 +342,6 @@ class ShardCache:
         with Flock(os.path.join(self.dir, EVICT_LOCK)):
             return self._make_room(incoming, keep)
 
-    def remove(self, url: str) -> int:
-        """Drop every cached version of ``url``; returns how many were removed."""
-        prefix = _h(redact_url(url)) + "-"
-        n = 0
-        for e in self.entries():
-            if e.key.startswith(prefix):
-                self._remove(e.key)
-                n += 1
-        return n
-
-    def clear(self) -> int:
-        """Remove all entries and leftover temp files (only files the cache made)."""
-        n = 0
-        for e in self.entries():
-            self._remove(e.key)
-            n += 1
-        for name in os.listdir(self.dir):
-            if not OWN_FILE.match(name) or name.endswith((".data", ".lock")):
-                continue
-            key = name.split(".")[0]
-            try:  # a key being downloaded right now keeps its temp and metadata files
-                with Flock(self._p(key, "lock"), blocking=False):
-                    if ".tmp" in name or name.endswith(".part") or \
-                            not os.path.exists(self._p(key, "data")):
-                        unlink(os.path.join(self.dir, name))
-            except BlockingIOError:
-                pass
-        for name in os.listdir(self.dir):  # lock files of keys no longer present
-            if OWN_FILE.match(name) and name.endswith(".lock") and \
-                    not os.path.exists(os.path.join(self.dir, name[:-5] + ".data")):
-                if not lock_file_in_use(os.path.join(self.dir, name)):
-                    unlink(os.path.join(self.dir, name))
-        return n
-
-    def verify(self) -> Tuple[List[CacheEntry], List[CacheEntry]]:
-        """Check every entry's CRC32 now; damaged ones are dropped.  Returns (good, bad)."""
-        good, bad = [], []
-        for e in self.entries():
-            try:
-                got = crc32_file(e.path)
-            except FileNotFoundError:
-                continue
-            if e.crc32 is not None and got == e.crc32:
-                good.append(e)
-            else:
-                bad.append(e)
-                self.corrupt += 1
-                if not self.read_only:
-                    self._remove(e.key)
-        return good, bad
-
     def _remove(self, key: str) -> None:
         unlink(self._p(key, "data"))
         unlink(self._p(key, "json"))
@@ -421,8 +371,12 @@ class ShardCache:
             if name.startswith(prefix):
                 unlink(os.path.join(self.dir, name))
 
+    def _url_prefix(self, url: str) -> str:
+        """The key prefix every cached version of ``url`` shares."""
+        return _h(redact_url(url)) + "-"
+
     def _drop_other_versions(self, url: str, key: str) -> None:
-        prefix = _h(redact_url(url)) + "-"
+        prefix = self._url_prefix(url)
         for name in os.listdir(self.dir):
             if name.startswith(prefix) and name.endswith(".data") and name[:-5] != key:
                 self._remove_unheld(name[:-5])
