@@ -27,7 +27,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from cloudrec.errors import ConfigError, ImageDecodeError, ImageTooLargeError
-from cloudrec.image.augment_chain import decode_min_side
+from cloudrec.image.augment_chain import apply_augmenters, decode_min_side
 from cloudrec.image.create import CreateAugmenter
 from cloudrec.image.decode import imdecode as _imdecode
 from cloudrec.io.base import DataBatch, DataDesc, DataIter
@@ -379,8 +379,8 @@ class ImageIter(SampleStream, ResumableImageIter, DataIter):
             raise RuntimeError("Data shape is wrong")
 
     def augmentation_transform(self, data: np.ndarray) -> np.ndarray:
-        """Apply ``auglist`` in order, with this sample's Generator."""
-        from cloudrec.image.augment_chain import apply_augmenters  # fuses resize+crop, cast+norm
+        """Apply ``auglist`` in order, with this sample's Generator (resize+crop and
+        cast+normalise pairs fused, same bits)."""
         return apply_augmenters(self.auglist, data, self.sample_rng)
 
     def postprocess_data(self, datum: np.ndarray) -> np.ndarray:
