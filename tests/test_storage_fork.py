@@ -64,3 +64,34 @@ def test_fork_after_s3_use_reads_in_child(s3_server):
     t0 = time.monotonic()
     assert _fork_and_wait(child_reads) == 0
     assert time.monotonic() - t0 < 15
+
+
+def test_forked_child_reuses_the_parsed_s3_service_model(s3_server):
+    """A worker forked after S3 use must not parse botocore's S3 model again (that parse was
+    most of a DataLoader worker's start-up CPU): its new client reads through the
+    parent's loader, and no service JSON file is loaded in the child."""
+    import botocore.loaders
+    import botocore.session
+
+    bucket = s3_server.new_bucket()
+    fs, path = resolve(bucket + "/m.bin", s3_server.storage_options)
+    fs.pipe(path, b"model")
+    parent_loader = botocore.session.create_loader(None)
+    assert botocore.session.create_loader(None) is parent_loader      # one per search path
+    assert any("s3" in str(k) for k in parent_loader._cache)          # the parent parsed it
+
+    def child_reads_without_parsing() -> int:
+        loads = []
+        real = botocore.loaders.JSONFileLoader.load_file
+
+        def counting(self, file_path):
+            loads.append(file_path)
+            return real(self, file_path)
+        botocore.loaders.JSONFileLoader.load_file = counting
+        fs2, p2 = resolve(bucket + "/m.bin", s3_server.storage_options)
+        if fs2 is fs:
+            return 4   # fsspec must have dropped the parent's instance
+        if fs2.cat(p2) != b"model":
+            return 3
+        return 0 if not any("s3" in p for p in loads) else 5
+    assert _fork_and_wait(child_reads_without_parsing) == 0

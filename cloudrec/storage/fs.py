@@ -94,6 +94,9 @@ def resolve(url: str, storage_options: Optional[Dict[str, Any]] = None
             fs = cls(**opts)
             _tracked.add(fs)
             return fs, parts.path or "/"
+    if url.startswith(("s3://", "s3a://")):
+        from cloudrec.storage.boto_share import share_loaders
+        share_loaders()  # forked workers inherit the parsed S3 service model
     fs, path = url_to_fs(url, **opts)
     _tracked.add(fs)
     return fs, path
