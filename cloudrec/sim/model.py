@@ -1,12 +1,15 @@
-"""What a simulation is asked: the job (ranks, workers, batch, order, cache) and the storage.
+"""What a simulation is asked: the job (ranks, workers, batch, order, cache), the storage
+and the node's CPU.
 
-Defaults describe S3 from EC2: 20 ms to the first byte, ~90 MB/s per
-connection, 25 Gbit/s (~3 GB/s) per node, 5,500 GET/s per prefix.
+Storage defaults describe S3 from EC2: 20 ms to the first byte, ~90 MB/s per
+connection, 25 Gbit/s (~3 GB/s) per node, 5,500 GET/s per prefix.  CPU costs
+default to zero (the epoch bound by storage alone); ``bench/sim_validate.py``
+measures them on this machine (``cloudrec.sim.calibrate``).
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 from cloudrec.errors import ConfigError
 from cloudrec.reader.orders import MODES
@@ -27,6 +30,10 @@ class StorageModel:
     node_bw: float = 3e9
     prefix_rate: float = 5500.0
     prefixes: int = 1
+    # a server on the job's (first) node, e.g. moto + a proxy on loopback: name ->
+    # (CPU s per request, CPU s per byte) of each of its single-threaded processes,
+    # which use that node's cores too
+    server_cpu: Dict[str, Tuple[float, float]] = field(default_factory=dict)
 
     def check(self) -> None:
         for name in ("stream_bw", "node_bw", "prefix_rate"):
@@ -34,6 +41,42 @@ class StorageModel:
                 raise ConfigError(f"storage model {name} must be > 0, got {getattr(self, name)}")
         if self.latency_s < 0 or self.prefixes < 1:
             raise ConfigError("storage model latency must be >= 0 and prefixes >= 1")
+        if any(min(v) < 0 for v in self.server_cpu.values()):
+            raise ConfigError("server CPU costs must be >= 0")
+
+
+@dataclass
+class HostModel:
+    """CPU of the job's own processes on one node (all costs CPU seconds; 0 = free).
+
+    ``cores``: cores the node's processes share (the servers of
+    ``StorageModel.server_cpu`` too); 0 = as many as there are processes.
+    Every process is also bound to one core (one GIL): a DataLoader worker's
+    client work and record work add up.  ``request_cpu_s`` / ``byte_cpu_s``:
+    the storage client's cost per GET and per byte received (botocore signing
+    and parsing, aiohttp); ``record_cpu_s``: a worker's per record (framing,
+    decode, collate, hand-off); ``main_batch_cpu_s``: the rank's main process
+    per batch received; ``cache_byte_cpu_s``: writing and checksumming a cached
+    shard, per byte; ``worker_start_s``: wall time from the DataLoader's
+    ``iter()`` to a worker's first request (fork, its storage client);
+    ``worker_start_cpu_s``: the CPU of that; ``open_cpu_s``: ``open_dataset``'s
+    CPU per rank beyond its requests (client set-up, `.idx` parsing).
+    """
+
+    cores: float = 0.0
+    request_cpu_s: float = 0.0
+    byte_cpu_s: float = 0.0
+    record_cpu_s: float = 0.0
+    main_batch_cpu_s: float = 0.0
+    cache_byte_cpu_s: float = 0.0
+    worker_start_s: float = 0.0
+    worker_start_cpu_s: float = 0.0
+    open_cpu_s: float = 0.0
+
+    def check(self) -> None:
+        bad = [k for k, v in asdict(self).items() if v < 0]
+        if bad:
+            raise ConfigError(f"host model {', '.join(bad)} must be >= 0")
 
 
 @dataclass
@@ -45,8 +88,6 @@ class JobSpec:
     to ``epoch_order``.  ``ranks_per_node`` ranks share a node (its bandwidth
     and shard cache).  ``sample_ranks`` > 0 plans only that many ranks (spread
     over the job) and scales per-node totals up; 0 plans every rank exactly.
-    ``worker_start_s``: a DataLoader worker's start-up (fork, storage client)
-    before its first request; measure it (bench/sim_validate.py does).
     """
 
     world_size: int = 1
@@ -62,7 +103,6 @@ class JobSpec:
     table_file: bool = False
     sample_ranks: int = 0
     fractions: int = 8
-    worker_start_s: float = 0.0   # DataLoader worker start-up before its first request
 
     def check(self) -> None:
         if self.mode not in MODES:
@@ -70,8 +110,6 @@ class JobSpec:
         for name in ("world_size", "num_workers", "batch_size", "ranks_per_node", "fractions"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.worker_start_s < 0:
-            raise ConfigError(f"worker_start_s must be >= 0, got {self.worker_start_s}")
         if self.sample_ranks < 0:
             raise ConfigError(f"sample_ranks must be >= 0, got {self.sample_ranks}")
         cache = self.fetch.get("cache", "none")
@@ -86,6 +124,8 @@ class JobSpec:
         return asdict(self)
 
 
-def settings(job: JobSpec, storage: StorageModel, extra: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+def settings(job: JobSpec, storage: StorageModel, host: Optional[HostModel] = None,
+             extra: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     """Everything that determines a result, for the JSON report."""
-    return {"job": job.as_dict(), "storage": asdict(storage), **(extra or {})}
+    return {"job": job.as_dict(), "storage": asdict(storage),
+            "host": asdict(host or HostModel()), **(extra or {})}

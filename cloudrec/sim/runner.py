@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import inspect
 import time
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 
 from cloudrec.reader.fetch import RecordFetcher
 from cloudrec.reader.sampler import EpochSampler
 from cloudrec.sim import timing
-from cloudrec.sim.model import JobSpec, StorageModel, settings
+from cloudrec.sim.model import HostModel, JobSpec, StorageModel, settings
 from cloudrec.sim.quality import quality
 from cloudrec.sim.source import SimDataset
 from cloudrec.sim.trace import plan_streams, streams
@@ -66,10 +66,14 @@ def _order_sample(ds: SimDataset, job: JobSpec, full_below: int = 2_000_000,
     return pos, ids
 
 
-def simulate(ds: SimDataset, job: JobSpec, storage: StorageModel) -> Dict[str, Any]:
-    """One epoch of ``job`` over ``ds`` on ``storage``: counts, times, shuffle quality (a dict)."""
+def simulate(ds: SimDataset, job: JobSpec, storage: StorageModel,
+             host: Optional[HostModel] = None) -> Dict[str, Any]:
+    """One epoch of ``job`` over ``ds`` on ``storage`` with the node's CPU ``host``
+    (default: CPU costs nothing): counts, times, shuffle quality (a dict)."""
+    host = host or HostModel()
     job.check()
     storage.check()
+    host.check()
     t_all = time.perf_counter()
     fopts = {k: v for k, v in job.fetch.items() if k in _FETCH_KEYS}
     fetcher = RecordFetcher(ds, **fopts)        # cache='none': only its planning is used
@@ -97,6 +101,9 @@ def simulate(ds: SimDataset, job: JobSpec, storage: StorageModel) -> Dict[str, A
     order_s = time.perf_counter() - t0
     stream_rank = np.array([s.rank for s in sts], np.int64)
     stream_worker = np.array([s.worker for s in sts], np.int64)
+    facts = timing.StreamFacts(stream_rank, stream_worker,
+                               np.array([len(s.ids) for s in sts], np.int64),
+                               np.array([-(-len(s.ids) // job.batch_size) for s in sts], np.int64))
     scale = job.world_size / len(ranks)          # 1.0 unless sampling
     nshards = len(ds.shards)
     sizes = np.array([s.size for s in ds.shards], np.int64)
@@ -128,7 +135,7 @@ def simulate(ds: SimDataset, job: JobSpec, storage: StorageModel) -> Dict[str, A
             ni = node_idx[r // job.ranks_per_node]
             node_gets[ni] += rank_gets[i]
             node_bytes[ni] += rank_bytes[i]
-        t = timing.ranged(req, stream_rank, stream_worker, job, storage, concurrency, scale)
+        t = timing.ranged(req, facts, job, storage, host, concurrency, scale)
         overfull = False
     else:
         chunks = _download_gets(sizes, DOWNLOAD_CHUNK)
@@ -145,24 +152,35 @@ def simulate(ds: SimDataset, job: JobSpec, storage: StorageModel) -> Dict[str, A
         for r, i in rank_idx.items():
             ni = node_idx[r // per]
             rank_gets[i], rank_bytes[i] = node_gets[ni] / per, node_bytes[ni] / per
-        s0 = sts[0]
-        first_sh = np.unique(ds.table.shard[s0.ids[:job.batch_size]])
-        t = timing.cached(node_bytes, node_gets * scale, float(sizes[first_sh].sum()),
-                          int(sizes[first_sh].max()) if first_sh.size else 0, job, storage,
-                          concurrency, DOWNLOAD_CHUNK, 4)
+        # the first node's shards, and the prefix of each its ranks' first batches need
+        idx0 = np.fromiter(sorted(per_node.get(0, set())), np.int64)
+        need = np.zeros(nshards, np.int64)
+        for s in sts:
+            if s.worker == 0 and node_idx[s.rank // job.ranks_per_node] == 0:
+                fb = s.ids[:job.batch_size]
+                np.maximum.at(need, ds.table.shard[fb], ds.table.offset[fb] + ds.table.length[fb])
+        from cloudrec.reader.cached import CacheHook
+        from cloudrec.storage.cache_files import DOWNLOAD_WINDOW
+        t = timing.cached(facts, node_bytes, node_gets, sizes[idx0], need[idx0], job, storage,
+                          host, chunks[idx0], CacheHook.DOWNLOADERS, DOWNLOAD_WINDOW, scale)
         overfull = bool(node_disk.max() > cap)
 
     # opening the dataset: per rank (the DataLoader workers inherit it)
     idx_bytes = float(sum(ds.idx_sizes)) if ds.idx_sizes else 0.0
+    # ranks that open at once and share a resource: the whole job on a loopback server,
+    # else a node's ranks (their CPU)
+    opening = job.world_size if storage.server_cpu else min(job.world_size, job.ranks_per_node)
     if job.table_file:
         from cloudrec.dataset.table_file import TABLE_GET_BYTES, table_nbytes
         tb = table_nbytes(len(ds.table), nshards)
         tgets = -(-tb // TABLE_GET_BYTES)
         lists = -(-2 * nshards // LIST_PAGE)
-        open_s = timing.open_time(nshards, idx_bytes, storage, OPEN_CONCURRENCY, tb, tgets, lists)
+        open_s = timing.open_time(nshards, idx_bytes, storage, OPEN_CONCURRENCY, tb, tgets, lists,
+                                  host, opening)
         open_gets = {"LIST per rank": lists, "GET table per node": tgets, "table bytes": tb}
     else:
-        open_s = timing.open_time(nshards, idx_bytes, storage, OPEN_CONCURRENCY)
+        open_s = timing.open_time(nshards, idx_bytes, storage, OPEN_CONCURRENCY, host=host,
+                                  ranks=opening)
         open_gets = {"HEAD per rank": nshards, "HEAD .idx per rank": nshards,
                      "GET .idx per rank": nshards,
                      ".idx bytes per rank": idx_bytes}
@@ -171,8 +189,8 @@ def simulate(ds: SimDataset, job: JobSpec, storage: StorageModel) -> Dict[str, A
     total_gets = float(rank_gets.sum() * scale)
     total_bytes = float(node_bytes.sum() * scale)
     report = {
-        "settings": settings(job, storage, {"cache_used": cache, "dataset": ds.name,
-                                            **{k: getattr(fetcher, k) for k in _FETCH_KEYS}}),
+        "settings": settings(job, storage, host, {"cache_used": cache, "dataset": ds.name,
+                                                  **{k: getattr(fetcher, k) for k in _FETCH_KEYS}}),
         "dataset": {"records": len(ds.table), "shards": nshards, "bytes": int(sizes.sum()),
                     "mean_record_bytes": float(ds.table.length.mean()) if len(ds.table) else 0.0},
         "exact": scale == 1.0,
@@ -188,9 +206,10 @@ def simulate(ds: SimDataset, job: JobSpec, storage: StorageModel) -> Dict[str, A
         "prefix_rate_limit": storage.prefix_rate,
         "open": {"seconds": open_s, **open_gets},
         "worker_cpu_s": worker_cpu_s, "full_order_cpu_s": order_s,
-        "first_batch_s": open_s + cpu_s + job.worker_start_s + t["first_batch_s"],
-        "epoch_s": open_s + cpu_s + job.worker_start_s + t["epoch_s"],
+        "first_batch_s": open_s + cpu_s + host.worker_start_s + t["first_batch_s"],
+        "epoch_s": open_s + cpu_s + host.worker_start_s + t["epoch_s"],
         "bound": t["bound"],
+        "cpu_s": t.get("cpu_s", {}),
         "windows_short": t.get("windows_short", 0.0),
         "quality": quality(pos, seen, q_streams, ds.table, job.fractions, job.batch_size),
     }

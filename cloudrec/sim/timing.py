@@ -1,46 +1,118 @@
 """Modelled time of an epoch's requests: the only part of the simulator that is a model.
 
-Ranged reads (no cache): each request costs ``latency + bytes / stream_bw``;
-a worker process runs its requests in submission order on ``concurrency``
-connections, as a fluid queue (request i starts when the worker's earlier
-requests have used ``sum(t) / concurrency`` of time).  A node cannot move more
-than ``node_bw``: its workers' times stretch together when their bytes need
-longer; a prefix cannot serve more than ``prefix_rate`` GET/s, which bounds the
-whole job.  The fetcher's read-ahead cap is taken as never idling a connection
-(true when a window holds at least ``concurrency`` requests; ``windows_short``
-reports the share of windows that do not).
+Every request costs time on two kinds of resource:
 
-Shard cache: a node downloads each shard it touches once, in ``chunk`` ranged
-GETs spread over all its processes' connections; records are then local.
+* its own delay, ``latency + bytes / stream_bw``, while it holds one of the
+  worker's ``concurrency`` connections.  A worker runs its requests in
+  submission order as a fluid queue (request i starts once the worker's earlier
+  requests have used ``sum(t) / concurrency``): the latency bound per worker;
+* shared capacity of the node: its bandwidth (``node_bw``), its cores
+  (``HostModel.cores``: the storage client's CPU per request and per byte, the
+  workers' CPU per record, the main processes' per batch, and on a loopback
+  server the server processes' CPU, ``StorageModel.server_cpu``), each
+  single-threaded process (a worker, a server process) at most one core, and
+  the job's request rate per prefix.
+
+A node's streaming time is the largest of these bounds (its workers' queues
+stretch together when a shared resource needs longer).  The first batch waits
+for its requests' waves: each wave of ``concurrency`` requests pays one latency,
+and while they run they share the node's binding resource with every request
+of the same or an earlier wave (processor sharing: a request of work ``u``
+among requests of work ``u_j`` finishes after ``sum(min(u_j, u))``).
+
+Shard cache: a node downloads each shard it touches once (the downloader's
+chunks, ``downloaders`` shards at a time per process); records are then local
+and cost their record CPU; the first batch streams from the partial download.
 """
 from __future__ import annotations
 
-from typing import Any, Dict
+from dataclasses import dataclass
+from typing import Any, Dict, Tuple
 
 import numpy as np
 
-from cloudrec.sim.model import JobSpec, StorageModel
+from cloudrec.sim.model import HostModel, JobSpec, StorageModel
 from cloudrec.sim.trace import Requests
 
 BUCKET_S = 1.0  # request-rate histogram resolution
 
 
+@dataclass
+class StreamFacts:
+    """Per (rank, worker) stream: who it is and how much it reads (parallel arrays)."""
+
+    rank: np.ndarray
+    worker: np.ndarray
+    records: np.ndarray
+    batches: np.ndarray
+
+
 def _seg_max(values: np.ndarray, seg: np.ndarray, nseg: int) -> np.ndarray:
     """Max of ``values`` per segment label (labels sorted, as requests are by stream)."""
     out = np.zeros(nseg)
-    starts = np.flatnonzero(np.r_[True, seg[1:] != seg[:-1]])
-    out[seg[starts]] = np.maximum.reduceat(values, starts)
+    if values.size:
+        starts = np.flatnonzero(np.r_[True, seg[1:] != seg[:-1]])
+        out[seg[starts]] = np.maximum.reduceat(values, starts)
     return out
 
 
-def ranged(req: Requests, stream_rank: np.ndarray, stream_worker: np.ndarray, job: JobSpec,
-           storage: StorageModel, concurrency: int, rank_scale: float) -> Dict[str, Any]:
-    """Time to first batch (after open) and storage-bound epoch time of ranged reads."""
-    nstreams = len(stream_rank)
+def _positions(s: np.ndarray) -> np.ndarray:
+    """Each request's position in its stream (requests grouped by stream, in order)."""
+    first = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
+    return np.arange(len(s)) - np.repeat(first, np.diff(np.append(first, len(s))))
+
+
+def _server_seconds(storage: StorageModel, gets: float, nbytes: float) -> Dict[str, float]:
+    """CPU seconds each single-threaded loopback server process spends on the job."""
+    return {k: gets * c_r + nbytes * c_b for k, (c_r, c_b) in storage.server_cpu.items()}
+
+
+def _shared_bounds(node_cpu: np.ndarray, node_bytes: np.ndarray, server_s: Dict[str, float],
+                   storage: StorageModel, host: HostModel) -> Tuple[np.ndarray, np.ndarray]:
+    """Per node: seconds its shared resources need, and which one binds (index into
+    ``['node bandwidth', 'node CPU', <server processes>]``)."""
+    cpu = node_cpu.copy()
+    if server_s:
+        cpu[0] += sum(server_s.values())      # a loopback server runs on the first node
+    cols = [node_bytes / storage.node_bw, cpu / host.cores if host.cores > 0 else 0 * cpu]
+    for v in server_s.values():
+        col = np.zeros(len(cpu))
+        col[0] = v
+        cols.append(col)
+    m = np.vstack(cols)
+    return m.max(axis=0), m.argmax(axis=0)
+
+
+def _bound_name(which: int, server_s: Dict[str, float]) -> str:
+    names = ["node bandwidth", "node CPU"] + [f"server process {k} (1 core)" for k in server_s]
+    return names[which]
+
+
+def _ps_finish(u: np.ndarray, group: np.ndarray, wave: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """For each query request ``q``: sum over requests of its group (node) and of the
+    same or an earlier wave of ``min(u_j, u_q)`` (processor sharing, see module doc)."""
+    out = np.zeros(len(q))
+    for g in np.unique(group[q]).tolist():
+        in_g = group == g
+        for w in np.unique(wave[q][group[q] == g]).tolist():
+            cand = np.sort(u[in_g & (wave <= w)])
+            csum = np.concatenate([[0.0], np.cumsum(cand)])
+            sel = np.flatnonzero((group[q] == g) & (wave[q] == w))
+            x = u[q[sel]]
+            k = np.searchsorted(cand, x, side="left")
+            out[sel] = csum[k] + x * (len(cand) - k)
+    return out
+
+
+def ranged(req: Requests, st: StreamFacts, job: JobSpec, storage: StorageModel,
+           host: HostModel, concurrency: int, rank_scale: float) -> Dict[str, Any]:
+    """Time to first batch (after the workers start) and epoch time of ranged reads."""
+    nstreams = len(st.rank)
     if len(req) == 0:
         return {"first_batch_s": 0.0, "epoch_s": 0.0, "peak_get_rate": 0.0, "windows_short": 0.0,
-                "bound": "none"}
-    t = storage.latency_s + req.nbytes / storage.stream_bw
+                "bound": "none", "node_stretch": 1.0}
+    nb = req.nbytes.astype(float)
+    t = storage.latency_s + nb / storage.stream_bw
     s = req.stream.astype(np.int64)
     csum = np.cumsum(t)
     first = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
@@ -48,69 +120,156 @@ def ranged(req: Requests, stream_rank: np.ndarray, stream_worker: np.ndarray, jo
     base[s[first]] = csum[first] - t[first]
     start = (csum - t - base[s]) / concurrency            # fluid: C connections per worker
     finish = start + t
-    done = _seg_max(finish, s, nstreams)
-    # a node's bytes at node_bw: its workers stretch together
-    node_of_stream = stream_rank // job.ranks_per_node
-    nodes = int(node_of_stream.max()) + 1
-    node_bytes = np.bincount(node_of_stream[s], weights=req.nbytes, minlength=nodes)
-    node_done = np.zeros(nodes)
-    np.maximum.at(node_done, node_of_stream, done)
-    stretch = np.maximum(1.0, (node_bytes / storage.node_bw) / np.maximum(node_done, 1e-12))
-    start = start * stretch[node_of_stream[s]]
-    finish = finish * stretch[node_of_stream[s]]
+    done = _seg_max(finish, s, nstreams)                  # latency bound per worker
+    # CPU: the storage client's per request and byte, in the worker that asked
+    cli = host.request_cpu_s + nb * host.byte_cpu_s
+    w_cpu = (np.bincount(s, weights=cli, minlength=nstreams) + st.records * host.record_cpu_s
+             + host.worker_start_cpu_s)
+    nodes_of, node_of_stream = np.unique(st.rank // job.ranks_per_node, return_inverse=True)
+    nnodes = len(nodes_of)
+    node_bytes = np.bincount(node_of_stream[s], weights=nb, minlength=nnodes)
+    node_cpu = (np.bincount(node_of_stream, weights=w_cpu, minlength=nnodes)
+                + np.bincount(node_of_stream, weights=st.batches, minlength=nnodes)
+                * host.main_batch_cpu_s)
+    server_s = _server_seconds(storage, len(req) * rank_scale, float(nb.sum()) * rank_scale)
+    shared, which = _shared_bounds(node_cpu, node_bytes, server_s, storage, host)
+    work = np.maximum(done, w_cpu)                        # a worker: one core
+    node_lat = np.zeros(nnodes)
+    np.maximum.at(node_lat, node_of_stream, done)
+    node_work = np.zeros(nnodes)
+    np.maximum.at(node_work, node_of_stream, work)
+    node_t = np.maximum(shared, node_work)
+    stretch = np.maximum(1.0, node_t / np.maximum(node_lat, 1e-12))
+    sf = stretch[node_of_stream[s]]
     # the prefix limit over the whole job (sampled ranks stand for rank_scale times as many)
     prefix = req.shard.astype(np.int64) % storage.prefixes
     per_prefix = np.bincount(prefix, minlength=storage.prefixes) * rank_scale
-    demand_end = float(finish.max())
-    buckets = (start / BUCKET_S).astype(np.int64)
+    demand_end = float(node_t.max())
+    buckets = (start * sf / BUCKET_S).astype(np.int64)
     peak = float(np.bincount(buckets * storage.prefixes + prefix).max()) * rank_scale / BUCKET_S
     prefix_bound = float(per_prefix.max() / storage.prefix_rate)
     epoch = max(demand_end, prefix_bound)
-    bound = "prefix request rate" if prefix_bound > demand_end else (
-        "node bandwidth" if stretch.max() > 1.0 else "latency x requests per worker")
     slow = epoch / demand_end if demand_end > 0 else 1.0
+    worst = int(np.argmax(node_t))
+    if prefix_bound > demand_end:
+        bound = "prefix request rate"
+    elif node_t[worst] <= node_lat[worst] * (1 + 1e-9):
+        bound = "latency x requests per worker"
+    elif node_t[worst] > shared[worst]:
+        bound = "one worker's CPU (1 core)"
+    else:
+        bound = _bound_name(int(which[worst]), server_s)
     # first batch: worker 0 of each rank, records before position B
-    w0 = (stream_worker[s] == 0) & (req.need < job.batch_size)
+    q = np.flatnonzero((st.worker[s] == 0) & (req.need < job.batch_size))
+    wave = _positions(s) // max(1, concurrency)
+    # each request's share of its node's binding resource (bytes, CPU), in seconds
+    d = cli + nb / storage.node_bw + sum(c_r + nb * c_b for c_r, c_b in storage.server_cpu.values())
+    node_req = node_of_stream[s]
+    dsum = np.bincount(node_req, weights=d, minlength=nnodes)
+    u = d * (shared[node_req] / np.maximum(dsum[node_req], 1e-30))
+    ps = (wave[q] + 1) * storage.latency_s + _ps_finish(u, node_req, wave, q)
     fb = np.zeros(nstreams)
-    np.maximum.at(fb, s[w0], finish[w0])
-    fb_rank = fb[stream_worker == 0]
-    # windows with fewer requests than connections may leave some idle (see module doc)
+    np.maximum.at(fb, s[q], np.maximum(finish[q], ps))
+    fb_rank = fb[st.worker == 0]
     wstart = np.flatnonzero(np.r_[True, (s[1:] != s[:-1]) | (req.window[1:] != req.window[:-1])])
     per_window = np.diff(np.append(wstart, len(s)))
     return {"first_batch_s": float(fb_rank.max() * slow), "epoch_s": epoch,
             "peak_get_rate": peak, "windows_short": float(np.mean(per_window < concurrency)),
-            "bound": bound, "node_stretch": float(stretch.max())}
+            "bound": bound, "node_stretch": float(stretch.max()),
+            "cpu_s": _cpu_report(node_cpu, server_s)}
 
 
-def cached(node_bytes: np.ndarray, node_gets: np.ndarray, first_bytes: float, first_shard: int,
-           job: JobSpec, storage: StorageModel, concurrency: int, chunk: int,
-           downloaders: int) -> Dict[str, Any]:
-    """Shard-cache downloads: each node fetches its shards in ``chunk`` GETs on all connections."""
-    per_get = storage.latency_s + chunk / storage.stream_bw
-    procs = job.ranks_per_node * job.num_workers
-    node_rate = min(storage.node_bw, procs * concurrency * chunk / per_get)
-    node_time = node_bytes / node_rate
-    total_gets = float(node_gets.sum())
+def cached(st: StreamFacts, node_bytes: np.ndarray, node_gets: np.ndarray, shard_sizes: np.ndarray,
+           first_need: np.ndarray, job: JobSpec, storage: StorageModel, host: HostModel,
+           chunk_gets: np.ndarray, downloaders: int, window: int, rank_scale: float
+           ) -> Dict[str, Any]:
+    """Shard-cache downloads, then local reads (see module doc).
+
+    ``node_bytes``/``node_gets``: what each node downloads; ``shard_sizes``: the
+    sizes of the shards one node downloads (the first); ``first_need``: per shard of
+    that list, the bytes of its prefix the first batch needs (0 = none);
+    ``chunk_gets``: GETs per shard of that list.
+    """
+    nodes_of, node_of_stream = np.unique(st.rank // job.ranks_per_node, return_inverse=True)
+    nnodes = len(nodes_of)
+    procs = max(1, int(np.bincount(node_of_stream).max()))
+    # latency bound: downloads run ``downloaders`` per process, each with ``window`` chunk
+    # GETs in flight; a shard takes at least its own chunk rounds
+    sizes = shard_sizes.astype(float)
+    per_get = sizes / np.maximum(chunk_gets, 1)
+    shard_lat = (np.ceil(chunk_gets / window) * storage.latency_s
+                 + sizes / (storage.stream_bw * np.minimum(chunk_gets, window)))
+    slots = procs * downloaders
+    lat_bound = max(float(shard_lat.max()) if shard_lat.size else 0.0,
+                    float(shard_lat.sum()) / slots)
+    cli = node_gets * host.request_cpu_s + node_bytes * (host.byte_cpu_s + host.cache_byte_cpu_s)
+    rec_cpu = np.bincount(node_of_stream, weights=st.records * host.record_cpu_s
+                          + host.worker_start_cpu_s, minlength=nnodes)
+    main_cpu = np.bincount(node_of_stream, weights=st.batches, minlength=nnodes) * host.main_batch_cpu_s
+    node_cpu = cli + rec_cpu + main_cpu
+    server_s = _server_seconds(storage, float(node_gets.sum()) * rank_scale,
+                               float(node_bytes.sum()) * rank_scale)
+    shared, which = _shared_bounds(node_cpu, node_bytes, server_s, storage, host)
+    # one worker's own core: its records plus its share of the node's downloads
+    w_cpu = st.records * host.record_cpu_s + host.worker_start_cpu_s + (cli / procs)[node_of_stream]
+    node_work = np.zeros(nnodes)
+    np.maximum.at(node_work, node_of_stream, w_cpu)
+    node_t = np.maximum(np.maximum(shared, node_work), lat_bound)
+    total_gets = float(node_gets.sum()) * rank_scale
     prefix_bound = total_gets / storage.prefixes / storage.prefix_rate
-    demand_end = float(node_time.max()) if node_time.size else 0.0
+    demand_end = float(node_t.max()) if node_t.size else 0.0
     epoch = max(demand_end, prefix_bound)
     peak = total_gets / storage.prefixes / max(demand_end, 1e-9)
-    # the first batch streams from the shards it touches as they download (first chunk
-    # 1 MB); one process pulls them
-    proc_rate = min(storage.node_bw / procs * job.num_workers, concurrency * chunk / per_get)
-    first = storage.latency_s + min(first_bytes, first_shard) / proc_rate
-    bound = "prefix request rate" if prefix_bound > demand_end else (
-        "node bandwidth" if node_rate == storage.node_bw else "latency x downloads")
-    return {"first_batch_s": first, "epoch_s": epoch, "peak_get_rate": peak, "bound": bound}
+    worst = int(np.argmax(node_t)) if node_t.size else 0
+    if prefix_bound > demand_end:
+        bound = "prefix request rate"
+    elif node_t[worst] <= lat_bound * (1 + 1e-9):
+        bound = "latency x downloads"
+    elif node_t[worst] > shared[worst]:
+        bound = "one worker's CPU (1 core)"
+    else:
+        bound = _bound_name(int(which[worst]), server_s)
+    # first batch: the shards it reads download side by side with all the node's others
+    # (processor sharing of the binding resource over bytes); it waits for the prefix of
+    # each that it needs, one latency per chunk round to get there
+    need = first_need.astype(float)
+    first = 0.0
+    if need.any() and sizes.sum() > 0:
+        share = shared[0] / float(sizes.sum())
+        rounds = np.ceil(np.maximum(1, np.searchsorted(np.cumsum(per_get), need)) / window)
+        for k in np.flatnonzero(need).tolist():
+            ps = float(np.minimum(sizes, need[k]).sum()) * share
+            lat = rounds[k] * storage.latency_s + need[k] / storage.stream_bw
+            first = max(first, ps + rounds[k] * storage.latency_s, lat)
+    return {"first_batch_s": first, "epoch_s": epoch, "peak_get_rate": peak, "bound": bound,
+            "cpu_s": _cpu_report(node_cpu, server_s)}
+
+
+def _cpu_report(node_cpu: np.ndarray, server_s: Dict[str, float]) -> Dict[str, float]:
+    """CPU seconds the model charges: the busiest node's own processes, each server process."""
+    return {"node_max": float(node_cpu.max()) if node_cpu.size else 0.0, **server_s}
 
 
 def open_time(shards: int, idx_bytes: float, storage: StorageModel, concurrency: int = 16,
-              table_bytes: float = 0.0, table_gets: int = 0, lists: int = 0) -> float:
-    """``open_dataset``: one HEAD per shard, then every `.idx`, ``concurrency`` at a time;
-    with a dataset table: its GETs (concurrent) and the listing pages that check it."""
+              table_bytes: float = 0.0, table_gets: int = 0, lists: int = 0,
+              host: HostModel = HostModel(), ranks: int = 1) -> float:
+    """``open_dataset`` of one rank: one HEAD per shard, then every `.idx`,
+    ``concurrency`` at a time; with a dataset table: its GETs (concurrent) and the
+    listing pages that check it.  ``ranks`` opening at once share a loopback server
+    and the node's cores (their requests' CPU), plus ``open_cpu_s`` each."""
     rate = min(storage.node_bw, concurrency * storage.stream_bw)
     if table_gets:
-        return (lists * storage.latency_s + storage.latency_s * -(-table_gets // concurrency)
-                + table_bytes / rate)
-    rounds = -(-shards // concurrency)
-    return 2 * rounds * storage.latency_s + idx_bytes / rate
+        gets = lists + table_gets
+        lat = (lists * storage.latency_s + storage.latency_s * -(-table_gets // concurrency)
+               + table_bytes / rate)
+        nbytes = table_bytes
+    else:
+        gets = 3 * shards
+        lat = 2 * -(-shards // concurrency) * storage.latency_s + idx_bytes / rate
+        nbytes = idx_bytes
+    server_s = _server_seconds(storage, gets * ranks, nbytes * ranks)
+    cpu = ranks * (gets * host.request_cpu_s + nbytes * host.byte_cpu_s) + sum(server_s.values())
+    bounds = [lat, max(server_s.values(), default=0.0)]
+    if host.cores > 0:
+        bounds.append(cpu / host.cores)
+    return max(bounds) + host.open_cpu_s
