@@ -12,7 +12,7 @@ from cloudrec.image import ops
 from cloudrec.image.augmenters import (Augmenter, CastAug, CenterCropAug, ColorNormalizeAug,
                                        RandomCropAug, ResizeAug)
 
-__all__ = ["apply_augmenters", "decode_min_side"]
+__all__ = ["apply_augmenters", "decode_min_side", "region_resize"]
 
 _F32 = np.float32
 
@@ -43,6 +43,14 @@ def _resize_then_crop(resize: ResizeAug, crop: Augmenter, src: np.ndarray,
     if interp == ops.INTER_CUBIC_MXNET:
         from cloudrec.image.cubic import resize_cubic_mxnet
         return resize_cubic_mxnet(src, nw, nh, window=(x0, y0, cw, ch))
+    return region_resize(src, nw, nh, x0, y0, cw, ch, interp)
+
+
+def region_resize(src: np.ndarray, nw: int, nh: int, x0: int, y0: int, cw: int, ch: int,
+                  interp: int) -> np.ndarray:
+    """``ResizeAug(fast=True)``'s approximation of ``imresize(src, nw, nh)[y0:y0+ch,
+    x0:x0+cw]``: the crop's source region (rounded to whole pixels) resized to ``(cw, ch)``."""
+    h, w = src.shape[0], src.shape[1]
     sy, sx = h / nh, w / nw
     ya, yb = int(round(y0 * sy)), min(h, int(round((y0 + ch) * sy)))
     xa, xb = int(round(x0 * sx)), min(w, int(round((x0 + cw) * sx)))

@@ -21,7 +21,7 @@ import os
 import threading
 import weakref
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -30,6 +30,8 @@ from cloudrec.errors import ConfigError, ImageDecodeError, ImageTooLargeError
 from cloudrec.image.augment_chain import apply_augmenters, decode_min_side
 from cloudrec.image.create import CreateAugmenter
 from cloudrec.image.decode import imdecode as _imdecode
+from cloudrec.image.fused_chain import FusedChain
+from cloudrec.image.reduced_decode import imdecode_reduced
 from cloudrec.io.base import DataBatch, DataDesc, DataIter
 from cloudrec.iterators._records import RecordSource
 from cloudrec.iterators.image_sources import IndexedRecAdapter, list_entries
@@ -45,6 +47,8 @@ __all__ = ["ImageIter", "BrokenImageError", "BrokenImageTooLargeError"]
 log = logging.getLogger(__name__)
 
 _LABEL_DTYPES = ("int32", "float32", "int64", "float64")
+#: hooks a fused augmenter chain would skip: overriding one turns the fusion off
+_FUSE_BYPASSED = ("process_sample", "augmentation_transform", "postprocess_data")
 
 
 #: ImageIter's keywords the name adapter may set, with their defaults
@@ -208,9 +212,12 @@ class ImageIter(SampleStream, ResumableImageIter, DataIter):
                 min(8, os.cpu_count() or 1)
         self.num_threads = max(1, int(num_threads))
         self._pool: Optional[ThreadPoolExecutor] = None
-        self._buf_future: Optional[Future] = None
-        self._alloc_pool: Optional[ThreadPoolExecutor] = None
         self._pending: "deque[Any]" = deque()
+        self._spares: List[np.ndarray] = []  # handed-out batch arrays, reused once released
+        self._dests: Dict[int, np.ndarray] = {}  # batch number -> array of predicted slots
+        self._fill_k = 0  # batch number being filled (since the last drop of the lookahead)
+        self._pred_next = 0  # predicted slot (batch number * batch_size + slot) of the next submission
+        self._chain: Optional[FusedChain] = None
         self._lookahead = max(2 * batch_size, 2 * self.num_threads)
         self._local = threading.local()
         self._custom_next_sample = type(self).next_sample is not ImageIter.next_sample
@@ -240,18 +247,6 @@ class ImageIter(SampleStream, ResumableImageIter, DataIter):
         return self.fetcher.stats if self.fetcher is not None else {}
 
     # ------------------------------------------------------------------------------ MXNet API
-    @property
-    def seq(self) -> Optional[list]:
-        """The keys of this partition in the current epoch order (None: sequential `.rec`)."""
-        if self._order is None:
-            return None
-        if self._seq_cache is None:
-            if self.path_imgrec is None:
-                self._seq_cache = [self._list_entries[i][0] for i in self._order.tolist()]
-            else:
-                self._seq_cache = [self.imgidx[i] for i in self._order.tolist()]
-        return self._seq_cache
-
     def check_data_shape(self, data_shape: Sequence[int]) -> None:
         """ImageIter produces 3-channel images only (as MXNet)."""
         if not len(data_shape) == 3:
@@ -260,52 +255,6 @@ class ImageIter(SampleStream, ResumableImageIter, DataIter):
             raise ValueError("This iterator expects inputs to have 3 channels.")
         if min(int(x) for x in data_shape) < 1:
             raise ValueError(f"data_shape must be positive, got {tuple(data_shape)}")
-
-    def reset(self) -> None:
-        """Start the next epoch: reshuffle, rewind (unless roll-over samples are cached)."""
-        self._drop_pending()
-        self._new_epoch()
-        self._load_order()
-        if self.last_batch_handle != "roll_over" or self._cache_data is None:
-            if self.imgrec is not None:
-                self.imgrec.reset()
-                self._seq_no = 0
-            self.cur = 0
-            if self._allow_read is False:
-                self._allow_read = True
-
-    def hard_reset(self) -> None:
-        """Reset and forget any rolled-over samples."""
-        self._drop_pending()
-        self._new_epoch()
-        self._load_order()
-        if self.imgrec is not None:
-            self.imgrec.reset()
-            self._seq_no = 0
-        self.cur = 0
-        self._allow_read = True
-        self._cache_data = None
-        self._cache_label = None
-        self._cache_idx = None
-        self._cache_ids = None
-
-    def _load_order(self, consumed: int = 0) -> None:
-        """This epoch's order (the sampler's), from sample ``consumed`` of this part on."""
-        self._delivered, self._batches_out = 0, 0
-        self._seq_cache = None
-        if self.sampler is None:
-            return
-        s = self.sampler
-        s.set_epoch(self._epoch)
-        s.consumed = int(consumed)
-        self._start_consumed = int(consumed)
-        if s.fixed:
-            self._order, self._is_pad = s.order(), None
-            self._delivered = int(consumed)
-        else:  # this rank's share, from the global position on; pads flagged
-            sl = s.epoch_slice()
-            self._order, self._is_pad = sl.ids, sl.is_pad
-        self.num_image = len(self._order)
 
     def next(self) -> DataBatch:
         """The next batch; pads, drops or rolls over the last one per ``last_batch_handle``."""
@@ -323,13 +272,15 @@ class ImageIter(SampleStream, ResumableImageIter, DataIter):
         pad = batch_size - i
         if pad != 0:
             if self.last_batch_handle == "discard":
+                self._end_batch(reuse=True)
                 raise StopIteration
             if self.last_batch_handle == "roll_over" and self._cache_data is None:
                 self._cache_data, self._cache_label, self._cache_idx = batch_data, batch_label, i
                 self._cache_ids, self._cache_pos = list(self._slot_ids), list(self._slot_pos)
                 self._delivered = self.num_image if self.num_image is not None else self._seq_no
+                self._end_batch(reuse=False)
                 raise StopIteration
-            self._batchify(batch_data, batch_label, i)
+            self._zero_tail(batch_data, self._batchify(batch_data, batch_label, i))
             if self.last_batch_handle == "pad":
                 self._allow_read = False
                 self._drop_pending()  # the lookahead read past the padding
@@ -339,6 +290,7 @@ class ImageIter(SampleStream, ResumableImageIter, DataIter):
                 self._cache_ids = None
         elif self._is_pad is not None:  # part_mode='even': the sampler padded this batch
             pad = int(self._is_pad[self._delivered - self.batch_size:self._delivered].sum())
+        self._end_batch(reuse=True)  # a spare, written again only once the user lets go of it
         self._batches_out += 1
         if self.sampler is not None:
             self.sampler.consumed = self.sampler.consumed_after(
@@ -364,9 +316,12 @@ class ImageIter(SampleStream, ResumableImageIter, DataIter):
     def imdecode(self, s) -> np.ndarray:
         """Decode to HWC uint8 RGB; a failure names the sample (MXNet's "Broken image ...")."""
         where = getattr(self._local, "where", "")
+        min_side = decode_min_side(self.auglist)  # > 0 only with ResizeAug(fast=True)
         try:
-            return _imdecode(s, max_pixels=self.max_pixels, truncated=self.truncated,
-                             min_side=decode_min_side(self.auglist))  # >0 only if fast=True
+            if min_side > 0:  # the fast path: scaled JPEG decode, fast IDCT
+                return imdecode_reduced(s, min_side, max_pixels=self.max_pixels,
+                                        truncated=self.truncated)
+            return _imdecode(s, max_pixels=self.max_pixels, truncated=self.truncated)
         except ImageDecodeError as e:
             cls = BrokenImageTooLargeError if isinstance(e, ImageTooLargeError) else BrokenImageError
             err = cls(f"Broken image {where}: {e}")
@@ -387,6 +342,15 @@ class ImageIter(SampleStream, ResumableImageIter, DataIter):
         """HWC -> CHW (made contiguous here, in the worker thread, not in the batch write)."""
         return np.ascontiguousarray(np.transpose(datum, (2, 0, 1)))
 
+    def _fused_chain(self) -> Optional[FusedChain]:
+        """``auglist`` as one fused step when it is CreateAugmenter's plain chain and no
+        subclass hook would be bypassed (re-checked at every reset)."""
+        cls = type(self)
+        if any(getattr(cls, h) is not getattr(ImageIter, h) for h in _FUSE_BYPASSED):
+            return None
+        chain = FusedChain.match(self.auglist)
+        return chain if chain is not None and chain.out_shape == self.data_shape else None
+
     @property
     def sample_rng(self) -> np.random.Generator:
         """The Generator of the sample this worker thread is processing."""
@@ -400,8 +364,7 @@ class ImageIter(SampleStream, ResumableImageIter, DataIter):
         """Stop the worker threads and release readers (also done when the iterator is
         dropped: a finalizer holds only the pools and the reader, not the iterator)."""
         self._drop_pending()
-        self._buf_future = None
-        self._pool = self._alloc_pool = None
+        self._pool = None
         self._finalizer()
 
     def __enter__(self) -> "ImageIter":

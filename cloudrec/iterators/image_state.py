@@ -1,7 +1,8 @@
-"""ImageIter's resumable state: the sampler's (seed, epoch, consumed) plus a rolled-over batch."""
+"""ImageIter's epoch state: the order of each epoch (reset, hard_reset, ``seq``) and the
+resumable state, the sampler's (seed, epoch, consumed) plus a rolled-over batch."""
 from __future__ import annotations
 
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 
@@ -11,7 +12,70 @@ __all__ = ["ResumableImageIter"]
 
 
 class ResumableImageIter:
-    """``state_dict``/``load_state_dict`` for ImageIter (a mixin over its order and stream)."""
+    """Epochs and ``state_dict``/``load_state_dict`` for ImageIter (a mixin over its order
+    and stream)."""
+
+    # ------------------------------------------------------------------------------ epochs
+    @property
+    def seq(self) -> Optional[list]:
+        """The keys of this partition in the current epoch order (None: sequential `.rec`)."""
+        if self._order is None:
+            return None
+        if self._seq_cache is None:
+            if self.path_imgrec is None:
+                self._seq_cache = [self._list_entries[i][0] for i in self._order.tolist()]
+            else:
+                self._seq_cache = [self.imgidx[i] for i in self._order.tolist()]
+        return self._seq_cache
+
+    def reset(self) -> None:
+        """Start the next epoch: reshuffle, rewind (unless roll-over samples are cached)."""
+        self._drop_pending()
+        self._chain = self._fused_chain()
+        self._new_epoch()
+        self._load_order()
+        if self.last_batch_handle != "roll_over" or self._cache_data is None:
+            if self.imgrec is not None:
+                self.imgrec.reset()
+                self._seq_no = 0
+            self.cur = 0
+            if self._allow_read is False:
+                self._allow_read = True
+
+    def hard_reset(self) -> None:
+        """Reset and forget any rolled-over samples."""
+        self._drop_pending()
+        self._chain = self._fused_chain()
+        self._new_epoch()
+        self._load_order()
+        if self.imgrec is not None:
+            self.imgrec.reset()
+            self._seq_no = 0
+        self.cur = 0
+        self._allow_read = True
+        self._cache_data = None
+        self._cache_label = None
+        self._cache_idx = None
+        self._cache_ids = None
+
+    def _load_order(self, consumed: int = 0) -> None:
+        """This epoch's order (the sampler's), from sample ``consumed`` of this part on."""
+        self._delivered, self._batches_out = 0, 0
+        self._seq_cache = None
+        if self.sampler is None:
+            return
+        s = self.sampler
+        s.set_epoch(self._epoch)
+        s.consumed = int(consumed)
+        self._start_consumed = int(consumed)
+        if s.fixed:
+            self._order, self._is_pad = s.order(), None
+            self._delivered = int(consumed)
+        else:  # this rank's share, from the global position on; pads flagged
+            sl = s.epoch_slice()
+            self._order, self._is_pad = sl.ids, sl.is_pad
+        self.num_image = len(self._order)
+
 
     # ------------------------------------------------------------------------------ state
     def state_dict(self) -> Dict[str, Any]:
@@ -69,7 +133,7 @@ class ResumableImageIter:
         the previous epoch), so random augmentations come out the same."""
         if self.sampler is None:
             raise ConfigError("a rolled-over batch of a sequential .rec cannot be restored")
-        data = self._new_batch_buffer()
+        data = self._obtain_buffer()
         label = np.zeros(self.provide_label[0][1], dtype=np.float32)
         self._slot_ids, self._slot_pos = [], []
         i = 0

@@ -5,12 +5,23 @@ seeded from (seed, epoch, wrap, position), so batches never depend on thread
 timing.  ``SampleStream`` is a mixin of :class:`cloudrec.iterators.ImageIter`:
 it reads the iterator's order, reader and hooks (``process_sample``,
 ``write_sample``, ``next_sample``) and fills batch slots.
+
+Batch arrays are reused: a batch handed out goes to a short list of spares and is
+written again only once nothing outside the iterator refers to it (its reference
+count), so a batch (or a view, or a tensor made from it) that the user keeps is never
+overwritten.  With a recognised augmenter chain (``FusedChain``) each sample is
+predicted a destination slot when it is submitted (the next slot, as if no sample
+were dropped) and the worker writes its CHW float32 result straight there; the main
+thread copies only when the prediction missed (a dropped sample, a roll-over or a
+padded batch), so the batches are the same either way.
 """
 from __future__ import annotations
 
 import logging
 import posixpath
+import sys
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as _wait_all
 from typing import Any, Callable, Optional, Tuple
 
 import numpy as np
@@ -22,6 +33,14 @@ __all__ = ["SampleStream", "BrokenImageError", "BrokenImageTooLargeError"]
 
 log = logging.getLogger("cloudrec.iterators.image_iter")
 _END = object()  # end-of-epoch marker in the lookahead queue
+_SPARES = 4  # handed-out batch arrays kept for reuse (once the user has let go of them)
+_AHEAD = 3  # batch arrays that predicted destination slots may span
+_REFCOUNT = hasattr(sys, "getrefcount")  # without it (not CPython) nothing is reused
+
+
+def _is_slot(data: np.ndarray, batch: np.ndarray, i: int) -> bool:
+    """True when ``data`` is the array ``batch[i]`` itself (a worker wrote it in place)."""
+    return data.base is batch and data.ctypes.data == batch.ctypes.data + i * batch.strides[0]
 
 
 class BrokenImageError(ImageDecodeError, RuntimeError):
@@ -88,6 +107,19 @@ class SampleStream:
         data = self.augmentation_transform(data)
         return self.postprocess_data(data), label
 
+    def _process_fused(self, label: Any, s: Any, dest: Optional[list],
+                       rng: np.random.Generator) -> Optional[Tuple[np.ndarray, Any]]:
+        """``process_sample`` through the fused chain, into the predicted slot ``dest``
+        (or a fresh array); the augmenters one by one when the chain does not apply."""
+        data = self.imdecode(s)
+        if not self._is_valid_image(data):
+            return None
+        chain = self._chain
+        out = dest[0][dest[1]] if dest else np.empty(chain.out_shape, np.float32)
+        if chain.run(data, rng, out):
+            return out, label
+        return self.postprocess_data(self.augmentation_transform(data)), label
+
     @staticmethod
     def _check_sample_shape(batch_data: np.ndarray, data: np.ndarray, where: str) -> None:
         """ValueError unless the augmented sample has the batch's per-sample shape."""
@@ -99,21 +131,25 @@ class SampleStream:
                      data: np.ndarray, label: Any, where: str = "") -> None:
         """Put one processed sample into slot ``i``; a label of the wrong width is an error."""
         self._check_sample_shape(batch_data, data, where)
-        batch_data[i] = data
+        if not _is_slot(data, batch_data, i):  # else a worker wrote it in place
+            batch_data[i] = data
         lab = np.asarray(label)
         if lab.size != (1 if batch_label.ndim == 1 else batch_label.shape[1]):
             raise LabelError(f"sample {where} has {lab.size} label(s) but label_width is "
                              f"{self.label_width}")
         batch_label[i] = lab.reshape(batch_label.shape[1:])
 
-    def _run(self, item: _Item, rng_key: Tuple[int, ...]):
+    def _run(self, item: _Item, rng_key: Tuple[int, ...], dest: Optional[list] = None):
         loc = self._local
         rng = np.random.Generator(np.random.PCG64(list(rng_key)))  # built here, off the main thread
         loc.rng, loc.where, loc.key = rng, item.where, item.key
         try:
             s = self._payload(item)
             try:
-                res = self.process_sample(item.label, s)
+                if self._chain is None:
+                    res = self.process_sample(item.label, s)
+                else:
+                    res = self._process_fused(item.label, s, dest, rng)
             except BrokenImageError as e:
                 if self.on_error == "skip":
                     return ("skip", str(e), item.pos, item.rid)
@@ -131,22 +167,65 @@ class SampleStream:
             self._res.pool = self._pool
         return self._pool
 
-    def _alloc_batch(self) -> np.ndarray:
-        buf = np.empty((self.batch_size,) + tuple(self.data_shape), dtype=np.float32)
-        buf.fill(0)  # touches every page here, in a worker, not during the batch writes
-        return buf
+    # ------------------------------------------------------------------------------ buffers
+    def _obtain_buffer(self) -> np.ndarray:
+        """A batch array: a spare nobody else refers to any more, else a new zeroed one
+        (its pages are first touched by the workers writing into it, in parallel)."""
+        spare = self._spares
+        for k in range(len(spare)):
+            if _REFCOUNT and sys.getrefcount(spare[k]) <= 2:  # the list's reference + the call's
+                return spare.pop(k)
+        return np.zeros((self.batch_size,) + tuple(self.data_shape), dtype=np.float32)
 
     def _new_batch_buffer(self) -> np.ndarray:
-        """A zeroed batch array, allocated (and page-faulted) one batch ahead.
+        """The array of the batch about to be filled (batch ``_fill_k`` of the predictions:
+        the one its predicted slots point into).  Every slot gets overwritten or zeroed."""
+        buf = self._dests.get(self._fill_k)
+        if buf is None:
+            buf = self._dests[self._fill_k] = self._obtain_buffer()
+        return buf
 
-        On its own thread: queued behind samples on the pool it would arrive late,
-        and the first writes into fresh pages cost ~1 ms per image in the main thread.
-        """
-        if self._alloc_pool is None:
-            self._alloc_pool = ThreadPoolExecutor(1, thread_name_prefix="cloudrec-imageiter-alloc")
-            self._res.alloc_pool = self._alloc_pool
-        fut, self._buf_future = self._buf_future, self._alloc_pool.submit(self._alloc_batch)
-        return fut.result() if fut is not None else self._alloc_batch()
+    def _end_batch(self, reuse: bool) -> None:
+        """The batch being filled is done: handed out or dropped (``reuse``: a spare,
+        written again only once nothing else refers to it), or kept (a roll-over)."""
+        buf = self._dests.pop(self._fill_k, None)
+        self._fill_k += 1
+        if reuse and buf is not None:
+            self._spare(buf)
+
+    def _spare(self, buf: np.ndarray) -> None:
+        if not any(x is buf for x in self._spares):
+            self._spares.append(buf)
+            del self._spares[:-_SPARES]
+
+    def _align(self, batch_data: np.ndarray, start: int) -> None:
+        """With nothing in flight, predict the next submissions into ``batch_data`` from slot
+        ``start`` on (a new epoch, a roll-over batch completed, a padded batch refilled)."""
+        k = self._fill_k
+        for kk, buf in list(self._dests.items()):
+            if buf is not batch_data:
+                self._spare(buf)
+        self._dests = {k: batch_data}
+        self._pred_next = k * self.batch_size + start
+
+    @staticmethod
+    def _zero_tail(batch_data: np.ndarray, filled: int) -> None:
+        """Zero the slots no sample reached (a reused array holds an older batch there)."""
+        if filled < batch_data.shape[0]:
+            batch_data[filled:] = 0
+
+    def _predict(self) -> Optional[list]:
+        """``[batch array, slot]`` the next submitted sample lands in if no sample before
+        it is dropped (a list: dropping the sample empties it, releasing the array)."""
+        j = self._pred_next
+        self._pred_next += 1  # every submission takes an index, so no slot is predicted twice
+        k, slot = divmod(j, self.batch_size)
+        if not self._fill_k <= k < self._fill_k + _AHEAD:
+            return None
+        buf = self._dests.get(k)
+        if buf is None:
+            buf = self._dests[k] = self._obtain_buffer()
+        return [buf, slot]
 
     def _new_epoch(self) -> None:
         self._epoch += 1
@@ -176,7 +255,10 @@ class SampleStream:
             except StopIteration:
                 self._pending.append(_END)
                 return
-            self._pending.append(pool.submit(self._run, item, self._rng_key(item)))
+            dest = self._predict() if self._chain is not None else None
+            fut = pool.submit(self._run, item, self._rng_key(item), dest)
+            fut.dest = dest
+            self._pending.append(fut)
 
     def _take(self):
         if not self._pending:
@@ -189,10 +271,19 @@ class SampleStream:
         return x.result()
 
     def _drop_pending(self) -> None:
+        running = []
         while self._pending:
             x = self._pending.popleft()
             if isinstance(x, Future):
-                x.cancel()
+                if not x.cancel():
+                    running.append(x)
+                elif x.dest:  # its queued call holds the array: let go of it now
+                    x.dest.clear()
+        if running:  # they write into predicted slots: let them finish before any reuse
+            _wait_all(running)
+        for buf in self._dests.values():  # never handed out: spares again
+            self._spare(buf)
+        self._dests, self._fill_k, self._pred_next = {}, 0, 0
         if self._stream is not None:
             self._stream.close()
             self._stream = None
@@ -200,6 +291,8 @@ class SampleStream:
     def _batchify(self, batch_data: np.ndarray, batch_label: np.ndarray, start: int = 0) -> int:
         """Fill slots ``start..`` from the sample stream; return the number of filled slots."""
         i = start
+        if self._chain is not None and not self._pending:
+            self._align(batch_data, start)
         try:
             while i < self.batch_size:
                 res = self._take()
