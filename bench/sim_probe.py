@@ -65,12 +65,12 @@ def instrument() -> None:
         orig_init(self, *a, **kw)
         log("fetcher_init", t0=t0)
 
-    def fetch(self, ids):
+    def fetch(self, ids, *a, **kw):
         log("fetch_call")
         t0 = time.perf_counter()
         self._check_pid()
         log("check_pid", dt=time.perf_counter() - t0)
-        return orig_fetch(self, ids)
+        return orig_fetch(self, ids, *a, **kw)
 
     def dl(self, shard_no, prog):
         t0 = time.perf_counter()
@@ -79,11 +79,72 @@ def instrument() -> None:
         finally:
             log("download", shard=shard_no, t0=t0)
 
+    from cloudrec.storage import cache as cache_mod
+    orig_crc = cache_mod.crc32_file
+
+    def crc(path):
+        t0, c0 = time.perf_counter(), time.thread_time()
+        try:
+            return orig_crc(path)
+        finally:
+            log("crc", t0=t0, cpu=time.thread_time() - c0, n=os.path.getsize(path))
+    cache_mod.crc32_file = crc
     fetch_mod.RecordFetcher._submit = submit
     fetch_mod.RecordFetcher.__init__ = init
     fetch_mod.RecordFetcher.fetch = fetch
     ranged.AsyncRangeReader.submit = areader
     cached.CacheHook._download = dl
+
+
+class ThreadSampler:
+    """Samples the CPU of every thread of our DataLoader workers (children) by name."""
+
+    def __init__(self):
+        self.last = {}
+        self.stop = threading.Event()
+        self.t = threading.Thread(target=self._run, daemon=True)
+        self.t.start()
+
+    def _children(self):
+        out = set()
+        for tid in os.listdir(f"/proc/{os.getpid()}/task"):
+            try:
+                with open(f"/proc/{os.getpid()}/task/{tid}/children") as f:
+                    out.update(int(x) for x in f.read().split())
+            except OSError:
+                pass
+        return out
+
+    def _run(self):
+        while not self.stop.is_set():
+            for pid in self._children():
+                try:
+                    tids = os.listdir(f"/proc/{pid}/task")
+                except OSError:
+                    continue
+                for tid in tids:
+                    try:
+                        with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                            raw = f.read()
+                    except OSError:
+                        continue
+                    name = raw[raw.index("(") + 1:raw.rindex(")")]
+                    parts = raw.rsplit(")", 1)[1].split()
+                    self.last[(pid, tid)] = (name, (int(parts[11]) + int(parts[12])) / 100)
+            self.stop.wait(0.02)
+
+    def report(self):
+        self.stop.set()
+        self.t.join()
+        by = defaultdict(float)
+        for (pid, _), (name, cpu) in self.last.items():
+            if pid in (MOTO_PROXY_PIDS):
+                continue
+            by[name] += cpu
+        return dict(sorted(by.items(), key=lambda x: -x[1]))
+
+
+MOTO_PROXY_PIDS: set = set()
 
 
 def run(urls, job, so, cache_dir):
@@ -169,6 +230,10 @@ def summarize(path: str, t0: float) -> None:
                   f"{sum(e['t'] - e['t0'] for e in g) / max(span, 1e-9):.1f}")
     for e in by.get("download", []):
         print(f"  download shard {e['shard']} pid {e['pid'] % 1000}: {rel(e) - (e['t'] - e['t0']):.3f} -> {rel(e):.3f}")
+    crcs = by.get("crc", [])
+    if crcs:
+        print(f"crc32_file: {len(crcs)} calls, {sum(e['n'] for e in crcs) / 1e6:.0f} MB, "
+              f"{sum(e['cpu'] for e in crcs):.2f} CPU-s, in {len({e['pid'] for e in crcs})} processes")
     recs = by.get("rec", [])
     for pid in sorted({e["pid"] for e in recs}):
         r = [rel(e) for e in recs if e["pid"] == pid]
@@ -214,6 +279,7 @@ def main(argv=None) -> int:
     ap.add_argument("--kb", type=float, default=60.0)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--cache-dir", default=None, help="keep the cache between repeats (warm)")
     args = ap.parse_args(argv)
     from cloudrec.dataset.synthetic import write_synthetic
     from cloudrec.sim import JobSpec
@@ -235,12 +301,16 @@ def main(argv=None) -> int:
         so = dict(proxy.storage_options)
         so.pop("config_kwargs", None)
         pids = {"moto": moto.procs["moto"].pid, "proxy": proxy.procs["faultproxy"].pid}
+        MOTO_PROXY_PIDS.update(pids.values())
         for _ in range(args.repeat):
             with tempfile.TemporaryDirectory() as d:
                 LOG["path"] = os.path.join(d, "log.jsonl")
                 c0 = {k: cpu_of(p) for k, p in pids.items()}
                 r0, ch0 = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-                wall = run(urls, job, so, os.path.join(d, "cache"))
+                cache_dir = args.cache_dir or os.path.join(d, "cache")
+                sampler = ThreadSampler()
+                wall = run(urls, job, so, cache_dir)
+                print("worker threads CPU s:", {k: round(v, 2) for k, v in sampler.report().items()})
                 r1, ch1 = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
                 summarize(LOG["path"], wall)
                 print("CPU s: " + ", ".join(f"{k} {cpu_of(p) - c0[k]:.2f}" for k, p in pids.items())

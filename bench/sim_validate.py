@@ -55,14 +55,22 @@ def calibrate(ds, urls, local_urls, so, pids, latency_s: float, batch: int):
     setup = cal.client_setup(ds)
     open_c = cal.open_cpu(urls, so, costs["client"][0])
     workers = {k: cal.worker_costs(local_urls, batch, k) for k in (1, 2)}
-    cache_b = cal.cache_byte_cpu()
+    cache_b = cal.cache_cpu(ds, *costs["client"], workers[1]["worker_record_s"])
+    follow = cal.follow_cpu(ds, setup[1])
     storage = StorageModel(latency_s=latency_s, stream_bw=stream_bw,
                            server_cpu={k: costs[k] for k in pids})
     measured = {"stream_bw": stream_bw, "cpu_per_request_and_byte": costs,
                 "worker_client_setup_wall_cpu": setup, "open_cpu_s": open_c,
-                "local_dataloader": workers, "cache_byte_cpu_s": cache_b}
-    return storage, measured, lambda k, cores: cal.host_model(costs, workers[k], cores, setup,
-                                                              open_c, cache_b)
+                "local_dataloader": workers, "cache_byte_cpu_s": cache_b,
+                "cache_follow": follow}
+    def models(k: int, cores: float, fresh: dict):
+        """Storage and host models for a job of ``k`` workers per rank, with the CPU per
+        request and byte measured just before it (``fresh``) and ``cores`` free."""
+        st = StorageModel(latency_s=latency_s, stream_bw=stream_bw,
+                          server_cpu={p: fresh[p] for p in pids})
+        return st, cal.host_model(fresh, workers[k], cores, setup, open_c, cache_b,
+                                  follow["follow_pair_cpu_s"])
+    return storage, measured, models
 
 
 def main(argv=None) -> int:
@@ -79,7 +87,7 @@ def main(argv=None) -> int:
     from cloudrec.dataset import open_dataset
     from cloudrec.dataset.synthetic import write_synthetic
     from cloudrec.sim import JobSpec, StorageModel, from_dataset, simulate
-    from cloudrec.sim.calibrate import CpuMeter
+    from cloudrec.sim.calibrate import CpuMeter, storage_costs
     from cloudrec.sim.validate import run_real
     from cloudrec.testing import FaultProxy, MotoServer
     rows = []
@@ -112,13 +120,16 @@ def main(argv=None) -> int:
             for mode, world, workers, fetch in JOBS:
                 job = JobSpec(world_size=world, num_workers=workers, batch_size=args.batch,
                               mode=mode, seed=1, ranks_per_node=world, fetch=fetch)
+                # the CPU costs per request and byte move with the machine's state (other
+                # sessions share its cores and caches): measured again next to each job
+                fresh = storage_costs(ds, pids, small=200, rounds=1)
                 with tempfile.TemporaryDirectory() as cache_dir:
                     proxy.configure(latency_ms=args.latency_ms)
                     meter = CpuMeter(pids).start()
                     real = run_real(urls, job, so, cache_dir=cache_dir)
                     cpu = meter.stop()
                 t = proxy.traffic().get("GET .rec", {"requests": 0, "bytes": 0})
-                host = host_for(workers, cpu["cores_free"])
+                storage, host = host_for(workers, cpu["cores_free"], fresh)
                 sim = simulate(from_dataset(ds), job, storage, host)
                 nominal = simulate(from_dataset(ds), job, storage, replace(host, cores=ncpu))
                 bare = simulate(from_dataset(ds), job,
@@ -134,6 +145,7 @@ def main(argv=None) -> int:
                        "ratio_uncalibrated": bare["epoch_s"] / real["seconds"],
                        "cores_free": cpu["cores_free"],
                        "cpu_real_s": {k: cpu[k] for k in (*pids, "main", "children", "others")},
+                       "cpu_per_request_and_byte": fresh,
                        "cpu_sim_s": sim["cpu_s"]}
                 rows.append(row)
                 print(f"  {label:<32} {row['sim_gets']:>6.0f}/{row['real_gets']:<7} "

@@ -182,31 +182,91 @@ def open_cpu(urls: List[str], storage_options: Dict[str, Any], request_cpu_s: fl
     return float(max(0.0, np.median(out)))
 
 
-def cache_byte_cpu(size: int = 16 << 20) -> float:
-    """CPU per byte of writing a downloaded shard to the cache folder and checksumming it."""
+def cache_cpu(ds: Any, request_cpu_s: float, byte_cpu_s: float, record_cpu_s: float) -> float:
+    """CPU per byte a cold shard cache adds to a worker (download into the folder, CRC,
+    streaming from the partial file, local reads): one fetcher reads every record in
+    shard order through ``cache='shards'`` into an empty folder; what its requests'
+    client CPU and its records' CPU do not explain, per downloaded byte."""
+    import tempfile
+
+    from cloudrec.reader.fetch import RecordFetcher
+    from cloudrec.storage.cache_files import chunk_bounds
+    with tempfile.TemporaryDirectory() as d:
+        with RecordFetcher(ds, cache="shards", cache_dir=d) as f:
+            c0 = self_cpu()
+            n = sum(1 for _ in f.fetch(np.arange(len(ds))))
+            used = self_cpu() - c0
+    gets = sum(len(chunk_bounds(int(s.size))) for s in ds.shards)
+    rest = used - gets * request_cpu_s - ds.nbytes * byte_cpu_s - n * record_cpu_s
+    return max(0.0, rest / ds.nbytes)
+
+
+def crc_cpu(size: int = 32 << 20) -> float:
+    """CPU per byte of the cache's CRC32 check of an entry (``crc32_file``)."""
     import tempfile
 
     from cloudrec.storage.cache_files import crc32_file
-    data = os.urandom(size)
     with tempfile.TemporaryDirectory() as d:
         path = os.path.join(d, "x")
+        with open(path, "wb") as fh:
+            fh.write(os.urandom(size))
+        crc32_file(path)
         c0 = self_cpu()
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
-        os.pwrite(fd, data, 0)
-        os.close(fd)
         crc32_file(path)
         return (self_cpu() - c0) / size
 
 
+def follow_cpu(ds: Any, setup_cpu_s: float, procs: int = 4, rounds: int = 2
+               ) -> Dict[str, float]:
+    """CPU a process spends on a shard another process of the node downloads (waiting on
+    its lock, following its progress file, streaming from its temp file, opening the
+    entry), per (process, shard) pair.
+
+    ``procs`` forked processes each read every ``procs``-th record through one cache
+    folder (each needs every shard; one downloads it), against one process reading
+    them all.  The extra processes' client set-up is taken off, and so is their CRC32
+    re-check of every entry a sibling has just downloaded and checked (reported
+    apart, as ``recheck_crc_cpu_s``: a cost of the current cache, not of the design).
+    """
+    import tempfile
+
+    from cloudrec.reader.fetch import RecordFetcher
+
+    def run(p: int) -> float:
+        with tempfile.TemporaryDirectory() as d:
+            c0 = self_cpu(True)
+            kids = []
+            for k in range(p):
+                pid = os.fork()
+                if pid == 0:  # pragma: no cover - the child
+                    try:
+                        with RecordFetcher(ds, cache="shards", cache_dir=d) as f:
+                            for _ in f.fetch(np.arange(len(ds))[k::p]):
+                                pass
+                    finally:
+                        os._exit(0)
+                kids.append(pid)
+            for pid in kids:
+                os.waitpid(pid, 0)
+            return self_cpu(True) - c0
+    extra = []
+    for _ in range(rounds):
+        extra.append(run(procs) - run(1) - (procs - 1) * setup_cpu_s)
+    pairs = (procs - 1) * len(ds.shards)
+    recheck = (procs - 1) * ds.nbytes * crc_cpu()
+    return {"follow_pair_cpu_s": max(0.0, (float(np.median(extra)) - recheck) / pairs),
+            "recheck_crc_cpu_s": recheck, "extra_cpu_s": float(np.median(extra))}
+
+
 def host_model(costs: Dict[str, Tuple[float, float]], wk: Dict[str, float], cores: float,
                setup: Tuple[float, float] = (0.0, 0.0), open_cpu_s: float = 0.0,
-               cache_byte_cpu_s: float = 0.0) -> HostModel:
+               cache_byte_cpu_s: float = 0.0, follow_cpu_s: float = 0.0) -> HostModel:
     """The node's cost model from the measurements above (the server processes' costs
     go to ``StorageModel.server_cpu``).  A worker starts in the local epoch's time to
     its first batch plus its storage client's set-up (``setup``: wall, CPU)."""
     c_r, c_b = costs["client"]
     return HostModel(cores=cores, request_cpu_s=c_r, byte_cpu_s=c_b,
                      record_cpu_s=wk["worker_record_s"], main_batch_cpu_s=wk["main_batch_s"],
-                     cache_byte_cpu_s=cache_byte_cpu_s,
+                     cache_byte_cpu_s=cache_byte_cpu_s, cache_follow_cpu_s=follow_cpu_s,
                      worker_start_s=wk["start_s"] + setup[0], worker_start_cpu_s=setup[1],
                      open_cpu_s=open_cpu_s)

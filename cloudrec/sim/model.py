@@ -56,9 +56,12 @@ class HostModel:
     the storage client's cost per GET and per byte received (botocore signing
     and parsing, aiohttp); ``record_cpu_s``: a worker's per record (framing,
     decode, collate, hand-off); ``main_batch_cpu_s``: the rank's main process
-    per batch received; ``cache_byte_cpu_s``: writing and checksumming a cached
-    shard, per byte; ``worker_start_s``: wall time from the DataLoader's
-    ``iter()`` to a worker's first request (fork, its storage client);
+    per batch received; ``cache_byte_cpu_s``: what the shard cache adds per
+    downloaded byte (writing, CRC, streaming from the partial file, local
+    reads); ``cache_follow_cpu_s``: what a process spends on a shard that another
+    process of its node downloads (lock, progress file, partial reads), per
+    (process, shard) pair; ``worker_start_s``: wall time from the DataLoader's ``iter()`` to a
+    worker's first request (fork, its storage client);
     ``worker_start_cpu_s``: the CPU of that; ``open_cpu_s``: ``open_dataset``'s
     CPU per rank beyond its requests (client set-up, `.idx` parsing).
     """
@@ -69,6 +72,7 @@ class HostModel:
     record_cpu_s: float = 0.0
     main_batch_cpu_s: float = 0.0
     cache_byte_cpu_s: float = 0.0
+    cache_follow_cpu_s: float = 0.0
     worker_start_s: float = 0.0
     worker_start_cpu_s: float = 0.0
     open_cpu_s: float = 0.0

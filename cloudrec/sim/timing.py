@@ -92,6 +92,13 @@ def _ps_finish(u: np.ndarray, group: np.ndarray, wave: np.ndarray, q: np.ndarray
     """For each query request ``q``: sum over requests of its group (node) and of the
     same or an earlier wave of ``min(u_j, u_q)`` (processor sharing, see module doc)."""
     out = np.zeros(len(q))
+    if not len(q):
+        return out
+    # only requests of the queries' waves or earlier take part: a few per stream
+    sub = np.flatnonzero(wave <= wave[q].max())
+    remap = np.full(len(u), -1, np.int64)
+    remap[sub] = np.arange(len(sub))
+    u, group, wave, q = u[sub], group[sub], wave[sub], remap[q]
     for g in np.unique(group[q]).tolist():
         in_g = group == g
         for w in np.unique(wave[q][group[q] == g]).tolist():
@@ -181,14 +188,15 @@ def ranged(req: Requests, st: StreamFacts, job: JobSpec, storage: StorageModel,
 
 def cached(st: StreamFacts, node_bytes: np.ndarray, node_gets: np.ndarray, shard_sizes: np.ndarray,
            first_need: np.ndarray, job: JobSpec, storage: StorageModel, host: HostModel,
-           chunk_gets: np.ndarray, downloaders: int, window: int, rank_scale: float
-           ) -> Dict[str, Any]:
+           chunk_gets: np.ndarray, downloaders: int, window: int, rank_scale: float,
+           followers: np.ndarray) -> Dict[str, Any]:
     """Shard-cache downloads, then local reads (see module doc).
 
     ``node_bytes``/``node_gets``: what each node downloads; ``shard_sizes``: the
     sizes of the shards one node downloads (the first); ``first_need``: per shard of
     that list, the bytes of its prefix the first batch needs (0 = none);
-    ``chunk_gets``: GETs per shard of that list.
+    ``chunk_gets``: GETs per shard of that list; ``followers``: per node, the
+    (process, shard) pairs where another process downloads the shard.
     """
     nodes_of, node_of_stream = np.unique(st.rank // job.ranks_per_node, return_inverse=True)
     nnodes = len(nodes_of)
@@ -202,7 +210,8 @@ def cached(st: StreamFacts, node_bytes: np.ndarray, node_gets: np.ndarray, shard
     slots = procs * downloaders
     lat_bound = max(float(shard_lat.max()) if shard_lat.size else 0.0,
                     float(shard_lat.sum()) / slots)
-    cli = node_gets * host.request_cpu_s + node_bytes * (host.byte_cpu_s + host.cache_byte_cpu_s)
+    cli = (node_gets * host.request_cpu_s + node_bytes * (host.byte_cpu_s + host.cache_byte_cpu_s)
+           + followers * host.cache_follow_cpu_s)
     rec_cpu = np.bincount(node_of_stream, weights=st.records * host.record_cpu_s
                           + host.worker_start_cpu_s, minlength=nnodes)
     main_cpu = np.bincount(node_of_stream, weights=st.batches, minlength=nnodes) * host.main_batch_cpu_s

@@ -67,6 +67,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     s.add_argument("--node-gbps", type=float, default=25.0, help="Gbit/s into one node")
     s.add_argument("--prefix-rate", type=float, default=5500.0, help="GET/s one prefix serves")
     s.add_argument("--prefixes", type=int, default=1)
+    h = p.add_argument_group("node CPU (default: free; bench/sim_validate.py measures these here)")
+    h.add_argument("--cores-per-node", type=float, default=0.0,
+                   help="cores the node's processes share (0 = one per process)")
+    h.add_argument("--request-cpu-ms", type=float, default=0.0,
+                   help="storage client CPU per GET (botocore + aiohttp: ~2-3 ms)")
+    h.add_argument("--mb-cpu-ms", type=float, default=0.0,
+                   help="storage client CPU per MB received")
+    h.add_argument("--record-cpu-ms", type=float, default=0.0,
+                   help="a worker's CPU per record (decode, augment, collate)")
+    h.add_argument("--worker-start-s", type=float, default=0.0,
+                   help="DataLoader worker start-up before its first request")
     p.add_argument("--json", default=None, metavar="FILE", help="also write the report as JSON "
                    "('-' prints JSON instead of the table)")
 
@@ -112,7 +123,7 @@ def load_dataset(ns: argparse.Namespace):
 
 
 def run(ns: argparse.Namespace) -> int:
-    from cloudrec.sim import JobSpec, StorageModel, format_report, simulate
+    from cloudrec.sim import HostModel, JobSpec, StorageModel, format_report, simulate
     try:
         ds = load_dataset(ns)
         job = JobSpec(world_size=ns.ranks, num_workers=ns.workers, batch_size=ns.batch_size,
@@ -123,7 +134,10 @@ def run(ns: argparse.Namespace) -> int:
         storage = StorageModel(latency_s=ns.latency_ms / 1000, stream_bw=ns.stream_mbps * 1e6,
                                node_bw=ns.node_gbps * 1e9 / 8, prefix_rate=ns.prefix_rate,
                                prefixes=ns.prefixes)
-        report = simulate(ds, job, storage)
+        host = HostModel(cores=ns.cores_per_node, request_cpu_s=ns.request_cpu_ms / 1e3,
+                         byte_cpu_s=ns.mb_cpu_ms / 1e9, record_cpu_s=ns.record_cpu_ms / 1e3,
+                         worker_start_s=ns.worker_start_s)
+        report = simulate(ds, job, storage, host)
     except (CloudrecError, TypeError) as exc:
         print(f"cloudrec simulate: {exc}", file=sys.stderr)
         return 2
