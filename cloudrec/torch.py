@@ -180,7 +180,7 @@ class RecordIterableDataset(IterableDataset):
         return len(self.sampler)
 
     # ----- iteration, in whatever process the DataLoader runs it
-    def _fetch(self, ids: np.ndarray) -> Iterator[tuple[int, bytes]]:
+    def _fetch(self, ids: np.ndarray, **hints: Any) -> Iterator[tuple[int, bytes]]:
         if self._fetcher is None or self._fetcher_pid != os.getpid():
             from cloudrec.options import FetchOptions
             from cloudrec.reader.fetch import RecordFetcher
@@ -189,7 +189,7 @@ class RecordIterableDataset(IterableDataset):
             kw = FetchOptions.coerce(self.fetch_options).fetcher_kwargs(urls)
             self._fetcher = RecordFetcher(self.source, **kw)
             self._fetcher_pid = os.getpid()
-        return self._fetcher.fetch(ids)
+        return self._fetcher.fetch(ids, **hints)
 
     def __iter__(self) -> Iterator[dict]:
         s = self.sampler
@@ -197,7 +197,10 @@ class RecordIterableDataset(IterableDataset):
         epoch, consumed = s.epoch, s.consumed
         wid, nworkers = worker_info()
         sl = s.epoch_slice(wid, nworkers)   # this worker's contiguous span, order computed lazily
-        records = self._fetch(sl.ids)
+        # block/shard orders: windows cut at shuffle windows, only touching records merged,
+        # so no byte is read twice (RecordFetcher.fetch)
+        records = self._fetch(sl.ids, chunk_starts=sl.chunk_starts,
+                              touching_only=sl.exclusive is not None)
         for i, step in enumerate(sl.steps.tolist()):
             ids, pad = sl.batch(i)
             items = []

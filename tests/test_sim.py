@@ -69,10 +69,13 @@ def test_counts_equal_a_real_fetcher_on_local_shards(local_ds, mode, world, work
     for r in range(world):
         rg = 0
         for k in range(workers):   # what RecordIterableDataset's worker k of rank r reads
-            ids = EpochSampler(local_ds.table, seed=4, mode=mode, rank=r, world_size=world,
-                               batch_size=32).epoch_slice(k, workers).ids
-            with RecordFetcher(local_ds, **fetch) as f:
-                assert [rid for rid, _ in f.fetch(ids)] == ids.tolist()
+            sl = EpochSampler(local_ds.table, seed=4, mode=mode, rank=r, world_size=world,
+                              batch_size=32).epoch_slice(k, workers)
+            ids = sl.ids
+            with RecordFetcher(local_ds, **fetch) as f:   # with the slice's hint, as the worker
+                got = f.fetch(ids, chunk_starts=sl.chunk_starts,
+                              touching_only=sl.exclusive is not None)
+                assert [rid for rid, _ in got] == ids.tolist()
                 gets += f.requests
                 nbytes += f.bytes_requested
                 rg += f.requests

@@ -83,11 +83,12 @@ class RecordSource:
         key = key.item() if hasattr(key, "item") else key
         return f"{self.ds.record_url(rid)}, key {key!r}, offset {int(t.offset[rid])}"
 
-    def fetch(self, ids: Iterable[int]) -> Iterator[Tuple[int, bytes]]:
+    def fetch(self, ids: Iterable[int], **hints: Any) -> Iterator[Tuple[int, bytes]]:
         """(record id, payload) in the order asked; an .idx span that holds more than
-        one record raises (MXNet would silently read the unlisted records too)."""
+        one record raises (MXNet would silently read the unlisted records too).
+        ``hints``: an EpochSlice's ``chunk_starts``/``exclusive`` (RecordFetcher.fetch)."""
         length = self.ds.table.length
-        for rid, payload in self.fetcher.fetch(ids):
+        for rid, payload in self.fetcher.fetch(ids, **hints):
             span = int(length[rid])
             if span != 8 + ceil4(len(payload)):
                 _check_span(payload, span, self.ds, rid)

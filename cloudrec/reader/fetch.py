@@ -188,16 +188,17 @@ class RecordFetcher:
                 return
             yield block
 
-    def _windows(self, record_ids: Iterable[int]) -> Iterator[np.ndarray]:
-        """Cut the id stream into runs of about ``window_bytes`` of records."""
-        n = len(self.table)
+    def _windows(self, record_ids: Iterable[int],
+                 chunk_starts: Optional[np.ndarray] = None) -> Iterator[np.ndarray]:
+        """Cut the id stream into runs of about ``window_bytes`` of records; with
+        ``chunk_starts`` (positions where a shuffle window of the order begins) only there."""
+        if chunk_starts is not None and len(chunk_starts) and isinstance(record_ids, np.ndarray):
+            yield from self._aligned_windows(self._checked(record_ids.reshape(-1)), chunk_starts)
+            return
         lengths = self.table.length
         carry = np.zeros(0, np.int64)
         for block in self._id_blocks(record_ids):
-            bad = (block < 0) | (block >= n)
-            if bad.any():
-                raise IndexError(f"record id {int(block[np.flatnonzero(bad)[0]])} out of range "
-                                 f"[0, {n})")
+            self._checked(block)
             ids = np.concatenate([carry, block]) if carry.size else block
             csum = np.cumsum(lengths[ids])
             cuts = np.searchsorted(csum, np.arange(1, int(csum[-1] // self.window_bytes) + 1)
@@ -213,10 +214,30 @@ class RecordFetcher:
         if carry.size:
             yield carry
 
-    def _start_window(self, ids: np.ndarray) -> _Window:
+    def _checked(self, ids: np.ndarray) -> np.ndarray:
+        n = len(self.table)
+        bad = (ids < 0) | (ids >= n)
+        if bad.any():
+            raise IndexError(f"record id {int(ids[np.flatnonzero(bad)[0]])} out of range [0, {n})")
+        return ids.astype(np.int64, copy=False)
+
+    def _aligned_windows(self, ids: np.ndarray, chunk_starts: np.ndarray) -> Iterator[np.ndarray]:
+        """Whole chunks (shuffle windows) per fetch window, as many as fit in
+        ``window_bytes`` (at least one): a block's records of this reader are then all
+        planned together, so no gap merged in one window is fetched again in the next."""
+        starts = np.asarray(chunk_starts, np.int64)
+        cuts = np.concatenate([[0], starts[(starts > 0) & (starts < ids.shape[0])],
+                               [ids.shape[0]]])
+        csum = np.concatenate([[0], np.cumsum(self.table.length[ids])])
+        a = 0
+        for i in range(1, len(cuts)):
+            if i == len(cuts) - 1 or csum[cuts[i + 1]] - csum[cuts[a]] > self.window_bytes:
+                yield ids[cuts[a]:cuts[i]]
+                a = i
+
+    def _start_window(self, ids: np.ndarray, max_gap: int) -> _Window:
         t = self.table
-        plan = plan_ranges(t.shard[ids], t.offset[ids], t.length[ids],
-                           self.max_gap, self.max_request)
+        plan = plan_ranges(t.shard[ids], t.offset[ids], t.length[ids], max_gap, self.max_request)
         # submit requests in the order their first record is wanted
         first_need = np.full(len(plan), ids.shape[0], np.int64)
         np.minimum.at(first_need, plan.record_request, np.arange(ids.shape[0]))
@@ -226,12 +247,24 @@ class RecordFetcher:
         return _Window(ids, plan, futures)  # type: ignore[arg-type]
 
     # -- public ----------------------------------------------------------------------------
-    def fetch(self, record_ids: Iterable[int]) -> Iterator[Tuple[int, bytes]]:
-        """Yield ``(record_id, payload)`` for every id given, in that order."""
+    def fetch(self, record_ids: Iterable[int], *, chunk_starts: Optional[np.ndarray] = None,
+              touching_only: bool = False) -> Iterator[Tuple[int, bytes]]:
+        """Yield ``(record_id, payload)`` for every id given, in that order.
+
+        Hints from an :class:`~cloudrec.reader.partition.EpochSlice` of a
+        ``block`` or ``shard`` order keep every byte read once (pass
+        ``chunk_starts=sl.chunk_starts, touching_only=sl.exclusive is not None``
+        with ``sl.ids``): look-ahead windows are cut where the order's shuffle
+        windows begin, so a block's records this reader wants share one window,
+        and the bytes between two of them can only be records of other windows
+        or other workers; so records are merged only where they touch (one
+        request per run of a block) instead of across gaps of ``max_gap``.
+        """
         self._check_pid()
         if self._cache is not None:
             self._cache.touch()
-        windows = self._windows(record_ids)
+        max_gap = 0 if touching_only else self.max_gap
+        windows = self._windows(record_ids, chunk_starts)
         queue: "deque[_Window]" = deque()
         inflight = 0
         exhausted = False
@@ -242,7 +275,7 @@ class RecordFetcher:
                     if ids is None:
                         exhausted = True
                         break
-                    w = self._start_window(ids)
+                    w = self._start_window(ids, max_gap)
                     queue.append(w)
                     inflight += w.nbytes
                 if not queue:

@@ -107,3 +107,31 @@ def plan_ranges(shard_ids, offsets, lengths, max_gap: int = DEFAULT_MAX_GAP,
     rec_pos = offsets - req_start[rec_request]
     return RangePlan(np.asarray(req_sh, np.int32), req_start, np.asarray(req_b, np.int64),
                      rec_request, rec_pos)
+
+
+def plan_split(shard_ids, offsets, lengths, touch_only, max_gap: int = DEFAULT_MAX_GAP,
+               max_request: int = DEFAULT_MAX_REQUEST) -> RangePlan:
+    """:func:`plan_ranges` where records flagged ``touch_only`` merge only with flagged
+    records they touch (``max_gap`` 0) and the others across gaps up to ``max_gap``.
+
+    The simulator plans many readers' windows in one call this way: a reader
+    whose windows follow the order's shuffle windows merges only touching
+    records (:meth:`RecordFetcher.fetch`), the others merge gaps.
+    """
+    touch_only = np.asarray(touch_only, dtype=bool)
+    if not touch_only.any():
+        return plan_ranges(shard_ids, offsets, lengths, max_gap, max_request)
+    shard_ids = np.asarray(shard_ids, dtype=np.int64)
+    offsets = np.asarray(offsets, dtype=np.int64)
+    lengths = np.asarray(lengths, dtype=np.int64)
+    own = np.flatnonzero(~touch_only)
+    other = np.flatnonzero(touch_only)
+    a = plan_ranges(shard_ids[own], offsets[own], lengths[own], max_gap, max_request)
+    b = plan_ranges(shard_ids[other], offsets[other], lengths[other], 0, max_request)
+    n = offsets.shape[0]
+    record_request = np.empty(n, np.int64)
+    record_pos = np.empty(n, np.int64)
+    record_request[own], record_pos[own] = a.record_request, a.record_pos
+    record_request[other], record_pos[other] = b.record_request + len(a), b.record_pos
+    return RangePlan(np.concatenate([a.shard, b.shard]), np.concatenate([a.start, b.start]),
+                     np.concatenate([a.end, b.end]), record_request, record_pos)

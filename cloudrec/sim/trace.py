@@ -14,12 +14,12 @@ call keyed by (stream, window, shard) so that nothing merges across windows.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, List, Tuple
+from typing import Any, Callable, Iterator, List, Optional, Tuple
 
 import numpy as np
 
 from cloudrec.reader.fetch import RecordFetcher
-from cloudrec.reader.planner import plan_ranges
+from cloudrec.reader.planner import plan_ranges, plan_split
 
 
 @dataclass
@@ -31,6 +31,7 @@ class StreamIds:
     ids: np.ndarray
     window: np.ndarray     # fetch window of each position (0, 0, ..., 1, ...)
     batch_size: int
+    touching_only: bool = False  # a block/shard slice: records merged only where they touch
 
 
 @dataclass
@@ -56,9 +57,10 @@ class Requests:
         return self.end - self.start
 
 
-def fetch_windows(fetcher: RecordFetcher, ids: np.ndarray) -> np.ndarray:
+def fetch_windows(fetcher: RecordFetcher, ids: np.ndarray,
+                  chunk_starts: Optional[np.ndarray] = None) -> np.ndarray:
     """Window number of each position of ``ids``, cut by the fetcher's own code."""
-    sizes = [len(w) for w in fetcher._windows(ids)]  # the reader's cutting, not a copy
+    sizes = [len(w) for w in fetcher._windows(ids, chunk_starts)]  # the reader's cutting
     return np.repeat(np.arange(len(sizes), dtype=np.int32), sizes)
 
 
@@ -70,7 +72,9 @@ def streams(sampler_for: Callable[[int], Any], fetcher: RecordFetcher, *, num_wo
         sampler = sampler_for(rank)
         for worker in range(num_workers):
             sl = sampler.epoch_slice(worker, num_workers)
-            yield StreamIds(rank, worker, sl.ids, fetch_windows(fetcher, sl.ids), sl.batch_size)
+            # with the hint RecordIterableDataset passes to RecordFetcher.fetch
+            yield StreamIds(rank, worker, sl.ids, fetch_windows(fetcher, sl.ids, sl.chunk_starts),
+                            sl.batch_size, sl.exclusive is not None)
 
 
 def _sort_key(major: np.ndarray, minor: np.ndarray) -> np.ndarray:
@@ -96,6 +100,8 @@ def plan_streams(table: Any, stream_ids: List[StreamIds], max_gap: int,
     nwin = np.array([int(s.window[-1]) + 1 if len(s.window) else 0 for s in stream_ids], np.int64)
     # one group per (stream, window, shard); windows numbered densely over all streams
     group = window + np.repeat(np.cumsum(nwin) - nwin, lens)
+    # streams whose windows are aligned to shuffle windows merge only touching records
+    touch_only = np.repeat(np.array([s.touching_only for s in stream_ids], bool), lens)
     nshards = int(table.shard.max()) + 1 if len(table) else 1
     group *= nshards
     group += table.shard[ids]
@@ -110,10 +116,12 @@ def plan_streams(table: Any, stream_ids: List[StreamIds], max_gap: int,
     # records of a shard are disjoint or identical (a pad repeat), so sorted by offset their
     # ends rise and the previous end is the reach plan_ranges compares against
     if not bool(np.all((e[1:] >= e[:-1]) | new_group[1:])):
-        heads, starts, ends = _planned(group, off, end, np.arange(n), max_gap, max_request)
+        heads, starts, ends = _planned(group, off, end, np.arange(n), max_gap, max_request,
+                                       touch_only)
     else:
         opens = new_group
-        opens[1:] |= (o[1:] - e[:-1]) > max_gap          # a merged segment starts here
+        gap_ok = np.where(touch_only[srt[1:]], 0, max_gap)
+        opens[1:] |= (o[1:] - e[:-1]) > gap_ok          # a merged segment starts here
         seg_first = np.flatnonzero(opens)
         seg_last = np.append(seg_first[1:], n) - 1
         # a segment spanning at most max_request is one request, as plan_ranges makes it
@@ -123,7 +131,8 @@ def plan_streams(table: Any, stream_ids: List[StreamIds], max_gap: int,
         heads, starts, ends = [seg_head[fits]], [o[seg_first[fits]]], [e[seg_last[fits]]]
         if not fits.all():   # long segments: plan_ranges itself cuts them at max_request
             rest = srt[~fits[np.cumsum(opens) - 1]]
-            h, a_, b_ = _planned(group[rest], off[rest], end[rest], rest, max_gap, max_request)
+            h, a_, b_ = _planned(group[rest], off[rest], end[rest], rest, max_gap, max_request,
+                                 touch_only[rest])
             heads += h
             starts += a_
             ends += b_
@@ -140,9 +149,9 @@ def plan_streams(table: Any, stream_ids: List[StreamIds], max_gap: int,
                     start[o2], stop[o2], hd - firsts[st])
 
 
-def _planned(group, off, end, rest, max_gap, max_request):
-    """plan_ranges itself on these records: (first-needed global index, start, end) lists."""
-    plan = plan_ranges(group, off, end - off, max_gap, max_request)
+def _planned(group, off, end, rest, max_gap, max_request, touch_only):
+    """plan_split itself on these records: (first-needed global index, start, end) lists."""
+    plan = plan_split(group, off, end - off, touch_only, max_gap, max_request)
     head = np.full(len(plan), np.iinfo(np.int64).max, np.int64)
     np.minimum.at(head, plan.record_request, rest)
     return [head], [plan.start], [plan.end]
@@ -157,7 +166,7 @@ def plan_streams_reference(table: Any, stream_ids: List[StreamIds], max_gap: int
         for w in np.unique(s.window).tolist():
             ids = s.ids[s.window == w]
             plan = plan_ranges(table.shard[ids], table.offset[ids], table.length[ids],
-                               max_gap, max_request)
+                               0 if s.touching_only else max_gap, max_request)
             first = np.full(len(plan), len(ids), np.int64)
             np.minimum.at(first, plan.record_request, np.arange(len(ids)))
             for r in np.argsort(first, kind="stable").tolist():
