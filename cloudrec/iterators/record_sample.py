@@ -14,6 +14,22 @@ from cloudrec.pipeline.batcher import BatchBuffers
 __all__ = ["RecordSampleWriter"]
 
 
+class _RecordWhere:
+    """`` (record id R: url, key K, offset O)`` for error messages, built only when one is
+    formatted (describing a record costs more than a cheap image's Python steps)."""
+
+    __slots__ = ("_owner", "_rid")
+
+    def __init__(self, owner: "RecordSampleWriter", rid: int) -> None:
+        self._owner, self._rid = owner, rid
+
+    def __str__(self) -> str:
+        return self._owner._where(self._rid)
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self), spec)
+
+
 class RecordSampleWriter:
     """Mixin of ImageRecordIter: ``_process_one(payload, rid, slot, buf)`` for BatchPipeline."""
 
@@ -61,7 +77,7 @@ class RecordSampleWriter:
         header, start = unpack_header(payload)
         buf.label[slot] = self._labels(header, rid)
         buf.header_id[slot] = int(header.id)
-        where = self._where(rid)
+        where = _RecordWhere(self, rid)
         rng = self._process_one_rng(rid, buf.plan.epoch)
         img = self._aug.decode_process(memoryview(payload)[start:], rng, where)
         n = self.params.norm
