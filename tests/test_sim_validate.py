@@ -1,6 +1,8 @@
 """The simulator against the real thing (issue #18.4): small jobs run for real on the
 loopback S3 server behind the counting proxy; GETs and bytes must match the
-simulation exactly (the epoch-time comparison is bench/sim_validate.py's)."""
+simulation exactly.  Each case also prints (and records as a junit property) the
+simulated / real epoch time with the CPU costs calibrated on this machine; that is
+a figure, never asserted (timings belong to bench/sim_validate.py)."""
 from __future__ import annotations
 
 import pytest
@@ -8,6 +10,7 @@ import pytest
 from cloudrec.dataset import open_dataset
 from cloudrec.dataset.synthetic import write_synthetic
 from cloudrec.sim import JobSpec, StorageModel, from_dataset, simulate
+from cloudrec.sim.calibrate import CpuMeter, client_setup, host_model, storage_costs
 from cloudrec.sim.validate import run_real
 
 pytest.importorskip("torch")
@@ -31,15 +34,47 @@ CASES = [
 ]
 
 
+def _server_pids(s3_server, proxy):
+    """pids of moto and the proxy when this session started them (not an external server)."""
+    out = {}
+    for name, svc, label in (("moto", s3_server, "moto"), ("proxy", proxy, "faultproxy")):
+        proc = getattr(svc, "procs", {}).get(label)
+        if proc is None:
+            return {}
+        out[name] = proc.pid
+    return out
+
+
+def _timing_figure(ds, job, pids, real_s, cpu, record_property) -> None:
+    """Print and record simulated / real epoch seconds, CPU costs measured just before."""
+    costs = cpu["costs"]
+    storage = StorageModel(latency_s=0.0, stream_bw=1e12,
+                           server_cpu={k: costs[k] for k in pids})
+    wk = {"worker_record_s": 0.0, "main_batch_s": 0.0, "start_s": 0.0}
+    host = host_model(costs, wk, cpu["cores_free"], setup=cpu["setup"])
+    sim_s = simulate(ds, job, storage, host)["epoch_s"]
+    print(f"\n{job.mode} {job.world_size}x{job.num_workers} {job.fetch}: epoch simulated "
+          f"{sim_s:.2f} s / real {real_s:.2f} s = {sim_s / real_s:.2f}x "
+          f"({cpu['cores_free']:.2f} cores free)")
+    record_property("epoch_sim_over_real", round(sim_s / real_s, 3))
+
+
 @pytest.mark.parametrize("mode,world,workers,fetch", CASES)
-def test_gets_and_bytes_match_the_simulation(shards, fault_proxy, tmp_path, mode, world, workers,
-                                             fetch):
+def test_gets_and_bytes_match_the_simulation(shards, s3_server, fault_proxy, tmp_path, mode, world,
+                                             workers, fetch, record_property):
     so = fault_proxy.storage_options
     job = JobSpec(world_size=world, num_workers=workers, batch_size=32, mode=mode, seed=3,
                   ranks_per_node=world, fetch=fetch)
-    sim = simulate(from_dataset(open_dataset(shards, storage_options=so)), job, StorageModel())
+    ds = from_dataset(open_dataset(shards, storage_options=so))
+    sim = simulate(ds, job, StorageModel())
+    pids = _server_pids(s3_server, fault_proxy)
+    if pids:
+        costs = storage_costs(open_dataset(shards, storage_options=so), pids, small=100, rounds=1)
+        setup = client_setup(open_dataset(shards, storage_options=so), rounds=1)
     fault_proxy.configure()            # zero the counts: only the job's own traffic below
+    meter = CpuMeter(pids).start()
     real = run_real(shards, job, so, cache_dir=str(tmp_path / "cache"))
+    cpu = meter.stop()
     traffic = fault_proxy.traffic()
     ids = [i for r in real["ranks"] for i in r["ids"]]
     assert sorted(set(ids)) == list(range(sim["dataset"]["records"]))   # the whole epoch was read
@@ -48,6 +83,9 @@ def test_gets_and_bytes_match_the_simulation(shards, fault_proxy, tmp_path, mode
     assert traffic["GET .idx"]["requests"] == world * len(shards) == world * sim["open"]["GET .idx per rank"]
     assert traffic["HEAD .rec"]["requests"] == world * sim["open"]["HEAD per rank"]
     assert traffic["HEAD .idx"]["requests"] == world * sim["open"]["HEAD .idx per rank"]
+    if pids:   # a printed figure, not a check: timings vary with the machine's load
+        _timing_figure(ds, job, pids, real["seconds"], {**cpu, "costs": costs, "setup": setup},
+                       record_property)
 
 
 def test_cache_downloads_of_shards_larger_than_a_chunk(s3_server, fault_proxy, tmp_path):
