@@ -10,9 +10,10 @@ included, as the fetcher reads them). The baseline in the same run is the
 earlier layout: global steps of W x B dealt to ranks, batch i of a rank to
 worker i % K (so consecutive batches alternate between workers).
 Columns: amp = bytes moved / bytes read (old: the earlier layout; aligned: the same
-slices planned as a fetcher could with the slice's hints: look-ahead windows cut
-at ``EpochSlice.chunk_starts`` (whole shuffle windows per plan) and no gap
-merging outside ``EpochSlice.exclusive``); reqs/1k = requests per 1,000 records;
+slices read as RecordIterableDataset reads them, with the slice's hints: the
+fetcher's own look-ahead windows cut at ``EpochSlice.chunk_starts`` (whole
+shuffle windows per plan), and block/shard slices merging only touching
+records); reqs/1k = requests per 1,000 records;
 eighths = mean distinct eighths of the dataset (file order) in a batch (8 = uniform).
 Defaults mirror issue 13's storage bench (2,000 photos of ~70 KB in 8 shards,
 batch 64, 4 MB blocks, 32 MB fetch windows, 256 KB max gap).
@@ -34,11 +35,18 @@ MODES = [("global", {}), ("block", {}), ("block/il", {"within": "interleave"}), 
          ("none", {})]
 
 
-def make_table(records: int, shards: int, record_bytes: int) -> SimpleNamespace:
+class _Table(SimpleNamespace):
+    """shard/offset/length columns, sized like a RecordTable."""
+
+    def __len__(self) -> int:
+        return len(self.length)
+
+
+def make_table(records: int, shards: int, record_bytes: int) -> _Table:
     per = -(-records // shards)
     shard = np.minimum(np.arange(records) // per, shards - 1).astype(np.int32)
     offset = (np.arange(records) - shard.astype(np.int64) * per) * record_bytes
-    return SimpleNamespace(shard=shard, offset=offset, length=np.full(records, record_bytes, np.int64))
+    return _Table(shard=shard, offset=offset, length=np.full(records, record_bytes, np.int64))
 
 
 def windows(ids: np.ndarray, lengths: np.ndarray, window_bytes: int):
@@ -59,40 +67,24 @@ def windows(ids: np.ndarray, lengths: np.ndarray, window_bytes: int):
         yield ids[prev:]
 
 
-def aligned_windows(ids: np.ndarray, starts: np.ndarray, lengths: np.ndarray, window_bytes: int):
-    """Windows cut only at the slice's ``chunk_starts`` (whole shuffle windows, >= 1 per plan)."""
-    cuts = np.concatenate([[0], starts[(starts > 0) & (starts < ids.size)], [ids.size]]).astype(np.int64)
-    csum = np.concatenate([[0], np.cumsum(lengths[ids])])
-    a = 0
-    for i in range(1, len(cuts)):
-        if i == len(cuts) - 1 or csum[cuts[i + 1]] - csum[cuts[a]] > window_bytes:
-            yield ids[cuts[a]:cuts[i]]
-            a = i
-
-
 def io_cost(worker_ids, table, window_bytes: int, max_gap: int, slices=None) -> tuple[int, int, int]:
-    """(bytes moved, bytes read, requests) of all workers; with ``slices``, windows cut at
-    their ``chunk_starts`` and records outside ``exclusive`` planned without gap merging."""
+    """(bytes moved, bytes read, requests) of all workers; with ``slices``, as
+    ``RecordIterableDataset`` fetches them: ``RecordFetcher.fetch(ids,
+    chunk_starts=sl.chunk_starts, touching_only=sl.exclusive is not None)``, i.e. the
+    fetcher's own window cutting, then the planner with gap 0 for block/shard slices."""
+    from cloudrec.reader.fetch import RecordFetcher
+    fetcher = RecordFetcher(SimpleNamespace(table=table, shards=[]), window_bytes=window_bytes)
     moved = read = reqs = 0
     for j, ids in enumerate(worker_ids):
         read += int(table.length[ids].sum())
         sl = None if slices is None else slices[j]
-        if sl is None or sl.exclusive is None:
-            cut = windows(ids, table.length, window_bytes)
+        if sl is None:
+            cut, g = windows(ids, table.length, window_bytes), max_gap
         else:
-            cut = aligned_windows(ids, sl.chunk_starts, table.length, window_bytes)
-            lo, hi = sl.exclusive
-            own = set(ids[lo:hi].tolist()) - set(ids[:lo].tolist()) - set(ids[hi:].tolist())
+            cut = fetcher._windows(ids, sl.chunk_starts)
+            g = 0 if sl.exclusive is not None else max_gap
         for w in cut:
-            if sl is not None and sl.exclusive is not None:
-                mine = np.fromiter((x in own for x in w.tolist()), bool, len(w))
-                for part, g in ((w[mine], max_gap), (w[~mine], -1)):
-                    if part.size:
-                        plan = plan_ranges(table.shard[part], table.offset[part], table.length[part], g)
-                        moved += plan.nbytes
-                        reqs += len(plan)
-                continue
-            plan = plan_ranges(table.shard[w], table.offset[w], table.length[w], max_gap)
+            plan = plan_ranges(table.shard[w], table.offset[w], table.length[w], g)
             moved += plan.nbytes
             reqs += len(plan)
     return moved, read, reqs
