@@ -199,7 +199,6 @@ def summarize(path: str, t0: float) -> None:
     by = defaultdict(list)
     for e in ev:
         by[e["k"]].append(e)
-    main_pid = by["start"][0]["pid"]
 
     def rel(e):
         return e["t"] - start
@@ -228,6 +227,15 @@ def summarize(path: str, t0: float) -> None:
                   f"first {min(e['t0'] for e in g) - start:.3f}, last {max(e['t'] for e in g) - start:.3f}"
                   f" busy {busy:.2f} of span {span:.2f}, mean inflight "
                   f"{sum(e['t'] - e['t0'] for e in g) / max(span, 1e-9):.1f}")
+    # the first 64 requests each worker submitted: when they completed
+    subs = by.get("sub", [])
+    dones = by.get("req_done", [])
+    for pid in sorted({e["pid"] for e in subs}):
+        ss = [e for e in subs if e["pid"] == pid][:64]
+        dd = {(e["shard"], e["a"]): rel(e) for e in dones if e["pid"] == pid}
+        fin = sorted(dd.get((e["shard"], e["a"]), -1) for e in ss)
+        print(f"  pid {pid % 1000}: first 64 submits {rel(ss[0]):.3f}..{rel(ss[-1]):.3f}, done "
+              f"10th {fin[9]:.3f} 32nd {fin[31]:.3f} 64th {fin[-1]:.3f}")
     for e in by.get("download", []):
         print(f"  download shard {e['shard']} pid {e['pid'] % 1000}: {rel(e) - (e['t'] - e['t0']):.3f} -> {rel(e):.3f}")
     crcs = by.get("crc", [])

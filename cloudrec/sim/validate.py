@@ -18,8 +18,8 @@ def run_real(urls: Sequence[str], job: JobSpec, storage_options: Optional[Dict[s
              cache_dir: Optional[str] = None) -> Dict[str, Any]:
     """One epoch of ``job`` over the shards ``urls``; each rank opens the dataset itself.
 
-    Returns wall seconds, the slowest rank's time to its first batch, and the
-    records each rank received (pad included).
+    Returns wall seconds, the slowest rank's time to its first batch and to its
+    opened dataset, and the records each rank received (pad included).
     """
     import torch.utils.data as tud
 
@@ -35,6 +35,7 @@ def run_real(urls: Sequence[str], job: JobSpec, storage_options: Optional[Dict[s
     def rank_main(rank: int) -> None:
         try:
             ds = open_dataset(list(urls), storage_options=storage_options)
+            opened = time.perf_counter() - t0
             rds = RecordIterableDataset(ds, decode=len, batch_size=job.batch_size, seed=job.seed,
                                         mode=job.mode, rank=rank, world_size=job.world_size,
                                         last=job.last, order_options=job.order_options,
@@ -49,7 +50,7 @@ def run_real(urls: Sequence[str], job: JobSpec, storage_options: Optional[Dict[s
                     first = time.perf_counter() - t0
                 ids += batch["ids"].tolist()
                 n += len(batch["ids"])
-            results[rank] = {"records": n, "first_batch_s": first, "ids": ids}
+            results[rank] = {"records": n, "first_batch_s": first, "ids": ids, "open_s": opened}
         except BaseException as exc:  # noqa: BLE001 - re-raised in the caller
             errors.append(exc)
 
@@ -62,4 +63,5 @@ def run_real(urls: Sequence[str], job: JobSpec, storage_options: Optional[Dict[s
         raise errors[0]
     return {"seconds": time.perf_counter() - t0,
             "first_batch_s": max(r["first_batch_s"] or 0.0 for r in results),
+            "open_s": max(r["open_s"] for r in results),
             "ranks": results}
