@@ -33,7 +33,8 @@ for _k, _v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing
     os.environ.setdefault(_k, _v)
 
 JOBS = [("block", 1, 2, {}), ("block", 2, 2, {}), ("global", 1, 2, {}),
-        ("global", 2, 1, {"max_gap": 0}), ("block", 2, 2, {"cache": "shards"})]
+        ("global", 2, 1, {"max_gap": 0}), ("block", 2, 2, {"cache": "shards"}),
+        ("global", 1, 1, {"concurrency": 2})]    # latency-bound: few connections
 
 
 def stream_bandwidth(ds, latency_s: float) -> float:

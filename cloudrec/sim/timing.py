@@ -2,8 +2,9 @@
 
 Every request costs time on two kinds of resource:
 
-* its own delay, ``latency + bytes / stream_bw``, while it holds one of the
-  worker's ``concurrency`` connections.  A worker runs its requests in
+* its own delay while it holds one of the worker's ``concurrency`` connections:
+  ``latency + bytes / stream_bw`` plus the CPU its client and servers spend on
+  it, in series (:func:`own_time`).  A worker runs its requests in
   submission order as a fluid queue (request i starts once the worker's earlier
   requests have used ``sum(t) / concurrency``): the latency bound per worker;
 * shared capacity of the node: its bandwidth (``node_bw``), its cores
@@ -88,6 +89,15 @@ def _bound_name(which: int, server_s: Dict[str, float]) -> str:
     return names[which]
 
 
+def own_time(nbytes: np.ndarray, storage: StorageModel, host: HostModel) -> np.ndarray:
+    """A request's time on its connection when nothing else contends: the latency, its
+    bytes at the connection's bandwidth (or, if slower, through the CPU of its servers
+    and client per byte) and the CPU each of them spends on one request, in series."""
+    per_byte = host.byte_cpu_s + sum(c_b for _, c_b in storage.server_cpu.values())
+    per_req = host.request_cpu_s + sum(c_r for c_r, _ in storage.server_cpu.values())
+    return storage.latency_s + np.maximum(nbytes / storage.stream_bw, nbytes * per_byte) + per_req
+
+
 def _ps_finish(u: np.ndarray, group: np.ndarray, wave: np.ndarray, q: np.ndarray) -> np.ndarray:
     """For each query request ``q``: sum over requests of its group (node) and of the
     same or an earlier wave of ``min(u_j, u_q)`` (processor sharing, see module doc)."""
@@ -119,7 +129,7 @@ def ranged(req: Requests, st: StreamFacts, job: JobSpec, storage: StorageModel,
         return {"first_batch_s": 0.0, "epoch_s": 0.0, "peak_get_rate": 0.0, "windows_short": 0.0,
                 "bound": "none", "node_stretch": 1.0}
     nb = req.nbytes.astype(float)
-    t = storage.latency_s + nb / storage.stream_bw
+    t = own_time(nb, storage, host)
     s = req.stream.astype(np.int64)
     csum = np.cumsum(t)
     first = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
