@@ -12,7 +12,8 @@ from cloudrec.dataset.synthetic import write_synthetic
 from cloudrec.errors import ConfigError
 from cloudrec.reader.fetch import RecordFetcher
 from cloudrec.reader.sampler import EpochSampler
-from cloudrec.sim import JobSpec, StorageModel, format_report, from_dataset, simulate, synthetic
+from cloudrec.sim import (HostModel, JobSpec, StorageModel, format_report, from_dataset, simulate,
+                          synthetic)
 from cloudrec.sim.trace import plan_streams, plan_streams_reference, streams
 
 
@@ -191,3 +192,54 @@ def test_cli_on_a_real_dataset_and_on_its_table(local_ds, tmp_path, capsys):
     assert a["dataset"] == b["dataset"] and a["dataset"]["records"] == len(local_ds)
     assert a["gets"] == b["gets"] and a["bytes"] == b["bytes"]
     assert b["open"]["GET table per node"] == 1 and b["open"]["LIST per rank"] == 1
+
+
+def test_cpu_bounds_name_what_binds():
+    """The node's cores, a single-threaded server process and one worker's core each bound
+    the epoch when their CPU seconds exceed the storage's time (model arithmetic)."""
+    ds = synthetic(20_000, 8, mean_bytes=20_000, dist="fixed")
+    job = JobSpec(world_size=2, num_workers=2, batch_size=64, mode="global", ranks_per_node=2)
+    free = simulate(ds, job, StorageModel())
+    node = simulate(ds, job, StorageModel(), HostModel(cores=2, request_cpu_s=0.01))
+    assert node["bound"] == "node CPU" and node["gets"] == free["gets"]
+    assert node["epoch_s"] >= node["gets"] * 0.01 / 2 > free["epoch_s"]
+    srv = simulate(ds, job, StorageModel(server_cpu={"srv": (0.02, 0.0)}))
+    assert srv["bound"] == "server process srv (1 core)"
+    assert srv["epoch_s"] >= srv["gets"] * 0.02
+    one = simulate(ds, job, StorageModel(), HostModel(record_cpu_s=0.01))
+    assert one["bound"] == "one worker's CPU (1 core)"
+    assert one["epoch_s"] >= 20_000 / 4 * 0.01            # a worker's share of the records
+    assert node["first_batch_s"] < node["epoch_s"] and node["cpu_s"]["node_max"] > 0
+    with pytest.raises(ConfigError, match="record_cpu_s"):
+        simulate(ds, job, StorageModel(), HostModel(record_cpu_s=-1))
+
+
+def test_processor_sharing_first_wave_matches_brute_force():
+    import numpy as np
+
+    from cloudrec.sim.timing import _ps_finish, own_time
+    rng = np.random.default_rng(1)
+    u = rng.uniform(0.1, 2.0, 300)
+    group = rng.integers(0, 3, 300)
+    wave = rng.integers(0, 4, 300)
+    q = rng.choice(300, 40, replace=False)
+    got = _ps_finish(u, group, wave, q)
+    want = [sum(min(u[j], u[i]) for j in range(300) if group[j] == group[i] and wave[j] <= wave[i])
+            for i in q.tolist()]
+    assert np.allclose(got, want)
+    nb = np.array([0.0, 1e6])
+    assert np.allclose(own_time(nb, StorageModel(latency_s=0.02, stream_bw=1e8), HostModel()),
+                       [0.02, 0.03])
+
+
+def test_cpu_meter_counts_our_cpu_and_the_cores_left():
+    import os
+
+    from cloudrec.sim.calibrate import CpuMeter
+    m = CpuMeter({}).start()
+    x = 0
+    for i in range(300_000):
+        x += i * i
+    d = m.stop()
+    assert d["main"] > 0 and d["wall"] > 0
+    assert 0 < d["cores_free"] <= (os.cpu_count() or 1)
