@@ -243,3 +243,14 @@ def test_cpu_meter_counts_our_cpu_and_the_cores_left():
     d = m.stop()
     assert d["main"] > 0 and d["wall"] > 0
     assert 0 < d["cores_free"] <= (os.cpu_count() or 1)
+
+
+def test_planning_in_chunks_of_streams_equals_one_call():
+    from cloudrec.sim.runner import _plan_in_chunks
+    ds = synthetic(6000, 9, mean_bytes=15_000, seed=4)
+    f = RecordFetcher(ds, window_bytes=1 << 20)
+    sts = _streams(ds, f, "block", 3, 2, 32)
+    one = plan_streams(ds.table, sts, f.max_gap, f.max_request)
+    parts = _plan_in_chunks(ds.table, sts, f.max_gap, f.max_request, chunk_records=1500)
+    for name in ("stream", "window", "shard", "start", "end", "need"):
+        assert getattr(parts, name).tolist() == getattr(one, name).tolist()

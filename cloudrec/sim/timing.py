@@ -57,12 +57,6 @@ def _seg_max(values: np.ndarray, seg: np.ndarray, nseg: int) -> np.ndarray:
     return out
 
 
-def _positions(s: np.ndarray) -> np.ndarray:
-    """Each request's position in its stream (requests grouped by stream, in order)."""
-    first = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
-    return np.arange(len(s)) - np.repeat(first, np.diff(np.append(first, len(s))))
-
-
 def _server_seconds(storage: StorageModel, gets: float, nbytes: float) -> Dict[str, float]:
     """CPU seconds each single-threaded loopback server process spends on the job."""
     return {k: gets * c_r + nbytes * c_b for k, (c_r, c_b) in storage.server_cpu.items()}
@@ -95,7 +89,9 @@ def own_time(nbytes: np.ndarray, storage: StorageModel, host: HostModel) -> np.n
     and client per byte) and the CPU each of them spends on one request, in series."""
     per_byte = host.byte_cpu_s + sum(c_b for _, c_b in storage.server_cpu.values())
     per_req = host.request_cpu_s + sum(c_r for c_r, _ in storage.server_cpu.values())
-    return storage.latency_s + np.maximum(nbytes / storage.stream_bw, nbytes * per_byte) + per_req
+    t = nbytes * max(1 / storage.stream_bw, per_byte)
+    t += storage.latency_s + per_req
+    return t
 
 
 def _ps_finish(u: np.ndarray, group: np.ndarray, wave: np.ndarray, q: np.ndarray) -> np.ndarray:
@@ -135,16 +131,20 @@ def ranged(req: Requests, st: StreamFacts, job: JobSpec, storage: StorageModel,
     first = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
     base = np.zeros(nstreams)
     base[s[first]] = csum[first] - t[first]
-    start = (csum - t - base[s]) / concurrency            # fluid: C connections per worker
+    start = csum                                          # fluid: C connections per worker
+    start -= t
+    start -= base[s]
+    start /= concurrency
     finish = start + t
     done = _seg_max(finish, s, nstreams)                  # latency bound per worker
     # CPU: the storage client's per request and byte, in the worker that asked
-    cli = host.request_cpu_s + nb * host.byte_cpu_s
-    w_cpu = (np.bincount(s, weights=cli, minlength=nstreams) + st.records * host.record_cpu_s
-             + host.worker_start_cpu_s)
+    per_stream_gets = np.bincount(s, minlength=nstreams)
+    per_stream_bytes = np.bincount(s, weights=nb, minlength=nstreams)
+    w_cpu = (per_stream_gets * host.request_cpu_s + per_stream_bytes * host.byte_cpu_s
+             + st.records * host.record_cpu_s + host.worker_start_cpu_s)
     nodes_of, node_of_stream = np.unique(st.rank // job.ranks_per_node, return_inverse=True)
     nnodes = len(nodes_of)
-    node_bytes = np.bincount(node_of_stream[s], weights=nb, minlength=nnodes)
+    node_bytes = np.bincount(node_of_stream, weights=per_stream_bytes, minlength=nnodes)
     node_cpu = (np.bincount(node_of_stream, weights=w_cpu, minlength=nnodes)
                 + np.bincount(node_of_stream, weights=st.batches, minlength=nnodes)
                 * host.main_batch_cpu_s)
@@ -157,13 +157,19 @@ def ranged(req: Requests, st: StreamFacts, job: JobSpec, storage: StorageModel,
     np.maximum.at(node_work, node_of_stream, work)
     node_t = np.maximum(shared, node_work)
     stretch = np.maximum(1.0, node_t / np.maximum(node_lat, 1e-12))
-    sf = stretch[node_of_stream[s]]
     # the prefix limit over the whole job (sampled ranks stand for rank_scale times as many)
-    prefix = req.shard.astype(np.int64) % storage.prefixes
-    per_prefix = np.bincount(prefix, minlength=storage.prefixes) * rank_scale
+    buckets = start
+    buckets *= (stretch / BUCKET_S)[node_of_stream][s]     # start is not needed after this
+    buckets = buckets.astype(np.int64)
+    if storage.prefixes > 1:
+        prefix = req.shard.astype(np.int64) % storage.prefixes
+        buckets = buckets * storage.prefixes + prefix
+        per_prefix = np.bincount(prefix, minlength=storage.prefixes) * rank_scale
+    else:
+        per_prefix = np.array([len(req)], float) * rank_scale
     demand_end = float(node_t.max())
-    buckets = (start * sf / BUCKET_S).astype(np.int64)
-    peak = float(np.bincount(buckets * storage.prefixes + prefix).max()) * rank_scale / BUCKET_S
+    peak = float(np.bincount(buckets).max()) * rank_scale / BUCKET_S
+    del buckets
     prefix_bound = float(per_prefix.max() / storage.prefix_rate)
     epoch = max(demand_end, prefix_bound)
     slow = epoch / demand_end if demand_end > 0 else 1.0
@@ -178,13 +184,23 @@ def ranged(req: Requests, st: StreamFacts, job: JobSpec, storage: StorageModel,
         bound = _bound_name(int(which[worst]), server_s)
     # first batch: worker 0 of each rank, records before position B
     q = np.flatnonzero((st.worker[s] == 0) & (req.need < job.batch_size))
-    wave = _positions(s) // max(1, concurrency)
-    # each request's share of its node's binding resource (bytes, CPU), in seconds
-    d = cli + nb / storage.node_bw + sum(c_r + nb * c_b for c_r, c_b in storage.server_cpu.values())
-    node_req = node_of_stream[s]
-    dsum = np.bincount(node_req, weights=d, minlength=nnodes)
-    u = d * (shared[node_req] / np.maximum(dsum[node_req], 1e-30))
-    ps = (wave[q] + 1) * storage.latency_s + _ps_finish(u, node_req, wave, q)
+    first_of = np.zeros(nstreams, np.int64)
+    first_of[s[first]] = first
+    wave = np.arange(len(s), dtype=np.int64)
+    wave -= first_of[s]                                   # position in its stream
+    wave //= max(1, concurrency)
+    # each request's share of its node's binding resource (bytes, CPU), in seconds: only
+    # requests of the first batch's waves or earlier take part
+    sub = np.flatnonzero(wave <= wave[q].max())
+    node_req = node_of_stream[s[sub]]
+    per_req = host.request_cpu_s + sum(c_r for c_r, _ in storage.server_cpu.values())
+    per_byte = (host.byte_cpu_s + 1 / storage.node_bw
+                + sum(c_b for _, c_b in storage.server_cpu.values()))
+    dsum = (np.bincount(node_of_stream, weights=per_stream_gets, minlength=nnodes) * per_req
+            + node_bytes * per_byte)
+    u = (per_req + nb[sub] * per_byte) * (shared / np.maximum(dsum, 1e-30))[node_req]
+    qs = np.searchsorted(sub, q)
+    ps = (wave[q] + 1) * storage.latency_s + _ps_finish(u, node_req, wave[sub], qs)
     fb = np.zeros(nstreams)
     np.maximum.at(fb, s[q], np.maximum(finish[q], ps))
     fb_rank = fb[st.worker == 0]
