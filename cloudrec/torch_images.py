@@ -77,6 +77,7 @@ class ImageRecordDataset(RecordIterableDataset):
                   part_mode="even", worker=worker, num_workers=workers)
         it = ImageRecordIter(**kw)
         try:
+            it._speculate = False  # one epoch per iterator: nothing to build ahead
             it.load_state_dict(state)
             for batch in it:
                 n = len(batch.record_ids)

@@ -1,5 +1,6 @@
-"""Batch arrays are reused only when nobody holds them; the pipeline's runs of slots; the
-one-call float32 NCHW write (OpenCV's blob conversion) equals the per-plane LUT write."""
+"""Batch arrays are reused only when nobody holds them; the pipeline's runs of slots; the next
+epoch built ahead gives the batches a fresh start gives; the one-call float32 NCHW write
+(OpenCV's blob conversion) equals the per-plane LUT write."""
 from __future__ import annotations
 
 import gc
@@ -67,17 +68,86 @@ def test_dropped_batches_are_refilled_and_values_match_a_fresh_iterator(rec):
                 seen.add(b.data[0].__array_interface__["data"][0])
                 got.append((b.data[0].copy(), b.label[0].copy(), b.pad))
             it.reset()
-    with make(rec) as ref:
+    with make(rec) as ref:  # no epoch built ahead, each one started from scratch
+        ref._speculate = False
         want = []
-        for _ in range(3):
+        for e in range(3):
+            ref.set_epoch(e)
             want += [(b.data[0], b.label[0], b.pad) for b in ref]
-            ref.reset()
     assert len(seen) <= 2 + 4 + 2  # prefetch + pool margin, not one array per batch (36)
     assert len(got) == len(want) == 36
     for (a, la, pa), (b, lb, pb) in zip(got, want):
         assert np.array_equal(a, b) and np.array_equal(la, lb) and pa == pb
     assert got[-1][2] == 6  # round_batch=False: 90 = 11 * 8 + 2, pad slots zero-filled
     assert not got[-1][0][2:].any()
+
+
+def epoch_values(it):
+    return [(b.data[0].copy(), b.label[0].copy(), b.index.copy(), b.pad) for b in it]
+
+
+def same(a, b):
+    return len(a) == len(b) and all(
+        np.array_equal(x[0], y[0]) and np.array_equal(x[1], y[1]) and np.array_equal(x[2], y[2])
+        and x[3] == y[3] for x, y in zip(a, b))
+
+
+@pytest.mark.parametrize("n_first", [None, 0, 3])
+def test_epoch_built_ahead_matches_a_fresh_start(rec, n_first):
+    """After a full epoch the next one's first batch is built ahead: reset() takes it over
+    (same batches as set_epoch on a fresh iterator); set_epoch to another epoch, a reset in
+    the middle of an epoch or load_state_dict discard it."""
+    with make(rec) as ref:
+        ref._speculate = False
+        want = {}
+        for e in range(4):
+            ref.set_epoch(e)
+            want[e] = epoch_values(ref)
+    with make(rec) as it:
+        assert same(epoch_values(it), want[0])
+        spec = it._pipeline._spec  # registered before the epoch's end was queued
+        assert spec is not None and spec.key == (1, 0) and not spec.adopted.is_set()
+        if n_first is None:
+            it.reset()  # adopts epoch 1 built ahead
+            assert spec.adopted.is_set() and it._pipeline._queue is spec.queue
+            assert same(epoch_values(it), want[1])
+            it.set_epoch(3)  # not the one built ahead (2): discarded
+            assert same(epoch_values(it), want[3])
+        else:
+            it.reset()
+            got = [next(it) for _ in range(n_first)]
+            assert same([(b.data[0], b.label[0], b.index, b.pad) for b in got],
+                        want[1][:n_first])
+            del got
+            it.reset()  # mid-epoch: a fresh epoch 2 (no batch read yet: a no-op, still 1)
+            assert same(epoch_values(it), want[2 if n_first else 1])
+            it.load_state_dict({**it.state_dict(), "epoch": 1, "consumed": 0})
+            assert same(epoch_values(it), want[1])
+
+
+def test_one_batch_epochs_built_ahead(tmp_path):
+    """Epochs of a single batch: the producer finishes the next epoch before reset() comes;
+    reset() still takes it over, epoch after epoch."""
+    rec, idx = str(tmp_path / "t.rec"), str(tmp_path / "t.idx")
+    w = MXIndexedRecordIO(idx, rec, "w")
+    rng = np.random.default_rng(5)
+    for i in range(5):
+        w.write_idx(i, pack_img(IRHeader(0, float(i), i, 0),
+                                rng.integers(0, 255, (40, 40, 3), dtype=np.uint8), quality=90))
+    w.close()
+    with make((rec, idx)) as ref:
+        ref._speculate = False
+        want = []
+        for e in range(4):
+            ref.set_epoch(e)
+            want.append(epoch_values(ref))
+    with make((rec, idx)) as it:
+        for e in range(4):
+            got = epoch_values(it)
+            assert len(got) == 1 and same(got, want[e]), e
+            spec = it._pipeline._spec
+            it.reset()
+            assert spec is not None and spec.adopted.is_set()
 
 
 def test_pool_hands_out_only_unreferenced_arrays():

@@ -261,12 +261,18 @@ class ImageRecordIter(RecordSampleWriter, DataIter):
         self.sampler.consumed = 0
         self._restart()
 
+    #: build the next epoch's first batch ahead at the end of each one (see BatchPipeline.start):
+    #: no idle decode threads across ``reset()``; off for single-epoch users (torch dataset)
+    _speculate = True
+
     def _restart(self) -> None:
         s = self.sampler
         self.epoch, self._served = s.epoch, 0
         self._start_consumed = s.consumed
         self._current = None
-        self._pipeline.start(self._plans(s.epoch, s.consumed))
+        nxt = ((s.epoch + 1, 0), self._plans(s.epoch + 1, 0)) if self._speculate else None
+        self._pipeline.start(self._plans(s.epoch, s.consumed), key=(s.epoch, s.consumed),
+                             next_plans=nxt)
 
     def state_dict(self) -> Dict[str, Any]:
         """Where the iterator is, as the sampler's state (see :class:`EpochSampler`).

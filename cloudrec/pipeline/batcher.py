@@ -114,6 +114,29 @@ class BatchArrayPool:
             self._arrays.clear()
 
 
+class _Speculation:
+    """The next epoch's batches, built ahead into their own queue until start() adopts them."""
+
+    __slots__ = ("key", "queue", "adopted")
+
+    def __init__(self, key: Any, q: queue.Queue) -> None:
+        self.key, self.queue, self.adopted = key, q, threading.Event()
+
+
+def _drain(q: Optional[queue.Queue]) -> None:
+    """Empty ``q``, cancelling the queued work of the batches in it."""
+    if q is None:
+        return
+    try:
+        while True:
+            b = q.get_nowait()
+            if isinstance(b, BatchBuffers):
+                for f in b.futures:
+                    f.cancel()
+    except queue.Empty:
+        pass
+
+
 class BatchPipeline:
     """Runs plans through ``process(payload, rid, slot, buffers)`` on a thread pool.
 
@@ -139,7 +162,11 @@ class BatchPipeline:
         self._closed = False
         self._threads = max(1, int(threads))
         # queued + being built + being filled + held by the consumer (batch and previous)
-        self._arrays = BatchArrayPool(prefetch + 4)
+        self._arrays = BatchArrayPool(prefetch + 5)
+        # the next epoch built ahead (see start()); guarded by _spec_lock with _next
+        self._spec: Optional[_Speculation] = None
+        self._next: Optional[Tuple[Any, Sequence[BatchPlan]]] = None
+        self._spec_lock = threading.Lock()
 
     def _data_array(self, batch: int) -> np.ndarray:
         """A batch data array from the pool (reused when nobody references it any more)."""
@@ -152,12 +179,31 @@ class BatchPipeline:
             process(payload, rid, slot, buf)
 
     # -- epoch control ---------------------------------------------------------------------
-    def start(self, plans: Sequence[BatchPlan]) -> None:
-        """Begin producing the batches of ``plans`` (stops any epoch in progress)."""
+    def start(self, plans: Sequence[BatchPlan], key: Any = None,
+              next_plans: Optional[Tuple[Any, Sequence[BatchPlan]]] = None) -> None:
+        """Begin producing the batches of ``plans`` (stops any epoch in progress).
+
+        ``key`` names ``plans`` (ImageRecordIter: ``(epoch, consumed)``); ``next_plans`` is
+        ``(key, plans)`` of the epoch expected next.  Once every batch of ``plans`` is
+        submitted, the first batch of ``next_plans`` is built ahead, so the threads keep
+        working across the epoch boundary (``reset()``); a later ``start`` with that key
+        takes it over instead of restarting.  Any other ``start`` discards it.
+        """
         if self._closed:
             raise PipelineClosed("the iterator is closed")
+        with self._spec_lock:
+            spec, old = self._spec, self._queue
+            # (a producer that already exited left its queue complete: still adoptable)
+            adopt = key is not None and spec is not None and spec.key == key
+            if adopt:
+                self._queue, self._spec, self._next = spec.queue, None, next_plans
+                spec.adopted.set()
+        if adopt:
+            _drain(old)  # what is left of the previous epoch: dropped, as stop() does
+            return
         self.stop()
         self._stop = threading.Event()
+        self._next = next_plans
         self._queue = queue.Queue(maxsize=self._prefetch)
         self._producer = threading.Thread(target=self._produce,
                                           args=(list(plans), self._queue, self._stop),
@@ -174,15 +220,54 @@ class BatchPipeline:
         return False
 
     def _produce(self, plans: List[BatchPlan], q: queue.Queue, stop: threading.Event) -> None:
+        """Epoch after epoch: ``plans`` into ``q``; with ``next_plans``, the next epoch's first
+        batch is built before this epoch's end is queued, the rest once :meth:`start` adopts
+        it (its batches go to their own queue)."""
+        gate: Optional[threading.Event] = None
+        end_prev: Optional[Callable[[], bool]] = None
+        while True:
+            if not self._produce_epoch(plans, q, stop, gate, end_prev):
+                return
+            while gate is not None and not gate.wait(0.1):  # a short epoch built ahead in
+                if stop.is_set():                             # full: wait for its adoption
+                    return
+            with self._spec_lock:
+                nxt, self._next = self._next, None
+                spec = None
+                if nxt is not None and not stop.is_set():
+                    spec = self._spec = _Speculation(nxt[0], queue.Queue(maxsize=self._prefetch))
+            if spec is None:
+                self._put(q, _END, stop)
+                return
+            end_prev = (lambda q=q: self._put(q, _END, stop))
+            plans, q, gate = list(nxt[1]), spec.queue, spec.adopted
+
+    def _produce_epoch(self, plans: List[BatchPlan], q: queue.Queue, stop: threading.Event,
+                       gate: Optional[threading.Event] = None,
+                       end_prev: Optional[Callable[[], bool]] = None) -> bool:
+        """Submit and queue ``plans``' batches; False when stopped or failed (the error queued).
+
+        Built ahead (``gate`` given): after the first batch, ``end_prev()`` queues the end of
+        the previous epoch, then the producer waits for ``gate`` (adoption) or the stop."""
+        pending = [end_prev] if end_prev is not None else []
+
+        def close_prev() -> bool:
+            return pending.pop()() if pending else True
         stream = None
         try:
             wanted = [p.ids[p.ids >= 0] for p in plans]
             all_ids = np.concatenate(wanted) if wanted else np.zeros(0, np.int64)
             stream = self._fetch(all_ids)
             submit, run = self._pool.submit, self._run
-            for plan in plans:
+            for b, plan in enumerate(plans):
+                if b == 1 and gate is not None:
+                    if not close_prev():
+                        return False
+                    while not gate.wait(0.1):
+                        if stop.is_set():
+                            return False
                 if stop.is_set():
-                    return
+                    return False
                 n = plan.ids.shape[0]
                 buf = BatchBuffers(plan, self._shape, self._dtype, self._lw,
                                    self._data_array(n), self._label_dtype)
@@ -190,7 +275,7 @@ class BatchPipeline:
                 items: List[Tuple[bytes, int, int]] = []
                 for slot, rid in enumerate(plan.ids.tolist()):
                     if stop.is_set():
-                        return
+                        return False
                     if rid < 0:
                         buf.data[slot] = 0
                         continue
@@ -204,10 +289,12 @@ class BatchPipeline:
                 if items:
                     buf.futures.append(submit(run, items, buf))
                 if not self._put(q, buf, stop):
-                    return
-            self._put(q, _END, stop)
+                    return False
+            return close_prev()
         except BaseException as exc:  # handed to the consumer, which re-raises it
-            self._put(q, exc, stop)
+            if close_prev():
+                self._put(q, exc, stop)
+            return False
         finally:
             if stream is not None and hasattr(stream, "close"):
                 try:
@@ -243,20 +330,17 @@ class BatchPipeline:
         return item
 
     def stop(self) -> None:
-        """Stop the current epoch's producer and drop its queued batches."""
+        """Stop the current epoch's producer and drop its queued batches (and any built ahead
+        for the next epoch)."""
         self._stop.set()
+        with self._spec_lock:
+            spec, self._spec, self._next = self._spec, None, None
         if self._producer is not None:
             q = self._queue
             while self._producer.is_alive():
-                if q is not None:
-                    try:
-                        while True:
-                            b = q.get_nowait()
-                            if isinstance(b, BatchBuffers):
-                                for f in b.futures:
-                                    f.cancel()
-                    except queue.Empty:
-                        pass
+                _drain(q)
+                if spec is not None:
+                    _drain(spec.queue)
                 self._producer.join(timeout=0.05)
             self._producer = None
             if q is not None:  # wake a consumer blocked in next() on this queue
@@ -264,6 +348,8 @@ class BatchPipeline:
                     q.put_nowait(_END)
                 except queue.Full:
                     pass
+        if spec is not None:
+            _drain(spec.queue)
         self._queue = None
 
     def close(self) -> None:
