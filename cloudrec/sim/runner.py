@@ -68,6 +68,36 @@ def _plan_in_chunks(table: Any, sts: List[Any], max_gap: int, max_request: int,
                       for f in ("stream", "window", "shard", "start", "end", "need")))
 
 
+def _first_batch_chunks(ds: SimDataset, first_streams: List[Any], batch: int, shards: np.ndarray,
+                        sizes: np.ndarray, window: int):
+    """Per shard of ``shards``: the downloaded bytes the first batches of ``first_streams``
+    wait for, and the chunk-request rounds to get them.  The cache downloader's own chunk
+    plan decides: with wanted chunks first (``download_ranges(wants=...)``) the chunks
+    holding those records, fetched at once; otherwise the shard's prefix up to them."""
+    from cloudrec.storage.cache_files import chunk_bounds, download_ranges
+    prioritised = "wants" in inspect.signature(download_ranges).parameters
+    t = ds.table
+    lo = np.full(len(sizes), np.iinfo(np.int64).max)
+    hi = np.zeros(len(sizes), np.int64)
+    for s in first_streams:
+        fb = s.ids[:batch]
+        np.minimum.at(lo, t.shard[fb], t.offset[fb])
+        np.maximum.at(hi, t.shard[fb], t.offset[fb] + t.length[fb])
+    need = np.zeros(len(shards))
+    rounds = np.zeros(len(shards))
+    for k, sh in enumerate(shards.tolist()):
+        if hi[sh] == 0:
+            continue
+        b = np.array(chunk_bounds(int(sizes[sh])), np.int64).reshape(-1, 2)
+        i0 = int(np.searchsorted(b[:, 1], lo[sh], side="right"))
+        i1 = int(np.searchsorted(b[:, 1], hi[sh] - 1, side="right"))
+        if prioritised:
+            need[k], rounds[k] = b[i1, 1] - b[i0, 0], 1
+        else:
+            need[k], rounds[k] = b[i1, 1], -(-(i1 + 1) // window)
+    return need, rounds
+
+
 def _order_sample(ds: SimDataset, job: JobSpec, full_below: int = 2_000_000,
                   chunks: int = 32, chunk: int = 32_768):
     """(positions, record ids) of the epoch's order: all of it for small datasets, else
@@ -174,16 +204,13 @@ def simulate(ds: SimDataset, job: JobSpec, storage: StorageModel,
         for r, i in rank_idx.items():
             ni = node_idx[r // per]
             rank_gets[i], rank_bytes[i] = node_gets[ni] / per, node_bytes[ni] / per
-        # the first node's shards, and the prefix of each its ranks' first batches need
-        idx0 = np.fromiter(sorted(per_node.get(0, set())), np.int64)
-        need = np.zeros(nshards, np.int64)
-        for s in sts:
-            if s.worker == 0 and node_idx[s.rank // job.ranks_per_node] == 0:
-                fb = s.ids[:job.batch_size]
-                np.maximum.at(need, ds.table.shard[fb], ds.table.offset[fb] + ds.table.length[fb])
         from cloudrec.reader.cached import CacheHook
         from cloudrec.storage.cache_files import DOWNLOAD_WINDOW
-        t = timing.cached(facts, node_bytes, node_gets, sizes[idx0], need[idx0], job, storage,
+        idx0 = np.fromiter(sorted(per_node.get(0, set())), np.int64)   # the first node's shards
+        first_s = [s for s in sts if s.worker == 0 and node_idx[s.rank // job.ranks_per_node] == 0]
+        need, rounds = _first_batch_chunks(ds, first_s, job.batch_size, idx0, sizes,
+                                           DOWNLOAD_WINDOW)
+        t = timing.cached(facts, node_bytes, node_gets, sizes[idx0], need, rounds, job, storage,
                           host, chunks[idx0], CacheHook.DOWNLOADERS, DOWNLOAD_WINDOW, scale,
                           touched - np.array([len(per_node.get(i, ())) for i in range(len(node_list))]))
         overfull = bool(node_disk.max() > cap)

@@ -213,14 +213,16 @@ def ranged(req: Requests, st: StreamFacts, job: JobSpec, storage: StorageModel,
 
 
 def cached(st: StreamFacts, node_bytes: np.ndarray, node_gets: np.ndarray, shard_sizes: np.ndarray,
-           first_need: np.ndarray, job: JobSpec, storage: StorageModel, host: HostModel,
+           first_need: np.ndarray, first_rounds: np.ndarray, job: JobSpec,
+           storage: StorageModel, host: HostModel,
            chunk_gets: np.ndarray, downloaders: int, window: int, rank_scale: float,
            followers: np.ndarray) -> Dict[str, Any]:
     """Shard-cache downloads, then local reads (see module doc).
 
     ``node_bytes``/``node_gets``: what each node downloads; ``shard_sizes``: the
-    sizes of the shards one node downloads (the first); ``first_need``: per shard of
-    that list, the bytes of its prefix the first batch needs (0 = none);
+    sizes of the shards one node downloads (the first); ``first_need`` and
+    ``first_rounds``: per shard of that list, the downloaded bytes the first batch
+    waits for (0 = none) and the chunk-request rounds to get them;
     ``chunk_gets``: GETs per shard of that list; ``followers``: per node, the
     (process, shard) pairs where another process downloads the shard.
     """
@@ -230,7 +232,6 @@ def cached(st: StreamFacts, node_bytes: np.ndarray, node_gets: np.ndarray, shard
     # latency bound: downloads run ``downloaders`` per process, each with ``window`` chunk
     # GETs in flight; a shard takes at least its own chunk rounds
     sizes = shard_sizes.astype(float)
-    per_get = sizes / np.maximum(chunk_gets, 1)
     shard_lat = (np.ceil(chunk_gets / window) * storage.latency_s
                  + sizes / (storage.stream_bw * np.minimum(chunk_gets, window)))
     slots = procs * downloaders
@@ -265,13 +266,13 @@ def cached(st: StreamFacts, node_bytes: np.ndarray, node_gets: np.ndarray, shard
     else:
         bound = _bound_name(int(which[worst]), server_s)
     # first batch: the shards it reads download side by side with all the node's others
-    # (processor sharing of the binding resource over bytes); it waits for the prefix of
-    # each that it needs, one latency per chunk round to get there
+    # (processor sharing of the binding resource over bytes); it waits for the bytes it
+    # needs of each, one latency per chunk round to get them
     need = first_need.astype(float)
     first = 0.0
+    rounds = first_rounds
     if need.any() and sizes.sum() > 0:
         share = shared[0] / float(sizes.sum())
-        rounds = np.ceil(np.maximum(1, np.searchsorted(np.cumsum(per_get), need)) / window)
         for k in np.flatnonzero(need).tolist():
             ps = float(np.minimum(sizes, need[k]).sum()) * share
             lat = rounds[k] * storage.latency_s + need[k] / storage.stream_bw
