@@ -3,8 +3,9 @@
 Counts (GETs, bytes, per rank and node, cache disk) come from running the
 same ``EpochSampler.epoch_slice`` / ``RecordFetcher`` window cutting
 / planner that the DataLoader workers run (see :mod:`cloudrec.sim.trace`);
-only times come from :mod:`cloudrec.sim.timing`.  A worker's order + slice
-CPU time is measured on this machine, not modelled.
+only times come from :mod:`cloudrec.sim.timing` (storage latency and bandwidth,
+request rate per prefix, and the CPU of :class:`HostModel` on the node's cores).
+A worker's order + slice CPU time is measured on this machine, not modelled.
 """
 from __future__ import annotations
 

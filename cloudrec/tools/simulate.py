@@ -3,7 +3,9 @@
 GETs and bytes per rank and node, cache disk, peak request rate per prefix,
 time to first batch, storage-bound epoch time and shuffle quality, for a
 real dataset (its URL, or its compact table) or a synthetic one.  Counts come
-from the readers' own order/partition/planner code; only times are modelled.
+from the readers' own order/partition/planner code; only times are modelled:
+storage latency and bandwidth, GET/s per prefix, and (given the node's CPU
+costs: --cores-per-node, --request-cpu-ms, ...) the node's cores.
 
     cloudrec simulate --records 14000000 --shards 1000 --record-kb 70 \\
         --ranks 64 --workers 8 --batch-size 256 --mode block --latency-ms 20
