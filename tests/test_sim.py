@@ -254,3 +254,15 @@ def test_planning_in_chunks_of_streams_equals_one_call():
     parts = _plan_in_chunks(ds.table, sts, f.max_gap, f.max_request, chunk_records=1500)
     for name in ("stream", "window", "shard", "start", "end", "need"):
         assert getattr(parts, name).tolist() == getattr(one, name).tolist()
+
+
+def test_cli_host_cpu_options(tmp_path, capsys):
+    from cloudrec.cli import main
+    out = tmp_path / "r.json"
+    assert main(["simulate", "--records", "4000", "--shards", "4", "--ranks", "2", "--workers", "2",
+                 "--batch-size", "32", "--mode", "global", "--cores-per-node", "1",
+                 "--request-cpu-ms", "10", "--json", str(out)]) == 0
+    capsys.readouterr()
+    rep = json.loads(out.read_text())
+    assert rep["settings"]["host"]["cores"] == 1 and rep["settings"]["host"]["request_cpu_s"] == 0.01
+    assert rep["bound"] == "node CPU" and rep["epoch_s"] >= rep["gets"] * 0.01
