@@ -8,10 +8,12 @@ rand_crop, rand_mirror, mean, std) with MXNet's default bicubic (inter_method=2)
 Systems, each at T = 1 and 2 threads (processes for the DataLoader):
 
 * ``decode``: ``cv2.imdecode`` of every payload at full size on T threads (the ceiling);
-* ``exact``: ImageIter as MXNet's (its pixels; resize+crop and cast+normalise fused
-  bit-exactly by ``apply_augmenters``);
-* ``fast``: ``ImageIter(..., fast=True)``: the resize and crop as one resize of the crop's
-  source region (no scaled decode: ImageIter has no ``decode_reduce`` yet);
+* ``exact``: ImageIter as MXNet's (its pixels): CreateAugmenter's chain fused by
+  ``FusedChain`` (uint8 resize, crop view, flip, one float32 pass into the batch slot;
+  same bits as the augmenters one by one), full-size JPEG decode, full-size resize;
+* ``fast``: ``ImageIter(..., fast=True)``: JPEGs decoded at 1/2, 1/4 or 1/8 scale when
+  the shorter side stays >= 256, with libjpeg-turbo's fast IDCT, and only the crop's
+  source region resized (pixels close to exact mode's, not equal);
 * ``torch``: DataLoader(num_workers=T) + Pillow with torchvision's Resize(256, BICUBIC),
   RandomCrop(224), flip, ToTensor, Normalize written out by hand (bench/imagerecorditer.py).
 
@@ -100,6 +102,9 @@ def main(argv=None) -> int:
                 "rounds": a.rounds, "data_shape": [3, 224, 224], "batch_size": BATCH,
                 "augmenters": "CreateAugmenter(resize=256, rand_crop, rand_mirror, mean, std, "
                               "inter_method=2)",
+                "exact": "full-size decode and resize, fused chain into the batch slot",
+                "fast": "fast=True: scaled JPEG decode (1/2, 1/4, 1/8 keeping the short side "
+                        ">= 256, fast IDCT), crop-region resize, fused chain",
                 "torch_pipeline": "DataLoader(num_workers=T, persistent) + Pillow BICUBIC, "
                                   "payloads in memory",
                 "decode": "cv2.imdecode IMREAD_COLOR full size on T threads, payloads in memory"}

@@ -74,6 +74,11 @@ class ImageIter(SampleStream, ResumableImageIter, DataIter):
     :class:`EpochSampler` (a pure function of seed and epoch); ``state_dict()``
     / ``load_state_dict()`` resume mid-epoch; batch labels are float32 whatever
     ``dtype`` (which types the parsed list labels), as in MXNet 1.9.1.
+
+    With CreateAugmenter's plain chain (resize, crop, mirror, cast, normalise) the
+    workers write each sample straight into its batch slot (:class:`FusedChain`, same
+    bits).  Batch arrays are reused, but never while anything refers to them: keep the
+    batch, its array, a view or a tensor made from it, and it stays as it was.
     """
 
     def __init__(self, batch_size: int, data_shape: Sequence[int], label_width: int = 1,

@@ -9,7 +9,7 @@ it reads the iterator's order, reader and hooks (``process_sample``,
 Batch arrays are reused: a batch handed out goes to a short list of spares and is
 written again only once nothing outside the iterator refers to it (its reference
 count), so a batch (or a view, or a tensor made from it) that the user keeps is never
-overwritten.  With a recognised augmenter chain (``FusedChain``) each sample is
+overwritten.  Memory: up to ``_AHEAD`` arrays being filled plus ``_SPARES`` spares.  With a recognised augmenter chain (``FusedChain``) each sample is
 predicted a destination slot when it is submitted (the next slot, as if no sample
 were dropped) and the worker writes its CHW float32 result straight there; the main
 thread copies only when the prediction missed (a dropped sample, a roll-over or a
@@ -69,15 +69,12 @@ class _Resources:
 
     def __init__(self) -> None:
         self.pool: Optional[ThreadPoolExecutor] = None
-        self.alloc_pool: Optional[ThreadPoolExecutor] = None
         self.reader: Any = None
 
     def release(self, wait: bool = True) -> None:
-        for attr in ("pool", "alloc_pool"):
-            pool = getattr(self, attr)
-            if pool is not None:
-                pool.shutdown(wait=wait, cancel_futures=True)
-                setattr(self, attr, None)
+        if self.pool is not None:
+            self.pool.shutdown(wait=wait, cancel_futures=True)
+            self.pool = None
         if self.reader is not None:
             self.reader.close()
             self.reader = None
