@@ -69,16 +69,12 @@ class ImageRecordDataset(RecordIterableDataset):
                          world_size=self.world_size, batch_size=p.batch.batch_size, last="pad")
 
     def __iter__(self) -> Iterator[dict]:
-        from cloudrec.iterators import ImageRecordIter
-
         worker, workers = worker_info()
         state = json.loads(self._shared.value)
         kw = dict(self.iter_kwargs, num_parts=self.world_size, part_index=self.rank,
                   part_mode="even", worker=worker, num_workers=workers)
-        it = ImageRecordIter(**kw)
+        it = _StateIter(state, **kw)
         try:
-            it._speculate = False  # one epoch per iterator: nothing to build ahead
-            it.load_state_dict(state)
             for batch in it:
                 n = len(batch.record_ids)
                 is_pad = np.zeros(n, bool)
@@ -94,6 +90,38 @@ class ImageRecordDataset(RecordIterableDataset):
                        "workers": workers}
         finally:
             it.close()
+
+
+def _state_iter_class():
+    from cloudrec.iterators import ImageRecordIter
+
+    class StateIter(ImageRecordIter):
+        """ImageRecordIter that starts at ``state`` (no batch decoded for the position the
+        constructor would start at) and builds no next epoch ahead (one epoch per worker
+        iterator)."""
+
+        _speculate = False
+
+        def __init__(self, state: Dict[str, Any], **kw: Any) -> None:
+            self._state0: Optional[Dict[str, Any]] = state
+            super().__init__(**kw)
+
+        def _restart(self) -> None:
+            state, self._state0 = getattr(self, "_state0", None), None
+            if state is not None:
+                self.sampler.load_state_dict(state)
+            super()._restart()
+    return StateIter
+
+
+def _StateIter(state: Dict[str, Any], **kw: Any) -> Any:
+    global _STATE_ITER
+    if _STATE_ITER is None:
+        _STATE_ITER = _state_iter_class()
+    return _STATE_ITER(state, **kw)
+
+
+_STATE_ITER: Any = None
 
 
 class _TableOnly:

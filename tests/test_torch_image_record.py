@@ -57,3 +57,24 @@ def test_epochs_shuffle_differently_and_repeat_with_the_seed():
     a2, _, _ = _epoch(0, 1, 0, epoch=0)
     assert sorted(a) == sorted(b) == list(range(24))
     assert a != b and a == a2
+
+
+def test_a_worker_decodes_only_the_records_it_yields(monkeypatch):
+    """The worker's iterator starts at the dataset's state: nothing is decoded for the
+    position its constructor would otherwise have started at, and no next epoch is built
+    ahead (each worker iterator serves one epoch)."""
+    from cloudrec.iterators.record_sample import RecordSampleWriter
+    decoded = []
+    inner = RecordSampleWriter._process_inner
+
+    def counting(self, payload, rid, slot, buf):
+        decoded.append(int(rid))
+        return inner(self, payload, rid, slot, buf)
+    monkeypatch.setattr(RecordSampleWriter, "_process_inner", counting)
+    ds = ImageRecordDataset(**KW)
+    ds.set_epoch(3)
+    ids = []
+    for b in DataLoader(ds, batch_size=None, num_workers=0):
+        ids += b["index"][:4 - b["pad"]].tolist()
+    assert sorted(ids) == list(range(24))
+    assert sorted(decoded) == sorted(ids)  # each once: none for epoch 0, none for epoch 4
