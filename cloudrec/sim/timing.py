@@ -17,9 +17,10 @@ Every request costs time on two kinds of resource:
 A node's streaming time is the largest of these bounds (its workers' queues
 stretch together when a shared resource needs longer).  The first batch waits
 for its requests' waves: each wave of ``concurrency`` requests pays one latency,
-and while they run they share the node's binding resource with every request
-of the same or an earlier wave (processor sharing: a request of work ``u``
-among requests of work ``u_j`` finishes after ``sum(min(u_j, u))``).
+and while they run they share each resource they use with every request of the
+same or an earlier wave (processor sharing: a request of work ``u`` among
+requests of work ``u_j`` finishes after ``sum(min(u_j, u))``); then its records'
+CPU and the hand-off to the rank.
 
 Shard cache: a node downloads each shard it touches once (the downloader's
 chunks, ``downloaders`` shards at a time per process); records are then local
@@ -92,6 +93,17 @@ def own_time(nbytes: np.ndarray, storage: StorageModel, host: HostModel) -> np.n
     t = nbytes * max(1 / storage.stream_bw, per_byte)
     t += storage.latency_s + per_req
     return t
+
+
+def _resources(storage: StorageModel, host: HostModel):
+    """(seconds per request, per byte, capacity) of each resource a request shares."""
+    out = [(0.0, 1.0, storage.node_bw)]
+    srv_r = sum(c_r for c_r, _ in storage.server_cpu.values())
+    srv_b = sum(c_b for _, c_b in storage.server_cpu.values())
+    if host.cores > 0:
+        out.append((host.request_cpu_s + srv_r, host.byte_cpu_s + srv_b, host.cores))
+    out += [(c_r, c_b, 1.0) for c_r, c_b in storage.server_cpu.values()]
+    return out
 
 
 def _ps_finish(u: np.ndarray, group: np.ndarray, wave: np.ndarray, q: np.ndarray) -> np.ndarray:
@@ -189,18 +201,18 @@ def ranged(req: Requests, st: StreamFacts, job: JobSpec, storage: StorageModel,
     wave = np.arange(len(s), dtype=np.int64)
     wave -= first_of[s]                                   # position in its stream
     wave //= max(1, concurrency)
-    # each request's share of its node's binding resource (bytes, CPU), in seconds: only
-    # requests of the first batch's waves or earlier take part
+    # while the first waves run they share each resource they use (the node's bandwidth,
+    # its cores, each server process's one core) with every request of those waves
     sub = np.flatnonzero(wave <= wave[q].max())
     node_req = node_of_stream[s[sub]]
-    per_req = host.request_cpu_s + sum(c_r for c_r, _ in storage.server_cpu.values())
-    per_byte = (host.byte_cpu_s + 1 / storage.node_bw
-                + sum(c_b for _, c_b in storage.server_cpu.values()))
-    dsum = (np.bincount(node_of_stream, weights=per_stream_gets, minlength=nnodes) * per_req
-            + node_bytes * per_byte)
-    u = (per_req + nb[sub] * per_byte) * (shared / np.maximum(dsum, 1e-30))[node_req]
     qs = np.searchsorted(sub, q)
-    ps = (wave[q] + 1) * storage.latency_s + _ps_finish(u, node_req, wave[sub], qs)
+    share = np.zeros(len(q))
+    for per_req, per_byte, cap in _resources(storage, host):
+        u = (per_req + nb[sub] * per_byte) / cap
+        share = np.maximum(share, _ps_finish(u, node_req, wave[sub], qs))
+    # ... then the worker turns the batch's records into a batch, the rank receives it
+    ps = ((wave[q] + 1) * storage.latency_s + share
+          + job.batch_size * host.record_cpu_s + host.main_batch_cpu_s)
     fb = np.zeros(nstreams)
     np.maximum.at(fb, s[q], np.maximum(finish[q], ps))
     fb_rank = fb[st.worker == 0]
