@@ -221,7 +221,7 @@ class ImageIter(SampleStream, ResumableImageIter, DataIter):
         self._spares: List[np.ndarray] = []  # handed-out batch arrays, reused once released
         self._dests: Dict[int, np.ndarray] = {}  # batch number -> array of predicted slots
         self._fill_k = 0  # batch number being filled (since the last drop of the lookahead)
-        self._pred_next = 0  # predicted slot (batch number * batch_size + slot) of the next submission
+        self._pred_next = 0  # predicted slot of the next submission: batch number * size + slot
         self._chain: Optional[FusedChain] = None
         self._lookahead = max(2 * batch_size, 2 * self.num_threads)
         self._local = threading.local()

@@ -9,11 +9,14 @@ it reads the iterator's order, reader and hooks (``process_sample``,
 Batch arrays are reused: a batch handed out goes to a short list of spares and is
 written again only once nothing outside the iterator refers to it (its reference
 count), so a batch (or a view, or a tensor made from it) that the user keeps is never
-overwritten.  Memory: up to ``_AHEAD`` arrays being filled plus ``_SPARES`` spares.  With a recognised augmenter chain (``FusedChain``) each sample is
-predicted a destination slot when it is submitted (the next slot, as if no sample
-were dropped) and the worker writes its CHW float32 result straight there; the main
-thread copies only when the prediction missed (a dropped sample, a roll-over or a
-padded batch), so the batches are the same either way.
+overwritten.  Memory: up to ``_AHEAD`` arrays being filled plus ``_SPARES`` spares.
+With a recognised augmenter chain (``FusedChain``) each sample is predicted a
+destination slot when it is submitted (the next slot, as if no sample were dropped)
+and the worker writes its CHW float32 result straight there; the main thread copies
+only when the prediction missed (after a dropped sample), so the batches are the same
+either way.  Predicted slots never collide: each submission takes the next index, and
+within an array a sample lands at or before its predicted slot, so a copy never goes
+where a still-running worker will write.
 """
 from __future__ import annotations
 
