@@ -112,3 +112,76 @@ def test_a_second_process_streams_the_download_of_the_first(s3_server, fault_pro
     want = {r: hashlib.sha256(truth[(0, r)]).hexdigest() for r in range(400)}
     assert sha1 == want and sha2 == want
     assert not [n for n in os.listdir(cdir) if n.endswith(".part") or ".tmp." in n]
+
+
+def test_download_fetches_the_chunks_readers_wait_for_first(tmp_path):
+    """download_ranges: a wanted offset's chunk takes the next free request slot."""
+    from concurrent.futures import Future
+
+    from cloudrec.storage.cache_files import DOWNLOAD_WINDOW, download_ranges
+    mb = 1 << 20
+    size = 60 * mb + 5
+    data = np.random.default_rng(0).integers(0, 256, size, dtype=np.uint8).tobytes()
+    bounds = chunk_bounds(size)
+    asked, spans = [], []
+
+    def submit(a, b):
+        asked.append((a, b))
+        f = Future()
+        f.set_result(data[a:b])
+        return f
+    wants = iter([[size - 10], [], [3 * mb]])
+    dl = download_ranges(submit, size, on_chunk=lambda a, b: spans.append((a, b)),
+                         wants=lambda: next(wants, []))
+    tmp = str(tmp_path / "x.tmp")
+    dl(tmp)
+    with open(tmp, "rb") as fh:
+        assert fh.read() == data
+    assert sorted(asked) == bounds and sorted(spans) == bounds   # every chunk once
+    assert asked[0] == bounds[-1]                                # the wanted one first
+    later = bounds.index(next(ab for ab in bounds if ab[0] <= 3 * mb < ab[1]))
+    assert asked.index(bounds[later]) <= DOWNLOAD_WINDOW         # next free slot
+    assert len(bounds) > DOWNLOAD_WINDOW + 2
+
+
+def test_a_record_deep_in_a_shard_does_not_wait_for_the_bytes_before_it(s3_server, fault_proxy,
+                                                                         tmp_path):
+    bucket = s3_server.new_bucket("deep")
+    urls, truth = write_synthetic(bucket, 1, 900, seed=83, min_size=50_000, max_size=60_000,
+                                  magic_every=0, storage_options=s3_server.storage_options)
+    ds = open_dataset(urls, storage_options=fault_proxy.storage_options)
+    chunks = chunk_bounds(ds.shards[0].size)
+    assert len(chunks) >= 8
+    fault_proxy.configure(latency_ms=200)
+    last = len(ds) - 1
+    with RecordFetcher(ds, cache="shards", cache_dir=str(tmp_path / "c"), concurrency=1) as f:
+        got = f.fetch([last, 0])
+        rid, payload = next(got)
+        gets_at_first = fault_proxy.stats()["requests"]
+        rest = list(got)
+        st = f.stats
+    from cloudrec.storage.cache_files import DOWNLOAD_WINDOW
+    assert rid == last and payload == truth[(0, int(ds.table.key[last]))]
+    # in file order the last record needs every chunk; wanted first, at most the chunks
+    # already in flight come before it
+    assert gets_at_first <= DOWNLOAD_WINDOW + 1 < len(chunks)
+    assert [r for r, _ in rest] == [0] and st["cache_downloads"] == 1
+    assert fault_proxy.stats()["requests"] == len(chunks)      # still each byte once
+
+
+def test_progress_and_want_files_round_trip(tmp_path):
+    from cloudrec.storage.cache_files import ProgressFile, ask_for, read_progress
+    tmp = tmp_path / ("ab" * 10 + "-" + "cd" * 6 + ".tmp.1.2")
+    tmp.write_bytes(b"")
+    size = 30 << 20
+    pf = ProgressFile(str(tmp), size, 8 << 20, 1 << 20)
+    bounds = chunk_bounds(size)
+    assert read_progress(pf.path) == ([], str(tmp))
+    pf.advance(*bounds[2])
+    pf.advance(*bounds[0])
+    assert read_progress(pf.path) == ([bounds[0], bounds[2]], str(tmp))
+    assert ask_for(pf.want_path, [5, size - 1]) and ask_for(pf.want_path, [7])
+    assert pf.wants() == [5, size - 1, 7] and pf.wants() == []
+    pf.close()
+    os.unlink(pf.want_path)
+    assert not ask_for(pf.want_path, [1])   # the download ended: nothing to ask

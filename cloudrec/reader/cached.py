@@ -4,12 +4,14 @@
 requests from a :class:`~cloudrec.storage.cache.ShardCache`:
 
 * a shard's first request starts its download (a small pool, one download per
-  node thanks to the cache's file lock); the download writes the shard in
-  order, in chunks of 1, 2, 4, 8, 8 ... MB, and every request whose bytes are
-  on disk already is answered from the partial file at once (streaming), so a
-  shard's first record never waits for its last byte; another process of the
-  node that needs the shard meanwhile follows the download's ``<key>.part``
-  progress file and streams from the same temp file (no second download);
+  node thanks to the cache's file lock); the download fetches the shard in
+  chunks of 1, 2, 4, 8, 8 ... MB, those that waiting requests need first and
+  the rest in file order, and every request whose bytes are on disk already is
+  answered from the partial file at once (streaming), so a record never waits
+  for bytes before it; another process of the node that needs the shard
+  meanwhile follows the download's ``<key>.part`` progress file, streams from
+  the same temp file (no second download) and posts the offsets it waits for
+  to ``<key>.want`` (:mod:`cloudrec.reader.cache_stream`);
 * once published, the entry is read with ``pread`` through a descriptor that
   holds a shared lock, so eviction leaves it alone while this fetcher lives;
 * a shard the cache cannot take (read-only folder, cap full of shards in use)
@@ -24,73 +26,11 @@ from concurrent.futures import CancelledError, Future, InvalidStateError, Thread
 from typing import Any, Dict, List, Optional, Tuple
 
 from cloudrec.errors import CloudrecError, StorageError
+from cloudrec.reader.cache_stream import _follow, _Progress, _settle_value
 from cloudrec.storage.ranged import RangeReader, make_range_reader
 
 FORK_STASH: List[Any] = []  # parent-process readers kept alive in a forked child
 Target = Tuple[RangeReader, str, Optional[str]]  # (reader, path, version to pin)
-
-
-class _Progress:
-    """How much of a shard's download is on disk, and the requests waiting for more."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.fd = -1
-        self.done_to = 0  # [0, done_to) is written
-        self._waiting: List[Tuple[int, int, Future]] = []
-        self.served = 0   # requests answered from the partial file
-        self.closed = False
-
-    def opened(self, tmp: str) -> None:
-        """Read from ``tmp`` now (a new download, ours or another process's): nothing of it
-        is counted as written yet."""
-        fd = os.open(tmp, os.O_RDONLY)
-        with self._lock:
-            if self.fd >= 0:
-                os.close(self.fd)
-            self.fd, self.done_to, self.closed = fd, 0, False
-
-    def advance(self, end: int) -> None:
-        """``[0, end)`` is written: answer every waiting request it covers."""
-        with self._lock:
-            self.done_to = end
-            still = []
-            for a, b, out in self._waiting:
-                if b <= end:
-                    self._serve(a, b, out)
-                else:
-                    still.append((a, b, out))
-            self._waiting = still
-
-    def wait_for(self, start: int, end: int, out: Future) -> None:
-        """Answer ``out`` from the partial file as soon as ``[start, end)`` is written."""
-        with self._lock:
-            if self.closed:
-                return  # the download is over: the chain answers from the finished file
-            if self.fd >= 0 and end <= self.done_to:
-                self._serve(start, end, out)
-            else:
-                self._waiting.append((start, end, out))
-
-    def _serve(self, a: int, b: int, out: Future) -> None:
-        if out.done():
-            return
-        try:
-            data = os.pread(self.fd, b - a, a)
-        except OSError:
-            return  # the chain reads it from the finished file instead
-        if len(data) == b - a:
-            _settle_value(out, data)
-            self.served += 1
-
-    def close(self) -> None:
-        """The download ended (either way): waiters left are answered by the chain."""
-        with self._lock:
-            self.closed = True
-            self._waiting = []
-            if self.fd >= 0:
-                os.close(self.fd)
-                self.fd = -1
 
 
 class CacheHook:
@@ -203,20 +143,25 @@ class CacheHook:
         # under the old version's name
         part: List[Any] = []  # this download's progress file, for the node's other processes
 
-        def advance(end: int) -> None:
-            prog.advance(end)
+        first = FIRST_CHUNK if self.stream else DOWNLOAD_CHUNK
+
+        def advance(start: int, end: int) -> None:
+            prog.advance(start, end)
             if part:
-                part[-1].advance(end)
+                part[-1].advance(start, end)
+
+        def wants() -> List[int]:   # ours, then those of the node's other processes
+            return prog.take_wants() + (part[-1].wants() if part else [])
 
         fetch_all = download_ranges(lambda a, b: reader.submit(path, a, b, shard.rec_url,
                                                                version=shard.version),
                                     shard.size, on_chunk=advance if self.stream else None,
-                                    first=FIRST_CHUNK if self.stream else DOWNLOAD_CHUNK)
+                                    first=first, wants=wants if self.stream else None)
 
         def download(tmp: str) -> None:
             prog.opened(tmp)
             if self.stream:
-                part.append(ProgressFile(tmp))
+                part.append(ProgressFile(tmp, shard.size, DOWNLOAD_CHUNK, first))
             fetch_all(tmp)
 
         try:
@@ -286,7 +231,7 @@ class CacheHook:
         for shard_no, fut in list(self._paths.items()):
             prog = self._progress.get(shard_no)
             if prog is not None and not fut.done() and \
-                    prog.done_to >= self.f.ds.shards[shard_no].size:
+                    prog.written(self.f.ds.shards[shard_no].size):
                 try:
                     fut.result(timeout=60)
                 except BaseException:  # noqa: BLE001 - closing; reads report their own errors
@@ -299,47 +244,6 @@ class CacheHook:
             self._local.close()  # closing the descriptors drops their shared locks
             self._local = None
         self._paths = {}
-
-
-FOLLOW_POLL_S = 0.01
-
-
-def _follow(part_path: str, prog: _Progress) -> Any:
-    """While another process downloads the shard, serve our waiting requests from its temp
-    file as its progress file advances; returns ``stop()``."""
-    from cloudrec.storage.cache_files import read_progress
-    stop = threading.Event()
-
-    def run() -> None:
-        tmp = None
-        while not stop.is_set():
-            state = read_progress(part_path)
-            if state is not None:
-                done, path = state
-                try:
-                    if path != tmp:
-                        prog.opened(path)
-                        tmp = path
-                    prog.advance(done)
-                except OSError:
-                    tmp = None  # that download ended (or failed); look again
-            stop.wait(FOLLOW_POLL_S)
-
-    t = threading.Thread(target=run, name="cloudrec-cache-follow", daemon=True)
-    t.start()
-
-    def end() -> None:
-        stop.set()
-        t.join(1.0)
-        prog.close()  # reads from now on come from the published entry (or our download)
-    return end
-
-
-def _settle_value(out: Future, value: Any) -> None:
-    try:
-        out.set_result(value)
-    except InvalidStateError:
-        pass  # answered already (streamed, then the chain came by)
 
 
 _WARNED: set = set()

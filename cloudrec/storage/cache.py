@@ -240,6 +240,7 @@ class ShardCache(CacheMaintenance):
                 raise
             finally:
                 unlink(self._p(key, "part"))
+                unlink(self._p(key, "want"))
             self.downloads += 1
         return final
 

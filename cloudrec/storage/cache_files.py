@@ -5,23 +5,25 @@ download once, cap, eviction) reads on its own.
 """
 from __future__ import annotations
 
+import bisect
 import errno
 import fcntl
 import json
 import os
 import re
+import struct
 import zlib
-from concurrent.futures import Future
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from cloudrec.errors import StorageError
 
 DOWNLOAD_CHUNK = 8 << 20
-DOWNLOAD_WINDOW = 8  # chunk requests in flight per download (bounds its memory: 64 MB)
+DOWNLOAD_WINDOW = 4  # chunk requests in flight per download (bounds its memory: 32 MB)
 CRC_CHUNK = 8 << 20
 EVICT_LOCK = ".evict.lock"
 # every file the cache itself creates: <20 hex>-<12 hex>.<ext>; nothing else is ever removed
-OWN_FILE = re.compile(r"^[0-9a-f]{20}-[0-9a-f]{12}\.(data|json|json\.tmp|lock|part|tmp\.\d+\.\d+)$")
+OWN_FILE = re.compile(r"^[0-9a-f]{20}-[0-9a-f]{12}\.(data|json|json\.tmp|lock|part|want|tmp\.\d+\.\d+)$")
 TMP_FILE = re.compile(r"^(?P<key>[0-9a-f]{20}-[0-9a-f]{12})\.tmp\.\d+\.\d+$")
 _DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 _READ_ONLY = {errno.EROFS, errno.EACCES, errno.EPERM}
@@ -141,38 +143,56 @@ def chunk_bounds(size: int, chunk: int = DOWNLOAD_CHUNK, first: int = FIRST_CHUN
 
 def download_ranges(submit: Callable[[int, int], "Future[bytes]"], size: int,
                     chunk: int = DOWNLOAD_CHUNK,
-                    on_chunk: Optional[Callable[[int], None]] = None,
-                    first: int = FIRST_CHUNK) -> Callable[[str], None]:
-    """A ``download(tmp_path)`` that fetches ``[0, size)`` in concurrent chunks.
+                    on_chunk: Optional[Callable[[int, int], None]] = None,
+                    first: int = FIRST_CHUNK,
+                    wants: Optional[Callable[[], List[int]]] = None) -> Callable[[str], None]:
+    """A ``download(tmp_path)`` that fetches ``[0, size)`` in concurrent chunks, wanted ones first.
 
     ``submit(start, end)`` returns a Future of exactly those bytes (a
     RangeReader with retries), so a download gets the same retry policy,
     short-body and version checks as record reads.  The file is written in
-    place (it may have been reserved at full size), in order; after each
-    chunk ``on_chunk(end)`` says that ``[0, end)`` is on disk (for readers
-    that stream the shard while it downloads).  ``first`` is the first chunk's
-    size (``first=chunk``: equal chunks, as before streaming).
+    place (it may have been reserved at full size).  Chunks are fetched in
+    file order, except that whenever a request slot frees, a chunk holding a
+    byte offset returned by ``wants()`` (offsets readers are waiting for) goes
+    first: a record deep inside a large shard waits for its own chunk, not for
+    every byte before it.  After each chunk ``on_chunk(start, end)`` says that
+    ``[start, end)`` is on disk (for readers that stream the shard meanwhile).
+    ``first`` is the first chunk's size (``first=chunk``: equal chunks).
     """
     def download(tmp: str) -> None:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT, 0o644)
         bounds = chunk_bounds(size, chunk, first)
-        # a sliding window of requests in flight: the early (small) chunks are not
-        # slowed down by all the later ones at once
-        futs: List[Tuple[int, int, "Future[bytes]"]] = []
+        starts = [a for a, _ in bounds]
+        waiting = set(range(len(bounds)))   # not submitted yet
+        urgent: List[int] = []              # wanted chunks, in the order they were asked for
+        inflight: Dict["Future[bytes]", int] = {}
+        cursor = 0
         try:
-            nxt = 0
             try:
-                for i in range(len(bounds)):
-                    while nxt < len(bounds) and nxt < i + DOWNLOAD_WINDOW:
-                        a, b = bounds[nxt]
-                        futs.append((a, b, submit(a, b)))
-                        nxt += 1
-                    a, b, f = futs[i]
-                    write_all(fd, f.result(), a)
-                    if on_chunk is not None:
-                        on_chunk(b)
+                while waiting or inflight:
+                    if wants is not None:
+                        for off in wants():
+                            i = bisect.bisect_right(starts, off) - 1
+                            if 0 <= i and i in waiting:
+                                urgent.append(i)
+                    while waiting and len(inflight) < DOWNLOAD_WINDOW:
+                        i = -1
+                        while urgent and i not in waiting:
+                            i = urgent.pop(0)
+                        if i not in waiting:
+                            while cursor not in waiting:
+                                cursor += 1
+                            i = cursor
+                        waiting.discard(i)
+                        inflight[submit(*bounds[i])] = i
+                    done, _ = wait(list(inflight), return_when=FIRST_COMPLETED)
+                    for f in sorted(done, key=lambda f: inflight[f]):
+                        a, b = bounds[inflight.pop(f)]
+                        write_all(fd, f.result(), a)
+                        if on_chunk is not None:
+                            on_chunk(a, b)
             except BaseException:
-                for _, _, f in futs:
+                for f in inflight:
                     f.cancel()
                 raise
             os.ftruncate(fd, size)
@@ -183,37 +203,84 @@ def download_ranges(submit: Callable[[int, int], "Future[bytes]"], size: int,
 
 
 class ProgressFile:
-    """``<key>.part``: how far a download has written its temp file, for other processes
-    that stream the shard meanwhile.  One line: 16 hex digits (bytes written) and the temp
-    file's name; the digits are rewritten in place by one small ``pwrite``."""
+    """``<key>.part``: which chunks of a download are in its temp file, for other processes
+    that stream the shard meanwhile; ``<key>.want``: the offsets they wait for.
 
-    def __init__(self, tmp: str) -> None:
+    The part file is one header line (shard size, chunk and first-chunk sizes, the temp
+    file's name), then one byte per chunk of :func:`chunk_bounds`, ``0`` or ``1``,
+    each set in place by a one-byte ``pwrite``.  The want file is appended to by the
+    followers (8-byte little-endian offsets) and read by the downloader as it goes."""
+
+    def __init__(self, tmp: str, size: int, chunk: int, first: int) -> None:
         folder, name = os.path.split(tmp)
-        self.path = os.path.join(folder, name.split(".tmp.")[0] + ".part")
+        key = name.split(".tmp.")[0]
+        self.path = os.path.join(folder, key + ".part")
+        self.want_path = os.path.join(folder, key + ".want")
+        self.bounds = chunk_bounds(size, chunk, first)
+        self._index = {a: i for i, (a, _) in enumerate(self.bounds)}
+        self._want_fd = os.open(self.want_path, os.O_RDONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        self._want_pos = 0
         self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        write_all(self.fd, f"{0:016x} {name}\n".encode(), 0)
+        head = f"{size:x} {chunk:x} {first:x} {name}\n".encode()
+        self._base = len(head)
+        write_all(self.fd, head + b"0" * len(self.bounds), 0)
 
-    def advance(self, end: int) -> None:
-        write_all(self.fd, f"{end:016x}".encode(), 0)
+    def advance(self, start: int, end: int) -> None:
+        """Chunk ``[start, end)`` is written."""
+        i = self._index.get(start)
+        if i is not None and self.fd >= 0:
+            write_all(self.fd, b"1", self._base + i)
+
+    def wants(self) -> List[int]:
+        """Offsets the followers asked for since the last call."""
+        if self._want_fd < 0:
+            return []
+        data = os.pread(self._want_fd, 1 << 16, self._want_pos)
+        n = len(data) // 8
+        self._want_pos += n * 8
+        return list(struct.unpack(f"<{n}q", data[:n * 8])) if n else []
 
     def close(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
+        for name in ("fd", "_want_fd"):
+            fd = getattr(self, name)
+            if fd >= 0:
+                os.close(fd)
+                setattr(self, name, -1)
 
 
-def read_progress(part_path: str) -> Optional[Tuple[int, str]]:
-    """(bytes written, temp file path) of a download in progress, or None."""
+def read_progress(part_path: str) -> Optional[Tuple[List[Tuple[int, int]], str]]:
+    """(chunks written as ``[(start, end)]``, temp file path) of a download in progress,
+    or None (no download, or its progress file is being written)."""
     try:
         with open(part_path, "rb") as fh:
-            line = fh.read(512)
-        done, name = line.split(b" ", 1)
+            data = fh.read()
+        head, _, bits = data.partition(b"\n")
+        size, chunk, first, name = head.split(b" ", 3)
         name = name.strip().decode()
         if not TMP_FILE.match(name):
             return None
-        return int(done, 16), os.path.join(os.path.dirname(part_path), name)
+        bounds = chunk_bounds(int(size, 16), int(chunk, 16), int(first, 16))
+        if len(bits) < len(bounds):
+            return None
+        done = [ab for ab, bit in zip(bounds, bits) if bit == ord("1")]
+        return done, os.path.join(os.path.dirname(part_path), name)
     except (OSError, ValueError):
         return None
+
+
+def ask_for(want_path: str, offsets: List[int]) -> bool:
+    """Append ``offsets`` to a running download's want file; False when there is none yet."""
+    if not offsets:
+        return True
+    try:
+        fd = os.open(want_path, os.O_WRONLY | os.O_APPEND)
+    except OSError:
+        return False
+    try:
+        os.write(fd, struct.pack(f"<{len(offsets)}q", *offsets))  # one O_APPEND write
+    finally:
+        os.close(fd)
+    return True
 
 
 class Flock:

@@ -1,0 +1,158 @@
+"""Streaming a shard while its cache download runs: what is on disk, who waits, what they want.
+
+:class:`_Progress` is one shard's download as the fetcher's requests see it:
+the chunks written so far (as merged spans), the requests waiting for more,
+and the offsets those requests want, which the download takes as priorities
+(``cloudrec.storage.cache_files.download_ranges(wants=...)``).  When another
+process of the node is the one downloading, :func:`_follow` mirrors its
+``<key>.part`` progress file into the same :class:`_Progress` and appends
+our wants to its ``<key>.want`` file.
+"""
+from __future__ import annotations
+
+import bisect
+import os
+import threading
+from concurrent.futures import Future, InvalidStateError
+from typing import Any, List, Tuple
+
+
+class _Progress:
+    """Which chunks of a shard's download are on disk, the requests waiting for more, and
+    the offsets those requests want (so the download fetches their chunks first)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.fd = -1
+        self.done: List[Tuple[int, int]] = []  # written [start, end) spans, sorted, merged
+        self._waiting: List[Tuple[int, int, Future]] = []
+        self._wants: List[int] = []   # offsets asked for, not yet taken by the download
+        self.served = 0   # requests answered from the partial file
+        self.closed = False
+
+    def opened(self, tmp: str) -> None:
+        """Read from ``tmp`` now (a new download, ours or another process's): nothing of it
+        is counted as written yet."""
+        fd = os.open(tmp, os.O_RDONLY)
+        with self._lock:
+            if self.fd >= 0:
+                os.close(self.fd)
+            self.fd, self.done, self.closed = fd, [], False
+            # a new download must hear again what the waiting requests want
+            self._wants = [a for a, _, _ in self._waiting]
+
+    def advance(self, start: int, end: int) -> None:
+        """``[start, end)`` is written: answer every waiting request it completes."""
+        with self._lock:
+            self.done = _merged(self.done + [(start, end)])
+            still = []
+            for a, b, out in self._waiting:
+                if self._covers(a, b):
+                    self._serve(a, b, out)
+                else:
+                    still.append((a, b, out))
+            self._waiting = still
+
+    def written(self, size: int) -> bool:
+        """Is all of ``[0, size)`` on disk?"""
+        with self._lock:
+            return self._covers(0, size)
+
+    def _covers(self, a: int, b: int) -> bool:
+        k = bisect.bisect_right(self.done, (a, float("inf"))) - 1
+        return b <= a or (k >= 0 and self.done[k][0] <= a and b <= self.done[k][1])
+
+    def wait_for(self, start: int, end: int, out: Future) -> None:
+        """Answer ``out`` from the partial file as soon as ``[start, end)`` is written."""
+        with self._lock:
+            if self.closed:
+                return  # the download is over: the chain answers from the finished file
+            if self.fd >= 0 and self._covers(start, end):
+                self._serve(start, end, out)
+            else:
+                self._waiting.append((start, end, out))
+                self._wants.append(start)
+
+    def take_wants(self) -> List[int]:
+        """Offsets requested since the last call (the download's ``wants``)."""
+        with self._lock:
+            out, self._wants = self._wants, []
+            return out
+
+    def _serve(self, a: int, b: int, out: Future) -> None:
+        if out.done():
+            return
+        try:
+            data = os.pread(self.fd, b - a, a)
+        except OSError:
+            return  # the chain reads it from the finished file instead
+        if len(data) == b - a:
+            _settle_value(out, data)
+            self.served += 1
+
+    def close(self) -> None:
+        """The download ended (either way): waiters left are answered by the chain."""
+        with self._lock:
+            self.closed = True
+            self._waiting = []
+            if self.fd >= 0:
+                os.close(self.fd)
+                self.fd = -1
+
+
+def _merged(spans: List[Tuple[int, int]]) -> List[Tuple[int, int]]:
+    out: List[Tuple[int, int]] = []
+    for a, b in sorted(spans):
+        if out and a <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], b))
+        else:
+            out.append((a, b))
+    return out
+
+
+FOLLOW_POLL_S = 0.01
+
+
+def _follow(part_path: str, prog: _Progress) -> Any:
+    """While another process downloads the shard, serve our waiting requests from its temp
+    file as its progress file advances, and tell it (``<key>.want``) which offsets they
+    wait for; returns ``stop()``."""
+    from cloudrec.storage.cache_files import ask_for, read_progress
+    stop = threading.Event()
+    want_path = part_path[:-len(".part")] + ".want"
+
+    def run() -> None:
+        tmp, seen = None, set()
+        while not stop.is_set():
+            state = read_progress(part_path)
+            if state is not None:
+                done, path = state
+                try:
+                    if path != tmp:
+                        prog.opened(path)   # (re)builds the wants of the waiting requests
+                        tmp, seen = path, set()
+                    for span in done:
+                        if span not in seen:
+                            seen.add(span)
+                            prog.advance(*span)
+                    if not ask_for(want_path, prog.take_wants()):
+                        tmp = None  # no want file: that download ended; look again
+                except OSError:
+                    tmp = None  # that download ended (or failed); look again
+            stop.wait(FOLLOW_POLL_S)
+
+    t = threading.Thread(target=run, name="cloudrec-cache-follow", daemon=True)
+    t.start()
+
+    def end() -> None:
+        stop.set()
+        t.join(1.0)
+        prog.close()  # reads from now on come from the published entry (or our download)
+    return end
+
+
+def _settle_value(out: Future, value: Any) -> None:
+    try:
+        out.set_result(value)
+    except InvalidStateError:
+        pass  # answered already (streamed, then the chain came by)
