@@ -12,6 +12,9 @@ Systems, each at T = 1 and 2 threads (processes for the DataLoader):
   memory: the ceiling (decode only, nothing else);
 * ``exact``: ImageRecordIter, MXNet-exact pixels (the default);
 * ``fast``: ImageRecordIter with ``decode_reduce=True`` (scaled JPEG decode, crop-aware resize);
+* ``dataset``: cloudrec's torch ``ImageRecordDataset`` (its default ``decode_reduce=True``)
+  through ``ResumableLoader(num_workers=0)``: one ImageRecordIter per epoch with T decode
+  threads in the training process, as a DataLoader without worker processes runs it;
 * ``torch``: ``DataLoader(num_workers=T, batch_size=64, shuffle=True, persistent_workers)``
   over the payloads in memory, Pillow decode and torchvision's Resize(256), RandomCrop(224),
   RandomHorizontalFlip, ToTensor, Normalize written out by hand (torchvision is not
@@ -57,6 +60,24 @@ def make_iter(rec: str, threads: int, **extra) -> ImageRecordIter:
               std_b=STD[2], preprocess_threads=threads, prefetch_buffer=4, shuffle=True)
     kw.update(extra)
     return ImageRecordIter(**kw)
+
+
+def make_dataset_loader(rec: str, threads: int):
+    """cloudrec's torch ImageRecordDataset with the same settings (fast path by default)."""
+    from cloudrec.torch import ImageRecordDataset, ResumableLoader
+    kw = dict(path_imgrec=rec, path_imgidx=rec[:-4] + ".idx", data_shape=(3, 224, 224),
+              resize=256, rand_crop=True, rand_mirror=True, batch_size=BATCH,
+              mean_r=MEAN[0], mean_g=MEAN[1], mean_b=MEAN[2], std_r=STD[0], std_g=STD[1],
+              std_b=STD[2], preprocess_threads=threads, prefetch_buffer=4, shuffle=True)
+    return ResumableLoader(ImageRecordDataset(**kw), num_workers=0)
+
+
+def dataset_epoch(loader) -> float:
+    t0 = time.perf_counter()
+    n = 0
+    for b in loader:
+        n += b["data"].shape[0] - b["pad"]
+    return n / (time.perf_counter() - t0)
 
 
 def iter_epoch(it: ImageRecordIter) -> float:
@@ -134,8 +155,8 @@ def run_rounds(payloads: List[bytes], systems: Dict[int, Dict[str, object]],
             row: Dict[str, float] = {}
             cpu: Dict[str, float] = {}
             for name, run in [("decode_before", lambda: bench_decode(payloads, t))] + [
-                    (k, (lambda s=s: iter_epoch(s))) for k, s in systems[t].items()
-                    if k != "torch"]:
+                    (k, (lambda s=s, k=k: (dataset_epoch if k == "dataset" else iter_epoch)(s)))
+                    for k, s in systems[t].items() if k != "torch"]:
                 c0 = time.process_time()
                 row[name] = run()
                 cpu[name] = (time.process_time() - c0) * 1e3 / len(payloads)
@@ -158,7 +179,8 @@ def summarize_rounds(rounds: Dict[int, List[Dict[str, float]]],
     for t, rows in rounds.items():
         dec = [(x["decode_before"] + x["decode_after"]) / 2 for x in rows]
         s = {"decode_img_s": med(dec)}
-        for name in ("exact", "fast"):  # CPU per image, decode loop / system (1.0 = as cheap)
+        for name in [k for k in ("exact", "fast", "dataset") if k in systems[t]]:
+            # CPU per image, decode loop / system (1.0 = as cheap)
             s[f"{name}_cpu_vs_decode"] = med([x["decode_before_cpu_ms"] / x[f"{name}_cpu_ms"]
                                               for x in rows])
         for name in systems[t]:
@@ -167,6 +189,8 @@ def summarize_rounds(rounds: Dict[int, List[Dict[str, float]]],
         if "torch" in systems[t]:
             s["fast_vs_torch"] = med([x["fast"] / x["torch"] for x in rows])
             s["exact_vs_torch"] = med([x["exact"] / x["torch"] for x in rows])
+            if "dataset" in systems[t]:
+                s["dataset_vs_torch"] = med([x["dataset"] / x["torch"] for x in rows])
         summary[str(t)] = s
     return summary
 
@@ -177,6 +201,8 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--no-torch", action="store_true", help="skip the DataLoader + Pillow pipeline")
+    ap.add_argument("--no-dataset", action="store_true",
+                    help="skip cloudrec's torch ImageRecordDataset")
     ap.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(),
                                                       "cloudrec_bench_iri"))
     a = ap.parse_args(argv)
@@ -199,6 +225,9 @@ def main(argv=None) -> int:
         systems[t]["fast"] = make_iter(rec, t, decode_reduce=True)
         iter_epoch(systems[t]["exact"])
         iter_epoch(systems[t]["fast"])
+        if not a.no_dataset:
+            systems[t]["dataset"] = make_dataset_loader(rec, t)
+            dataset_epoch(systems[t]["dataset"])
     rounds = run_rounds(payloads, systems, a.threads, a.rounds, iter_epoch)
     summary = summarize_rounds(rounds, systems)
     for t in a.threads:
@@ -207,13 +236,16 @@ def main(argv=None) -> int:
                f"{s['exact_img_s']:.0f} ({s['exact_vs_decode']:.2f}x decode; CPU ratio " \
                f"{s['exact_cpu_vs_decode']:.2f}) | fast {s['fast_img_s']:.0f} " \
                f"({s['fast_vs_decode']:.2f}x decode; CPU ratio {s['fast_cpu_vs_decode']:.2f})"
+        if "dataset" in systems[t]:
+            line += f" | ImageRecordDataset {s['dataset_img_s']:.0f} " \
+                    f"({s['dataset_vs_decode']:.2f}x decode)"
         if "torch" in systems[t]:
             line += f" | DataLoader+Pillow {s['torch_img_s']:.0f} ({s['torch_vs_decode']:.2f}x " \
                     f"decode) | fast = {s['fast_vs_torch']:.2f}x DataLoader+Pillow"
         print(line)
     for t in a.threads:
         for name, s in systems[t].items():
-            if name != "torch":
+            if name not in ("torch", "dataset"):
                 s.close()
     settings = {"n": len(payloads), "mean_kb": round(kb, 1), "threads": a.threads,
                 "rounds": a.rounds, "data_shape": [3, 224, 224], "resize": 256,
@@ -221,6 +253,8 @@ def main(argv=None) -> int:
                 "batch_size": BATCH, "dtype": "float32", "layout": "NCHW",
                 "dataset": "cloudrec.tools.photos, 5% 1000-2000 px, rest 300-600 px",
                 "torch_pipeline": "DataLoader(num_workers=T, persistent) + Pillow, payloads in memory",
+                "torch_dataset": "cloudrec.torch.ImageRecordDataset (decode_reduce=True default), "
+                           "ResumableLoader(num_workers=0), T decode threads",
                 "decode": "cv2.imdecode IMREAD_COLOR full size on T threads, payloads in memory"}
     _write(settings, {"rounds": {str(t): v for t, v in rounds.items()}, "summary": summary},
            a.threads)
@@ -248,6 +282,12 @@ def _write(settings, results, threads) -> None:
     if "fast_vs_torch" in s:
         figs.append(figure(f"fast vs DataLoader + Pillow, {t} workers",
                            round(s["fast_vs_torch"], 2), "x", ">= 3x"))
+    if "dataset_vs_decode" in s:
+        figs.append(figure(f"torch ImageRecordDataset vs full-size decode loop, {t} threads",
+                           round(s["dataset_vs_decode"], 2), "x", ">= 0.9x"))
+    if "dataset_vs_torch" in s:
+        figs.append(figure(f"torch ImageRecordDataset vs DataLoader + Pillow, {t} workers",
+                           round(s["dataset_vs_torch"], 2), "x", ">= 3x"))
     write_result("imagerecorditer", settings=settings, results=results, figures=figs,
                  title="ImageRecordIter: resize 256, random crop 224, mirror, mean/std, "
                        "batch 64, float32 NCHW")

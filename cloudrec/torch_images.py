@@ -9,7 +9,9 @@ resumable on another world size or number of DataLoader workers.
 from __future__ import annotations
 
 import json
-from typing import Any, Dict, Iterator, List, Mapping, Optional
+import os
+import weakref
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
 
 import numpy as np
 import torch
@@ -71,9 +73,8 @@ class ImageRecordDataset(RecordIterableDataset):
     def __iter__(self) -> Iterator[dict]:
         worker, workers = worker_info()
         state = json.loads(self._shared.value)
-        kw = dict(self.iter_kwargs, num_parts=self.world_size, part_index=self.rank,
-                  part_mode="even", worker=worker, num_workers=workers)
-        it = _StateIter(state, **kw)
+        it = self._worker_iter(state, worker, workers)
+        ok = False
         try:
             for batch in it:
                 n = len(batch.record_ids)
@@ -88,8 +89,44 @@ class ImageRecordDataset(RecordIterableDataset):
                        "pad": int(batch.pad), "is_pad": torch.from_numpy(is_pad),
                        "epoch": int(batch.epoch), "consumed": int(batch.consumed),
                        "workers": workers}
+            ok = True
+        except GeneratorExit:  # the loader stopped early: the iterator stays usable
+            ok = True
+            raise
         finally:
-            it.close()
+            if ok:
+                _WORKER_ITERS[self] = ((os.getpid(), worker, workers), it)
+            else:  # a failed epoch: nothing kept
+                it.close()
+
+    def _worker_iter(self, state: Dict[str, Any], worker: int, workers: int) -> Any:
+        """This process's ImageRecordIter for (worker, workers), kept from the last epoch
+        (its threads, buffers and the next epoch built ahead) or made at ``state``."""
+        where = (os.getpid(), worker, workers)
+        cached = _WORKER_ITERS.pop(self, None)
+        if cached is not None:
+            if cached[0][0] != where[0]:  # inherited over fork(): its threads are not ours
+                _FOREIGN.append(cached[1])
+            elif cached[0] == where and not cached[1]._closed:
+                cached[1].load_state_dict(state)  # takes over the next epoch when it matches
+                return cached[1]
+            else:
+                cached[1].close()
+        kw = dict(self.iter_kwargs, num_parts=self.world_size, part_index=self.rank,
+                  part_mode="even", worker=worker, num_workers=workers)
+        return _StateIter(state, **kw)
+
+    def close(self) -> None:
+        """Release the decode threads and buffers this process keeps between epochs."""
+        cached = _WORKER_ITERS.pop(self, None)
+        if cached is not None and cached[0][0] == os.getpid():
+            cached[1].close()
+
+
+#: per dataset, this process's worker iterator kept between epochs (dropped with the dataset)
+_WORKER_ITERS: "weakref.WeakKeyDictionary[Any, Tuple[Tuple[int, int, int], Any]]" = \
+    weakref.WeakKeyDictionary()
+_FOREIGN: List[Any] = []  # iterators inherited from a parent process: never closed here
 
 
 def _state_iter_class():
@@ -97,10 +134,7 @@ def _state_iter_class():
 
     class StateIter(ImageRecordIter):
         """ImageRecordIter that starts at ``state`` (no batch decoded for the position the
-        constructor would start at) and builds no next epoch ahead (one epoch per worker
-        iterator)."""
-
-        _speculate = False
+        constructor would start at)."""
 
         def __init__(self, state: Dict[str, Any], **kw: Any) -> None:
             self._state0: Optional[Dict[str, Any]] = state

@@ -61,14 +61,14 @@ def test_epochs_shuffle_differently_and_repeat_with_the_seed():
 
 def test_a_worker_decodes_only_the_records_it_yields(monkeypatch):
     """The worker's iterator starts at the dataset's state: nothing is decoded for the
-    position its constructor would otherwise have started at, and no next epoch is built
-    ahead (each worker iterator serves one epoch)."""
+    position its constructor would otherwise have started at (epoch 0); besides the epoch's
+    records, at most the next epoch's first batch is built ahead."""
     from cloudrec.iterators.record_sample import RecordSampleWriter
     decoded = []
     inner = RecordSampleWriter._process_inner
 
     def counting(self, payload, rid, slot, buf):
-        decoded.append(int(rid))
+        decoded.append((buf.plan.epoch, int(rid)))
         return inner(self, payload, rid, slot, buf)
     monkeypatch.setattr(RecordSampleWriter, "_process_inner", counting)
     ds = ImageRecordDataset(**KW)
@@ -76,5 +76,35 @@ def test_a_worker_decodes_only_the_records_it_yields(monkeypatch):
     ids = []
     for b in DataLoader(ds, batch_size=None, num_workers=0):
         ids += b["index"][:4 - b["pad"]].tolist()
+    ds.close()
     assert sorted(ids) == list(range(24))
-    assert sorted(decoded) == sorted(ids)  # each once: none for epoch 0, none for epoch 4
+    assert sorted(r for e, r in decoded if e == 3) == sorted(ids)  # each once
+    assert {e for e, _ in decoded} <= {3, 4} and sum(e == 4 for e, _ in decoded) <= 4
+
+
+def test_epochs_reuse_the_worker_iterator_and_match_fresh_datasets():
+    """In one process the dataset keeps its worker iterator between epochs (threads, buffers,
+    the next epoch built ahead); every epoch equals that of a freshly made dataset."""
+    from cloudrec.torch import ResumableLoader
+    from cloudrec.torch_images import _WORKER_ITERS
+
+    def values(loader):
+        return [(b["data"].clone(), b["label"].clone(), b["index"].clone()) for b in loader]
+    ds = ImageRecordDataset(**KW)
+    loader = ResumableLoader(ds, num_workers=0)
+    got, iters = [], []
+    for _ in range(3):
+        got.append(values(loader))
+        iters.append(_WORKER_ITERS[ds][1])
+    assert iters[0] is iters[1] is iters[2]
+    for e in range(3):
+        fresh = ImageRecordDataset(**KW)
+        fresh.set_epoch(e)
+        want = values(ResumableLoader(fresh, num_workers=0))
+        fresh.close()
+        assert len(want) == len(got[e]) == 6
+        for (a, la, ia), (b, lb, ib) in zip(got[e], want):
+            assert torch.equal(a, b) and torch.equal(la, lb) and torch.equal(ia, ib)
+    it = iters[0]
+    ds.close()
+    assert it._closed and ds not in _WORKER_ITERS

@@ -117,10 +117,16 @@ class BatchArrayPool:
 class _Speculation:
     """The next epoch's batches, built ahead into their own queue until start() adopts them."""
 
-    __slots__ = ("key", "queue", "adopted")
+    __slots__ = ("key", "plans", "queue", "adopted")
 
-    def __init__(self, key: Any, q: queue.Queue) -> None:
-        self.key, self.queue, self.adopted = key, q, threading.Event()
+    def __init__(self, key: Any, plans: List[BatchPlan], q: queue.Queue) -> None:
+        self.key, self.plans, self.queue, self.adopted = key, plans, q, threading.Event()
+
+
+def _same_plans(a: Sequence[BatchPlan], b: Sequence[BatchPlan]) -> bool:
+    return len(a) == len(b) and all(
+        x.pad == y.pad and x.epoch == y.epoch and x.step == y.step
+        and np.array_equal(x.ids, y.ids) for x, y in zip(a, b))
 
 
 def _drain(q: Optional[queue.Queue]) -> None:
@@ -193,8 +199,10 @@ class BatchPipeline:
             raise PipelineClosed("the iterator is closed")
         with self._spec_lock:
             spec, old = self._spec, self._queue
-            # (a producer that already exited left its queue complete: still adoptable)
-            adopt = key is not None and spec is not None and spec.key == key
+            # the very batches asked for (a producer that already exited left its queue
+            # complete: still adoptable)
+            adopt = (key is not None and spec is not None and spec.key == key
+                     and _same_plans(spec.plans, plans))
             if adopt:
                 self._queue, self._spec, self._next = spec.queue, None, next_plans
                 spec.adopted.set()
@@ -235,12 +243,13 @@ class BatchPipeline:
                 nxt, self._next = self._next, None
                 spec = None
                 if nxt is not None and not stop.is_set():
-                    spec = self._spec = _Speculation(nxt[0], queue.Queue(maxsize=self._prefetch))
+                    spec = self._spec = _Speculation(nxt[0], list(nxt[1]),
+                                                     queue.Queue(maxsize=self._prefetch))
             if spec is None:
                 self._put(q, _END, stop)
                 return
             end_prev = (lambda q=q: self._put(q, _END, stop))
-            plans, q, gate = list(nxt[1]), spec.queue, spec.adopted
+            plans, q, gate = spec.plans, spec.queue, spec.adopted
 
     def _produce_epoch(self, plans: List[BatchPlan], q: queue.Queue, stop: threading.Event,
                        gate: Optional[threading.Event] = None,
