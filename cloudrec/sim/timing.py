@@ -278,17 +278,21 @@ def cached(st: StreamFacts, node_bytes: np.ndarray, node_gets: np.ndarray, shard
     else:
         bound = _bound_name(int(which[worst]), server_s)
     # first batch: the shards it reads download side by side with all the node's others
-    # (processor sharing of the binding resource over bytes); it waits for the bytes it
-    # needs of each, one latency per chunk round to get them
+    # (processor sharing: all progress alike over the download phase, which takes what
+    # the downloads and the workers' start-up need of the shared resources); it waits
+    # for the bytes it needs of each, one latency per chunk round to get them, then for
+    # its records' CPU
     need = first_need.astype(float)
     first = 0.0
     rounds = first_rounds
+    dl_cpu = cli + np.bincount(node_of_stream, minlength=nnodes) * host.worker_start_cpu_s
+    dl_t = max(float(_shared_bounds(dl_cpu, node_bytes, server_s, storage, host)[0][0]), lat_bound)
     if need.any() and sizes.sum() > 0:
-        share = shared[0] / float(sizes.sum())
         for k in np.flatnonzero(need).tolist():
-            ps = float(np.minimum(sizes, need[k]).sum()) * share
+            ps = float(np.minimum(sizes, need[k]).sum()) / float(sizes.sum()) * dl_t
             lat = rounds[k] * storage.latency_s + need[k] / storage.stream_bw
             first = max(first, ps + rounds[k] * storage.latency_s, lat)
+        first += job.batch_size * host.record_cpu_s + host.main_batch_cpu_s
     return {"first_batch_s": first, "epoch_s": epoch, "peak_get_rate": peak, "bound": bound,
             "cpu_s": _cpu_report(node_cpu, server_s)}
 
