@@ -5,10 +5,11 @@
 std)`` builds) costs, run step by step, a resized copy, a cropped copy, a flipped copy, a
 float32 image, a normalised float32 image, a CHW transpose and the copy into the batch.
 :class:`FusedChain` keeps the geometry in uint8 (the crop is a view; the resize covers
-only the crop window with ``INTER_CUBIC_MXNET``) and writes
-``(x - mean) / std`` plane by plane into the caller's ``out`` (a batch slot): one
-float32 pass, no transpose.  Same random draws, in the same order, and the same bits as
-:func:`cloudrec.image.augment_chain.apply_augmenters` (tests/test_fused_chain.py);
+only the crop window with ``INTER_CUBIC_MXNET``) and writes ``(x - mean) / std`` into
+the caller's ``out`` (a batch slot) in CHW order: the planes cast in place, no float32
+HWC image, no transpose, no copy into the batch.  Same random draws, in the same
+order, and the same bits as :func:`cloudrec.image.augment_chain.apply_augmenters`
+(tests/test_fused_chain.py);
 ``ResizeAug(fast=True)`` keeps its meaning (the crop's source region resized alone).
 """
 from __future__ import annotations
@@ -44,13 +45,12 @@ def window_resize(src: np.ndarray, nw: int, nh: int, x0: int, y0: int, cw: int, 
     return full[y0:y0 + ch, x0:x0 + cw]
 
 
-def _channel_values(vec: Optional[np.ndarray]) -> Optional[list]:
-    """Three float32 scalars from a ColorNormalizeAug mean/std of 1 or 3 values, else None."""
+def _channel_values(vec: Optional[np.ndarray]) -> Optional[np.ndarray]:
+    """A (3, 1, 1) float32 array (CHW broadcast) from a ColorNormalizeAug mean/std of 1 or
+    3 values, else None."""
     v = np.asarray(vec, dtype=_F32).reshape(-1)
-    if v.size == 1:
-        return [v[0]] * 3
-    if v.size == 3 and np.asarray(vec).ndim == 1:
-        return [v[0], v[1], v[2]]
+    if v.size == 1 or (v.size == 3 and np.asarray(vec).ndim == 1):
+        return np.ascontiguousarray(np.broadcast_to(v, (3,)).reshape(3, 1, 1))
     return None
 
 
@@ -60,7 +60,7 @@ class FusedChain:
     __slots__ = ("resize", "crop", "flip", "mean", "std")
 
     def __init__(self, resize: Optional[ResizeAug], crop: Any, flip: Optional[HorizontalFlipAug],
-                 mean: Optional[list], std: Optional[list]) -> None:
+                 mean: Optional[np.ndarray], std: Optional[np.ndarray]) -> None:
         self.resize, self.crop, self.flip, self.mean, self.std = resize, crop, flip, mean, std
 
     @classmethod
@@ -143,13 +143,12 @@ class FusedChain:
 
     def _normalize_into(self, win: np.ndarray, out: np.ndarray) -> None:
         """``(float32(win) - mean) / std`` of each channel into ``out[c]`` (same float32
-        operations as CastAug + ColorNormalizeAug, so the same bits)."""
+        operations as CastAug + ColorNormalizeAug, so the same bits): the planes cast
+        into ``out``, then one subtract and one divide over all of it, in place."""
         planes = cv2.split(win)
-        mean, std = self.mean, self.std
         for c in range(3):
-            q = out[c]
-            np.copyto(q, planes[c], casting="unsafe")  # uint8 -> float32: exact
-            if mean is not None:
-                np.subtract(q, mean[c], out=q)
-            if std is not None:
-                np.divide(q, std[c], out=q)
+            np.copyto(out[c], planes[c], casting="unsafe")  # uint8 -> float32: exact
+        if self.mean is not None:
+            np.subtract(out, self.mean, out=out)
+        if self.std is not None:
+            np.divide(out, self.std, out=out)
