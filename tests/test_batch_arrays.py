@@ -190,3 +190,17 @@ def test_blob_write_equals_the_lut_write(hw, scale):
         blob.write(img, a[1], mirror)
         lut.write(img, b[1], mirror)
         assert np.array_equal(a, b) and a[1].any() and not a[0].any() and not a[2].any()
+
+
+def test_wait_idle_waits_for_the_epoch_built_ahead(rec):
+    with make(rec) as it:
+        for _ in it:
+            pass
+        spec = it._pipeline._spec
+        assert spec is not None
+        first = list(spec.queue.queue)
+        assert len(first) == 1 and first[0].futures  # its first batch, submitted
+        it._pipeline.wait_idle(timeout=60)
+        assert all(f.done() for f in first[0].futures)
+        it.reset()
+        assert len(list(it)) == 12

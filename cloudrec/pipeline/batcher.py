@@ -21,7 +21,7 @@ from __future__ import annotations
 import queue
 import sys
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, List, Optional, Sequence, Tuple
 
@@ -337,6 +337,22 @@ class BatchPipeline:
             raise
         item.futures = []
         return item
+
+    def wait_idle(self, timeout: Optional[float] = None) -> None:
+        """Wait until the pool has run the tasks of every batch queued so far, the next
+        epoch's first batch built ahead included (for benchmarks that time one pipeline at a
+        time: that work then counts for the pipeline that did it, not the next one timed)."""
+        with self._spec_lock:
+            qs = [self._queue, self._spec.queue if self._spec is not None else None]
+        futures: List[Future] = []
+        for q in qs:
+            if q is not None:
+                with q.mutex:
+                    items = list(q.queue)
+                for b in items:
+                    if isinstance(b, BatchBuffers):
+                        futures += b.futures
+        wait(futures, timeout)
 
     def stop(self) -> None:
         """Stop the current epoch's producer and drop its queued batches (and any built ahead
