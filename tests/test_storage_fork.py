@@ -95,3 +95,17 @@ def test_forked_child_reuses_the_parsed_s3_service_model(s3_server):
             return 3
         return 0 if not any("s3" in p for p in loads) else 5
     assert _fork_and_wait(child_reads_without_parsing) == 0
+
+
+def test_concurrent_forks_keep_each_childs_filesystems_alive(tmp_path):
+    """Two threads forking at once: the first fork's after-fork hook must not drop the
+    keep-alive the second child still needs (it then hung in fsspec's at-fork reset,
+    finalizing an s3fs instance on a dead event loop)."""
+    from cloudrec.storage import fs as fsmod
+    fs, _ = resolve(str(tmp_path / "x"))
+    fsmod._before_fork()          # thread A about to fork
+    fsmod._before_fork()          # thread B about to fork
+    fsmod._after_fork_in_parent()  # A's fork returned in the parent; B has not forked yet
+    assert any(f is fs for f in fsmod._fork_keepalive)
+    fsmod._after_fork_in_parent()  # B's fork returned too
+    assert fsmod._fork_keepalive == [] and fsmod._forking == 0

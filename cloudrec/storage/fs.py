@@ -3,6 +3,7 @@ memory://, ...) into an fsspec filesystem and a path, in one place."""
 from __future__ import annotations
 
 import os
+import threading
 import weakref
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
@@ -20,6 +21,10 @@ from fsspec.core import url_to_fs
 # that used hdfs:// or s3:// therefore start promptly instead of hanging.
 _tracked: "weakref.WeakSet[Any]" = weakref.WeakSet()
 _fork_keepalive: List[Any] = []
+# forks in progress: two threads forking at once (e.g. two DataLoaders started from
+# threads) must not let the first one's after-fork hook drop the second child's keep-alive
+_forking = 0
+_fork_lock = threading.Lock()
 
 
 def _instances_alive() -> List[Any]:
@@ -34,11 +39,26 @@ def _instances_alive() -> List[Any]:
 
 
 def _before_fork() -> None:
-    _fork_keepalive.extend(_instances_alive())
+    global _forking
+    with _fork_lock:
+        _forking += 1
+        _fork_keepalive.extend(_instances_alive())
 
 
 def _after_fork_in_parent() -> None:
-    _fork_keepalive.clear()
+    global _forking
+    with _fork_lock:
+        _forking -= 1
+        if _forking == 0:
+            _fork_keepalive.clear()
+
+
+def _after_fork_in_child() -> None:
+    # the child keeps its copy of the keep-alive list; another thread of the parent may
+    # have held the lock at fork time, so the child gets a fresh one
+    global _forking, _fork_lock
+    _forking = 0
+    _fork_lock = threading.Lock()
 
 
 # hdfs-native runs every call on one process-wide tokio runtime; its threads do
@@ -52,7 +72,8 @@ HDFS_FORK_MESSAGE = (
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent)
+    os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent,
+                        after_in_child=_after_fork_in_child)
 
 
 def _hdfs_native_class():
