@@ -20,6 +20,7 @@ import numpy as np
 from cloudrec.errors import ConfigError, ImageDecodeError
 from cloudrec.image.decode import check_pixels, decode_image
 from cloudrec.image.jpeg_scale import decode_jpeg
+from cloudrec.pipeline.resize_crop import fused_resize_crop, inter_method, resize_then_crop
 
 __all__ = ["DefaultAugmenter", "AugRng", "inter_method", "PCA_EIGVAL", "PCA_EIGVEC"]
 
@@ -47,24 +48,6 @@ class AugRng(random.Random):
 
     def normal(self, loc: float, scale: float, size: int) -> np.ndarray:
         return np.array([self.gauss(loc, scale) for _ in range(size)])
-
-
-_CV_INTER = {0: cv2.INTER_NEAREST, 1: cv2.INTER_LINEAR, 2: cv2.INTER_CUBIC,
-             3: cv2.INTER_AREA, 4: cv2.INTER_LANCZOS4}
-
-
-def inter_method(method: int, old_w: int, old_h: int, new_w: int, new_h: int,
-                 rng: Optional[np.random.Generator]) -> int:
-    """MXNet's GetInterMethod: 9 = auto (cubic up, area down, else linear), 10 = random 0-4."""
-    if method == 9:
-        if new_w > old_w and new_h > old_h:
-            return cv2.INTER_CUBIC
-        if new_w < old_w and new_h < old_h:
-            return cv2.INTER_AREA
-        return cv2.INTER_LINEAR
-    if method == 10:
-        return _CV_INTER[int(rng.integers(0, 5)) if rng is not None else 1]
-    return _CV_INTER[method]
 
 
 class DefaultAugmenter:
@@ -109,6 +92,10 @@ class DefaultAugmenter:
         # crop window is known before resizing, so only the source region it needs is resized
         self.fused = self.fast and not self.do_affine and p.pad <= 0 and not self.do_cropsize \
             and (p.resize > 0 or self.do_rrc)
+        # resize then the default crop alone: only the top-left part of the image up to the
+        # crop window's far edge is resized (same pixels; see _resize_then_crop)
+        self.roi_resize = (p.resize > 0 and not self.do_affine and p.pad <= 0
+                           and not self.do_rrc and not self.do_cropsize and p.inter_method != 10)
         #: shorter side a scaled JPEG decode must keep (0: decode at full size)
         self.min_side = int(p.resize) if self.fast and p.resize > 0 else 0
 
@@ -122,6 +109,9 @@ class DefaultAugmenter:
             nh, nw = r, r * cols // rows
         interp = inter_method(self.p.inter_method, cols, rows, nw, nh, rng)
         return cv2.resize(img, (nw, nh), interpolation=interp)
+
+    def _resize_then_crop(self, img: np.ndarray, rng) -> Optional[np.ndarray]:
+        return resize_then_crop(self, img, rng)
 
     def _affine(self, img: np.ndarray, rng) -> np.ndarray:
         p = self.p
@@ -280,50 +270,7 @@ class DefaultAugmenter:
 
     def _fused(self, img: np.ndarray, rng, src_size: Optional[Tuple[int, int]]
                ) -> Optional[np.ndarray]:
-        """Fast mode's resize+crop in one resize of the window's source region, or None
-        when the exact path must run (the centre crop would have to upsize first)."""
-        p, H, W = self.p, self.H, self.W
-        dh, dw = img.shape[:2]
-        k = 1.0  # decoded pixels per source pixel (no source size: the decoded image is it)
-        if src_size is None:
-            vh, vw = dh, dw
-        else:
-            sw, sh = src_size
-            # EXIF-rotated images decode with swapped sides
-            vh, vw = (sh, sw) if abs(dh * sw - dw * sh) <= abs(dh * sh - dw * sw) else (sw, sh)
-            # libjpeg's m/8 scale exactly (its last pixel may cover a partial block, so
-            # dw / vw is not the scale: up to 6 px off across a 1/8 decode)
-            k = max(1, min(8, round(8 * dw / vw))) / 8 if vw >= 16 else dw / vw
-        sy = sx = k
-        interp = None
-        if p.resize > 0:  # the virtual resize of exact mode: same sizes, same rng draws
-            r = p.resize
-            nh, nw = (r * vh // vw, r) if vh > vw else (r, r * vw // vh)
-            interp = inter_method(p.inter_method, vw, vh, nw, nh, rng)
-            sy, sx = sy * vh / nh, sx * vw / nw
-            vh, vw = nh, nw
-        if self.do_rrc:
-            win = self._rrc_window(vh, vw, rng)
-            if win is None:
-                return None
-            y, x, h, w = win
-            interp = inter_method(p.inter_method, w, h, W, H, rng)
-        else:
-            if vh < H or vw < W:
-                return None
-            y, x, h, w = vh - H, vw - W, H, W
-            if p.rand_crop and rng is not None:
-                y, x = int(rng.integers(0, y + 1)), int(rng.integers(0, x + 1))
-            else:
-                y, x = y // 2, x // 2
-        y0, y1 = int(round(y * sy)), min(dh, int(round((y + h) * sy)))  # virtual -> decoded
-        x0, x1 = int(round(x * sx)), min(dw, int(round((x + w) * sx)))
-        region = img[y0:max(y1, y0 + 1), x0:max(x1, x0 + 1)]
-        if region.shape[0] == H and region.shape[1] == W:
-            return region
-        if interp is None or p.inter_method == 9:
-            interp = inter_method(p.inter_method, region.shape[1], region.shape[0], W, H, None)
-        return cv2.resize(region, (W, H), interpolation=interp)
+        return fused_resize_crop(self, img, rng, src_size)
 
     def _rrc_window(self, rows: int, cols: int, rng) -> Optional[Tuple[int, int, int, int]]:
         """The random-resized-crop window (y, x, h, w), with exact mode's draws."""
@@ -352,6 +299,10 @@ class DefaultAugmenter:
             raise ImageDecodeError(f"empty image{where}")
         if self.fused:
             out = self._fused(img, rng, src_size)
+            if out is not None:
+                return self._pixels(out, rng)
+        if self.roi_resize:
+            out = self._resize_then_crop(img, rng)
             if out is not None:
                 return self._pixels(out, rng)
         if p.resize != -1:

@@ -75,7 +75,8 @@ class ImageWriter:
         if mirror:  # OpenCV reads a crop view (row-strided) as is: one copy, not two
             img = cv2.flip(img, 1)
         if (self._blob is not None and contrast == 1.0 and not illumination
-                and self.mean_img is None and img.ndim == 3 and img.shape[2] == 3 and out.flags.c_contiguous):
+                and self.mean_img is None and img.ndim == 3 and img.shape[2] == 3
+                and out.flags.c_contiguous):
             # one native call: BGR->RGB, (x - mean) * (scale / std) in float32, HWC -> CHW,
             # straight into the slot; the same float32 ops as the LUT path below (bit-identical)
             # and one GIL release instead of four (split + a LUT per plane)
