@@ -115,3 +115,20 @@ def test_dataloader_workers_move_each_byte_once_through_the_proxy(s3_server, fau
     got = fault_proxy.traffic()["GET .rec"]
     dataset_bytes = int(ds.source.table.length.sum())
     assert got["bytes"] <= 1.02 * dataset_bytes, (got, dataset_bytes)
+
+
+def test_a_shuffle_window_far_larger_than_a_fetch_window_is_cut_by_bytes(ds):
+    """A shard-order buffer larger than the read-ahead must not become one window held in
+    memory whole."""
+    sl = EpochSampler(ds.table, seed=3, mode="shard", batch_size=16,
+                      order_options={"buffer_size": 400}).epoch_slice(0, 1)
+    assert int(ds.table.length[sl.ids[:400]].sum()) > 2_000_000
+    with RecordFetcher(ds, window_bytes=300_000, readahead_bytes=1_200_000) as f:
+        wins = list(f._windows(sl.ids, sl.chunk_starts))
+        assert np.concatenate(wins).tolist() == sl.ids.tolist()
+        biggest = max(int(ds.table.length[w].sum()) for w in wins)
+        assert biggest <= 300_000 + int(ds.table.length.max())
+        got = [rid for rid, _ in f.fetch(sl.ids, chunk_starts=sl.chunk_starts,
+                                         touching_only=True)]
+        assert got == sl.ids.tolist()
+        assert f.bytes_requested == int(ds.table.length[sl.ids].sum())  # touching only

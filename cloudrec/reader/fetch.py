@@ -232,8 +232,25 @@ class RecordFetcher:
         a = 0
         for i in range(1, len(cuts)):
             if i == len(cuts) - 1 or csum[cuts[i + 1]] - csum[cuts[a]] > self.window_bytes:
-                yield ids[cuts[a]:cuts[i]]
+                if i == a + 1 and csum[cuts[i]] - csum[cuts[a]] > self.readahead_bytes:
+                    # one chunk larger than the whole read-ahead (a big shard-order buffer):
+                    # cut it by bytes, so memory stays bounded (touching-only merging keeps
+                    # the bytes exact, at more requests)
+                    yield from self._byte_windows(ids[cuts[a]:cuts[i]])
+                else:
+                    yield ids[cuts[a]:cuts[i]]
                 a = i
+
+    def _byte_windows(self, ids: np.ndarray) -> Iterator[np.ndarray]:
+        csum = np.cumsum(self.table.length[ids])
+        cuts = np.searchsorted(csum, np.arange(1, int(csum[-1] // self.window_bytes) + 1)
+                               * self.window_bytes, side="right")
+        prev = 0
+        for c in cuts.tolist() + [ids.shape[0]]:
+            c = min(max(c, prev + 1), ids.shape[0])
+            if c > prev:
+                yield ids[prev:c]
+                prev = c
 
     def _start_window(self, ids: np.ndarray, max_gap: int) -> _Window:
         t = self.table
