@@ -70,7 +70,10 @@ def _stream_epoch(urls, so, cache_dir, barrier, delay, q):
     for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
         os.environ.setdefault(k, "testing")
     ds = open_dataset(urls, storage_options=so)
-    f = RecordFetcher(ds, cache="shards", cache_dir=cache_dir, concurrency=1)
+    # 1 MB requests: the first record's request lies in the first chunks; a 16 MB request
+    # would need chunks that a demand-first download fetches last (just before publishing)
+    f = RecordFetcher(ds, cache="shards", cache_dir=cache_dir, concurrency=1,
+                      max_request=1 << 20)
     barrier.wait(timeout=60)  # both opened
     barrier.wait(timeout=60)  # the proxy is slowed down and its counts cleared
     time.sleep(delay)
