@@ -21,9 +21,13 @@ Systems, each at T = 1 and 2 threads (processes for the DataLoader):
   installed: its wheel would replace the venv's torch), so the same PIL calls run.
 
 Every iterator and loader is built and run for one warm-up epoch first (thread pools,
-worker processes, batch buffers), then each round times one epoch of each system in turn,
-the decode loop before and after; ratios are per round against that round's decode loop,
-the medians are printed (with the CPU ratio: CPU ms per image of the decode loop over the system's, all its threads, which other jobs on the machine disturb less than img/s) and written (with every round) to bench/results/imagerecorditer.json.
+worker processes, batch buffers), then each round times one epoch of each system in turn
+with the decode loop before, between and after them (systems in reverse order every other
+round); each system's ratio is against the mean of the two decode runs next to it (other
+jobs' load drifts within a round), the medians over the rounds are printed (with the CPU
+ratio: CPU ms per image of the decode loop over the system's, all its threads, which other
+jobs on the machine disturb less than img/s) and written (with every round) to
+bench/results/imagerecorditer.json.
 
 Usage (runs in ~2 minutes on 2 busy cores)::
 
@@ -155,25 +159,48 @@ def loader_epoch(loader) -> float:
 
 # ---------------------------------------------------------------------------- main
 def run_rounds(payloads: List[bytes], systems: Dict[int, Dict[str, object]],
-               threads: List[int], n_rounds: int, iter_epoch) -> Dict[int, List[Dict[str, float]]]:
+               threads: List[int], n_rounds: int, iter_epoch,
+               adjacent_decode: bool = False) -> Dict[int, List[Dict[str, float]]]:
     """Alternated rounds: per thread count, the decode loop, each cloudrec system (img/s and
     this process's CPU ms per image, which other jobs on the cores do not inflate), the torch
-    pipeline, and the decode loop again."""
+    pipeline, and the decode loop again.
+
+    ``adjacent_decode``: the decode loop also runs between systems, and each system is
+    compared with the mean of the two decode runs around it (``<name>_decode``): the load
+    other jobs put on the machine drifts within a round, so a neighbour is a fairer
+    baseline than the round's ends; every other round runs the systems in reverse order,
+    so no system always follows the same one."""
     rounds: Dict[int, List[Dict[str, float]]] = {t: [] for t in threads}
+
+    def timed(run) -> tuple:
+        c0 = time.process_time()
+        v = run()
+        return v, (time.process_time() - c0) * 1e3 / len(payloads)
     for r in range(n_rounds):
         for t in threads:
             row: Dict[str, float] = {}
             cpu: Dict[str, float] = {}
-            for name, run in [("decode_before", lambda: bench_decode(payloads, t))] + [
-                    (k, (lambda s=s, k=k: (dataset_epoch if k == "dataset" else iter_epoch)(s)))
-                    for k, s in systems[t].items() if k != "torch"]:
-                c0 = time.process_time()
-                row[name] = run()
-                cpu[name] = (time.process_time() - c0) * 1e3 / len(payloads)
-            if "torch" in systems[t]:
-                row["torch"] = loader_epoch(systems[t]["torch"])
-            row["decode_after"] = bench_decode(payloads, t)
+            names = [k for k in systems[t] if k != "torch"] + (
+                ["torch"] if "torch" in systems[t] else [])
+            if adjacent_decode and r % 2:
+                names = names[::-1]
+            row["decode_before"], cpu["decode_before"] = timed(lambda: bench_decode(payloads, t))
+            prev, dec_cpu = row["decode_before"], [cpu["decode_before"]]
+            for k in names:
+                s = systems[t][k]
+                if k == "torch":
+                    row["torch"] = loader_epoch(s)
+                else:
+                    ep = dataset_epoch if k == "dataset" else iter_epoch
+                    row[k], cpu[k] = timed(lambda s=s, ep=ep: ep(s))
+                if adjacent_decode:
+                    d, c = timed(lambda: bench_decode(payloads, t))
+                    row[f"{k}_decode"], prev = (prev + d) / 2, d
+                    dec_cpu.append(c)
+            row["decode_after"] = prev if adjacent_decode else bench_decode(payloads, t)
             row.update({f"{k}_cpu_ms": round(v, 3) for k, v in cpu.items()})
+            if adjacent_decode:
+                row["decode_cpu_ms"] = round(float(np.mean(dec_cpu)), 3)
             rounds[t].append(row)
             print(f"round {r + 1} threads={t}: " + ", ".join(
                 f"{k} {v:.0f}" for k, v in row.items() if not k.endswith("_cpu_ms")))
@@ -182,8 +209,9 @@ def run_rounds(payloads: List[bytes], systems: Dict[int, Dict[str, object]],
 
 def summarize_rounds(rounds: Dict[int, List[Dict[str, float]]],
                      systems: Dict[int, Dict[str, object]]) -> Dict[str, Dict[str, float]]:
-    """Medians over the rounds: img/s, ratios to the decode loop (its mean before and after
-    each round), CPU per image vs the decode loop, and fast/exact vs the torch pipeline."""
+    """Medians over the rounds: img/s, ratios to the decode loop (the mean of the decode runs
+    next to the system when the rounds have them, else of the round's first and last),
+    CPU per image vs the decode loop, and fast/exact vs the torch pipeline."""
     med = lambda xs: float(np.median(xs))  # noqa: E731
     summary: Dict[str, Dict[str, float]] = {}
     for t, rows in rounds.items():
@@ -191,11 +219,12 @@ def summarize_rounds(rounds: Dict[int, List[Dict[str, float]]],
         s = {"decode_img_s": med(dec)}
         for name in [k for k in ("exact", "fast", "dataset") if k in systems[t]]:
             # CPU per image, decode loop / system (1.0 = as cheap)
-            s[f"{name}_cpu_vs_decode"] = med([x["decode_before_cpu_ms"] / x[f"{name}_cpu_ms"]
-                                              for x in rows])
+            s[f"{name}_cpu_vs_decode"] = med([x.get("decode_cpu_ms", x["decode_before_cpu_ms"])
+                                              / x[f"{name}_cpu_ms"] for x in rows])
         for name in systems[t]:
             s[f"{name}_img_s"] = med([x[name] for x in rows])
-            s[f"{name}_vs_decode"] = med([x[name] / d for x, d in zip(rows, dec)])
+            s[f"{name}_vs_decode"] = med([x[name] / x.get(f"{name}_decode", d)
+                                          for x, d in zip(rows, dec)])
         if "torch" in systems[t]:
             s["fast_vs_torch"] = med([x["fast"] / x["torch"] for x in rows])
             s["exact_vs_torch"] = med([x["exact"] / x["torch"] for x in rows])
@@ -238,7 +267,8 @@ def main(argv=None) -> int:
         if not a.no_dataset:
             systems[t]["dataset"] = make_dataset_loader(rec, t)
             dataset_epoch(systems[t]["dataset"])
-    rounds = run_rounds(payloads, systems, a.threads, a.rounds, iter_epoch)
+    rounds = run_rounds(payloads, systems, a.threads, a.rounds, iter_epoch,
+                        adjacent_decode=True)
     summary = summarize_rounds(rounds, systems)
     for t in a.threads:
         s = summary[str(t)]
@@ -265,7 +295,9 @@ def main(argv=None) -> int:
                 "torch_pipeline": "DataLoader(num_workers=T, persistent) + Pillow, payloads in memory",
                 "torch_dataset": "cloudrec.torch.ImageRecordDataset (decode_reduce=True default), "
                            "ResumableLoader(num_workers=0), T decode threads",
-                "decode": "cv2.imdecode IMREAD_COLOR full size on T threads, payloads in memory"}
+                "decode": "cv2.imdecode IMREAD_COLOR full size on T threads, payloads in memory",
+                "baseline": "each system vs the mean of the decode-loop runs just before and "
+                            "after it; systems in reverse order every other round"}
     _write(settings, {"rounds": {str(t): v for t, v in rounds.items()}, "summary": summary},
            a.threads)
     return 0
