@@ -81,10 +81,11 @@ class ImageRecordDataset(RecordIterableDataset):
                 is_pad = np.zeros(n, bool)
                 if batch.pad:
                     is_pad[n - int(batch.pad):] = True
-                ids = np.asarray(batch.index).copy()
-                # the pipeline never reuses a buffer that is still referenced: no copy
+                # no copies: the pipeline never reuses a data array that is still referenced,
+                # and the label and index arrays are the batch's own (new for every batch)
+                ids = batch.index
                 yield {"data": torch.from_numpy(batch.data[0]),
-                       "label": torch.from_numpy(batch.label[0].copy()),
+                       "label": torch.from_numpy(batch.label[0]),
                        "index": torch.from_numpy(ids), "ids": torch.from_numpy(ids.copy()),
                        "pad": int(batch.pad), "is_pad": torch.from_numpy(is_pad),
                        "epoch": int(batch.epoch), "consumed": int(batch.consumed),
