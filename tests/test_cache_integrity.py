@@ -83,6 +83,44 @@ def test_damaged_entry_is_dropped_and_downloaded_again(dataset, tmp_path):
     assert (st["cache_corrupt"], st["cache_downloads"], st["cache_hits"]) == (1, 1, 3), st
 
 
+def test_an_entry_verified_on_the_node_is_not_read_again_until_it_is_written(
+        dataset, tmp_path, monkeypatch):
+    """The first check leaves a stamp (inode, size, mtime, ctime) that the node's other
+    processes trust instead of a new CRC of the whole shard; a write into the file moves
+    its ctime, so the damage is still found; hits touch the .json, never the data file."""
+    import time
+
+    import cloudrec.storage.cache as cache_mod
+    urls, truth, so = dataset
+    cdir = str(tmp_path / "cache")
+    assert _fill_in_other_process(urls, so, cdir) == (400, 4)
+    assert sorted(n for n in os.listdir(cdir) if n.endswith(".ok")) == \
+        sorted(os.path.basename(e.path)[:-5] + ".ok" for e in ShardCache(cdir).entries())
+    crcs = []
+    real = cache_mod.crc32_file
+    monkeypatch.setattr(cache_mod, "crc32_file", lambda p: crcs.append(p) or real(p))
+    cache_mod._VERIFIED.clear()   # as in a process of the node that never opened them
+    ds = open_dataset(urls, storage_options=so)
+    entries = {e.url: e for e in ShardCache(cdir).entries()}
+    before = {u: os.stat(e.path) for u, e in entries.items()}
+    with RecordFetcher(ds, cache="shards", cache_dir=cdir) as f:
+        got = list(f.fetch(range(len(ds))))
+        st = f.stats
+    assert _right(ds, truth, got) == [] and st["cache_hits"] == 4 and crcs == []
+    for u, e in entries.items():   # the data files' times are the stamp's: left alone
+        now = os.stat(e.path)
+        assert (now.st_mtime_ns, now.st_ctime_ns) == (before[u].st_mtime_ns, before[u].st_ctime_ns)
+    time.sleep(0.02)   # past the filesystem's timestamp granularity
+    _flip(entries[urls[1]].path)
+    cache_mod._VERIFIED.clear()
+    with RecordFetcher(ds, cache="shards", cache_dir=cdir) as f:
+        got = list(f.fetch(range(len(ds))))
+        st = f.stats
+    # only the written one is read again (then its new download is checksummed to publish)
+    assert crcs[0] == entries[urls[1]].path and [".tmp." in p for p in crcs[1:]] == [True]
+    assert _right(ds, truth, got) == [] and (st["cache_corrupt"], st["cache_downloads"]) == (1, 1)
+
+
 def test_cache_verify_command_finds_and_drops_damage(dataset, tmp_path, capsys):
     from cloudrec.cli import main
     urls, truth, so = dataset

@@ -1,7 +1,7 @@
 """Progressive shard streaming (loopback S3 behind the proxy): while a shard downloads into
-the node's cache, its records are handed out as their bytes land, before the entry is
-published; the shard is fetched once (its chunk GETs only, no record read twice), the
-entry is published whole with its CRC32, and the next reader hits it."""
+the node's cache, its records are handed out as their bytes land (each GET is streamed),
+before the entry is published; the shard is fetched once (every byte once, counted at the
+proxy), the entry is published whole with its CRC32, and the next reader hits it."""
 import os
 
 import numpy as np
@@ -11,19 +11,24 @@ from cloudrec.dataset import open_dataset
 from cloudrec.dataset.synthetic import write_synthetic
 from cloudrec.reader.fetch import RecordFetcher
 from cloudrec.storage.cache import ShardCache
-from cloudrec.storage.cache_files import chunk_bounds
+from cloudrec.storage.cache_download import PIECE, chunk_bounds
 
 pytestmark = pytest.mark.s3
 
 
-def test_chunk_bounds_start_small_and_cover_exactly():
-    assert chunk_bounds(0) == [] and chunk_bounds(5) == [(0, 5)]
-    assert chunk_bounds(8 << 20) == [(0, 8 << 20)]  # one chunk: one GET, as before
+def test_chunk_bounds_cover_exactly():
     mb = 1 << 20
-    b = chunk_bounds(20 * mb + 7)
+    assert chunk_bounds(0) == [] and chunk_bounds(5) == [(0, 5)]
+    assert chunk_bounds(60 * mb) == [(0, 60 * mb)]  # a streamed GET needs no small first chunk
+    b = chunk_bounds(20 * mb + 7, 8 * mb, mb)       # the doubling plan, when asked for
     assert [y - x for x, y in b] == [mb, 2 * mb, 4 * mb, 8 * mb, 5 * mb + 7]
     assert b[0][0] == 0 and all(b[i][1] == b[i + 1][0] for i in range(len(b) - 1))
     assert b[-1][1] == 20 * mb + 7
+
+
+def _gets_and_bytes(proxy):
+    t = proxy.traffic().get("GET .rec", {"requests": 0, "bytes": 0})
+    return t["requests"], t["bytes"]
 
 
 def test_records_stream_while_the_shard_downloads(s3_server, fault_proxy, tmp_path):
@@ -32,10 +37,9 @@ def test_records_stream_while_the_shard_downloads(s3_server, fault_proxy, tmp_pa
                                   magic_every=0, storage_options=s3_server.storage_options)
     ds = open_dataset(urls, storage_options=fault_proxy.storage_options)
     size = ds.shards[0].size
-    chunks = chunk_bounds(size)
-    assert len(chunks) >= 4
-    # one chunk GET at a time, each taking >= 0.4 s: the download lasts >= 1.6 s
-    fault_proxy.configure(latency_ms=400)
+    assert len(chunk_bounds(size)) == 1
+    # a 20 MB shard over a 10 MB/s link: the one streamed GET lasts about 2 s
+    fault_proxy.configure(latency_ms=50, mb_per_s=10)
     cdir = str(tmp_path / "cache")
     f = RecordFetcher(ds, cache="shards", cache_dir=cdir, concurrency=1)
     got, published_at_first = [], None
@@ -49,7 +53,7 @@ def test_records_stream_while_the_shard_downloads(s3_server, fault_proxy, tmp_pa
     assert [r for r, _ in got] == list(range(400))
     assert all(p == truth[(0, int(ds.table.key[r]))] for r, p in got)
     assert st["cache_downloads"] == 1 and st["cache_streamed"] > 0, st
-    assert fault_proxy.stats()["requests"] == len(chunks)  # each byte fetched once
+    assert _gets_and_bytes(fault_proxy) == (1, size)  # one GET, each byte once
     [entry] = ShardCache(cdir).entries()
     assert entry.size == size and isinstance(entry.crc32, int)
     good, bad = ShardCache(cdir).verify()
@@ -102,12 +106,13 @@ def test_a_second_process_streams_the_download_of_the_first(s3_server, fault_pro
     for p in ps:
         p.start()
     barrier.wait(timeout=120)
-    fault_proxy.configure(latency_ms=1000)  # >= 5 s for the download's chunk GETs: a wide margin on a busy machine
+    fault_proxy.configure(latency_ms=200, mb_per_s=5)  # a ~4 s download: a wide margin on a busy machine
     barrier.wait(timeout=60)
     res = sorted(q.get(timeout=180) for _ in ps)
     for p in ps:
         p.join(30)
-    assert fault_proxy.stats()["requests"] == len(chunk_bounds(size))  # one download per node
+    gets, nbytes = _gets_and_bytes(fault_proxy)
+    assert nbytes == size and gets <= 2, (gets, nbytes)  # one download per node, each byte once
     (_, first, pub1, sha1), (_, second, pub2, sha2) = res
     assert (first["cache_downloads"], second["cache_downloads"]) == (1, 0), (first, second)
     assert second["cache_hits"] == 1 and second["cache_streamed"] > 0, second
@@ -117,34 +122,62 @@ def test_a_second_process_streams_the_download_of_the_first(s3_server, fault_pro
     assert not [n for n in os.listdir(cdir) if n.endswith(".part") or ".tmp." in n]
 
 
-def test_download_fetches_the_chunks_readers_wait_for_first(tmp_path):
-    """download_ranges: a wanted offset's chunk takes the next free request slot."""
+def test_download_fetches_the_ranges_readers_wait_for_first(tmp_path):
+    """download_ranges: a wanted range no GET covers yet gets a GET of its own, first, from
+    the wanted byte on; the rest follows in file order; every byte is fetched once."""
     from concurrent.futures import Future
 
-    from cloudrec.storage.cache_files import DOWNLOAD_WINDOW, download_ranges
+    from cloudrec.storage.cache_download import download_ranges
     mb = 1 << 20
     size = 60 * mb + 5
     data = np.random.default_rng(0).integers(0, 256, size, dtype=np.uint8).tobytes()
-    bounds = chunk_bounds(size)
     asked, spans = [], []
 
-    def submit(a, b):
+    def stream(a, b, sink):
         asked.append((a, b))
+        for x in range(a, b, 100_000):   # pieces of any size, as a socket hands them over
+            sink(x, data[x:min(b, x + 100_000)])
         f = Future()
-        f.set_result(data[a:b])
+        f.set_result(None)
         return f
-    wants = iter([[size - 10], [], [3 * mb]])
-    dl = download_ranges(submit, size, on_chunk=lambda a, b: spans.append((a, b)),
-                         wants=lambda: next(wants, []))
+    wants = iter([[(size - 10, size - 5)], [], [3 * mb + 7]])
+    dl = download_ranges(None, size, chunk=8 * mb, first=8 * mb,
+                         on_chunk=lambda a, b: spans.append((a, b)),
+                         wants=lambda: next(wants, []), stream=stream)
     tmp = str(tmp_path / "x.tmp")
     dl(tmp)
     with open(tmp, "rb") as fh:
         assert fh.read() == data
-    assert sorted(asked) == bounds and sorted(spans) == bounds   # every chunk once
-    assert asked[0] == bounds[-1]                                # the wanted one first
-    later = bounds.index(next(ab for ab in bounds if ab[0] <= 3 * mb < ab[1]))
-    assert asked.index(bounds[later]) <= DOWNLOAD_WINDOW         # next free slot
-    assert len(bounds) > DOWNLOAD_WINDOW + 2
+    tail = size - 10 - (size - 10) % PIECE
+    assert asked[0] == (tail, size)                       # the wanted one first
+    covered = sorted(asked)
+    assert covered[0][0] == 0 and covered[-1][1] == size  # every byte once
+    assert all(covered[i][1] == covered[i + 1][0] for i in range(len(covered) - 1))
+    assert max(b - a for a, b in asked) <= 8 * mb
+    done = sorted(spans)
+    assert all(done[i][1] == done[i + 1][0] for i in range(len(done) - 1))
+    assert done[0][0] == 0 and done[-1][1] == size
+    assert all(a % PIECE == 0 and (b % PIECE == 0 or b == size) for a, b in spans)
+
+
+def test_a_failed_download_get_fails_the_download_and_cancels_the_rest(tmp_path):
+    from concurrent.futures import Future
+
+    from cloudrec.errors import StorageError
+    from cloudrec.storage.cache_download import download_ranges
+    pending = []
+
+    def stream(a, b, sink):
+        f = Future()
+        if a == 0:
+            f.set_exception(StorageError("read failed: reset", "s3://b/x.rec", a, b))
+        else:
+            pending.append(f)
+        return f
+    dl = download_ranges(None, 40 << 20, chunk=8 << 20, stream=stream)
+    with pytest.raises(StorageError, match="reset"):
+        dl(str(tmp_path / "y.tmp"))
+    assert pending and all(f.cancelled() for f in pending)
 
 
 def test_a_record_deep_in_a_shard_does_not_wait_for_the_bytes_before_it(s3_server, fault_proxy,
@@ -153,38 +186,38 @@ def test_a_record_deep_in_a_shard_does_not_wait_for_the_bytes_before_it(s3_serve
     urls, truth = write_synthetic(bucket, 1, 900, seed=83, min_size=50_000, max_size=60_000,
                                   magic_every=0, storage_options=s3_server.storage_options)
     ds = open_dataset(urls, storage_options=fault_proxy.storage_options)
-    chunks = chunk_bounds(ds.shards[0].size)
-    assert len(chunks) >= 8
-    fault_proxy.configure(latency_ms=200)
+    size = ds.shards[0].size
+    fault_proxy.configure(latency_ms=100, mb_per_s=10)  # ~5 s for the whole 50 MB shard
     last = len(ds) - 1
-    with RecordFetcher(ds, cache="shards", cache_dir=str(tmp_path / "c"), concurrency=1) as f:
+    cdir = str(tmp_path / "c")
+    with RecordFetcher(ds, cache="shards", cache_dir=cdir, concurrency=1) as f:
         got = f.fetch([last, 0])
         rid, payload = next(got)
         gets_at_first = fault_proxy.stats()["requests"]
+        published_at_first = [n for n in os.listdir(cdir) if n.endswith(".data")]
         rest = list(got)
         st = f.stats
-    from cloudrec.storage.cache_files import DOWNLOAD_WINDOW
     assert rid == last and payload == truth[(0, int(ds.table.key[last]))]
-    # in file order the last record needs every chunk; wanted first, at most the chunks
-    # already in flight come before it
-    assert gets_at_first <= DOWNLOAD_WINDOW + 1 < len(chunks)
+    # in file order the last record needs every byte before it; wanted first, it came
+    # with a GET of its own (the wanted range on) while the rest of the shard streamed
+    assert gets_at_first <= 2 and published_at_first == []
     assert [r for r, _ in rest] == [0] and st["cache_downloads"] == 1
-    assert fault_proxy.stats()["requests"] == len(chunks)      # still each byte once
+    assert _gets_and_bytes(fault_proxy) == (2, size)      # still each byte once
 
 
 def test_progress_and_want_files_round_trip(tmp_path):
     from cloudrec.storage.cache_files import ProgressFile, ask_for, read_progress
     tmp = tmp_path / ("ab" * 10 + "-" + "cd" * 6 + ".tmp.1.2")
     tmp.write_bytes(b"")
-    size = 30 << 20
-    pf = ProgressFile(str(tmp), size, 8 << 20, 1 << 20)
-    bounds = chunk_bounds(size)
+    mb = 1 << 20
+    size = 3 * mb + 5
+    pf = ProgressFile(str(tmp), size, mb)
     assert read_progress(pf.path) == ([], str(tmp))
-    pf.advance(*bounds[2])
-    pf.advance(*bounds[0])
-    assert read_progress(pf.path) == ([bounds[0], bounds[2]], str(tmp))
-    assert ask_for(pf.want_path, [5, size - 1]) and ask_for(pf.want_path, [7])
-    assert pf.wants() == [5, size - 1, 7] and pf.wants() == []
+    pf.advance(2 * mb, size)          # the last two pieces, the short one included
+    pf.advance(0, mb)
+    assert read_progress(pf.path) == ([(0, mb), (2 * mb, 3 * mb), (3 * mb, size)], str(tmp))
+    assert ask_for(pf.want_path, [(5, 9), (size - 1, size)]) and ask_for(pf.want_path, [(7, 8)])
+    assert pf.wants() == [(5, 9), (size - 1, size), (7, 8)] and pf.wants() == []
     pf.close()
     os.unlink(pf.want_path)
-    assert not ask_for(pf.want_path, [1])   # the download ended: nothing to ask
+    assert not ask_for(pf.want_path, [(1, 2)])   # the download ended: nothing to ask

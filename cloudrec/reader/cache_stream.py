@@ -2,8 +2,8 @@
 
 :class:`_Progress` is one shard's download as the fetcher's requests see it:
 the chunks written so far (as merged spans), the requests waiting for more,
-and the offsets those requests want, which the download takes as priorities
-(``cloudrec.storage.cache_files.download_ranges(wants=...)``).  When another
+and the ranges those requests want, which the download takes as priorities
+(``cloudrec.storage.cache_download.download_ranges(wants=...)``).  When another
 process of the node is the one downloading, :func:`_follow` mirrors its
 ``<key>.part`` progress file into the same :class:`_Progress` and appends
 our wants to its ``<key>.want`` file.
@@ -19,14 +19,14 @@ from typing import Any, List, Tuple
 
 class _Progress:
     """Which chunks of a shard's download are on disk, the requests waiting for more, and
-    the offsets those requests want (so the download fetches their chunks first)."""
+    the ranges those requests want (so the download fetches them first)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.fd = -1
         self.done: List[Tuple[int, int]] = []  # written [start, end) spans, sorted, merged
         self._waiting: List[Tuple[int, int, Future]] = []
-        self._wants: List[int] = []   # offsets asked for, not yet taken by the download
+        self._wants: List[Tuple[int, int]] = []   # ranges asked for, not yet taken by the download
         self.served = 0   # requests answered from the partial file
         self.closed = False
 
@@ -39,7 +39,7 @@ class _Progress:
                 os.close(self.fd)
             self.fd, self.done, self.closed = fd, [], False
             # a new download must hear again what the waiting requests want
-            self._wants = [a for a, _, _ in self._waiting]
+            self._wants = [(a, b) for a, b, _ in self._waiting]
 
     def advance(self, start: int, end: int) -> None:
         """``[start, end)`` is written: answer every waiting request it completes."""
@@ -71,10 +71,10 @@ class _Progress:
                 self._serve(start, end, out)
             else:
                 self._waiting.append((start, end, out))
-                self._wants.append(start)
+                self._wants.append((start, end))
 
-    def take_wants(self) -> List[int]:
-        """Offsets requested since the last call (the download's ``wants``)."""
+    def take_wants(self) -> List[Tuple[int, int]]:
+        """Ranges requested since the last call (the download's ``wants``)."""
         with self._lock:
             out, self._wants = self._wants, []
             return out

@@ -5,10 +5,10 @@ requests from a :class:`~cloudrec.storage.cache.ShardCache`:
 
 * a shard's first request starts its download (a small pool, one download per
   node thanks to the cache's file lock); the download fetches the shard in
-  chunks of 1, 2, 4, 8, 8 ... MB, those that waiting requests need first and
-  the rest in file order, and every request whose bytes are on disk already is
-  answered from the partial file at once (streaming), so a record never waits
-  for bytes before it; another process of the node that needs the shard
+  streamed GETs of up to 64 MB (:mod:`cloudrec.storage.cache_download`), the
+  ranges waiting requests need first and the rest in file order, and every
+  request whose bytes are on disk already is answered from the partial file
+  at once (streaming), so a record never waits for bytes before it; another process of the node that needs the shard
   meanwhile follows the download's ``<key>.part`` progress file, streams from
   the same temp file (no second download) and posts the offsets it waits for
   to ``<key>.want`` (:mod:`cloudrec.reader.cache_stream`);
@@ -36,7 +36,7 @@ Target = Tuple[RangeReader, str, Optional[str]]  # (reader, path, version to pin
 class CacheHook:
     """Serves a fetcher's shards from a ShardCache (see the module docstring)."""
 
-    DOWNLOADERS = 4
+    DOWNLOADERS = 16
     stream = True  # False: a request waits for its whole shard (the behaviour before streaming)
 
     def __init__(self, fetcher: Any, cache: Any) -> None:
@@ -87,10 +87,7 @@ class CacheHook:
             if fut.done() and fut.exception() is None:
                 reader, path, _ = fut.result()
                 if reader is self._local:
-                    try:
-                        os.utime(path)
-                    except OSError:
-                        pass  # read-only folder or removed by `cache clear`: our descriptor reads
+                    self.cache.mark_used(path)
 
     def local_reader(self) -> RangeReader:
         if self._local is None:
@@ -120,7 +117,10 @@ class CacheHook:
             return fut.result()
         return None
 
-    def _ensure(self, shard_no: int) -> Tuple[Future, Optional[_Progress]]:
+    def _ensure(self, shard_no: int, want: Optional[Tuple[int, int, Future]] = None
+                ) -> Tuple[Future, Optional[_Progress]]:
+        """The shard's download (started if need be); ``want`` waits on its progress, and a
+        new download hears it before its first GET."""
         with self._lock:
             fut = self._paths.get(shard_no)
             if fut is None or (fut.done() and fut.exception() is not None):
@@ -128,14 +128,21 @@ class CacheHook:
                     self._pool = ThreadPoolExecutor(self.DOWNLOADERS,
                                                     thread_name_prefix="cloudrec-cache")
                 prog = self._progress[shard_no] = _Progress()
+                if want is not None and self.stream:
+                    prog.wait_for(*want)
+                    want = None
                 fut = self._paths[shard_no] = self._pool.submit(self._download, shard_no, prog)
                 fut.add_done_callback(lambda _f, p=prog: p.close())
-            return fut, self._progress.get(shard_no)
+            prog_now = self._progress.get(shard_no)
+        if want is not None and self.stream and prog_now is not None and not fut.done():
+            prog_now.wait_for(*want)
+        return fut, prog_now
 
     def _download(self, shard_no: int, prog: _Progress) -> Target:
         from cloudrec.storage.cache import CacheUnavailable
-        from cloudrec.storage.cache_files import (DOWNLOAD_CHUNK, FIRST_CHUNK, ProgressFile,
-                                                  download_ranges)
+        from cloudrec.storage.cache_download import DOWNLOAD_CHUNK, PIECE, download_ranges
+        from cloudrec.storage.cache_files import ProgressFile
+        from cloudrec.storage.stream_read import stream_range
         shard = self.f.ds.shards[shard_no]
         fs, path = self.f.ds.filesystem(shard_no)
         reader = self.f._reader_for(fs)
@@ -143,25 +150,25 @@ class CacheHook:
         # under the old version's name
         part: List[Any] = []  # this download's progress file, for the node's other processes
 
-        first = FIRST_CHUNK if self.stream else DOWNLOAD_CHUNK
-
         def advance(start: int, end: int) -> None:
             prog.advance(start, end)
             if part:
                 part[-1].advance(start, end)
 
-        def wants() -> List[int]:   # ours, then those of the node's other processes
+        def wants() -> List[Tuple[int, int]]:   # ours, then those of the node's other processes
             return prog.take_wants() + (part[-1].wants() if part else [])
 
-        fetch_all = download_ranges(lambda a, b: reader.submit(path, a, b, shard.rec_url,
-                                                               version=shard.version),
-                                    shard.size, on_chunk=advance if self.stream else None,
-                                    first=first, wants=wants if self.stream else None)
+        def stream(a: int, b: int, sink: Any) -> Future:
+            return stream_range(reader, path, a, b, sink, shard.rec_url, shard.version)
+
+        fetch_all = download_ranges(None, shard.size, on_chunk=advance if self.stream else None,
+                                    first=DOWNLOAD_CHUNK, wants=wants if self.stream else None,
+                                    stream=stream)
 
         def download(tmp: str) -> None:
             prog.opened(tmp)
             if self.stream:
-                part.append(ProgressFile(tmp, shard.size, DOWNLOAD_CHUNK, first))
+                part.append(ProgressFile(tmp, shard.size, PIECE))
             fetch_all(tmp)
 
         try:
@@ -210,9 +217,7 @@ class CacheHook:
         def chain(pf: Future) -> None:
             settle(pf, read_target)
 
-        fut, prog = self._ensure(shard_no)
-        if self.stream and prog is not None and not fut.done():
-            prog.wait_for(start, end, out)
+        fut, _ = self._ensure(shard_no, (start, end, out))
         fut.add_done_callback(chain)
         return out
 

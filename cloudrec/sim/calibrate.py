@@ -191,7 +191,7 @@ def cache_cpu(ds: Any, request_cpu_s: float, byte_cpu_s: float, record_cpu_s: fl
     import tempfile
 
     from cloudrec.reader.fetch import RecordFetcher
-    from cloudrec.storage.cache_files import chunk_bounds
+    from cloudrec.storage.cache_download import chunk_bounds
     with tempfile.TemporaryDirectory() as d:
         with RecordFetcher(ds, cache="shards", cache_dir=d) as f:
             c0 = self_cpu()

@@ -44,7 +44,7 @@ def _sampled_nodes(job: JobSpec) -> List[int]:
 def _download_gets(sizes: np.ndarray, chunk: int) -> np.ndarray:
     """GETs the cache's downloader makes per shard: its own chunk plan when it has one."""
     try:
-        from cloudrec.storage.cache_files import chunk_bounds
+        from cloudrec.storage.cache_download import chunk_bounds
     except ImportError:
         return -(-sizes // chunk)
     return np.array([len(chunk_bounds(int(s), chunk)) for s in sizes.tolist()], np.int64)
@@ -75,7 +75,7 @@ def _first_batch_chunks(ds: SimDataset, first_streams: List[Any], batch: int, sh
     wait for, and the chunk-request rounds to get them.  The cache downloader's own chunk
     plan decides: with wanted chunks first (``download_ranges(wants=...)``) the chunks
     holding those records, fetched at once; otherwise the shard's prefix up to them."""
-    from cloudrec.storage.cache_files import chunk_bounds, download_ranges
+    from cloudrec.storage.cache_download import chunk_bounds, download_ranges
     prioritised = "wants" in inspect.signature(download_ranges).parameters
     t = ds.table
     lo = np.full(len(sizes), np.iinfo(np.int64).max)
@@ -206,7 +206,7 @@ def simulate(ds: SimDataset, job: JobSpec, storage: StorageModel,
             ni = node_idx[r // per]
             rank_gets[i], rank_bytes[i] = node_gets[ni] / per, node_bytes[ni] / per
         from cloudrec.reader.cached import CacheHook
-        from cloudrec.storage.cache_files import DOWNLOAD_WINDOW
+        from cloudrec.storage.cache_download import DOWNLOAD_WINDOW
         idx0 = np.fromiter(sorted(per_node.get(0, set())), np.int64)   # the first node's shards
         first_s = [s for s in sts if s.worker == 0 and node_idx[s.rank // job.ranks_per_node] == 0]
         need, rounds = _first_batch_chunks(ds, first_s, job.batch_size, idx0, sizes,

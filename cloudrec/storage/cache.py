@@ -9,14 +9,18 @@
   renames it when complete: a killed download leaves only a temp file that is
   never read (and is removed by the next download or eviction).
 * Integrity: the CRC32 of each shard is recorded in ``<key>.json`` (with the
-  redacted URL; mode 0600) at download and checked the first time a process
+  redacted URL; mode 0600) at download and checked the first time the node
   opens the entry; a mismatch (flipped bytes, same size) drops the entry and
-  downloads it again.  ``cloudrec cache verify`` checks every entry.
+  downloads it again.  A check that passed leaves ``<key>.ok``, the data
+  file's inode, size, mtime and ctime at that moment: the node's other
+  processes trust an entry whose stamp still matches instead of reading it
+  all again, and any write into the file (which moves its ctime) sends it
+  back to a full check.  ``cloudrec cache verify`` checks every entry.
 * ``fcntl.flock`` on ``<key>.lock`` makes the processes of one node download a
   shard once; the others wait and then use the file (meanwhile they may stream
   from it: the download reports progress in ``<key>.part``).
-* A size cap with least-recently-used eviction (use = file mtime, touched on
-  every hit).  Readers hold a shared ``flock`` on the entries they read;
+* A size cap with least-recently-used eviction (use = the ``.json``'s mtime,
+  touched on every hit).  Readers hold a shared ``flock`` on the entries they read;
   eviction skips held entries (deleting them would not free their space), and
   a shard that still does not fit raises :class:`CacheFullError`, which the
   fetcher answers by reading that shard directly.  Bytes being downloaded
@@ -40,10 +44,12 @@ from typing import Callable, Iterator, List, Optional, Set, Tuple
 from cloudrec.errors import StorageError
 from cloudrec.storage.cache_files import (EVICT_LOCK, OWN_FILE, TMP_FILE, CacheDiskFullError,
                                           CacheFullError, CacheReadOnlyError, CacheUnavailable,
-                                          Flock, crc32_file, disk_full_error, download_ranges,
+                                          Flock, crc32_file, disk_full_error,
                                           is_disk_full, is_read_only, lock_file_in_use,
-                                          read_json, reserve, unlink, write_private_json)
+                                          read_json, read_stamp, reserve, stamp_of, unlink,
+                                          write_private_json, write_stamp)
 from cloudrec.storage.cache_admin import CacheMaintenance
+from cloudrec.storage.cache_download import download_ranges
 from cloudrec.storage.redact import redact_url
 
 __all__ = ["ShardCache", "CacheEntry", "default_cache_dir", "download_ranges", "CacheUnavailable",
@@ -54,7 +60,7 @@ ENV_MAX = "CLOUDREC_CACHE_MAX_BYTES"
 DEFAULT_MAX_BYTES = 64 << 30
 _counter = itertools.count()
 # entries this process has checked: (path, device, inode, size) -> good
-_VERIFIED: Set[Tuple[str, int, int, int]] = set()
+_VERIFIED: Set[Tuple] = set()  # stamp_of() of entries this process has checked
 _VERIFIED_LOCK = threading.Lock()
 
 
@@ -132,15 +138,24 @@ class ShardCache(CacheMaintenance):
             return None
         if st.st_size != size or not self._intact(key, path, st, url):
             return None
-        try:
-            os.utime(path)
-        except OSError:
-            pass  # read-only folder, or evicted this instant: the caller's hold tells
+        self.mark_used(path)
         return path
 
+    def mark_used(self, data_path: str) -> None:
+        """Least-recently-used bookkeeping: touch the entry's ``.json`` (the data file's own
+        times are part of its verified stamp, so they are left alone)."""
+        try:
+            os.utime(data_path[:-len(".data")] + ".json")
+        except OSError:
+            pass  # read-only folder, or evicted this instant: the caller's hold tells
+
     def _intact(self, key: str, path: str, st: os.stat_result, url: Optional[str]) -> bool:
-        mark = (path, st.st_dev, st.st_ino, st.st_size)
+        mark = stamp_of(path, st)
         if mark in _VERIFIED:
+            return True
+        if read_stamp(self._p(key, "ok")) == mark[1:]:  # verified by a process of this node
+            with _VERIFIED_LOCK:
+                _VERIFIED.add(mark)
             return True
         want = read_json(self._p(key, "json")).get("crc32")
         try:
@@ -150,6 +165,8 @@ class ShardCache(CacheMaintenance):
         if isinstance(want, int) and got == want:
             with _VERIFIED_LOCK:
                 _VERIFIED.add(mark)
+            if not self.read_only:
+                write_stamp(self._p(key, "ok"), mark[1:])
             return True
         self.corrupt += 1
         why = "has no checksum" if not isinstance(want, int) else \
@@ -223,9 +240,10 @@ class ShardCache(CacheMaintenance):
                     os.replace(tmp, final)
                     if hold is not None:
                         hold(final)
-                st = os.stat(final)
+                mark = stamp_of(final, os.stat(final))
                 with _VERIFIED_LOCK:
-                    _VERIFIED.add((final, st.st_dev, st.st_ino, st.st_size))
+                    _VERIFIED.add(mark)
+                write_stamp(self._p(key, "ok"), mark[1:])
             except OSError as exc:
                 unlink(tmp)
                 if is_disk_full(exc):
@@ -297,8 +315,12 @@ class ShardCache(CacheMaintenance):
                 continue
             meta = read_json(self._p(key, "json"))
             crc = meta.get("crc32")
+            try:
+                used = os.stat(self._p(key, "json")).st_mtime  # see mark_used
+            except FileNotFoundError:
+                used = st.st_mtime
             out.append(CacheEntry(key, redact_url(str(meta.get("url", "?"))), st.st_size,
-                                  str(meta.get("version", "")), path, st.st_mtime,
+                                  str(meta.get("version", "")), path, used,
                                   crc if isinstance(crc, int) else None))
         out.sort(key=lambda e: e.last_used)
         return out
@@ -346,6 +368,7 @@ class ShardCache(CacheMaintenance):
     def _remove(self, key: str) -> None:
         unlink(self._p(key, "data"))
         unlink(self._p(key, "json"))
+        unlink(self._p(key, "ok"))
 
     def _remove_unheld(self, key: str) -> bool:
         """Remove an entry unless a reader holds it (its space would not come back)."""

@@ -5,7 +5,6 @@ download once, cap, eviction) reads on its own.
 """
 from __future__ import annotations
 
-import bisect
 import errno
 import fcntl
 import json
@@ -13,17 +12,14 @@ import os
 import re
 import struct
 import zlib
-from concurrent.futures import FIRST_COMPLETED, Future, wait
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from cloudrec.errors import StorageError
 
-DOWNLOAD_CHUNK = 8 << 20
-DOWNLOAD_WINDOW = 4  # chunk requests in flight per download (bounds its memory: 32 MB)
 CRC_CHUNK = 8 << 20
 EVICT_LOCK = ".evict.lock"
 # every file the cache itself creates: <20 hex>-<12 hex>.<ext>; nothing else is ever removed
-OWN_FILE = re.compile(r"^[0-9a-f]{20}-[0-9a-f]{12}\.(data|json|json\.tmp|lock|part|want|tmp\.\d+\.\d+)$")
+OWN_FILE = re.compile(r"^[0-9a-f]{20}-[0-9a-f]{12}\.(data|json|json\.tmp|ok|ok\.tmp\.\d+|lock|part|want|tmp\.\d+\.\d+)$")
 TMP_FILE = re.compile(r"^(?P<key>[0-9a-f]{20}-[0-9a-f]{12})\.tmp\.\d+\.\d+$")
 _DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 _READ_ONLY = {errno.EROFS, errno.EACCES, errno.EPERM}
@@ -72,6 +68,33 @@ def crc32_file(path: str) -> int:
             crc = zlib.crc32(chunk, crc)
     finally:
         os.close(fd)
+
+
+def stamp_of(path: str, st: os.stat_result) -> Tuple:
+    """(path, device, inode, size, mtime_ns, ctime_ns): what a verified entry must still
+    show to be trusted without a new CRC (a write into the file moves its ctime)."""
+    return (path, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def write_stamp(path: str, stamp: Tuple) -> None:
+    """Record a verified entry's stamp (without its path) in ``path`` (``<key>.ok``),
+    atomically; best effort (a node that cannot write it checks the CRC again)."""
+    tmp = f"{path}.tmp.{os.getpid()}"
+    try:
+        with open(tmp, "w") as fh:
+            fh.write(" ".join(str(int(v)) for v in stamp))
+        os.replace(tmp, path)
+    except OSError:
+        unlink(tmp)
+
+
+def read_stamp(path: str) -> Optional[Tuple]:
+    """The stamp :func:`write_stamp` recorded, or None."""
+    try:
+        with open(path) as fh:
+            return tuple(int(v) for v in fh.read().split())
+    except (OSError, ValueError):
+        return None
 
 
 def write_private_json(path: str, data: Dict[str, Any]) -> None:
@@ -124,121 +147,48 @@ def reserve(path: str, size: int) -> None:
     os.close(fd)
 
 
-FIRST_CHUNK = 1 << 20
-
-
-def chunk_bounds(size: int, chunk: int = DOWNLOAD_CHUNK, first: int = FIRST_CHUNK):
-    """``[(start, end)]`` covering ``[0, size)``.  A shard of one chunk or less is one GET;
-    a larger one starts with 1 MB, 2 MB, 4 MB, ... up to ``chunk``, so its first records
-    arrive early (streaming) for ~3 more GETs than equal chunks."""
-    if size <= chunk:
-        return [(0, size)] if size > 0 else []
-    out, a, n = [], 0, max(1, min(first, chunk))
-    while a < size:
-        b = min(size, a + n)
-        out.append((a, b))
-        a, n = b, min(chunk, n * 2)
-    return out
-
-
-def download_ranges(submit: Callable[[int, int], "Future[bytes]"], size: int,
-                    chunk: int = DOWNLOAD_CHUNK,
-                    on_chunk: Optional[Callable[[int, int], None]] = None,
-                    first: int = FIRST_CHUNK,
-                    wants: Optional[Callable[[], List[int]]] = None) -> Callable[[str], None]:
-    """A ``download(tmp_path)`` that fetches ``[0, size)`` in concurrent chunks, wanted ones first.
-
-    ``submit(start, end)`` returns a Future of exactly those bytes (a
-    RangeReader with retries), so a download gets the same retry policy,
-    short-body and version checks as record reads.  The file is written in
-    place (it may have been reserved at full size).  Chunks are fetched in
-    file order, except that whenever a request slot frees, a chunk holding a
-    byte offset returned by ``wants()`` (offsets readers are waiting for) goes
-    first: a record deep inside a large shard waits for its own chunk, not for
-    every byte before it.  After each chunk ``on_chunk(start, end)`` says that
-    ``[start, end)`` is on disk (for readers that stream the shard meanwhile).
-    ``first`` is the first chunk's size (``first=chunk``: equal chunks).
-    """
-    def download(tmp: str) -> None:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT, 0o644)
-        bounds = chunk_bounds(size, chunk, first)
-        starts = [a for a, _ in bounds]
-        waiting = set(range(len(bounds)))   # not submitted yet
-        urgent: List[int] = []              # wanted chunks, in the order they were asked for
-        inflight: Dict["Future[bytes]", int] = {}
-        cursor = 0
-        try:
-            try:
-                while waiting or inflight:
-                    if wants is not None:
-                        for off in wants():
-                            i = bisect.bisect_right(starts, off) - 1
-                            if 0 <= i and i in waiting:
-                                urgent.append(i)
-                    while waiting and len(inflight) < DOWNLOAD_WINDOW:
-                        i = -1
-                        while urgent and i not in waiting:
-                            i = urgent.pop(0)
-                        if i not in waiting:
-                            while cursor not in waiting:
-                                cursor += 1
-                            i = cursor
-                        waiting.discard(i)
-                        inflight[submit(*bounds[i])] = i
-                    done, _ = wait(list(inflight), return_when=FIRST_COMPLETED)
-                    for f in sorted(done, key=lambda f: inflight[f]):
-                        a, b = bounds[inflight.pop(f)]
-                        write_all(fd, f.result(), a)
-                        if on_chunk is not None:
-                            on_chunk(a, b)
-            except BaseException:
-                for f in inflight:
-                    f.cancel()
-                raise
-            os.ftruncate(fd, size)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    return download
-
-
 class ProgressFile:
-    """``<key>.part``: which chunks of a download are in its temp file, for other processes
-    that stream the shard meanwhile; ``<key>.want``: the offsets they wait for.
+    """``<key>.part``: which pieces of a download are in its temp file, for other processes
+    that stream the shard meanwhile; ``<key>.want``: the ranges they wait for.
 
-    The part file is one header line (shard size, chunk and first-chunk sizes, the temp
-    file's name), then one byte per chunk of :func:`chunk_bounds`, ``0`` or ``1``,
-    each set in place by a one-byte ``pwrite``.  The want file is appended to by the
-    followers (8-byte little-endian offsets) and read by the downloader as it goes."""
+    The part file is one header line (shard size, piece size, the temp file's name),
+    then one byte per piece of ``piece`` bytes (the last may be shorter), ``0`` or
+    ``1``, set in place by ``pwrite``.  The want file is appended to by the followers
+    (pairs of 8-byte little-endian offsets, ``[start, end)``) and read by the
+    downloader as it goes."""
 
-    def __init__(self, tmp: str, size: int, chunk: int, first: int) -> None:
+    def __init__(self, tmp: str, size: int, piece: int) -> None:
         folder, name = os.path.split(tmp)
         key = name.split(".tmp.")[0]
         self.path = os.path.join(folder, key + ".part")
         self.want_path = os.path.join(folder, key + ".want")
-        self.bounds = chunk_bounds(size, chunk, first)
-        self._index = {a: i for i, (a, _) in enumerate(self.bounds)}
+        self.size, self.piece = size, piece
         self._want_fd = os.open(self.want_path, os.O_RDONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         self._want_pos = 0
         self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        head = f"{size:x} {chunk:x} {first:x} {name}\n".encode()
+        head = f"{size:x} {piece:x} {name}\n".encode()
         self._base = len(head)
-        write_all(self.fd, head + b"0" * len(self.bounds), 0)
+        write_all(self.fd, head + b"0" * _pieces(size, piece), 0)
 
     def advance(self, start: int, end: int) -> None:
-        """Chunk ``[start, end)`` is written."""
-        i = self._index.get(start)
-        if i is not None and self.fd >= 0:
-            write_all(self.fd, b"1", self._base + i)
+        """``[start, end)`` is written (``start`` on a piece boundary; ``end`` on one or at
+        the shard's end)."""
+        if self.fd < 0 or start % self.piece:
+            return
+        first = start // self.piece
+        last = _pieces(end, self.piece) if end >= self.size else end // self.piece
+        if last > first:
+            write_all(self.fd, b"1" * (last - first), self._base + first)
 
-    def wants(self) -> List[int]:
-        """Offsets the followers asked for since the last call."""
+    def wants(self) -> List[Tuple[int, int]]:
+        """Ranges the followers asked for since the last call."""
         if self._want_fd < 0:
             return []
         data = os.pread(self._want_fd, 1 << 16, self._want_pos)
-        n = len(data) // 8
-        self._want_pos += n * 8
-        return list(struct.unpack(f"<{n}q", data[:n * 8])) if n else []
+        n = len(data) // 16
+        self._want_pos += n * 16
+        flat = struct.unpack(f"<{2 * n}q", data[:n * 16]) if n else ()
+        return list(zip(flat[0::2], flat[1::2]))
 
     def close(self) -> None:
         for name in ("fd", "_want_fd"):
@@ -248,36 +198,42 @@ class ProgressFile:
                 setattr(self, name, -1)
 
 
+def _pieces(size: int, piece: int) -> int:
+    return -(-size // piece) if size > 0 else 0
+
+
 def read_progress(part_path: str) -> Optional[Tuple[List[Tuple[int, int]], str]]:
-    """(chunks written as ``[(start, end)]``, temp file path) of a download in progress,
+    """(pieces written as ``[(start, end)]``, temp file path) of a download in progress,
     or None (no download, or its progress file is being written)."""
     try:
         with open(part_path, "rb") as fh:
             data = fh.read()
         head, _, bits = data.partition(b"\n")
-        size, chunk, first, name = head.split(b" ", 3)
-        name = name.strip().decode()
-        if not TMP_FILE.match(name):
+        size_s, piece_s, name_b = head.split(b" ", 2)
+        size, piece = int(size_s, 16), int(piece_s, 16)
+        name = name_b.strip().decode()
+        if not TMP_FILE.match(name) or piece <= 0:
             return None
-        bounds = chunk_bounds(int(size, 16), int(chunk, 16), int(first, 16))
-        if len(bits) < len(bounds):
+        n = _pieces(size, piece)
+        if len(bits) < n:
             return None
-        done = [ab for ab, bit in zip(bounds, bits) if bit == ord("1")]
+        done = [(i * piece, min(size, (i + 1) * piece)) for i in range(n) if bits[i] == ord("1")]
         return done, os.path.join(os.path.dirname(part_path), name)
     except (OSError, ValueError):
         return None
 
 
-def ask_for(want_path: str, offsets: List[int]) -> bool:
-    """Append ``offsets`` to a running download's want file; False when there is none yet."""
-    if not offsets:
+def ask_for(want_path: str, ranges: List[Tuple[int, int]]) -> bool:
+    """Append ``ranges`` to a running download's want file; False when there is none yet."""
+    if not ranges:
         return True
     try:
         fd = os.open(want_path, os.O_WRONLY | os.O_APPEND)
     except OSError:
         return False
     try:
-        os.write(fd, struct.pack(f"<{len(offsets)}q", *offsets))  # one O_APPEND write
+        flat = [int(x) for ab in ranges for x in ab]
+        os.write(fd, struct.pack(f"<{len(flat)}q", *flat))  # one O_APPEND write
     finally:
         os.close(fd)
     return True

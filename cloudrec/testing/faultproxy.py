@@ -14,7 +14,9 @@ checked in this order), gets:
   body first;
 
 otherwise the request is streamed through unchanged (Host kept so SigV4
-still matches).  ``latency_ms`` delays every proxied request.  ``methods``
+still matches).  ``latency_ms`` delays every proxied request; ``mb_per_s``
+(> 0) paces each answer's body to that many MB per second (a slow link, so a
+test can see bytes arrive over time).  ``methods``
 limits faults to some HTTP methods (e.g. ``"GET"`` so uploads stay clean) and
 ``max_faults`` caps the number injected.
 
@@ -38,7 +40,7 @@ from yarl import URL
 CONTROL_PATH = "/__faults"
 RATE_KEYS = ("p503", "p500", "pdrop", "ptrunc", "pstall")
 COUNT_KEYS = ("requests", "503", "500", "drop", "trunc", "stall", "ok", "faults")
-DEFAULTS: Dict[str, Any] = {**{k: 0.0 for k in RATE_KEYS}, "latency_ms": 0.0, "stall_s": 30.0,
+DEFAULTS: Dict[str, Any] = {**{k: 0.0 for k in RATE_KEYS}, "latency_ms": 0.0, "mb_per_s": 0.0, "stall_s": 30.0,
                             "stall_at": "head", "methods": "", "max_faults": -1, "seed": 0}
 _HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade",
         "proxy-connection", "content-length"}
@@ -173,9 +175,12 @@ async def _forward(req: web.Request, state: _State, kind: str) -> web.StreamResp
             if kind == "stall":
                 await asyncio.sleep(state.config["stall_s"])
             return _abort(req)
-        async for chunk in up.content.iter_chunked(1 << 20):
+        rate = float(state.config.get("mb_per_s") or 0.0) * 1e6
+        async for chunk in up.content.iter_chunked(64 << 10 if rate > 0 else 1 << 20):
             await resp.write(chunk)
             state.tally(req, len(chunk))
+            if rate > 0:
+                await asyncio.sleep(len(chunk) / rate)
         await resp.write_eof()
         state.count("ok")
         return resp

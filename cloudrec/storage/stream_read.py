@@ -1,0 +1,125 @@
+"""Streaming range reads: the bytes of one GET handed over while they arrive.
+
+A shard-cache download writes its shard to disk piece by piece, so a record
+can be read long before the request carrying it ends (a record 7 MB into an
+8 MB chunk no longer waits for the last byte of the chunk).
+:func:`stream_range` does that on S3: one ``GetObject`` whose body is read in
+blocks, pinned to the version seen at open like every other read
+(``If-Match`` plus a check of the answer's ETag), and resumed from the last
+byte received when the retry policy retries it (a reset mid-body costs the
+bytes not yet received, not the whole range).  Backends without a streaming
+body fall back to one ranged read handed over in one piece.
+"""
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import Future
+from typing import Any, Callable, Optional
+
+from cloudrec.errors import StorageError
+from cloudrec.storage.ranged import (AsyncRangeReader, RangeReader, _changed, _pinning_kind,
+                                     _precondition_failed, _quoted, etag_of)
+from cloudrec.storage.retry import ObjectChangedError, ShortReadError
+
+READ_BLOCK = 256 << 10  # the most one body read asks for
+Sink = Callable[[int, bytes], None]  # sink(offset, data): consecutive pieces of the range
+
+
+def can_stream(reader: RangeReader) -> bool:
+    """Does ``reader`` hand over a range's bytes while they arrive (S3 through s3fs)?"""
+    return isinstance(reader, AsyncRangeReader) and _pinning_kind(reader.fs) == "s3"
+
+
+def stream_range(reader: RangeReader, path: str, start: int, end: int, sink: Sink,
+                 url: Optional[str] = None, version: Optional[str] = None) -> "Future[None]":
+    """Read ``[start, end)`` of ``path``, calling ``sink(offset, data)`` for each piece in
+    order (from the reader's event loop, or a pool thread on the fallback); the Future
+    ends when every byte was handed over, or with the read's error.  Cancelling it
+    abandons the read."""
+    url = url or path
+    if end <= start:
+        done: Future = Future()
+        done.set_result(None)
+        return done
+    if can_stream(reader):
+        assert isinstance(reader, AsyncRangeReader)
+        return asyncio.run_coroutine_threadsafe(
+            _astream(reader, path, start, end, url, etag_of(version), sink), reader.fs.loop)
+    return _whole(reader, path, start, end, sink, url, version)
+
+
+def _whole(reader: RangeReader, path: str, start: int, end: int, sink: Sink, url: str,
+           version: Optional[str]) -> "Future[None]":
+    out: Future = Future()
+    inner = reader.submit(path, start, end, url, version=version)
+
+    def hand_over(f: Future) -> None:
+        if out.done():
+            return
+        try:
+            data = f.result()
+            sink(start, data)
+        except BaseException as exc:  # noqa: BLE001 - the caller's to report
+            _set(out, exc)
+            return
+        _set(out, None, ok=True)
+
+    inner.add_done_callback(hand_over)
+    out.add_done_callback(lambda o: inner.cancel() if o.cancelled() else None)
+    return out
+
+
+def _set(out: Future, value: Any, ok: bool = False) -> None:
+    try:
+        if ok:
+            out.set_result(value)
+        else:
+            out.set_exception(value)
+    except Exception:  # noqa: BLE001 - cancelled meanwhile
+        pass
+
+
+async def _astream(reader: AsyncRangeReader, path: str, start: int, end: int, url: str,
+                   etag: Optional[str], sink: Sink) -> None:
+    fs: Any = reader.fs
+    if reader._sem is None:
+        reader._sem = asyncio.Semaphore(reader.concurrency)
+    bucket, key, vers = fs.split_path(path)
+    pos = start
+
+    async def attempt() -> None:
+        nonlocal pos
+        kw: dict = {"VersionId": vers} if vers else {}
+        if etag:
+            kw["IfMatch"] = _quoted(etag)
+        try:
+            resp = await fs._call_s3("get_object", Bucket=bucket, Key=key,
+                                     Range=f"bytes={pos}-{end - 1}", **kw)
+        except ObjectChangedError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a failed If-Match is not transient
+            if etag and _precondition_failed(exc):
+                raise _changed(url, etag, None, pos, end) from None
+            raise
+        body = resp["Body"]
+        try:
+            now = str(resp.get("ETag") or "").strip('"')
+            if etag and now and now != etag:
+                raise _changed(url, etag, now, pos, end)
+            got = str(resp.get("ContentRange") or "")
+            if pos and not got.startswith(f"bytes {pos}-"):
+                raise StorageError(f"the server ignored the byte range (answered {got!r})",
+                                   url, pos, end)
+            while pos < end:
+                data = await body.read(min(READ_BLOCK, end - pos))
+                if not data:
+                    raise ShortReadError(f"the body ended {end - pos} bytes early", url, start, end)
+                if len(data) > end - pos:
+                    data = data[:end - pos]
+                sink(pos, data)
+                pos += len(data)
+        finally:
+            body.close()
+
+    async with reader._sem:
+        await reader.retry.acall(attempt, url, start, end)
