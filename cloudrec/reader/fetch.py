@@ -43,6 +43,7 @@ import numpy as np
 from cloudrec.errors import ConfigError, RecordIOError
 from cloudrec.format.framing import MAGIC, read_record_at
 from cloudrec.reader.planner import DEFAULT_MAX_GAP, DEFAULT_MAX_REQUEST, plan_ranges
+from cloudrec.reader.streamed import StreamedRange, submit_streamed
 from cloudrec.storage.ranged import RangeReader, make_range_reader
 from cloudrec.storage.retry import RetryPolicy
 from cloudrec.storage.redact import redact_url
@@ -61,7 +62,8 @@ class _Window:
 
     __slots__ = ("ids", "plan", "futures", "nbytes")
 
-    def __init__(self, ids: np.ndarray, plan: Any, futures: List[Future]) -> None:
+    def __init__(self, ids: np.ndarray, plan: Any, futures: List[Any]) -> None:
+        # futures: Future[bytes] per request, or a StreamedRange (S3)
         self.ids, self.plan, self.futures = ids, plan, futures
         self.nbytes = plan.nbytes
 
@@ -150,7 +152,8 @@ class RecordFetcher:
         t = self._target(shard_no)
         if t is None:
             return self._cache.submit(shard_no, start, end)  # type: ignore[union-attr]
-        return t[0].submit(t[1], start, end, shard.rec_url, version=t[2])
+        # S3: a StreamedRange, whose records are readable as their bytes arrive
+        return submit_streamed(t[0], t[1], start, end, shard.rec_url, t[2])
 
     @property
     def stats(self) -> Dict[str, int]:
@@ -191,7 +194,16 @@ class RecordFetcher:
     def _windows(self, record_ids: Iterable[int],
                  chunk_starts: Optional[np.ndarray] = None) -> Iterator[np.ndarray]:
         """Cut the id stream into runs of about ``window_bytes`` of records; with
-        ``chunk_starts`` (positions where a shuffle window of the order begins) only there."""
+        ``chunk_starts`` (positions where a shuffle window of the order begins) only there.
+        Ids that fit in the read-ahead all at once are one window: planned together,
+        neighbours merge across the order's shuffle windows (a small dataset read in
+        ``block`` order is then a few large GETs, like whole objects; streamed GETs hand
+        out each record as its bytes arrive, so it costs no first-record latency)."""
+        if isinstance(record_ids, np.ndarray) and record_ids.size:
+            ids = self._checked(record_ids.reshape(-1))
+            if int(self.table.length[ids].sum()) <= self.readahead_bytes:
+                yield ids
+                return
         if chunk_starts is not None and len(chunk_starts) and isinstance(record_ids, np.ndarray):
             yield from self._aligned_windows(self._checked(record_ids.reshape(-1)), chunk_starts)
             return
@@ -314,13 +326,17 @@ class RecordFetcher:
         bufs: Dict[int, memoryview] = {}
         for k, rid in enumerate(w.ids.tolist()):
             r = int(plan.record_request[k])
+            pos = int(plan.record_pos[k])
+            length = int(t.length[rid])
             buf = bufs.get(r)
             if buf is None:
                 req_url = self.ds.shards[int(plan.shard[r])].rec_url
-                buf = bufs[r] = memoryview(_result(w.futures[r], req_url, int(plan.start[r]),
-                                                   int(plan.end[r])))
-            pos = int(plan.record_pos[k])
-            length = int(t.length[rid])
+                fut = w.futures[r]
+                if isinstance(fut, StreamedRange):   # wait for this record's bytes only
+                    buf = fut.view(pos + length, req_url, int(plan.start[r]), int(plan.end[r]))
+                else:
+                    buf = bufs[r] = memoryview(_result(fut, req_url, int(plan.start[r]),
+                                                       int(plan.end[r])))
             base = int(plan.start[r]) + pos
             shard_no = int(plan.shard[r])
             try:

@@ -30,7 +30,7 @@ FIRST_CHUNK = DOWNLOAD_CHUNK  # streamed GETs need no small first chunk to start
 DOWNLOAD_WINDOW = 2      # background GETs in flight per download
 URGENT_WINDOW = 8        # GETs for wanted ranges in flight per download
 URGENT_ALONE = True      # no background GET starts while a wanted range is fetched
-CARVE_MIN = 0            # a want this close to its hole's start is fetched from the hole's start
+CARVE_MIN = 4 << 20      # a want this close to its hole's start is fetched from the hole's start (one GET fewer)
 POLL_S = 0.02            # how often a download with every slot busy looks for new wants
 
 Span = Tuple[int, int]
