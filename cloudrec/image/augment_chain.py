@@ -46,10 +46,18 @@ def _resize_then_crop(resize: ResizeAug, crop: Augmenter, src: np.ndarray,
     return region_resize(src, nw, nh, x0, y0, cw, ch, interp)
 
 
+#: fast mode's stand-in for an interpolation: bilinear for bicubic (MXNet's default), ~15 %
+#: less resize time; on the bench photos the mean |fast - exact| grows from 2.33 to 2.40
+#: levels (most of it is the scaled, fast-IDCT decode), p99 and max unchanged
+FAST_INTERP = {cv2.INTER_CUBIC: cv2.INTER_LINEAR}
+
+
 def region_resize(src: np.ndarray, nw: int, nh: int, x0: int, y0: int, cw: int, ch: int,
                   interp: int) -> np.ndarray:
     """``ResizeAug(fast=True)``'s approximation of ``imresize(src, nw, nh)[y0:y0+ch,
-    x0:x0+cw]``: the crop's source region (rounded to whole pixels) resized to ``(cw, ch)``."""
+    x0:x0+cw]``: the crop's source region (rounded to whole pixels) resized to ``(cw, ch)``
+    (bicubic done as bilinear: :data:`FAST_INTERP`)."""
+    interp = FAST_INTERP.get(interp, interp)
     h, w = src.shape[0], src.shape[1]
     sy, sx = h / nh, w / nw
     ya, yb = int(round(y0 * sy)), min(h, int(round((y0 + ch) * sy)))

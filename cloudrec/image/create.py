@@ -69,8 +69,12 @@ def CreateAugmenter(data_shape: Sequence[int], resize: int = 0, rand_crop: bool 
     colour jitter -> hue -> PCA lighting -> random gray -> normalise.
     ``mean=True``/``std=True`` mean the ImageNet values.  ``fast`` (cloudrec's): run
     through :func:`cloudrec.image.augmenters.apply_augmenters` (as ImageIter does), the
-    resize and the crop after it become one resize of the crop's source region (pixels
-    within about a level of MXNet's two steps; bit-exact anyway with INTER_CUBIC_MXNET).
+    resize and the crop after it become one resize of the crop's source region, bicubic
+    done as bilinear (bit-exact anyway with INTER_CUBIC_MXNET), and ImageIter decodes
+    JPEGs at 1/2, 1/4 or 1/8 scale with the fast IDCT where the shorter side stays >=
+    ``resize``.  On 224-pixel crops of 300-600 px photos the mean |fast - exact| is about
+    0.04 in (x - mean) / std units (~2.4 levels), its 99th percentile ~0.36
+    (tests/test_imageiter_runs.py).
     """
     auglist: List[Augmenter] = []
     if resize > 0:

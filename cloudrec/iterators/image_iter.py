@@ -223,27 +223,28 @@ class ImageIter(SampleStream, ResumableImageIter, DataIter):
         self._fill_k = 0  # batch number being filled (since the last drop of the lookahead)
         self._pred_next = 0  # predicted slot of the next submission: batch number * size + slot
         self._chain: Optional[FusedChain] = None
-        self._lookahead = max(2 * batch_size, 2 * self.num_threads)
+        self._lookahead = max(2 * batch_size, 2 * self.num_threads)  # samples queued ahead
+        # samples per pool task: ~4 runs per thread and batch, at most 16
+        self._run_len = max(1, min(16, batch_size // (4 * self.num_threads)))
+        self._queued = 0  # samples in self._pending's runs
+        # top the lookahead up a run at a time: the main thread then holds the GIL for one
+        # run's reads, not half a lookahead's, while the workers wait to take it back
+        self._refill = self._run_len
+        self._ready: "deque[Any]" = deque()  # results of the run being consumed
         self._local = threading.local()
         self._custom_next_sample = type(self).next_sample is not ImageIter.next_sample
 
         # -- state as MXNet's
-        self.cur = 0
-        self._allow_read = True
         self.last_batch_handle = last_batch_handle
-        self._cache_data = None
-        self._cache_label = None
-        self._cache_idx = None
+        self._clear_position()  # cur, the read gate and the rolled-over batch (_cache_*)
         self._stream = None
         self._stream_pos = -1
         self._seq_no = 0  # records read so far without an .idx (for error messages)
         self._delivered = 0  # stream position after the last sample of the last batch returned
         self._start_consumed = 0  # the sampler's consumed count when this epoch's stream began
         self._batches_out = 0  # batches returned since then
-        self._cache_ids: Optional[List[int]] = None  # record ids of a rolled-over partial batch
-        self._slot_ids: List[int] = []
+        self._slot_ids: List[int] = []  # record ids of the batch being filled
         self._slot_pos: List[int] = []  # their stream positions (seed their Generators)
-        self._cache_pos: Optional[List[int]] = None
         self.reset()
 
     @property

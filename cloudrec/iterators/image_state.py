@@ -35,12 +35,7 @@ class ResumableImageIter:
         self._new_epoch()
         self._load_order()
         if self.last_batch_handle != "roll_over" or self._cache_data is None:
-            if self.imgrec is not None:
-                self.imgrec.reset()
-                self._seq_no = 0
-            self.cur = 0
-            if self._allow_read is False:
-                self._allow_read = True
+            self._rewind()
 
     def hard_reset(self) -> None:
         """Reset and forget any rolled-over samples."""
@@ -48,15 +43,25 @@ class ResumableImageIter:
         self._chain = self._fused_chain()
         self._new_epoch()
         self._load_order()
+        self._clear_position()
+        self._rewind()
+
+    def _clear_position(self) -> None:
+        """No rolled-over partial batch, the stream at its first sample (``__init__``,
+        ``hard_reset`` and ``load_state_dict`` start from here)."""
+        self._cache_data = self._cache_label = self._cache_idx = None
+        self._cache_ids = self._cache_pos = None
+        self.cur = 0
+        self._allow_read = True
+
+    def _rewind(self) -> None:
+        """The record reader (a sequential `.rec`), ``cur`` and the read gate back to the
+        stream's start."""
         if self.imgrec is not None:
             self.imgrec.reset()
             self._seq_no = 0
         self.cur = 0
         self._allow_read = True
-        self._cache_data = None
-        self._cache_label = None
-        self._cache_idx = None
-        self._cache_ids = None
 
     def _load_order(self, consumed: int = 0) -> None:
         """This epoch's order (the sampler's), from sample ``consumed`` of this part on."""
@@ -110,8 +115,7 @@ class ResumableImageIter:
             raise ConfigError("this state is of an indexed iterator; this one reads a .rec "
                               "sequentially (give path_imgidx)")
         self._epoch, self._wrap, self._extra = epoch, 0, 0
-        self._allow_read = True
-        self._cache_data = self._cache_label = self._cache_idx = self._cache_ids = None
+        self._clear_position()
         if self.sampler is not None:
             self._load_order(consumed)
             self.cur = consumed if self.sampler.fixed else 0

@@ -6,10 +6,10 @@ timing.  ``SampleStream`` is a mixin of :class:`cloudrec.iterators.ImageIter`:
 it reads the iterator's order, reader and hooks (``process_sample``,
 ``write_sample``, ``next_sample``) and fills batch slots.
 
-Batch arrays are reused: a batch handed out goes to a short list of spares and is
-written again only once nothing outside the iterator refers to it (its reference
-count), so a batch (or a view, or a tensor made from it) that the user keeps is never
-overwritten.  Memory: up to ``_AHEAD`` arrays being filled plus ``_SPARES`` spares.
+Batch arrays are reused once nothing outside the iterator refers to them
+(:mod:`cloudrec.iterators.slot_buffers`).  Samples go to the pool in runs of
+consecutive positions (one task per run: fewer futures, wake-ups and GIL hand-offs),
+and the lookahead is topped up a run at a time.
 With a recognised augmenter chain (``FusedChain``) each sample is predicted a
 destination slot when it is submitted (the next slot, as if no sample were dropped)
 and the worker writes its CHW float32 result straight there; the main thread copies
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import posixpath
-import sys
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as _wait_all
 from typing import Any, Callable, Optional, Tuple
@@ -31,19 +30,12 @@ import numpy as np
 
 from cloudrec.errors import ImageDecodeError, ImageTooLargeError, LabelError
 from cloudrec.iterators.image_sources import unpack_header_named
+from cloudrec.iterators.slot_buffers import SlotBuffers, _is_slot
 
 __all__ = ["SampleStream", "BrokenImageError", "BrokenImageTooLargeError"]
 
 log = logging.getLogger("cloudrec.iterators.image_iter")
 _END = object()  # end-of-epoch marker in the lookahead queue
-_SPARES = 4  # handed-out batch arrays kept for reuse (once the user has let go of them)
-_AHEAD = 3  # batch arrays that predicted destination slots may span
-_REFCOUNT = hasattr(sys, "getrefcount")  # without it (not CPython) nothing is reused
-
-
-def _is_slot(data: np.ndarray, batch: np.ndarray, i: int) -> bool:
-    """True when ``data`` is the array ``batch[i]`` itself (a worker wrote it in place)."""
-    return data.base is batch and data.ctypes.data == batch.ctypes.data + i * batch.strides[0]
 
 
 class BrokenImageError(ImageDecodeError, RuntimeError):
@@ -67,6 +59,15 @@ class _Item:
         self.rid = rid  # record id (row of the record table or of the image list), -1 unknown
 
 
+class _Failed:
+    """A sample's exception, kept in its place in a run's results."""
+
+    __slots__ = ("exc",)
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
 class _Resources:
     """What a dropped ImageIter must release: its pools and its reader (see ``weakref.finalize``)."""
 
@@ -86,7 +87,7 @@ class _Resources:
 # ------------------------------------------------------------------------------------ iterator
 
 
-class SampleStream:
+class SampleStream(SlotBuffers):
     """The lookahead pipeline and the readers behind ImageIter (a mixin; see module doc)."""
 
     # ------------------------------------------------------------------------------ pipeline
@@ -167,66 +168,6 @@ class SampleStream:
             self._res.pool = self._pool
         return self._pool
 
-    # ------------------------------------------------------------------------------ buffers
-    def _obtain_buffer(self) -> np.ndarray:
-        """A batch array: a spare nobody else refers to any more, else a new zeroed one
-        (its pages are first touched by the workers writing into it, in parallel)."""
-        spare = self._spares
-        for k in range(len(spare)):
-            if _REFCOUNT and sys.getrefcount(spare[k]) <= 2:  # the list's reference + the call's
-                return spare.pop(k)
-        return np.zeros((self.batch_size,) + tuple(self.data_shape), dtype=np.float32)
-
-    def _new_batch_buffer(self) -> np.ndarray:
-        """The array of the batch about to be filled (batch ``_fill_k`` of the predictions:
-        the one its predicted slots point into).  Every slot gets overwritten or zeroed."""
-        buf = self._dests.get(self._fill_k)
-        if buf is None:
-            buf = self._dests[self._fill_k] = self._obtain_buffer()
-        return buf
-
-    def _end_batch(self, reuse: bool) -> None:
-        """The batch being filled is done: handed out or dropped (``reuse``: a spare,
-        written again only once nothing else refers to it), or kept (a roll-over)."""
-        buf = self._dests.pop(self._fill_k, None)
-        self._fill_k += 1
-        if reuse and buf is not None:
-            self._spare(buf)
-
-    def _spare(self, buf: np.ndarray) -> None:
-        if not any(x is buf for x in self._spares):
-            self._spares.append(buf)
-            del self._spares[:-_SPARES]
-
-    def _align(self, batch_data: np.ndarray, start: int) -> None:
-        """With nothing in flight, predict the next submissions into ``batch_data`` from slot
-        ``start`` on (a new epoch, a roll-over batch completed, a padded batch refilled)."""
-        k = self._fill_k
-        for kk, buf in list(self._dests.items()):
-            if buf is not batch_data:
-                self._spare(buf)
-        self._dests = {k: batch_data}
-        self._pred_next = k * self.batch_size + start
-
-    @staticmethod
-    def _zero_tail(batch_data: np.ndarray, filled: int) -> None:
-        """Zero the slots no sample reached (a reused array holds an older batch there)."""
-        if filled < batch_data.shape[0]:
-            batch_data[filled:] = 0
-
-    def _predict(self) -> Optional[list]:
-        """``[batch array, slot]`` the next submitted sample lands in if no sample before
-        it is dropped (a list: dropping the sample empties it, releasing the array)."""
-        j = self._pred_next
-        self._pred_next += 1  # every submission takes an index, so no slot is predicted twice
-        k, slot = divmod(j, self.batch_size)
-        if not self._fill_k <= k < self._fill_k + _AHEAD:
-            return None
-        buf = self._dests.get(k)
-        if buf is None:
-            buf = self._dests[k] = self._obtain_buffer()
-        return [buf, slot]
-
     def _new_epoch(self) -> None:
         self._epoch += 1
         self._wrap = 0
@@ -241,11 +182,25 @@ class SampleStream:
             self._extra += 1
         return (self.seed, self._epoch, self._wrap, pos)
 
+    def _run_many(self, run: list) -> list:
+        """One pool task: the samples of a run in order; a sample's exception is kept in its
+        place (raised when the main thread reaches it) and the rest of the run still runs."""
+        out = []
+        for item, key, dest in run:
+            try:
+                out.append(self._run(item, key, dest))
+            except Exception as e:  # noqa: BLE001 - re-raised in the main thread, in order
+                out.append(_Failed(e))
+        return out
+
     def _fill(self) -> None:
+        """Read and submit samples until ``_lookahead`` are queued, in runs of ``_run_len``
+        consecutive samples per pool task (fewer futures, wake-ups and GIL hand-offs)."""
         pool = self._ensure_pool()
-        while len(self._pending) < self._lookahead:
+        run: list = []
+        while self._queued + len(run) < self._lookahead:
             if self._pending and self._pending[-1] is _END:
-                return
+                break
             try:
                 if self._custom_next_sample:
                     label, s = self.next_sample()
@@ -253,22 +208,41 @@ class SampleStream:
                 else:
                     item = self._next_item()
             except StopIteration:
+                self._submit(pool, run)
+                run = []
                 self._pending.append(_END)
-                return
+                break
             dest = self._predict() if self._chain is not None else None
-            fut = pool.submit(self._run, item, self._rng_key(item), dest)
-            fut.dest = dest
+            run.append((item, self._rng_key(item), dest))
+            if len(run) >= self._run_len:
+                self._submit(pool, run)
+                run = []
+        self._submit(pool, run)
+
+    def _submit(self, pool: ThreadPoolExecutor, run: list) -> None:
+        if run:
+            fut = pool.submit(self._run_many, run)
+            fut.dests = [r[2] for r in run if r[2]]
+            fut.size = len(run)
+            self._queued += len(run)
             self._pending.append(fut)
 
     def _take(self):
-        if not self._pending:
-            self._fill()
-        x = self._pending.popleft()
-        if x is _END:
-            raise StopIteration
-        if len(self._pending) < self._lookahead // 2:
-            self._fill()
-        return x.result()
+        ready = self._ready
+        if not ready:
+            if not self._pending:
+                self._fill()
+            x = self._pending.popleft()
+            if x is _END:
+                raise StopIteration
+            self._queued -= x.size
+            if self._queued <= self._lookahead - self._refill:
+                self._fill()
+            ready.extend(x.result())
+        res = ready.popleft()
+        if type(res) is _Failed:
+            raise res.exc
+        return res
 
     def _drop_pending(self) -> None:
         running = []
@@ -277,10 +251,13 @@ class SampleStream:
             if isinstance(x, Future):
                 if not x.cancel():
                     running.append(x)
-                elif x.dest:  # its queued call holds the array: let go of it now
-                    x.dest.clear()
+                else:  # its queued call holds the arrays: let go of them now
+                    for dest in x.dests:
+                        dest.clear()
         if running:  # they write into predicted slots: let them finish before any reuse
             _wait_all(running)
+        self._ready.clear()
+        self._queued = 0
         for buf in self._dests.values():  # never handed out: spares again
             self._spare(buf)
         self._dests, self._fill_k, self._pred_next = {}, 0, 0
@@ -291,7 +268,7 @@ class SampleStream:
     def _batchify(self, batch_data: np.ndarray, batch_label: np.ndarray, start: int = 0) -> int:
         """Fill slots ``start..`` from the sample stream; return the number of filled slots."""
         i = start
-        if self._chain is not None and not self._pending:
+        if self._chain is not None and not self._pending and not self._ready:
             self._align(batch_data, start)
         try:
             while i < self.batch_size:
