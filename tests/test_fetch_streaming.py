@@ -19,7 +19,8 @@ pytestmark = pytest.mark.s3
 def test_chunk_bounds_cover_exactly():
     mb = 1 << 20
     assert chunk_bounds(0) == [] and chunk_bounds(5) == [(0, 5)]
-    assert chunk_bounds(60 * mb) == [(0, 60 * mb)]  # a streamed GET needs no small first chunk
+    # streamed GETs need no small first chunk: equal 16 MB chunks
+    assert chunk_bounds(40 * mb) == [(0, 16 * mb), (16 * mb, 32 * mb), (32 * mb, 40 * mb)]
     b = chunk_bounds(20 * mb + 7, 8 * mb, mb)       # the doubling plan, when asked for
     assert [y - x for x, y in b] == [mb, 2 * mb, 4 * mb, 8 * mb, 5 * mb + 7]
     assert b[0][0] == 0 and all(b[i][1] == b[i + 1][0] for i in range(len(b) - 1))
@@ -37,8 +38,8 @@ def test_records_stream_while_the_shard_downloads(s3_server, fault_proxy, tmp_pa
                                   magic_every=0, storage_options=s3_server.storage_options)
     ds = open_dataset(urls, storage_options=fault_proxy.storage_options)
     size = ds.shards[0].size
-    assert len(chunk_bounds(size)) == 1
-    # a 20 MB shard over a 10 MB/s link: the one streamed GET lasts about 2 s
+    assert len(chunk_bounds(size)) == 2
+    # a 20 MB shard over a 10 MB/s link: its streamed GETs last about 1-2 s
     fault_proxy.configure(latency_ms=50, mb_per_s=10)
     cdir = str(tmp_path / "cache")
     f = RecordFetcher(ds, cache="shards", cache_dir=cdir, concurrency=1)
@@ -53,7 +54,7 @@ def test_records_stream_while_the_shard_downloads(s3_server, fault_proxy, tmp_pa
     assert [r for r, _ in got] == list(range(400))
     assert all(p == truth[(0, int(ds.table.key[r]))] for r, p in got)
     assert st["cache_downloads"] == 1 and st["cache_streamed"] > 0, st
-    assert _gets_and_bytes(fault_proxy) == (1, size)  # one GET, each byte once
+    assert _gets_and_bytes(fault_proxy) == (2, size)  # one GET per chunk, each byte once
     [entry] = ShardCache(cdir).entries()
     assert entry.size == size and isinstance(entry.crc32, int)
     good, bad = ShardCache(cdir).verify()
@@ -111,8 +112,8 @@ def test_a_second_process_streams_the_download_of_the_first(s3_server, fault_pro
     res = sorted(q.get(timeout=180) for _ in ps)
     for p in ps:
         p.join(30)
-    gets, nbytes = _gets_and_bytes(fault_proxy)
-    assert nbytes == size and gets <= 2, (gets, nbytes)  # one download per node, each byte once
+    # one download per node: one GET per chunk, each byte once
+    assert _gets_and_bytes(fault_proxy) == (len(chunk_bounds(size)), size)
     (_, first, pub1, sha1), (_, second, pub2, sha2) = res
     assert (first["cache_downloads"], second["cache_downloads"]) == (1, 0), (first, second)
     assert second["cache_hits"] == 1 and second["cache_streamed"] > 0, second
@@ -122,15 +123,16 @@ def test_a_second_process_streams_the_download_of_the_first(s3_server, fault_pro
     assert not [n for n in os.listdir(cdir) if n.endswith(".part") or ".tmp." in n]
 
 
-def test_download_fetches_the_ranges_readers_wait_for_first(tmp_path):
-    """download_ranges: a wanted range no GET covers yet gets a GET of its own, first, from
-    the wanted byte on; the rest follows in file order; every byte is fetched once."""
+def test_download_fetches_the_chunks_readers_wait_for_first(tmp_path):
+    """download_ranges: a wanted chunk starts first, in a slot of its own; the rest follows
+    in file order once no wanted chunk is in flight; one GET per chunk, every byte once."""
     from concurrent.futures import Future
 
     from cloudrec.storage.cache_download import download_ranges
     mb = 1 << 20
     size = 60 * mb + 5
     data = np.random.default_rng(0).integers(0, 256, size, dtype=np.uint8).tobytes()
+    bounds = chunk_bounds(size, 8 * mb, 8 * mb)
     asked, spans = [], []
 
     def stream(a, b, sink):
@@ -148,15 +150,11 @@ def test_download_fetches_the_ranges_readers_wait_for_first(tmp_path):
     dl(tmp)
     with open(tmp, "rb") as fh:
         assert fh.read() == data
-    tail = size - 10 - (size - 10) % PIECE
-    assert asked[0] == (tail, size)                       # the wanted one first
-    covered = sorted(asked)
-    assert covered[0][0] == 0 and covered[-1][1] == size  # every byte once
-    assert all(covered[i][1] == covered[i + 1][0] for i in range(len(covered) - 1))
-    assert max(b - a for a, b in asked) <= 8 * mb
+    assert asked[0] == bounds[-1]                         # the wanted one first
+    assert sorted(asked) == bounds                        # one GET per chunk
     done = sorted(spans)
     assert all(done[i][1] == done[i + 1][0] for i in range(len(done) - 1))
-    assert done[0][0] == 0 and done[-1][1] == size
+    assert done[0][0] == 0 and done[-1][1] == size        # every byte reported once
     assert all(a % PIECE == 0 and (b % PIECE == 0 or b == size) for a, b in spans)
 
 
@@ -198,11 +196,11 @@ def test_a_record_deep_in_a_shard_does_not_wait_for_the_bytes_before_it(s3_serve
         rest = list(got)
         st = f.stats
     assert rid == last and payload == truth[(0, int(ds.table.key[last]))]
-    # in file order the last record needs every byte before it; wanted first, it came
-    # with a GET of its own (the wanted range on) while the rest of the shard streamed
-    assert gets_at_first <= 2 and published_at_first == []
+    # in file order the last record needs every byte before it; wanted first, its chunk
+    # came first, while the rest of the shard was still to come
+    assert gets_at_first <= 2 < len(chunk_bounds(size)) and published_at_first == []
     assert [r for r, _ in rest] == [0] and st["cache_downloads"] == 1
-    assert _gets_and_bytes(fault_proxy) == (2, size)      # still each byte once
+    assert _gets_and_bytes(fault_proxy) == (len(chunk_bounds(size)), size)  # each byte once
 
 
 def test_progress_and_want_files_round_trip(tmp_path):

@@ -4,17 +4,24 @@ writer, index and open_dataset as a cloudrec StorageError naming the object, not
 foreign exception."""
 from __future__ import annotations
 
+import socket
+
 import pytest
 
 from cloudrec.errors import StorageError
-from cloudrec.testing.servers import free_ports
 
 
 @pytest.fixture(scope="module")
 def dead_s3():
-    port = free_ports(1)[0]  # nothing listens there
-    return {"endpoint_url": f"http://127.0.0.1:{port}", "key": "k", "secret": "s",
-            "config_kwargs": {"retries": {"max_attempts": 1}, "connect_timeout": 1}}
+    # The port stays bound (never listening) for the whole module: a connection to it is
+    # refused, and no server another test starts meanwhile can take it (a free port chosen
+    # once was taken by a listener that never answered in one CI run: two 60 s read timeouts).
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as held:
+        held.bind(("127.0.0.1", 0))
+        port = held.getsockname()[1]
+        yield {"endpoint_url": f"http://127.0.0.1:{port}", "key": "k", "secret": "s",
+               "config_kwargs": {"retries": {"max_attempts": 1}, "connect_timeout": 1,
+                                 "read_timeout": 2}}
 
 
 def _write_rec(so):

@@ -89,9 +89,10 @@ def test_gets_and_bytes_match_the_simulation(shards, s3_server, fault_proxy, tmp
 
 
 def test_cache_downloads_of_shards_larger_than_a_chunk(s3_server, fault_proxy, tmp_path):
-    """10 MB shards: the downloader's growing chunks (several GETs per shard), once per node."""
+    """20 MB shards: more than one of the downloader's 16 MB chunks (several GETs per shard),
+    once per node."""
     bucket = s3_server.new_bucket()
-    urls, _ = write_synthetic(bucket, 2, 100, min_size=90_000, max_size=110_000, seed=8,
+    urls, _ = write_synthetic(bucket, 2, 200, min_size=90_000, max_size=110_000, seed=8,
                               magic_every=0, storage_options=s3_server.storage_options)
     so = fault_proxy.storage_options
     job = JobSpec(world_size=2, num_workers=2, batch_size=32, mode="block", seed=1,

@@ -19,7 +19,6 @@ requests from a :class:`~cloudrec.storage.cache.ShardCache`:
 """
 from __future__ import annotations
 
-import os
 import threading
 import warnings
 from concurrent.futures import CancelledError, Future, InvalidStateError, ThreadPoolExecutor
@@ -140,9 +139,10 @@ class CacheHook:
 
     def _download(self, shard_no: int, prog: _Progress) -> Target:
         from cloudrec.storage.cache import CacheUnavailable
-        from cloudrec.storage.cache_download import DOWNLOAD_CHUNK, PIECE, download_ranges
+        from cloudrec.storage.cache_download import (DOWNLOAD_CHUNK, PIECE, WHOLE_CHUNK,
+                                                     download_ranges)
         from cloudrec.storage.cache_files import ProgressFile
-        from cloudrec.storage.stream_read import stream_range
+        from cloudrec.storage.stream_read import can_stream, stream_range
         shard = self.f.ds.shards[shard_no]
         fs, path = self.f.ds.filesystem(shard_no)
         reader = self.f._reader_for(fs)
@@ -161,9 +161,10 @@ class CacheHook:
         def stream(a: int, b: int, sink: Any) -> Future:
             return stream_range(reader, path, a, b, sink, shard.rec_url, shard.version)
 
-        fetch_all = download_ranges(None, shard.size, on_chunk=advance if self.stream else None,
-                                    first=DOWNLOAD_CHUNK, wants=wants if self.stream else None,
-                                    stream=stream)
+        chunk = DOWNLOAD_CHUNK if can_stream(reader) else WHOLE_CHUNK
+        fetch_all = download_ranges(None, shard.size, chunk=chunk,
+                                    on_chunk=advance if self.stream else None, first=chunk,
+                                    wants=wants if self.stream else None, stream=stream)
 
         def download(tmp: str) -> None:
             prog.opened(tmp)

@@ -1,16 +1,15 @@
-"""One shard's cache download: large streamed GETs, the ranges readers wait for first.
+"""One shard's cache download: streamed GETs, the chunks readers wait for first.
 
-A download fills ``[0, size)`` of a temp file with concurrent GETs of at most
-``chunk`` bytes.  Each GET is streamed (:func:`cloudrec.storage.stream_read.stream_range`):
-its bytes are written as they arrive and reported in ``PIECE`` steps, so a
-reader waits for its own bytes, not for the end of the request carrying them.
-A range that readers wait for (``wants()``) and that no GET covers yet gets
-a GET of its own, in slots of its own, starting at the wanted byte and going
-on in file order (so the records after it come with it); the rest of the
-shard follows in file order, and no new background GET starts while a wanted
-range is being fetched or waits for a slot (a wanted range gets the link to
-itself).  Every byte is fetched once; a shard no reader asks
-anything of is one GET per ``chunk``.
+A download fills ``[0, size)`` of a temp file with one GET per chunk of
+:func:`chunk_bounds` (16 MB where GETs stream), so the number of GETs is
+fixed by the shard's size (the simulator counts the same).  Each GET is
+streamed (:func:`cloudrec.storage.stream_read.stream_range`): its bytes are
+written as they arrive and reported in ``PIECE`` steps, so a reader waits for
+its own bytes, not for the end of the request carrying them.  A chunk that
+holds bytes readers wait for (``wants()``) starts before any other, in slots
+of its own; the rest follow in file order, and no new background GET starts
+while a wanted chunk is being fetched or waits for a slot (wanted bytes get
+the link to themselves).  Every byte is fetched once.
 """
 from __future__ import annotations
 
@@ -19,18 +18,18 @@ import itertools
 import os
 import queue
 from concurrent.futures import Future
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from cloudrec.errors import StorageError
 from cloudrec.storage.cache_files import write_all
 
 PIECE = 256 << 10        # progress granularity: what a waiting reader can see arrive
-DOWNLOAD_CHUNK = 64 << 20  # the largest single GET of a download (streamed: no latency cost)
+DOWNLOAD_CHUNK = 16 << 20  # one streamed GET of a download
+WHOLE_CHUNK = 8 << 20      # the same where GETs cannot stream (each is held in memory whole)
 FIRST_CHUNK = DOWNLOAD_CHUNK  # streamed GETs need no small first chunk to start early
 DOWNLOAD_WINDOW = 2      # background GETs in flight per download
 URGENT_WINDOW = 8        # GETs for wanted ranges in flight per download
-URGENT_ALONE = True      # no background GET starts while a wanted range is fetched
-CARVE_MIN = 4 << 20      # a want this close to its hole's start is fetched from the hole's start (one GET fewer)
+URGENT_ALONE = True      # no background GET starts while a wanted chunk is fetched
 POLL_S = 0.02            # how often a download with every slot busy looks for new wants
 
 Span = Tuple[int, int]
@@ -52,40 +51,6 @@ def chunk_bounds(size: int, chunk: int = DOWNLOAD_CHUNK, first: int = FIRST_CHUN
         out.append((a, b))
         a, n = b, min(chunk, n * 2)
     return out
-
-
-def take(holes: List[Span], a: int, b: int) -> List[Span]:
-    """Remove ``[a, b)`` from the sorted, disjoint ``holes``; return the parts that were holes."""
-    got: List[Span] = []
-    keep: List[Span] = []
-    for h0, h1 in holes:
-        lo, hi = max(a, h0), min(b, h1)
-        if lo >= hi:
-            keep.append((h0, h1))
-            continue
-        got.append((lo, hi))
-        if h0 < lo:
-            keep.append((h0, lo))
-        if hi < h1:
-            keep.append((hi, h1))
-    holes[:] = keep
-    return got
-
-
-def _split(spans: Iterable[Span], chunk: int) -> List[Span]:
-    out = []
-    for a, b in spans:
-        while a < b:
-            out.append((a, min(b, a + chunk)))
-            a += chunk
-    return out
-
-
-def _aligned(w: Want, size: int) -> Span:
-    a, b = (w, w + 1) if isinstance(w, int) else (int(w[0]), int(w[1]))
-    a = max(0, a - a % PIECE)
-    b = min(size, -(-b // PIECE) * PIECE)
-    return a, b
 
 
 def _from_submit(submit: Callable[[int, int], "Future[bytes]"]) -> StreamFn:
@@ -136,17 +101,20 @@ def download_ranges(submit: Optional[Callable[[int, int], "Future[bytes]"]], siz
         if submit is None:
             raise ValueError("download_ranges needs submit or stream")
         stream = _from_submit(submit)
-    ends = [b for _, b in chunk_bounds(size, chunk, first)]
+    plan = chunk_bounds(size, chunk, first)
+    starts = [a for a, _ in plan]
 
     def download(tmp: str) -> None:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT, 0o644)
         events: "queue.SimpleQueue[tuple]" = queue.SimpleQueue()
-        holes: List[Span] = [(0, size)] if size > 0 else []
-        urgent: List[Span] = []
+        waiting = list(range(len(plan)))   # chunks not started, in file order
+        urgent: List[int] = []             # wanted chunks, in the order they were asked for
         gets: Dict[int, _Get] = {}
         numbers = itertools.count()
 
-        def start(g: _Get) -> None:
+        def start(i: int, is_urgent: bool) -> None:
+            waiting.remove(i)
+            g = _Get(*plan[i], is_urgent)
             n = next(numbers)
             gets[n] = g
             g.future = stream(g.a, g.b, lambda off, data, n=n: events.put(("data", n, off, data)))
@@ -157,27 +125,20 @@ def download_ranges(submit: Optional[Callable[[int, int], "Future[bytes]"]], siz
 
         def fill() -> None:
             if wants is not None:
-                urgent.extend(_aligned(w, size) for w in wants())
+                for w in wants():
+                    a, b = (w, w + 1) if isinstance(w, int) else (int(w[0]), int(w[1]))
+                    i0 = max(0, bisect.bisect_right(starts, a) - 1)
+                    i1 = max(i0, bisect.bisect_left(starts, b) - 1)
+                    urgent.extend(range(i0, i1 + 1))
             while urgent and busy(True) < URGENT_WINDOW:
-                a, b = urgent.pop(0)
-                hit = next(((h0, h1) for h0, h1 in holes if h0 < b and a < h1), None)
-                if hit is None:
-                    continue  # on disk or in flight already
-                lo = max(a, hit[0])
-                if lo - hit[0] < CARVE_MIN:
-                    lo = hit[0]  # close to the hole's start: one GET from there serves it soon
-                hi = min(hit[1], lo + chunk)  # from the wanted byte on, as one GET allows
-                take(holes, lo, hi)
-                start(_Get(lo, hi, True))
-                if hi < b:
-                    urgent.insert(0, (hi, b))
-            if urgent or (URGENT_ALONE and busy(True)):
-                return  # wanted ranges first, alone: no new background GET meanwhile
-            while holes and busy(False) < DOWNLOAD_WINDOW:
-                a = holes[0][0]   # the first hole, up to the plan's next chunk end
-                b = min(holes[0][1], ends[bisect.bisect_right(ends, a)])
-                for sa, sb in take(holes, a, b):
-                    start(_Get(sa, sb, False))
+                i = urgent.pop(0)
+                if i in waiting:   # else on disk or in flight already
+                    start(i, True)
+            if any(i in waiting for i in urgent) or (URGENT_ALONE and busy(True)):
+                return  # wanted chunks first, alone: no new background GET meanwhile
+            urgent.clear()
+            while waiting and busy(False) < DOWNLOAD_WINDOW:
+                start(waiting[0], False)
 
         def on_data(g: _Get, off: int, data: bytes) -> None:
             write_all(fd, data, off)
@@ -214,6 +175,8 @@ def download_ranges(submit: Optional[Callable[[int, int], "Future[bytes]"]], siz
                     if g.future is not None:
                         g.future.cancel()
                 raise
+            if waiting:  # cannot happen: every chunk gets a GET once slots free
+                raise StorageError(f"download ended with {len(waiting)} chunk(s) never fetched")
             os.ftruncate(fd, size)
             os.fsync(fd)
         finally:
