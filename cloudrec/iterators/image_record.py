@@ -113,6 +113,7 @@ class ImageRecordIter(RecordSampleWriter, DataIter):
                      p.parser.path_imgrec, p.parser.part_index, p.parser.num_parts,
                      self.part_ids.size, p.parser.preprocess_threads)
         self._current: Optional[DataBatch] = None
+        self._consumed_from_start: Dict[tuple, int] = {}
         self._restart()
 
     def _build(self, p: IterParams) -> None:
@@ -313,7 +314,7 @@ class ImageRecordIter(RecordSampleWriter, DataIter):
         self._served += 1
         s = self.sampler
         step = buf.plan.step if buf.plan.step >= 0 else self._served - 1
-        s.consumed = s.consumed_after(self._start_consumed, step + 1)
+        s.consumed = self._consumed_after(step + 1)
         data, label = buf.data, buf.label
         if self.label_width == 1:
             label = label.reshape(-1)
@@ -325,6 +326,21 @@ class ImageRecordIter(RecordSampleWriter, DataIter):
         self._current.record_ids = ids
         self._current.epoch, self._current.consumed = int(buf.plan.epoch), int(s.consumed)
         return True
+
+    def _consumed_after(self, steps: int) -> int:
+        """The sampler's count after ``steps`` batches of this epoch.  From an epoch's start
+        (no closed legs) it depends only on the layout, so under ``'steps'`` (whose count
+        rebuilds the layout each call) it is computed once per layout, not per batch."""
+        s = self.sampler
+        if s.fixed or self._start_consumed != 0:
+            return s.consumed_after(self._start_consumed, steps)
+        key = (steps, s.num_records, s.world_size, s.num_workers, s.batch_size, s.last)
+        got = self._consumed_from_start.get(key)
+        if got is None:
+            if len(self._consumed_from_start) > 4096:
+                self._consumed_from_start.clear()
+            got = self._consumed_from_start[key] = s.consumed_after(0, steps)
+        return got
 
     def next(self) -> DataBatch:
         if self.iter_next():

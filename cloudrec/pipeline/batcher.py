@@ -48,9 +48,11 @@ class BatchPlan:
 
 
 class BatchBuffers:
-    """A batch being built: data and label arrays plus the per-slot futures."""
+    """A batch being built: data and label arrays, the futures of its pool tasks, and
+    ``done``: set once every task submitted for it has finished (or was cancelled), so the
+    consumer wakes once per batch instead of once per task."""
 
-    __slots__ = ("plan", "data", "label", "header_id", "futures")
+    __slots__ = ("plan", "data", "label", "header_id", "futures", "done", "_pending", "_lock")
 
     def __init__(self, plan: BatchPlan, data_shape: Tuple[int, ...], dtype: np.dtype,
                  label_width: Any, data: Optional[np.ndarray] = None,
@@ -63,6 +65,27 @@ class BatchBuffers:
         self.label = np.zeros((b,) + lshape, label_dtype)
         self.header_id = np.full(b, -1, np.int64)
         self.futures: List[Future] = []
+        self.done = threading.Event()
+        self._pending = 1  # the producer's own count, dropped by seal() once all is submitted
+        self._lock = threading.Lock()
+
+    def add(self, future: Future) -> None:
+        """Track one pool task of this batch (call before :meth:`seal`)."""
+        with self._lock:
+            self._pending += 1
+        self.futures.append(future)
+        future.add_done_callback(self._task_done)  # also runs when the task is cancelled
+
+    def seal(self) -> None:
+        """Every task of the batch is submitted: ``done`` is set once they have all finished."""
+        self._task_done(None)
+
+    def _task_done(self, _future: Optional[Future]) -> None:
+        with self._lock:
+            self._pending -= 1
+            last = self._pending == 0
+        if last:
+            self.done.set()
 
 
 _END = object()
@@ -293,10 +316,11 @@ class BatchPipeline:
                         raise RuntimeError(f"fetcher returned record {got}, expected {rid}")
                     items.append((payload, rid, slot))
                     if len(items) == k:
-                        buf.futures.append(submit(run, items, buf))
+                        buf.add(submit(run, items, buf))
                         items = []
                 if items:
-                    buf.futures.append(submit(run, items, buf))
+                    buf.add(submit(run, items, buf))
+                buf.seal()
                 if not self._put(q, buf, stop):
                     return False
             return close_prev()
@@ -328,8 +352,9 @@ class BatchPipeline:
         if isinstance(item, BaseException):
             self._queue = None
             raise item
+        item.done.wait()  # one wake-up per batch (its tasks' callbacks set it, cancelled too)
         try:
-            for f in item.futures:
+            for f in item.futures:  # all finished: raises the first failed slot run's error
                 f.result()
         except BaseException:
             self._queue = None
