@@ -50,7 +50,7 @@ from cloudrec.iterators.record_sample import RecordSampleWriter
 from cloudrec.iterators.record_params import IterParams, parse_kwargs
 from cloudrec.pipeline.augment import DefaultAugmenter
 from cloudrec.image.decode import decode_image
-from cloudrec.pipeline.batcher import BatchPipeline, BatchPlan
+from cloudrec.pipeline.batcher import BatchPipeline, BatchPlan, EpochPlans
 from cloudrec.pipeline.writer import ImageWriter
 
 __all__ = ["ImageRecordIter", "ImageRecordUInt8Iter", "ImageRecordInt8Iter"]
@@ -217,11 +217,15 @@ class ImageRecordIter(RecordSampleWriter, DataIter):
         finally:
             s.epoch, s.consumed = saved
 
-    def _plans(self, epoch: int, consumed: int = 0) -> List[BatchPlan]:
+    def _plans(self, epoch: int, consumed: int = 0) -> EpochPlans:
         """The batches left in ``epoch`` after ``consumed`` samples (all ranks' under 'even'),
         each with the global count consumed once it is used (``DataBatch.consumed``)."""
         sl = self._slice_at(epoch, consumed)
-        plans = []
+        # the order's windows, so the fetcher reads a block's bytes once (pads sit at the
+        # end: dropped or repeated there, the indices into the slice's ids still hold)
+        hinted = len(sl.chunk_starts) or sl.exclusive is not None
+        plans = EpochPlans(**({"chunk_starts": sl.chunk_starts,
+                               "touching_only": sl.exclusive is not None} if hinted else {}))
         for i, (ids, is_pad) in enumerate(sl.batches()):
             ids = ids.copy()
             if not self.params.batch.round_batch:

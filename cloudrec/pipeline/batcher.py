@@ -29,8 +29,8 @@ import numpy as np
 
 from cloudrec.errors import CloudrecError
 
-__all__ = ["BatchPlan", "BatchBuffers", "BatchPipeline", "BatchArrayPool", "PipelineClosed",
-           "chunk_size"]
+__all__ = ["BatchPlan", "EpochPlans", "BatchBuffers", "BatchPipeline", "BatchArrayPool",
+           "PipelineClosed", "chunk_size"]
 
 class PipelineClosed(CloudrecError):
     """The iterator was closed while a batch was being read."""
@@ -45,6 +45,20 @@ class BatchPlan:
     pad: int
     epoch: int
     step: int = -1
+
+
+class EpochPlans(list):
+    """An epoch's plans plus ``fetch_hints``: keyword arguments for ``fetch`` (an
+    EpochSlice's ``chunk_starts``/``touching_only``, which keep a block order's bytes read
+    once); the hints index the epoch's ids with pads removed, as ``fetch`` receives them."""
+
+    def __init__(self, plans: Iterable[BatchPlan] = (), **fetch_hints: Any) -> None:
+        super().__init__(plans)
+        self.fetch_hints = fetch_hints
+
+
+def _epoch_plans(plans: Sequence[BatchPlan]) -> EpochPlans:
+    return EpochPlans(plans, **getattr(plans, "fetch_hints", {}))
 
 
 class BatchBuffers:
@@ -237,7 +251,7 @@ class BatchPipeline:
         self._next = next_plans
         self._queue = queue.Queue(maxsize=self._prefetch)
         self._producer = threading.Thread(target=self._produce,
-                                          args=(list(plans), self._queue, self._stop),
+                                          args=(_epoch_plans(plans), self._queue, self._stop),
                                           name="cloudrec-batcher", daemon=True)
         self._producer.start()
 
@@ -266,7 +280,7 @@ class BatchPipeline:
                 nxt, self._next = self._next, None
                 spec = None
                 if nxt is not None and not stop.is_set():
-                    spec = self._spec = _Speculation(nxt[0], list(nxt[1]),
+                    spec = self._spec = _Speculation(nxt[0], _epoch_plans(nxt[1]),
                                                      queue.Queue(maxsize=self._prefetch))
             if spec is None:
                 self._put(q, _END, stop)
@@ -289,7 +303,8 @@ class BatchPipeline:
         try:
             wanted = [p.ids[p.ids >= 0] for p in plans]
             all_ids = np.concatenate(wanted) if wanted else np.zeros(0, np.int64)
-            stream = self._fetch(all_ids)
+            hints = getattr(plans, "fetch_hints", None)
+            stream = self._fetch(all_ids, **hints) if hints else self._fetch(all_ids)
             submit, run = self._pool.submit, self._run
             for b, plan in enumerate(plans):
                 if b == 1 and gate is not None:
