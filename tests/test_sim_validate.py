@@ -82,7 +82,9 @@ def test_gets_and_bytes_match_the_simulation(shards, s3_server, fault_proxy, tmp
     assert traffic["GET .rec"]["bytes"] == sim["bytes"]
     assert traffic["GET .idx"]["requests"] == world * len(shards) == world * sim["open"]["GET .idx per rank"]
     assert traffic["HEAD .rec"]["requests"] == world * sim["open"]["HEAD per rank"]
-    assert traffic["HEAD .idx"]["requests"] == world * sim["open"]["HEAD .idx per rank"]
+    # an .idx is one GET, no HEAD (s3fs's size probe is skipped)
+    head_idx = traffic.get("HEAD .idx", {"requests": 0})["requests"]
+    assert head_idx == world * sim["open"]["HEAD .idx per rank"] == 0
     if pids:   # a printed figure, not a check: timings vary with the machine's load
         _timing_figure(ds, job, pids, real["seconds"], {**cpu, "costs": costs, "setup": setup},
                        record_property)

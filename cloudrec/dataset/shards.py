@@ -183,6 +183,11 @@ class IndexNotFoundError(IndexFileError):
     """A shard has no `.idx` (the only index problem a scan may silently replace)."""
 
 
+def _is_s3fs(fs: Any) -> bool:
+    return any(c.__name__ == "S3FileSystem" and c.__module__.startswith("s3fs")
+               for c in type(fs).__mro__)
+
+
 def read_idx_bytes(shard: Shard, storage_options: Optional[Dict[str, Any]] = None,
                    retry: Optional[RetryPolicy] = None) -> bytes:
     """The `.idx` file of a shard; a missing one raises IndexNotFoundError naming it."""
@@ -197,7 +202,10 @@ def read_idx_url(url: Optional[str], rec_url: str,
         raise IndexNotFoundError("no index for this shard", rec_url)
     try:
         fs, path = resolve(url, storage_options)
-        return call_fs(fs, "cat_file", path, retry=retry, url=url)
+        # s3fs asks for the size first (a HEAD, one more round trip per shard at open) to
+        # split big objects into concurrent ranges; an .idx is read in one GET instead
+        kw = {"max_concurrency": 1} if _is_s3fs(fs) else {}
+        return call_fs(fs, "cat_file", path, retry=retry, url=url, **kw)
     except FileNotFoundError as exc:
         raise IndexNotFoundError(f"index file not found (shard {rec_url})", url) from exc
     except PermissionError as exc:

@@ -232,7 +232,7 @@ def simulate(ds: SimDataset, job: JobSpec, storage: StorageModel,
     else:
         open_s = timing.open_time(nshards, idx_bytes, storage, OPEN_CONCURRENCY, host=host,
                                   ranks=opening)
-        open_gets = {"HEAD per rank": nshards, "HEAD .idx per rank": nshards,
+        open_gets = {"HEAD per rank": nshards, "HEAD .idx per rank": 0,
                      "GET .idx per rank": nshards,
                      ".idx bytes per rank": idx_bytes}
     cpu_s = worker_cpu_s

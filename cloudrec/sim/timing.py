@@ -305,7 +305,7 @@ def _cpu_report(node_cpu: np.ndarray, server_s: Dict[str, float]) -> Dict[str, f
 def open_time(shards: int, idx_bytes: float, storage: StorageModel, concurrency: int = 16,
               table_bytes: float = 0.0, table_gets: int = 0, lists: int = 0,
               host: HostModel = HostModel(), ranks: int = 1) -> float:
-    """``open_dataset`` of one rank: one HEAD per shard, then every `.idx`,
+    """``open_dataset`` of one rank: one HEAD per shard and every `.idx` (one GET each),
     ``concurrency`` at a time; with a dataset table: its GETs (concurrent) and the
     listing pages that check it.  ``ranks`` opening at once share a loopback server
     and the node's cores (their requests' CPU), plus ``open_cpu_s`` each."""
@@ -316,8 +316,8 @@ def open_time(shards: int, idx_bytes: float, storage: StorageModel, concurrency:
                + table_bytes / rate)
         nbytes = table_bytes
     else:
-        gets = 3 * shards
-        lat = 2 * -(-shards // concurrency) * storage.latency_s + idx_bytes / rate
+        gets = 2 * shards  # both at once: one round of requests
+        lat = -(-2 * shards // concurrency) * storage.latency_s + idx_bytes / rate
         nbytes = idx_bytes
     server_s = _server_seconds(storage, gets * ranks, nbytes * ranks)
     cpu = ranks * (gets * host.request_cpu_s + nbytes * host.byte_cpu_s) + sum(server_s.values())
