@@ -68,6 +68,23 @@ class _Window:
         self.nbytes = plan.nbytes
 
 
+def _byte_cuts(csum: np.ndarray, window: int) -> List[int]:
+    """Ends of the full ``window``-byte runs of records whose cumulative sizes are ``csum``
+    (at least one record each); the records after the last end are a partial run."""
+    out: List[int] = []
+    prev, n = 0, csum.shape[0]
+    if n == 0:
+        return out
+    for c in np.searchsorted(csum, np.arange(1, int(csum[-1] // window) + 1) * window,
+                             side="right").tolist():
+        c = max(c, prev + 1)
+        if c > n:
+            break
+        out.append(c)
+        prev = c
+    return out
+
+
 class RecordFetcher:
     """Yield ``(record_id, payload)`` for requested ids, in the requested order.
 
@@ -212,14 +229,8 @@ class RecordFetcher:
         for block in self._id_blocks(record_ids):
             self._checked(block)
             ids = np.concatenate([carry, block]) if carry.size else block
-            csum = np.cumsum(lengths[ids])
-            cuts = np.searchsorted(csum, np.arange(1, int(csum[-1] // self.window_bytes) + 1)
-                                   * self.window_bytes, side="right")
             prev = 0
-            for c in cuts.tolist():
-                c = max(c, prev + 1)
-                if c > ids.shape[0]:
-                    break
+            for c in _byte_cuts(np.cumsum(lengths[ids]), self.window_bytes):
                 yield ids[prev:c]
                 prev = c
             carry = ids[prev:]
@@ -254,12 +265,8 @@ class RecordFetcher:
                 a = i
 
     def _byte_windows(self, ids: np.ndarray) -> Iterator[np.ndarray]:
-        csum = np.cumsum(self.table.length[ids])
-        cuts = np.searchsorted(csum, np.arange(1, int(csum[-1] // self.window_bytes) + 1)
-                               * self.window_bytes, side="right")
         prev = 0
-        for c in cuts.tolist() + [ids.shape[0]]:
-            c = min(max(c, prev + 1), ids.shape[0])
+        for c in _byte_cuts(np.cumsum(self.table.length[ids]), self.window_bytes) + [ids.shape[0]]:
             if c > prev:
                 yield ids[prev:c]
                 prev = c
