@@ -25,7 +25,7 @@ import os
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Awaitable, Callable, Dict, List, Optional, Sequence, Tuple
 
 import fsspec
 
@@ -229,25 +229,34 @@ class AsyncRangeReader(RangeReader):
             self._sem = asyncio.Semaphore(self.concurrency)
         kind = _pinning_kind(self.fs) if etag else None
 
+        def call() -> Awaitable[bytes]:
+            if kind == "s3":
+                return _s3_get_pinned(self.fs, path, start, end, etag, url)  # type: ignore[arg-type]
+            if kind == "http":
+                return self.fs._cat_file(path, start=start, end=end,
+                                         headers={"If-Match": _quoted(etag)})  # type: ignore[arg-type]
+            return self.fs._cat_file(path, start=start, end=end)
+
         async def attempt() -> bytes:
-            try:
-                if kind == "s3":
-                    data = await _s3_get_pinned(self.fs, path, start, end, etag, url)  # type: ignore[arg-type]
-                elif kind == "http":
-                    data = await self.fs._cat_file(path, start=start, end=end,
-                                                   headers={"If-Match": _quoted(etag)})  # type: ignore[arg-type]
-                else:
-                    data = await self.fs._cat_file(path, start=start, end=end)
-            except ObjectChangedError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - a failed If-Match is not transient
-                if etag and _precondition_failed(exc):
-                    raise _changed(url, etag, None, start, end) from None
-                raise
+            data = await pinned_call(call, url, etag, start, end)
             return check_length(data, url, start, end)
 
         async with self._sem:
             return await self.retry.acall(attempt, url, start, end)
+
+
+async def pinned_call(call: Callable[[], Awaitable[Any]], url: str, etag: Optional[str],
+                      start: int, end: int) -> Any:
+    """``await call()``, where a failed ``If-Match`` becomes the ObjectChangedError naming
+    the object (it is not transient: retrying cannot bring the old version back)."""
+    try:
+        return await call()
+    except ObjectChangedError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - botocore's and aiohttp's errors differ
+        if etag and _precondition_failed(exc):
+            raise _changed(url, etag, None, start, end) from None
+        raise
 
 
 def etag_of(version: Optional[str]) -> Optional[str]:

@@ -18,8 +18,8 @@ from typing import Any, Callable, Optional
 
 from cloudrec.errors import StorageError
 from cloudrec.storage.ranged import (AsyncRangeReader, RangeReader, _changed, _pinning_kind,
-                                     _precondition_failed, _quoted, etag_of)
-from cloudrec.storage.retry import ObjectChangedError, ShortReadError
+                                     _quoted, etag_of, pinned_call)
+from cloudrec.storage.retry import ShortReadError
 
 READ_BLOCK = 256 << 10  # the most one body read asks for
 Sink = Callable[[int, bytes], None]  # sink(offset, data): consecutive pieces of the range
@@ -92,15 +92,9 @@ async def _astream(reader: AsyncRangeReader, path: str, start: int, end: int, ur
         kw: dict = {"VersionId": vers} if vers else {}
         if etag:
             kw["IfMatch"] = _quoted(etag)
-        try:
-            resp = await fs._call_s3("get_object", Bucket=bucket, Key=key,
-                                     Range=f"bytes={pos}-{end - 1}", **kw)
-        except ObjectChangedError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - a failed If-Match is not transient
-            if etag and _precondition_failed(exc):
-                raise _changed(url, etag, None, pos, end) from None
-            raise
+        resp = await pinned_call(lambda: fs._call_s3("get_object", Bucket=bucket, Key=key,
+                                                     Range=f"bytes={pos}-{end - 1}", **kw),
+                                 url, etag, pos, end)
         body = resp["Body"]
         try:
             now = str(resp.get("ETag") or "").strip('"')
