@@ -59,7 +59,6 @@ ENV_DIR = "CLOUDREC_CACHE_DIR"
 ENV_MAX = "CLOUDREC_CACHE_MAX_BYTES"
 DEFAULT_MAX_BYTES = 64 << 30
 _counter = itertools.count()
-# entries this process has checked: (path, device, inode, size) -> good
 _VERIFIED: Set[Tuple] = set()  # stamp_of() of entries this process has checked
 _VERIFIED_LOCK = threading.Lock()
 
