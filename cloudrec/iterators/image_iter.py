@@ -238,7 +238,9 @@ class ImageIter(SampleStream, ResumableImageIter, DataIter):
         self.last_batch_handle = last_batch_handle
         self._clear_position()  # cur, the read gate and the rolled-over batch (_cache_*)
         self._stream = None
-        self._stream_pos = -1
+        self._stream_pos = self._stream_end = -1
+        self._next_stream: Optional[tuple] = None  # the next epoch's, opened ahead
+        self._budget: Optional[int] = None  # samples the last batch's padding may still read
         self._seq_no = 0  # records read so far without an .idx (for error messages)
         self._delivered = 0  # stream position after the last sample of the last batch returned
         self._start_consumed = 0  # the sampler's consumed count when this epoch's stream began
@@ -286,7 +288,11 @@ class ImageIter(SampleStream, ResumableImageIter, DataIter):
                 self._delivered = self.num_image if self.num_image is not None else self._seq_no
                 self._end_batch(reuse=False)
                 raise StopIteration
-            self._zero_tail(batch_data, self._batchify(batch_data, batch_label, i))
+            self._budget = pad if self.last_batch_handle == "pad" else None
+            try:  # the lookahead would read a whole lookahead past the padding
+                self._zero_tail(batch_data, self._batchify(batch_data, batch_label, i))
+            finally:
+                self._budget = None
             if self.last_batch_handle == "pad":
                 self._allow_read = False
                 self._drop_pending()  # the lookahead read past the padding
@@ -370,6 +376,7 @@ class ImageIter(SampleStream, ResumableImageIter, DataIter):
         """Stop the worker threads and release readers (also done when the iterator is
         dropped: a finalizer holds only the pools and the reader, not the iterator)."""
         self._drop_pending()
+        self._close_next_stream()
         self._pool = None
         self._finalizer()
 

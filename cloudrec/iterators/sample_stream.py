@@ -201,6 +201,8 @@ class SampleStream(SlotBuffers):
         while self._queued + len(run) < self._lookahead:
             if self._pending and self._pending[-1] is _END:
                 break
+            if self._budget is not None and self._budget <= 0 and (self._pending or run):
+                break  # the padding's samples are submitted (more only once they ran out)
             try:
                 if self._custom_next_sample:
                     label, s = self.next_sample()
@@ -211,9 +213,12 @@ class SampleStream(SlotBuffers):
                 self._submit(pool, run)
                 run = []
                 self._pending.append(_END)
+                self._open_next_epoch()  # its first records read while the workers finish
                 break
             dest = self._predict() if self._chain is not None else None
             run.append((item, self._rng_key(item), dest))
+            if self._budget is not None:
+                self._budget -= 1
             if len(run) >= self._run_len:
                 self._submit(pool, run)
                 run = []
@@ -329,11 +334,14 @@ class SampleStream(SlotBuffers):
         if cur < 0:
             payload = self.fetcher.get(rid)
         else:
-            if self._stream is None or self._stream_pos != cur:
+            if self._stream is None or self._stream_pos != cur or cur >= self._stream_end:
                 if self._stream is not None:
                     self._stream.close()
-                self._stream = self.fetcher.fetch(iter(self._order[cur:].tolist()))
-                self._stream_pos = cur
+                # padding the last batch reads only what it needs, not a whole epoch's plan
+                end = len(self._order) if self._budget is None else min(
+                    len(self._order), cur + max(self._budget, 1) + self._run_len)
+                self._stream = self.fetcher.fetch(iter(self._order[cur:end].tolist()))
+                self._stream_pos, self._stream_end = cur, end
             got, payload = next(self._stream)
             self._stream_pos += 1
             assert got == rid
