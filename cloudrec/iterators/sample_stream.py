@@ -31,6 +31,7 @@ import numpy as np
 from cloudrec.errors import ImageDecodeError, ImageTooLargeError, LabelError
 from cloudrec.iterators.image_sources import unpack_header_named
 from cloudrec.iterators.slot_buffers import SlotBuffers, _is_slot
+from cloudrec.pipeline.batch_parts import yield_gil
 
 __all__ = ["SampleStream", "BrokenImageError", "BrokenImageTooLargeError"]
 
@@ -231,6 +232,7 @@ class SampleStream(SlotBuffers):
             fut.size = len(run)
             self._queued += len(run)
             self._pending.append(fut)
+            yield_gil()  # the woken worker takes the GIL now, not after 5 ms of reading
 
     def _take(self):
         ready = self._ready

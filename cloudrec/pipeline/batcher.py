@@ -19,7 +19,6 @@ while dropping the array itself.
 from __future__ import annotations
 
 import queue
-import sys
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -28,6 +27,8 @@ from typing import Any, Callable, Iterable, Iterator, List, Optional, Sequence, 
 import numpy as np
 
 from cloudrec.errors import CloudrecError
+from cloudrec.pipeline.batch_parts import (BatchArrayPool, chunk_size, read_slots,
+                                           stream_slots, yield_gil)
 
 __all__ = ["BatchPlan", "EpochPlans", "BatchBuffers", "BatchPipeline", "BatchArrayPool",
            "PipelineClosed", "chunk_size"]
@@ -103,52 +104,6 @@ class BatchBuffers:
 
 
 _END = object()
-
-
-def chunk_size(batch: int, threads: int) -> int:
-    """Images per pool task: about four runs per thread and batch (load balance at the end of
-    a batch), at most 16 (the first batch's latency), at least 1."""
-    return max(1, min(16, batch // max(1, 4 * threads)))
-
-
-class BatchArrayPool:
-    """Batch data arrays, reused once nobody but the pool references them.
-
-    A fresh multi-MB array costs a page fault per page on first write (on a VM
-    each also faults on the host): at 38 MB per float32 batch of 64 that is
-    ~10 % of an image's decode.  The pool keeps up to ``keep`` arrays; an array
-    is free when its only references are the pool's, so a batch (or any view or
-    tensor made from it) that the caller still holds is never overwritten.
-    """
-
-    def __init__(self, keep: int) -> None:
-        self.keep = int(keep)
-        self._arrays: List[np.ndarray] = []
-        self._lock = threading.Lock()
-
-    def get(self, shape: Tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-        """A free array of ``shape``/``dtype`` (contents stale: every slot is rewritten) or a
-        new one, remembered while fewer than ``keep`` are."""
-        with self._lock:
-            for a in self._arrays:
-                # references: the list, ``a`` and getrefcount's argument
-                if sys.getrefcount(a) == 3 and a.shape == shape and a.dtype == dtype:
-                    return a
-            a = np.empty(shape, dtype)
-            if len(self._arrays) < self.keep:
-                self._arrays.append(a)
-            else:  # shape changes or callers holding many batches: forget the oldest free one
-                old = None
-                for i, old in enumerate(self._arrays):
-                    if sys.getrefcount(old) == 3:
-                        self._arrays[i] = a
-                        break
-                del old
-            return a
-
-    def clear(self) -> None:
-        with self._lock:
-            self._arrays.clear()
 
 
 class _Speculation:
@@ -307,8 +262,13 @@ class BatchPipeline:
             stream = self._fetch(all_ids, **hints) if hints else self._fetch(all_ids)
             submit, run = self._pool.submit, self._run
             for b, plan in enumerate(plans):
+                ready: Optional[List[Tuple[int, int, Any]]] = None
                 if b == 1 and gate is not None:
-                    if not close_prev():
+                    # the second batch's records are read before waiting for adoption, so
+                    # its tasks are queued the moment start() adopts this epoch (the pool
+                    # otherwise idles through those reads at every reset())
+                    ready = read_slots(plan, stream, stop)
+                    if ready is None or not close_prev():
                         return False
                     while not gate.wait(0.1):
                         if stop.is_set():
@@ -320,19 +280,18 @@ class BatchPipeline:
                                    self._data_array(n), self._label_dtype)
                 k = chunk_size(n, self._threads)
                 items: List[Tuple[bytes, int, int]] = []
-                for slot, rid in enumerate(plan.ids.tolist()):
+                slots = ready if ready is not None else stream_slots(plan, stream)
+                for slot, rid, payload in slots:
                     if stop.is_set():
                         return False
                     if rid < 0:
                         buf.data[slot] = 0
                         continue
-                    got, payload = next(stream)
-                    if got != rid:  # the fetcher promises request order
-                        raise RuntimeError(f"fetcher returned record {got}, expected {rid}")
                     items.append((payload, rid, slot))
                     if len(items) == k:
                         buf.add(submit(run, items, buf))
                         items = []
+                        yield_gil()
                 if items:
                     buf.add(submit(run, items, buf))
                 buf.seal()
