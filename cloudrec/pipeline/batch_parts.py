@@ -20,8 +20,26 @@ def chunk_size(batch: int, threads: int) -> int:
     return max(1, min(16, batch // max(1, 4 * threads)))
 
 
+def _gil_yield_s(default: float = 5e-5) -> float:
+    """``$CLOUDREC_GIL_YIELD_S`` in seconds; a value that is not a number >= 0 warns and
+    keeps the default (the package must still import)."""
+    text = os.environ.get("CLOUDREC_GIL_YIELD_S")
+    if text is None:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        import warnings
+        warnings.warn(f"CLOUDREC_GIL_YIELD_S={text!r} is not a number of seconds >= 0; "
+                      f"using {default}", RuntimeWarning, stacklevel=2)
+        return default
+    return value
+
+
 #: how long the producer sleeps after queueing a task (see :func:`yield_gil`)
-GIL_YIELD_S = float(os.environ.get("CLOUDREC_GIL_YIELD_S", "5e-5"))
+GIL_YIELD_S = _gil_yield_s()
 
 
 def yield_gil() -> None:
