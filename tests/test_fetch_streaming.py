@@ -213,7 +213,9 @@ def test_progress_and_want_files_round_trip(tmp_path):
     assert read_progress(pf.path) == ([], str(tmp))
     pf.advance(2 * mb, size)          # the last two pieces, the short one included
     pf.advance(0, mb)
-    assert read_progress(pf.path) == ([(0, mb), (2 * mb, 3 * mb), (3 * mb, size)], str(tmp))
+    assert read_progress(pf.path) == ([(0, mb), (2 * mb, size)], str(tmp))  # runs
+    pf.advance(mb, 2 * mb)
+    assert read_progress(pf.path) == ([(0, size)], str(tmp))   # the gap filled: one run
     assert ask_for(pf.want_path, [(5, 9), (size - 1, size)]) and ask_for(pf.want_path, [(7, 8)])
     assert pf.wants() == [(5, 9), (size - 1, size), (7, 8)] and pf.wants() == []
     pf.close()

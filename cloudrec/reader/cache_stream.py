@@ -131,7 +131,7 @@ def _follow(part_path: str, prog: _Progress) -> Any:
                     if path != tmp:
                         prog.opened(path)   # (re)builds the wants of the waiting requests
                         tmp, seen = path, set()
-                    for span in done:
+                    for span in done:       # runs: a run that grew is a new span
                         if span not in seen:
                             seen.add(span)
                             prog.advance(*span)

@@ -29,6 +29,10 @@ from dataclasses import dataclass, field
 from typing import Any, List, Optional, Sequence, Tuple
 
 import numpy as np
+# np.unique's first call imports numpy.ma (~20 ms); imported here, before any DataLoader
+# forks, so a worker does not pay it on its way to its first batch (every epoch, for
+# workers that are not persistent)
+import numpy.ma  # noqa: F401,E402
 
 from cloudrec.errors import ConfigError
 

@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from cloudrec.errors import StorageError
 
-CRC_CHUNK = 8 << 20
+CRC_CHUNK = 1 << 20  # fits the CPU's caches: the checksum reads what the read just wrote
 EVICT_LOCK = ".evict.lock"
 # every file the cache itself creates: <20 hex>-<12 hex>.<ext>; nothing else is ever removed
 OWN_FILE = re.compile(r"^[0-9a-f]{20}-[0-9a-f]{12}\.(data|json|json\.tmp|ok|ok\.tmp\.\d+|lock|part|want|tmp\.\d+\.\d+)$")
@@ -57,17 +57,19 @@ def disk_full_error(cache_dir: str, url: Optional[str], size: int, exc: OSError
 
 
 def crc32_file(path: str) -> int:
-    """zlib.crc32 of a whole file (about 1 GB/s; no dependency)."""
+    """zlib.crc32 of a whole file, read into one reused 1 MB buffer (~1.5-2 GB/s from the
+    page cache: fresh 8 MB ``os.read`` buffers cost more in page faults than the checksum,
+    0.7-1 GB/s).  Plain reads, not a mapping: a file truncated meanwhile is a short
+    checksum, never a SIGBUS."""
+    buf = bytearray(CRC_CHUNK)
+    view = memoryview(buf)
     crc = 0
-    fd = os.open(path, os.O_RDONLY)
-    try:
+    with open(path, "rb", buffering=0) as f:
         while True:
-            chunk = os.read(fd, CRC_CHUNK)
-            if not chunk:
+            n = f.readinto(buf)
+            if not n:
                 return crc
-            crc = zlib.crc32(chunk, crc)
-    finally:
-        os.close(fd)
+            crc = zlib.crc32(view[:n], crc)
 
 
 def stamp_of(path: str, st: os.stat_result) -> Tuple:
@@ -203,8 +205,8 @@ def _pieces(size: int, piece: int) -> int:
 
 
 def read_progress(part_path: str) -> Optional[Tuple[List[Tuple[int, int]], str]]:
-    """(pieces written as ``[(start, end)]``, temp file path) of a download in progress,
-    or None (no download, or its progress file is being written)."""
+    """(runs of written pieces as sorted ``[(start, end)]``, temp file path) of a download
+    in progress, or None (no download, or its progress file is being written)."""
     try:
         with open(part_path, "rb") as fh:
             data = fh.read()
@@ -217,7 +219,13 @@ def read_progress(part_path: str) -> Optional[Tuple[List[Tuple[int, int]], str]]
         n = _pieces(size, piece)
         if len(bits) < n:
             return None
-        done = [(i * piece, min(size, (i + 1) * piece)) for i in range(n) if bits[i] == ord("1")]
+        done = []   # runs of written pieces, found with bytes.find (a follower polls often)
+        i = bits.find(b"1", 0, n)
+        while i >= 0:
+            j = bits.find(b"0", i, n)
+            j = n if j < 0 else j
+            done.append((i * piece, min(size, j * piece)))
+            i = bits.find(b"1", j, n)
         return done, os.path.join(os.path.dirname(part_path), name)
     except (OSError, ValueError):
         return None
