@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import zlib
 import warnings
 
 import numpy as np
@@ -116,9 +117,13 @@ def test_an_entry_verified_on_the_node_is_not_read_again_until_it_is_written(
     with RecordFetcher(ds, cache="shards", cache_dir=cdir) as f:
         got = list(f.fetch(range(len(ds))))
         st = f.stats
-    # only the written one is read again (then its new download is checksummed to publish)
-    assert crcs[0] == entries[urls[1]].path and [".tmp." in p for p in crcs[1:]] == [True]
+    # only the written one is read again; its new download is checksummed from the bytes
+    # as they streamed in, so publishing it reads no file
+    assert crcs == [entries[urls[1]].path]
     assert _right(ds, truth, got) == [] and (st["cache_corrupt"], st["cache_downloads"]) == (1, 1)
+    fresh = {e.url: e for e in ShardCache(cdir).entries()}[urls[1]]
+    with open(fresh.path, "rb") as fh:   # the streamed CRC is the file's
+        assert json.load(open(fresh.path[:-len(".data")] + ".json"))["crc32"] == zlib.crc32(fh.read())
 
 
 def test_cache_verify_command_finds_and_drops_damage(dataset, tmp_path, capsys):

@@ -3,6 +3,7 @@ the node's cache, its records are handed out as their bytes land (each GET is st
 before the entry is published; the shard is fetched once (every byte once, counted at the
 proxy), the entry is published whole with its CRC32, and the next reader hits it."""
 import os
+import zlib
 
 import numpy as np
 import pytest
@@ -147,15 +148,45 @@ def test_download_fetches_the_chunks_readers_wait_for_first(tmp_path):
                          on_chunk=lambda a, b: spans.append((a, b)),
                          wants=lambda: next(wants, []), stream=stream)
     tmp = str(tmp_path / "x.tmp")
-    dl(tmp)
+    crc = dl(tmp)
     with open(tmp, "rb") as fh:
         assert fh.read() == data
+    # checksummed from the streamed pieces of 8 GETs that finished out of file order
+    assert crc == zlib.crc32(data)
     assert asked[0] == bounds[-1]                         # the wanted one first
     assert sorted(asked) == bounds                        # one GET per chunk
     done = sorted(spans)
     assert all(done[i][1] == done[i + 1][0] for i in range(len(done) - 1))
     assert done[0][0] == 0 and done[-1][1] == size        # every byte reported once
     assert all(a % PIECE == 0 and (b % PIECE == 0 or b == size) for a, b in spans)
+
+
+def test_crc32_combine_matches_zlib_over_the_joined_bytes():
+    from cloudrec.storage.cache_files import crc32_combine
+    rng = np.random.default_rng(5)
+    for n1, n2 in [(0, 0), (0, 7), (7, 0), (1, 1), (300, 3), (3, 100_001), (1 << 20, 12_345)]:
+        a, b = rng.bytes(n1), rng.bytes(n2)
+        assert crc32_combine(zlib.crc32(a), zlib.crc32(b), len(b)) == zlib.crc32(a + b), (n1, n2)
+
+
+def test_a_download_stream_out_of_order_is_an_error_not_a_wrong_checksum(tmp_path):
+    """Pieces must come in order (the stream contract): one handing them back to front is
+    refused, so no CRC of misordered bytes can reach a cache entry."""
+    from concurrent.futures import Future
+
+    from cloudrec.errors import StorageError
+    from cloudrec.storage.cache_download import download_ranges
+    data = np.random.default_rng(1).integers(0, 256, 3_000_000, dtype=np.uint8).tobytes()
+
+    def backwards(a, b, sink):
+        for x in reversed(range(a, b, 250_000)):
+            sink(x, data[x:min(b, x + 250_000)])
+        f = Future()
+        f.set_result(None)
+        return f
+    dl = download_ranges(None, len(data), chunk=1 << 20, first=1 << 20, stream=backwards)
+    with pytest.raises(StorageError, match="ended at"):
+        dl(str(tmp_path / "z.tmp"))
 
 
 def test_a_failed_download_get_fails_the_download_and_cancels_the_rest(tmp_path):

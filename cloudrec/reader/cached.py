@@ -166,11 +166,11 @@ class CacheHook:
                                     on_chunk=advance if self.stream else None, first=chunk,
                                     wants=wants if self.stream else None, stream=stream)
 
-        def download(tmp: str) -> None:
+        def download(tmp: str) -> Optional[int]:
             prog.opened(tmp)
             if self.stream:
                 part.append(ProgressFile(tmp, shard.size, PIECE))
-            fetch_all(tmp)
+            return fetch_all(tmp)   # the file's CRC, from the streamed bytes
 
         try:
             local = self.cache.get(shard.rec_url, shard.size, shard.version, download,

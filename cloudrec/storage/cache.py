@@ -180,13 +180,14 @@ class ShardCache(CacheMaintenance):
 
     # -- the one entry point -----------------------------------------------------------
     def get(self, url: str, size: int, version: str,
-            download: Callable[[str], None],
+            download: Callable[[str], Optional[int]],
             hold: Optional[Callable[[str], object]] = None,
             follow: Optional[Callable[[str], Callable[[], None]]] = None) -> str:
         """Local path of the shard, downloading it with ``download(tmp_path)`` if needed.
 
         ``download`` must write the whole object to the given path (which may
-        exist already, reserved at full size).  ``hold(path)``, if given, runs
+        exist already, reserved at full size); it may return the file's
+        ``zlib.crc32`` (checksummed as it wrote), else the file is read to get it.  ``hold(path)``, if given, runs
         while no eviction can remove the file (e.g. to open it and take a
         shared lock), so a cap smaller than the shards in use cannot pull it
         away first.  Raises :class:`CacheFullError` when the shard does not fit
@@ -228,13 +229,15 @@ class ShardCache(CacheMaintenance):
                             f"{self.max_bytes} bytes in {self.dir}: the other entries are in use",
                             url)
                     reserve(tmp, size)  # counted against the cap from now on
-                download(tmp)
+                crc = download(tmp)
                 got = os.path.getsize(tmp)
                 if got != size:
                     raise StorageError(f"download gave {got} of {size} bytes", url)
+                if not isinstance(crc, int) or isinstance(crc, bool):
+                    crc = crc32_file(tmp)   # the download did not checksum what it wrote
                 write_private_json(self._p(key, "json"),
                                    {"url": redact_url(url), "size": size, "version": version,
-                                    "crc32": crc32_file(tmp)})
+                                    "crc32": crc})
                 with Flock(os.path.join(self.dir, EVICT_LOCK)):
                     os.replace(tmp, final)
                     if hold is not None:

@@ -17,11 +17,12 @@ import bisect
 import itertools
 import os
 import queue
+import zlib
 from concurrent.futures import Future
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from cloudrec.errors import StorageError
-from cloudrec.storage.cache_files import write_all
+from cloudrec.storage.cache_files import crc32_combine, write_all
 
 PIECE = 256 << 10        # progress granularity: what a waiting reader can see arrive
 DOWNLOAD_CHUNK = 16 << 20  # one streamed GET of a download
@@ -74,11 +75,12 @@ def _from_submit(submit: Callable[[int, int], "Future[bytes]"]) -> StreamFn:
 class _Get:
     """One GET of the download: its range, how much of it is written, and reported."""
 
-    __slots__ = ("a", "b", "pos", "reported", "urgent", "future")
+    __slots__ = ("a", "b", "pos", "reported", "urgent", "future", "crc")
 
     def __init__(self, a: int, b: int, urgent: bool) -> None:
         self.a, self.b, self.pos, self.reported, self.urgent = a, b, a, a, urgent
         self.future: Optional[Future] = None
+        self.crc: Optional[int] = 0   # zlib.crc32 of [a, pos); None if pieces came out of order
 
 
 def download_ranges(submit: Optional[Callable[[int, int], "Future[bytes]"]], size: int,
@@ -86,8 +88,11 @@ def download_ranges(submit: Optional[Callable[[int, int], "Future[bytes]"]], siz
                     on_chunk: Optional[Callable[[int, int], None]] = None,
                     first: int = FIRST_CHUNK,
                     wants: Optional[Callable[[], Sequence[Want]]] = None,
-                    stream: Optional[StreamFn] = None) -> Callable[[str], None]:
-    """A ``download(tmp_path)`` that fetches ``[0, size)`` into the file (see the module doc).
+                    stream: Optional[StreamFn] = None) -> Callable[[str], Optional[int]]:
+    """A ``download(tmp_path)`` that fetches ``[0, size)`` into the file (see the module doc)
+    and returns the file's ``zlib.crc32``, checksummed from the bytes as they arrived
+    (each GET's, combined), so the cache need not read the file again; None if a GET's
+    pieces did not come in order (the caller checksums the file instead).
 
     ``stream(a, b, sink)`` streams a range (sink(offset, data) per piece); without it
     ``submit(a, b)`` (a Future of exactly those bytes, e.g. a RangeReader with retries)
@@ -104,8 +109,9 @@ def download_ranges(submit: Optional[Callable[[int, int], "Future[bytes]"]], siz
     plan = chunk_bounds(size, chunk, first)
     starts = [a for a, _ in plan]
 
-    def download(tmp: str) -> None:
+    def download(tmp: str) -> Optional[int]:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT, 0o644)
+        crcs: Dict[int, Optional[int]] = {}   # chunk start -> CRC of its bytes
         events: "queue.SimpleQueue[tuple]" = queue.SimpleQueue()
         waiting = list(range(len(plan)))   # chunks not started, in file order
         urgent: List[int] = []             # wanted chunks, in the order they were asked for
@@ -142,6 +148,8 @@ def download_ranges(submit: Optional[Callable[[int, int], "Future[bytes]"]], siz
 
         def on_data(g: _Get, off: int, data: bytes) -> None:
             write_all(fd, data, off)
+            if g.crc is not None:
+                g.crc = zlib.crc32(data, g.crc) if off == g.pos else None
             g.pos = off + len(data)
             upto = g.b if g.pos >= g.b else g.pos - g.pos % PIECE
             if upto > g.reported:
@@ -168,6 +176,7 @@ def download_ranges(submit: Optional[Callable[[int, int], "Future[bytes]"]], siz
                     ev[2].result()  # a failed GET fails the download
                     if g.pos < g.b:
                         raise StorageError(f"a download GET of [{g.a}, {g.b}) ended at {g.pos}")
+                    crcs[g.a] = g.crc
                     del gets[n]
                     fill()
             except BaseException:
@@ -181,4 +190,16 @@ def download_ranges(submit: Optional[Callable[[int, int], "Future[bytes]"]], siz
             os.fsync(fd)
         finally:
             os.close(fd)
+        return _file_crc(plan, crcs)
     return download
+
+
+def _file_crc(plan: Sequence[Span], crcs: Dict[int, Optional[int]]) -> Optional[int]:
+    """The CRC of the chunks of ``plan`` in file order, or None if one is unknown."""
+    total = 0
+    for a, b in plan:
+        part = crcs.get(a)
+        if part is None:
+            return None
+        total = crc32_combine(total, part, b - a)
+    return total

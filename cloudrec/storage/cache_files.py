@@ -72,6 +72,42 @@ def crc32_file(path: str) -> int:
             crc = zlib.crc32(view[:n], crc)
 
 
+_CRC_POLY = 0xEDB88320  # zlib's CRC-32, reflected: bit 31 is the coefficient of x^0
+
+
+def _crc_mulmod(a: int, b: int) -> int:
+    """a(x) * b(x) modulo the CRC-32 polynomial (both in the reflected bit order)."""
+    product, bit = 0, 1 << 31
+    while a:
+        if a & bit:
+            product ^= b
+            a ^= bit
+        bit >>= 1
+        b = (b >> 1) ^ _CRC_POLY if b & 1 else b >> 1
+    return product
+
+
+def _x_pow_8n(n: int) -> int:
+    """x^(8n) modulo the polynomial: what appending n zero bytes multiplies a CRC by."""
+    result, square = 1 << 31, 1 << 30        # x^0, then x^(2^k) for k = 0, 1, ...
+    for _ in range(3):                       # x^8 = x^(2^3)
+        square = _crc_mulmod(square, square)
+    while n:
+        if n & 1:
+            result = _crc_mulmod(square, result)
+        n >>= 1
+        square = _crc_mulmod(square, square)
+    return result
+
+
+def crc32_combine(crc1: int, crc2: int, len2: int) -> int:
+    """``zlib.crc32(a + b)`` from ``crc32(a)``, ``crc32(b)`` and ``len(b)``, without the
+    bytes (zlib has the function, Python's module does not expose it): a download that
+    checksums each GET's bytes as they stream gets its file's CRC without reading the
+    file again."""
+    return _crc_mulmod(_x_pow_8n(len2), crc1) ^ crc2 if len2 > 0 else crc1
+
+
 def stamp_of(path: str, st: os.stat_result) -> Tuple:
     """(path, device, inode, size, mtime_ns, ctime_ns): what a verified entry must still
     show to be trusted without a new CRC (a write into the file moves its ctime)."""
