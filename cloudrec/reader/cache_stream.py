@@ -14,7 +14,7 @@ import bisect
 import os
 import threading
 from concurrent.futures import Future, InvalidStateError
-from typing import Any, List, Tuple
+from typing import Any, List, Optional, Tuple
 
 
 class _Progress:
@@ -111,34 +111,56 @@ def _merged(spans: List[Tuple[int, int]]) -> List[Tuple[int, int]]:
 
 
 FOLLOW_POLL_S = 0.01
+FOLLOW_REREAD = 5   # polls whose stat saw no change before the progress file is read anyway
+
+
+def _signature(path: str) -> Optional[Tuple[int, int, int, int]]:
+    """What a write into ``path`` changes (inode, size, mtime, ctime), or None if it is gone."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
 
 
 def _follow(part_path: str, prog: _Progress) -> Any:
     """While another process downloads the shard, serve our waiting requests from its temp
     file as its progress file advances, and tell it (``<key>.want``) which offsets they
-    wait for; returns ``stop()``."""
+    wait for; returns ``stop()``.  A poll whose ``stat`` shows the progress file unchanged
+    skips reading it (a follower per shard polls every 10 ms), but every
+    ``FOLLOW_REREAD``-th poll reads it regardless: a write within the filesystem's
+    timestamp granularity may leave the times as they were."""
     from cloudrec.storage.cache_files import ask_for, read_progress
     stop = threading.Event()
     want_path = part_path[:-len(".part")] + ".want"
 
     def run() -> None:
-        tmp, seen = None, set()
+        tmp, seen, sig, unchanged = None, set(), None, 0
         while not stop.is_set():
-            state = read_progress(part_path)
-            if state is not None:
-                done, path = state
+            now = _signature(part_path)
+            if tmp is None or now is None or now != sig or unchanged >= FOLLOW_REREAD:
+                sig, unchanged = now, 0
+                state = read_progress(part_path)
+                if state is not None:
+                    done, path = state
+                    try:
+                        if path != tmp:
+                            prog.opened(path)   # (re)builds the wants of the waiting requests
+                            tmp, seen = path, set()
+                        for span in done:       # runs: a run that grew is a new span
+                            if span not in seen:
+                                seen.add(span)
+                                prog.advance(*span)
+                    except OSError:
+                        tmp = None  # that download ended (or failed); look again
+            else:
+                unchanged += 1
+            if tmp is not None:
                 try:
-                    if path != tmp:
-                        prog.opened(path)   # (re)builds the wants of the waiting requests
-                        tmp, seen = path, set()
-                    for span in done:       # runs: a run that grew is a new span
-                        if span not in seen:
-                            seen.add(span)
-                            prog.advance(*span)
                     if not ask_for(want_path, prog.take_wants()):
                         tmp = None  # no want file: that download ended; look again
                 except OSError:
-                    tmp = None  # that download ended (or failed); look again
+                    tmp = None
             stop.wait(FOLLOW_POLL_S)
 
     t = threading.Thread(target=run, name="cloudrec-cache-follow", daemon=True)
