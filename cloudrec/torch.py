@@ -9,7 +9,9 @@ K is. ``ResumableLoader`` wraps the DataLoader and keeps that state.
 With a plain DataLoader, call ``ds.set_epoch(e)`` before each iteration and
 ``ds.mark_consumed(batch)`` after each batch to get the same state.
 ``IndexedRecordDataset`` is a map-style Dataset over MXIndexedRecordIO for
-legacy code. Arrays become tensors with ``torch.from_numpy`` (no copy).
+legacy code. Arrays become tensors with ``torch.from_numpy`` (no copy); in a
+DataLoader worker, arrays of up to 64 KB travel to the main process by value
+and become tensors there (:mod:`cloudrec.torch_transfer`).
 torch is an optional dependency: install ``cloudrec[torch]``.
 """
 from __future__ import annotations
@@ -31,6 +33,7 @@ from cloudrec.errors import CloudrecError, ConfigError
 from cloudrec.format.irheader import unpack
 from cloudrec.reader.distenv import worker_info
 from cloudrec.reader.sampler import EpochSampler
+from cloudrec.torch_transfer import by_value, small_tensor
 
 _STATE_BYTES = 1 << 16   # the sampler state (JSON) shared with DataLoader workers
 
@@ -209,8 +212,9 @@ class RecordIterableDataset(IterableDataset):
                 if rid != want:
                     raise RuntimeError(f"fetcher returned record {rid}, expected {want}")
                 items.append(_named(self.decode, payload, self.source.record_url, rid))
-            yield {"data": self.collate(items), "ids": torch.from_numpy(ids.copy()),
-                   "is_pad": torch.from_numpy(pad.copy()), "epoch": epoch,
+            # small arrays travel from a worker by value (cloudrec.torch_transfer)
+            yield {"data": by_value(self.collate(items)), "ids": small_tensor(ids.copy()),
+                   "is_pad": small_tensor(pad.copy()), "epoch": epoch,
                    "consumed": s.consumed_after(consumed, step + 1), "workers": nworkers}
 
 

@@ -21,6 +21,7 @@ from cloudrec.errors import ConfigError
 from cloudrec.reader.distenv import dist_info, worker_info
 from cloudrec.reader.sampler import EpochSampler
 from cloudrec.torch import RecordIterableDataset
+from cloudrec.torch_transfer import small_tensor
 
 __all__ = ["ImageRecordDataset", "ResumableBatchSampler", "ResumableMapLoader"]
 
@@ -84,10 +85,11 @@ class ImageRecordDataset(RecordIterableDataset):
                 # no copies: the pipeline never reuses a data array that is still referenced,
                 # and the label and index arrays are the batch's own (new for every batch)
                 ids = batch.index
+                # the small arrays travel from a DataLoader worker by value (torch_transfer)
                 yield {"data": torch.from_numpy(batch.data[0]),
-                       "label": torch.from_numpy(batch.label[0]),
-                       "index": torch.from_numpy(ids), "ids": torch.from_numpy(ids.copy()),
-                       "pad": int(batch.pad), "is_pad": torch.from_numpy(is_pad),
+                       "label": small_tensor(batch.label[0]),
+                       "index": small_tensor(ids), "ids": small_tensor(ids.copy()),
+                       "pad": int(batch.pad), "is_pad": small_tensor(is_pad),
                        "epoch": int(batch.epoch), "consumed": int(batch.consumed),
                        "workers": workers}
             ok = True

@@ -191,3 +191,49 @@ def test_both_datasets_read_from_loopback_s3_in_workers(s3_server):
     mds = IndexedRecordDataset(urls[1][:-4] + ".idx", urls[1], storage_options=so)
     labels = torch.cat([lab for _, lab in torch.utils.data.DataLoader(mds, batch_size=4, num_workers=2)])
     assert labels[:, 1].tolist() == list(range(15, 30))
+
+
+def test_small_arrays_leave_a_worker_by_value_and_arrive_as_tensors(monkeypatch):
+    """In a DataLoader worker a small array is pickled as its bytes (no shared-memory file
+    descriptor to hand over) and unpickled as the same tensor; a large one, and any array
+    outside a worker, stays a tensor (zero copy)."""
+    import pickle
+    from multiprocessing.reduction import ForkingPickler
+
+    import torch.multiprocessing  # noqa: F401 - registers torch's shared-memory reducers
+
+    import cloudrec.torch_transfer as tt
+    ids = np.arange(64, dtype=np.int64) * 7
+    pad = np.zeros(64, bool)
+    pad[-3:] = True
+    assert isinstance(tt.small_tensor(ids), torch.Tensor)        # main process: a tensor now
+    monkeypatch.setattr(tt, "get_worker_info", lambda: object())   # as in a worker
+    big = np.ones(tt.BY_VALUE_BYTES // 4 + 1, np.float32)
+    assert isinstance(tt.small_tensor(big), torch.Tensor)
+    # a tensor goes through shared memory (a file descriptor to hand over) ...
+    assert b"rebuild_storage" in bytes(ForkingPickler.dumps(torch.from_numpy(ids.copy())))
+    # ... the wrapped array in the pickle itself
+    blob = ForkingPickler.dumps({"ids": tt.small_tensor(ids), "is_pad": tt.small_tensor(pad),
+                                 "data": tt.by_value((torch.ones(4), [torch.zeros(2, 2)]))})
+    assert b"rebuild_storage" not in bytes(blob)
+    got = pickle.loads(blob)
+    assert got["ids"].dtype == torch.int64 and got["ids"].tolist() == ids.tolist()
+    assert got["is_pad"].dtype == torch.bool and got["is_pad"].tolist() == pad.tolist()
+    got["ids"][0] = 5   # a writable tensor of its own
+    assert ids[0] == 0
+    assert got["data"][0].tolist() == [1.0] * 4 and got["data"][1][0].shape == (2, 2)
+
+
+def test_worker_batches_hold_tensors_of_the_right_values(dataset):
+    """Through 2 forked workers: ids, is_pad and the collated labels are tensors with the
+    dtypes and values a main-process iteration gives."""
+    kw = dict(seed=1, mode="global", batch_size=8, rank=0, world_size=1)
+    here = list(ResumableLoader(RecordIterableDataset(dataset, **kw), num_workers=0))
+    there = list(ResumableLoader(RecordIterableDataset(dataset, **kw), num_workers=2,
+                                 multiprocessing_context="fork"))
+    assert sorted(int(i) for b in there for i in b["ids"][~b["is_pad"]]) == list(range(45))
+    for b in there:
+        assert isinstance(b["ids"], torch.Tensor) and b["ids"].dtype == here[0]["ids"].dtype
+        assert isinstance(b["is_pad"], torch.Tensor) and b["is_pad"].dtype == torch.bool
+        check_batch(dataset, b, 8)
+    assert {tuple(b["ids"].tolist()) for b in here} == {tuple(b["ids"].tolist()) for b in there}
