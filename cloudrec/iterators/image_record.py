@@ -40,29 +40,21 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 
 from cloudrec.errors import ConfigError, RecordIOError
-from cloudrec.format.irheader import unpack_header
 from cloudrec.io.base import DataBatch, DataDesc, DataIter
 from cloudrec.reader.sampler import EpochSampler
 from cloudrec.iterators.image_sources import load_label_map
 from cloudrec.iterators.lifecycle import release, weak_step
+from cloudrec.iterators.mean_image import load_mean_image, partition_mean_image
 from cloudrec.iterators.names import front_end_kwargs
 from cloudrec.iterators.record_sample import RecordSampleWriter
 from cloudrec.iterators.record_params import IterParams, parse_kwargs
 from cloudrec.pipeline.augment import DefaultAugmenter
-from cloudrec.image.decode import decode_image
 from cloudrec.pipeline.batcher import BatchPipeline, BatchPlan, EpochPlans
 from cloudrec.pipeline.writer import ImageWriter
 
 __all__ = ["ImageRecordIter", "ImageRecordUInt8Iter", "ImageRecordInt8Iter"]
 
 log = logging.getLogger(__name__)
-
-
-def _load_mean_img(url: str, channels: int, h: int, w: int,
-                   storage_options: Optional[Dict[str, Any]]) -> Optional[np.ndarray]:
-    """The (C,H,W) mean image (MXNet's NDArray format or .npy); None when it does not exist yet."""
-    from cloudrec.iterators.mean_image import load_mean_image
-    return load_mean_image(url, (channels, h, w), storage_options)
 
 
 class ImageRecordIter(RecordSampleWriter, DataIter):
@@ -136,7 +128,7 @@ class ImageRecordIter(RecordSampleWriter, DataIter):
                 "use fewer parts (MXNet crashed here)")
         mean_img = None
         if n.mean_img:
-            mean_img = _load_mean_img(n.mean_img, C, H, W, so)
+            mean_img = load_mean_image(n.mean_img, (C, H, W), so)  # None: not made yet
         self._writer = ImageWriter(C, self.dtype, self.layout,
                                    (n.mean_r, n.mean_g, n.mean_b, n.mean_a),
                                    (n.std_r, n.std_g, n.std_b, n.std_a), n.scale, mean_img)
@@ -234,29 +226,12 @@ class ImageRecordIter(RecordSampleWriter, DataIter):
         return plans
 
     def _compute_mean_img(self, url: str) -> np.ndarray:
-        """Mean of the partition's images after aug_default, saved to ``url`` (as MXNet does).
-
-        Random augmenters draw from a generator per record seeded from (seed_aug or seed,
-        record id), so the mean is reproducible."""
-        from cloudrec.iterators.mean_image import (compute_mean_image, mean_image_rng,
-                                                   save_mean_image)
-        C, H, W = self.data_shape
+        """Mean of the partition's images after aug_default, saved to ``url`` (as MXNet does)."""
         seed = (self.params.parser.seed_aug if self.params.parser.seed_aug is not None
                 else self.params.record.seed)
-        plain = ImageWriter(C, np.dtype(np.float32), "NCHW", (0,) * 4, (1,) * 4, 1.0)
-
-        def images():
-            for rid, payload in self._source.fetch(self.part_ids):
-                header, start = unpack_header(payload)
-                img = decode_image(memoryview(payload)[start:], C, where=self._where(rid))
-                img = self._aug.process(img, mean_image_rng(seed, rid), self._where(rid))
-                out = np.empty((C, H, W), np.float32)
-                plain.write(img, out, False)
-                yield out
-
-        mean = compute_mean_image(images(), (C, H, W))
-        save_mean_image(url, mean, self.params.extra.storage_options)
-        return mean
+        return partition_mean_image(self._source.fetch(self.part_ids), self.data_shape,
+                                    self._aug, seed, self._where, url,
+                                    self.params.extra.storage_options)
 
     # -- DataIter --------------------------------------------------------------------------
     def set_epoch(self, epoch: int) -> None:

@@ -25,7 +25,7 @@ from cloudrec.format.ndarray import NDArrayFormatError, decode_ndarrays, encode_
 from cloudrec.pipeline.augment import AugRng
 
 __all__ = ["load_mean_image", "save_mean_image", "decode_mean_image", "encode_mean_image",
-           "compute_mean_image", "mean_image_rng", "MEAN_EPOCH"]
+           "compute_mean_image", "mean_image_rng", "partition_mean_image", "MEAN_EPOCH"]
 
 #: The epoch number the mean computation draws augmentation randomness for: a pass of its
 #: own, never one of the training epochs' (those count up from 0).
@@ -118,3 +118,31 @@ def compute_mean_image(images: Iterable[np.ndarray], shape: Tuple[int, int, int]
     if count:
         acc *= np.float32(1.0 / count)
     return acc
+
+
+def partition_mean_image(records: Iterable[Tuple[int, bytes]], shape: Tuple[int, int, int],
+                         aug: Any, seed: int, where: Any, url: str,
+                         storage_options: Optional[Dict[str, Any]] = None) -> np.ndarray:
+    """ImageRecordIter's ``mean_img`` when the file does not exist yet: the mean of the
+    partition's ``records`` after ``aug`` (its aug_default), saved to ``url`` as MXNet does.
+
+    Random augmenters draw from a generator per record seeded from (``seed``, record id),
+    so the mean is reproducible.  ``where(rid)`` names a record in errors."""
+    from cloudrec.format.irheader import unpack_header
+    from cloudrec.image.decode import decode_image
+    from cloudrec.pipeline.writer import ImageWriter
+    C, H, W = shape
+    plain = ImageWriter(C, np.dtype(np.float32), "NCHW", (0,) * 4, (1,) * 4, 1.0)
+
+    def images() -> Iterable[np.ndarray]:
+        for rid, payload in records:
+            _header, start = unpack_header(payload)
+            img = decode_image(memoryview(payload)[start:], C, where=where(rid))
+            img = aug.process(img, mean_image_rng(seed, rid), where(rid))
+            out = np.empty((C, H, W), np.float32)
+            plain.write(img, out, False)
+            yield out
+
+    mean = compute_mean_image(images(), (C, H, W))
+    save_mean_image(url, mean, storage_options)
+    return mean

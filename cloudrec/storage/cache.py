@@ -32,7 +32,6 @@
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import itertools
 import os
@@ -42,12 +41,12 @@ from dataclasses import dataclass
 from typing import Callable, Iterator, List, Optional, Set, Tuple
 
 from cloudrec.errors import StorageError
-from cloudrec.storage.cache_files import (EVICT_LOCK, OWN_FILE, TMP_FILE, CacheDiskFullError,
+from cloudrec.storage.cache_files import (EVICT_LOCK, OWN_FILE, CacheDiskFullError,
                                           CacheFullError, CacheReadOnlyError, CacheUnavailable,
                                           Flock, crc32_file, disk_full_error,
-                                          is_disk_full, is_read_only, lock_file_in_use,
-                                          read_json, read_stamp, reserve, stamp_of, unlink,
-                                          write_private_json, write_stamp)
+                                          is_disk_full, is_read_only, read_json, read_stamp,
+                                          reserve, stamp_of, unlink, write_private_json,
+                                          write_stamp)
 from cloudrec.storage.cache_admin import CacheMaintenance
 from cloudrec.storage.cache_download import download_ranges
 from cloudrec.storage.redact import redact_url
@@ -326,70 +325,6 @@ class ShardCache(CacheMaintenance):
                                   crc if isinstance(crc, int) else None))
         out.sort(key=lambda e: e.last_used)
         return out
-
-    def total_bytes(self) -> int:
-        """Bytes held by complete entries."""
-        return sum(e.size for e in self.entries())
-
-    def _pending_bytes(self) -> int:
-        """Bytes reserved by downloads in progress; stale temp files (no live download) go."""
-        total = 0
-        for name in os.listdir(self.dir):
-            m = TMP_FILE.match(name)
-            if not m:
-                continue
-            path = os.path.join(self.dir, name)
-            if lock_file_in_use(self._p(m.group("key"), "lock")):
-                try:
-                    total += os.stat(path).st_size
-                except FileNotFoundError:
-                    pass
-            else:
-                unlink(path)  # its download died (the kernel dropped its lock)
-        return total
-
-    def _make_room(self, incoming: int, keep: tuple = ()) -> bool:
-        """Evict unheld LRU entries until ``incoming`` more bytes fit; call under the evict lock."""
-        entries = self.entries()
-        total = sum(e.size for e in entries) + self._pending_bytes() + incoming
-        for e in entries:
-            if total <= self.max_bytes:
-                break
-            if e.key in keep:
-                continue
-            if self._remove_unheld(e.key):
-                total -= e.size
-        return total <= self.max_bytes
-
-    def evict(self, incoming: int = 0, keep: tuple = ()) -> bool:
-        """Remove least recently used entries not in use until ``total + incoming <= max_bytes``;
-        False when entries in use keep the total above the cap."""
-        with Flock(os.path.join(self.dir, EVICT_LOCK)):
-            return self._make_room(incoming, keep)
-
-    def _remove(self, key: str) -> None:
-        unlink(self._p(key, "data"))
-        unlink(self._p(key, "json"))
-        unlink(self._p(key, "ok"))
-
-    def _remove_unheld(self, key: str) -> bool:
-        """Remove an entry unless a reader holds it (its space would not come back)."""
-        path = self._p(key, "data")
-        try:
-            fd = os.open(path, os.O_RDONLY)
-        except FileNotFoundError:
-            unlink(self._p(key, "json"))
-            return True
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            return False
-        try:
-            self._remove(key)
-        finally:
-            os.close(fd)
-        return True
 
     def _remove_temps(self, key: str) -> None:
         prefix = f"{key}.tmp."
