@@ -80,8 +80,8 @@ def by_value(obj: Any) -> Any:
 def _wrap(obj: Any) -> Any:
     t = type(obj)
     if t is torch.Tensor:
-        if (obj.device.type == "cpu" and obj.dtype in _PLAIN_DTYPES and not obj.requires_grad
-                and obj.numel() * obj.element_size() <= BY_VALUE_BYTES):
+        if (obj.device.type == "cpu" and obj.layout == torch.strided and obj.dtype in _PLAIN_DTYPES
+                and not obj.requires_grad and obj.numel() * obj.element_size() <= BY_VALUE_BYTES):
             return ByValue(obj.numpy())
         return obj
     if t is tuple or t is list:

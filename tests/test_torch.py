@@ -222,6 +222,11 @@ def test_small_arrays_leave_a_worker_by_value_and_arrive_as_tensors(monkeypatch)
     got["ids"][0] = 5   # a writable tensor of its own
     assert ids[0] == 0
     assert got["data"][0].tolist() == [1.0] * 4 and got["data"][1][0].shape == (2, 2)
+    # what cannot travel as plain bytes stays as it was: sparse, needing grad, a transposed view
+    sparse, grad = torch.eye(3).to_sparse(), torch.ones(3, requires_grad=True)
+    kept = tt.by_value({"s": sparse, "g": grad, "t": torch.arange(6.0).reshape(2, 3).t()})
+    assert kept["s"] is sparse and kept["g"] is grad
+    assert pickle.loads(ForkingPickler.dumps(kept["t"])).tolist() == [[0.0, 3.0], [1.0, 4.0], [2.0, 5.0]]
 
 
 def test_worker_batches_hold_tensors_of_the_right_values(dataset):
