@@ -104,8 +104,8 @@ def main(argv: Any = None) -> int:
         print(f"{busy} busy thread(s) per worker: tensors {t:.2f} ms/batch, by value {v:.2f}: "
               f"{t / v:.1f}x")
         figs += [figure(f"{busy} busy thread(s): ids + pad flags as torch tensors", round(t, 2),
-                        " ms/batch"),
-                 figure(f"{busy} busy thread(s): by value", round(v, 2), " ms/batch"),
+                        "ms/batch"),
+                 figure(f"{busy} busy thread(s): by value", round(v, 2), "ms/batch"),
                  figure(f"{busy} busy thread(s): by value vs tensors", round(t / v, 2), "x")]
     write_result("worker_transfer",
                  {"batches_per_worker": a.batches, "rounds": a.rounds, "busy_threads": levels,
