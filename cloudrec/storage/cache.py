@@ -186,10 +186,10 @@ class ShardCache(CacheMaintenance):
 
         ``download`` must write the whole object to the given path (which may
         exist already, reserved at full size); it may return the file's
-        ``zlib.crc32`` (checksummed as it wrote), else the file is read to get it.  ``hold(path)``, if given, runs
-        while no eviction can remove the file (e.g. to open it and take a
-        shared lock), so a cap smaller than the shards in use cannot pull it
-        away first.  Raises :class:`CacheFullError` when the shard does not fit
+        ``zlib.crc32`` (checksummed as it wrote), else the file is read to get
+        it.  ``hold(path)``, if given, runs while no eviction can remove the
+        file (e.g. to open it and take a shared lock), so a cap smaller than the
+        shards in use cannot pull it away first.  Raises :class:`CacheFullError` when the shard does not fit
         the cap, :class:`CacheReadOnlyError` on a miss in a read-only folder,
         :class:`CacheDiskFullError` when the disk is full, StorageError when
         the download is short.  ``follow(part_path)``, if given, is called when
