@@ -64,8 +64,11 @@ echo "== setup took $((SECONDS - t0)) s"
 
 # -- tests -----------------------------------------------------------------------
 set +e
-# a hung test fails after CLOUDREC_TEST_TIMEOUT seconds instead of eating CI's time
-"$VENV/bin/python" -m pytest --durations=15 --timeout="${CLOUDREC_TEST_TIMEOUT:-300}" "$@"
+# a hung test fails after CLOUDREC_TEST_TIMEOUT seconds instead of eating CI's time;
+# CLOUDREC_TEST_WORKERS pytest-xdist processes (2: most tests wait on servers, sockets and
+# child processes, so two share two cores well: 500 s instead of ~930 s; 0 runs in-process)
+"$VENV/bin/python" -m pytest --durations=15 --timeout="${CLOUDREC_TEST_TIMEOUT:-300}" \
+  -n "${CLOUDREC_TEST_WORKERS:-2}" "$@"
 rc=$?
 set -e
 if [ "$rc" = 5 ]; then
