@@ -58,8 +58,9 @@ def _children(pid: int):
 @pytest.hookimpl(tryfirst=True)
 def pytest_sessionfinish(session, exitstatus):
     """End (by pid) and report processes the tests left behind; reap zombies."""
-    if not _SUBREAPER:
-        return
+    if not _SUBREAPER or session.config.pluginmanager.has_plugin("dsession"):
+        return  # pytest-xdist's controller runs no test: its children are the workers,
+        # and each worker (a subreaper too) ends its own leftovers
     me = os.getpid()
     from cloudrec.testing.servers import LIVE_PIDS  # servers: their fixtures stop them
     leftovers = [pid for pid, state in _children(me) if state not in ("Z", "X") and pid not in LIVE_PIDS]
