@@ -31,7 +31,13 @@ N = 22  # records: not a multiple of any batch x world size used below
 
 
 def _png(i: int, h: int = 12, w: int = 12) -> bytes:
-    img = np.full((h, w, 3), (i * 11) % 256, np.uint8)
+    # a distinct value at every pixel: another crop offset or a mirror changes the batch,
+    # so the resume tests compare the augmentations, not just flat images
+    yy, xx = np.mgrid[0:h, 0:w]
+    img = np.empty((h, w, 3), np.uint8)
+    img[..., 0] = (i * 11 + 7 * xx + 3 * yy) % 256
+    img[..., 1] = (5 * xx * xx + 11 * yy) % 256
+    img[..., 2] = (13 * yy + xx + i) % 256
     img[0, 0] = (i, 255 - i, 7)
     return cv2.imencode(".png", img)[1].tobytes()
 

@@ -6,8 +6,8 @@ pad / discard / roll_over, `.idx` line order, labels from the record header or
 an image list.  What differs is speed and determinism: records come through
 the reader layer (coalesced, concurrent ranged reads), and decode + augment
 run in a thread pool (OpenCV releases the GIL) a couple of batches ahead,
-each sample with its own Generator derived from ``seed`` and its position in
-the stream, so the batches never depend on thread timing.
+each sample with its own Generator keyed by ``seed``, the epoch and its record
+id, so the batches never depend on thread timing or on a resume.
 
 Hooks a subclass (ImageDetIter) may override, as in MXNet: ``next_sample``,
 ``read_image``, ``imdecode``, ``check_valid_image``, ``augmentation_transform``,
@@ -246,7 +246,7 @@ class ImageIter(SampleStream, ResumableImageIter, DataIter):
         self._start_consumed = 0  # the sampler's consumed count when this epoch's stream began
         self._batches_out = 0  # batches returned since then
         self._slot_ids: List[int] = []  # record ids of the batch being filled
-        self._slot_pos: List[int] = []  # their stream positions (seed their Generators)
+        self._slot_pos: List[int] = []  # their stream positions
         self.reset()
 
     @property

@@ -223,8 +223,8 @@ class ResumableImageIter:
 
     def _refill_rollover(self, ids: List[int], pos: List[int]) -> None:
         """Rebuild a rolled-over partial batch from its record ids (it is completed next);
-        each sample's Generator is seeded as when it was first read (its stream position in
-        the previous epoch), so random augmentations come out the same."""
+        each sample's Generator is keyed as when it was first read (the previous epoch, its
+        record id), so random augmentations come out the same."""
         if self.sampler is None:
             raise ConfigError("a rolled-over batch of a sequential .rec cannot be restored")
         data = self._obtain_buffer()
@@ -235,7 +235,7 @@ class ResumableImageIter:
             item = (self._record_item(-1, rid) if self.imgrec is not None
                     else self._list_item(rid, -1))
             p = pos[j] if j < len(pos) and pos[j] >= 0 else (1 << 41) + j
-            res = self._run(item, (self.seed, self._epoch - 1, 0, p))
+            res = self._run(item, (self.seed, self._epoch - 1, 0, rid))
             if res[0] != "ok" or res[1] is None:
                 continue
             self.write_sample(data, label, i, res[1][0], res[1][1], res[2])

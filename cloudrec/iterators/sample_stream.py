@@ -1,8 +1,8 @@
 """ImageIter's sample stream: a lookahead of samples decoded and augmented on a thread pool.
 
 The pool runs a couple of batches ahead; each sample gets its own Generator
-seeded from (seed, epoch, wrap, position), so batches never depend on thread
-timing.  ``SampleStream`` is a mixin of :class:`cloudrec.iterators.ImageIter`:
+keyed by (seed, epoch, wrap, record id), so batches never depend on thread
+timing or on where an epoch was resumed.  ``SampleStream`` is a mixin of :class:`cloudrec.iterators.ImageIter`:
 it reads the iterator's order, reader and hooks (``process_sample``,
 ``write_sample``, ``next_sample``) and fills batch slots.
 
@@ -30,6 +30,7 @@ import numpy as np
 
 from cloudrec.errors import ImageDecodeError, ImageTooLargeError, LabelError
 from cloudrec.iterators.image_sources import unpack_header_named
+from cloudrec.iterators.sample_rng import keyed_generator
 from cloudrec.iterators.slot_buffers import SlotBuffers, _is_slot
 from cloudrec.pipeline.batch_parts import yield_gil
 
@@ -143,7 +144,7 @@ class SampleStream(SlotBuffers):
 
     def _run(self, item: _Item, rng_key: Tuple[int, ...], dest: Optional[list] = None):
         loc = self._local
-        rng = np.random.Generator(np.random.PCG64(list(rng_key)))  # built here, off the main thread
+        rng = keyed_generator(rng_key)  # this thread's Generator, re-keyed for the sample
         loc.rng, loc.where, loc.key = rng, item.where, item.key
         try:
             s = self._payload(item)
@@ -175,13 +176,15 @@ class SampleStream(SlotBuffers):
         self._extra = 0
 
     def _rng_key(self, item: _Item) -> Tuple[int, ...]:
-        """Seed of the sample's own Generator: (seed, epoch, wrap, position) only, so
-        batches do not depend on thread count, lookahead or timing."""
-        pos = item.pos
-        if pos < 0:
-            pos = (1 << 40) + self._extra
+        """Seed of the sample's own Generator: (seed, epoch, wrap, record id), as
+        ImageRecordIter's, so batches depend on neither thread count, lookahead nor timing,
+        and a resumed epoch augments each record as the uninterrupted one does (its stream
+        restarts at the resume point, so a stream position would draw differently)."""
+        rid = item.rid
+        if rid < 0:  # an overriding next_sample: no record id known
+            rid = (1 << 40) + self._extra
             self._extra += 1
-        return (self.seed, self._epoch, self._wrap, pos)
+        return (self.seed, self._epoch, self._wrap, rid)
 
     def _run_many(self, run: list) -> list:
         """One pool task: the samples of a run in order; a sample's exception is kept in its
