@@ -248,10 +248,10 @@ def test_services_cli_start_env_stop(tmp_path):
 
 def test_hdfs_start_failures_are_clear_errors(monkeypatch, tmp_path):
     from cloudrec.testing import HdfsCluster, ServiceError
-    from cloudrec.testing import servers
+    from cloudrec.testing import hdfs
     with pytest.raises(ServiceError, match="no java found"):
         HdfsCluster(java=str(tmp_path / "no-java"), workdir=str(tmp_path / "h1")).start()
-    monkeypatch.setattr(servers, "JERSEY_DIR", tmp_path)  # as if libjersey1-*-java were not installed
+    monkeypatch.setattr(hdfs, "JERSEY_DIR", tmp_path)  # as if libjersey1-*-java were not installed
     with pytest.raises(ServiceError, match="apt-get install libjersey1-server-java"):
         HdfsCluster(workdir=str(tmp_path / "h2")).start()
     assert (tmp_path / "h2" / "conf").is_dir()  # a failed start keeps its folder for a look

@@ -4,8 +4,9 @@
 127.0.0.1, are context managers and stop their own processes by pid.
 ``cloudrec services start|stop|env`` runs all three in the background.
 """
-from cloudrec.testing.servers import (FaultProxy, HdfsCluster, MotoServer, ServiceError, free_ports,
-                                      hadoop_jars, s3_storage_options)
+from cloudrec.testing.hdfs import HdfsCluster, hadoop_jars
+from cloudrec.testing.servers import (FaultProxy, MotoServer, ServiceError, free_ports,
+                                      s3_storage_options)
 
 __all__ = ["MotoServer", "FaultProxy", "HdfsCluster", "ServiceError", "free_ports", "hadoop_jars",
            "s3_storage_options"]

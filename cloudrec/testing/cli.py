@@ -15,7 +15,8 @@ import time
 from pathlib import Path
 from typing import Dict, List
 
-from cloudrec.testing.servers import FaultProxy, HdfsCluster, MotoServer, ServiceError, stop_pid
+from cloudrec.testing.hdfs import HdfsCluster
+from cloudrec.testing.servers import FaultProxy, MotoServer, ServiceError, stop_pid
 
 DEFAULT_ENV_FILE = os.path.join(".cache", "services.env")
 # what each pid's command line must contain before we signal it (guards against pid reuse)
