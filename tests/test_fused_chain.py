@@ -204,3 +204,19 @@ def test_fast_mode_is_close_to_exact_with_the_same_labels_and_order(tmp_path):
     # size (0.04, ~2 levels, on the 224-pixel bench crops), more at sharp edges
     assert d.mean() < 0.15 and np.percentile(d, 99) < 1.2
     assert not np.array_equal(exact[0][0], fast[0][0])  # fast mode did take its path
+
+
+@pytest.mark.parametrize("fast", [False, True])
+def test_a_strided_out_gets_the_same_values_as_a_batch_slot(fast):
+    augs = CreateAugmenter((3, 32, 32), resize=40, fast=fast, rand_crop=True, rand_mirror=True,
+                           mean=True, std=True)
+    chain = FusedChain.match(augs)
+    img = _photo(np.random.default_rng(3), 50, 70)
+    slot = np.zeros((3, 32, 32), np.float32)
+    assert chain.run(img, np.random.default_rng(9), slot)
+    wide = np.zeros((3, 32, 64), np.float32)
+    strided = wide[:, :, ::2]  # not C-contiguous: numpy's passes
+    assert not strided.flags.c_contiguous
+    assert chain.run(img, np.random.default_rng(9), strided)
+    assert np.array_equal(strided, slot)
+    assert not wide[:, :, 1::2].any()  # nothing written between the strided columns
