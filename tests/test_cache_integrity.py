@@ -274,3 +274,42 @@ def test_read_only_prefilled_cache_serves_hits_and_reads_misses(dataset, tmp_pat
         want = truth[(int(ds.table.shard[r]), int(ds.table.key[r]))]
         assert read["sha"][str(r)] == hashlib.sha256(want).hexdigest(), r
     assert read["files"] == fill["files"]
+
+
+def test_downloads_skip_fsync_and_another_boot_checks_every_entry_again(
+        dataset, tmp_path, monkeypatch):
+    """No fsync on the download path: a stamp names the boot, so after a crash that may
+    have lost unsynced pages (a new boot) each entry's first use checks its CRC32 again."""
+    import cloudrec.storage.cache as cache_mod
+    import cloudrec.storage.cache_files as cache_files
+    assert cache_files.BOOT_ID is not None   # Linux: /proc/sys/kernel/random/boot_id
+    urls, truth, so = dataset
+    cdir = str(tmp_path / "cache")
+    syncs = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: syncs.append(fd) or real_fsync(fd))
+    ds = open_dataset(urls, storage_options=so)
+    with RecordFetcher(ds, cache="shards", cache_dir=cdir) as f:
+        got = list(f.fetch(range(len(ds))))
+        assert f.stats["cache_downloads"] == 4
+    assert _right(ds, truth, got) == [] and syncs == []
+    crcs = []
+    real = cache_mod.crc32_file
+    monkeypatch.setattr(cache_mod, "crc32_file", lambda p: crcs.append(p) or real(p))
+
+    def epoch():
+        cache_mod._VERIFIED.clear()   # a process that never opened the entries
+        with RecordFetcher(ds, cache="shards", cache_dir=cdir) as f:
+            out = list(f.fetch(range(len(ds))))
+            assert f.stats["cache_hits"] == 4 and f.stats["cache_downloads"] == 0
+        assert _right(ds, truth, out) == []
+
+    epoch()
+    assert crcs == []                              # same boot: the stamps are trusted
+    monkeypatch.setattr(cache_files, "BOOT_ID", cache_files.BOOT_ID ^ 1)   # after a reboot
+    epoch()
+    paths = sorted(e.path for e in ShardCache(cdir).entries())
+    assert sorted(crcs) == paths                   # every entry checked once again
+    crcs.clear()
+    epoch()
+    assert crcs == []                              # and stamped for this boot

@@ -108,10 +108,28 @@ def crc32_combine(crc1: int, crc2: int, len2: int) -> int:
     return _crc_mulmod(_x_pow_8n(len2), crc1) ^ crc2 if len2 > 0 else crc1
 
 
+def _boot_id() -> Optional[int]:
+    """This boot of the kernel (Linux's random boot id), or None where there is none."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as fh:
+            return int(fh.read().strip().replace("-", ""), 16)
+    except (OSError, ValueError):
+        return None
+
+
+#: Why a cache download needs no fsync where this is known: a published entry is
+#: trusted without a new CRC only through a stamp naming this boot, and only a crash of
+#: the kernel or the machine (then a new boot) can lose written pages; after one, each
+#: entry's first use checks its CRC32 again, so a damaged entry is dropped, never served.
+BOOT_ID: Optional[int] = _boot_id()
+
+
 def stamp_of(path: str, st: os.stat_result) -> Tuple:
-    """(path, device, inode, size, mtime_ns, ctime_ns): what a verified entry must still
-    show to be trusted without a new CRC (a write into the file moves its ctime)."""
-    return (path, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    """(path, device, inode, size, mtime_ns, ctime_ns, boot): what a verified entry must
+    still show to be trusted without a new CRC (a write into the file moves its ctime;
+    another boot may have lost pages that were never synced: :data:`BOOT_ID`)."""
+    return (path, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns,
+            BOOT_ID if BOOT_ID is not None else 0)
 
 
 def write_stamp(path: str, stamp: Tuple) -> None:
