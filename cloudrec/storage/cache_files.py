@@ -121,6 +121,8 @@ def _boot_id() -> Optional[int]:
 #: trusted without a new CRC only through a stamp naming this boot, and only a crash of
 #: the kernel or the machine (then a new boot) can lose written pages; after one, each
 #: entry's first use checks its CRC32 again, so a damaged entry is dropped, never served.
+#: (A disk failing its writeback, EIO, can also lose pages without a reboot; fsync would
+#: have reported it at download time, now ``cloudrec cache verify`` finds the damage.)
 BOOT_ID: Optional[int] = _boot_id()
 
 
