@@ -14,6 +14,7 @@ from cloudrec.io import DataBatch, DataDesc, DataIter
 from cloudrec.iterators._records import RecordSource
 from cloudrec.iterators.lifecycle import release, weak_step
 from cloudrec.iterators.names import adapt_explicit
+from cloudrec.iterators.sample_rng import keyed_generator
 from cloudrec.pipeline.batcher import BatchBuffers, BatchPipeline, BatchPlan
 from cloudrec.reader.sampler import EpochSampler
 
@@ -148,8 +149,10 @@ class SegmentationIter(DataIter):
 
     # ----- samples
     def sample_rng(self, record_id: int) -> np.random.Generator:
-        """The Generator that augments ``record_id`` in the current epoch."""
-        return np.random.default_rng([self.seed, self.epoch, int(record_id)])
+        """The Generator that augments ``record_id`` in the current epoch: this thread's,
+        re-keyed (:func:`~cloudrec.iterators.sample_rng.keyed_generator`, a few us instead
+        of a SeedSequence's 30-80), so use it for this record before asking for another."""
+        return keyed_generator((self.seed, self.epoch, int(record_id)))
 
     def load_sample(self, record_id: int, payload: bytes) -> Tuple[np.ndarray, np.ndarray]:
         """Decode and jointly augment one record; returns (CHW float32 image, HW mask)."""
