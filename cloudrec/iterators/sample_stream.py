@@ -2,8 +2,8 @@
 
 The pool runs a couple of batches ahead; each sample gets its own Generator
 keyed by (seed, epoch, wrap, record id), so batches never depend on thread
-timing or on where an epoch was resumed.  ``SampleStream`` is a mixin of :class:`cloudrec.iterators.ImageIter`:
-it reads the iterator's order, reader and hooks (``process_sample``,
+timing or on where an epoch was resumed.  ``SampleStream`` is a mixin of
+:class:`cloudrec.iterators.ImageIter`: it reads the iterator's order, reader and hooks (``process_sample``,
 ``write_sample``, ``next_sample``) and fills batch slots.
 
 Batch arrays are reused once nothing outside the iterator refers to them
