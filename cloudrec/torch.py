@@ -33,6 +33,7 @@ from cloudrec.errors import CloudrecError, ConfigError
 from cloudrec.format.irheader import unpack
 from cloudrec.reader.distenv import worker_info
 from cloudrec.reader.sampler import EpochSampler
+from cloudrec.torch_shm import shared_payloads
 from cloudrec.torch_transfer import by_value, small_tensor
 
 _STATE_BYTES = 1 << 16   # the sampler state (JSON) shared with DataLoader workers
@@ -212,8 +213,10 @@ class RecordIterableDataset(IterableDataset):
                 if rid != want:
                     raise RuntimeError(f"fetcher returned record {rid}, expected {want}")
                 items.append(_named(self.decode, payload, self.source.record_url, rid))
-            # small arrays travel from a worker by value (cloudrec.torch_transfer)
-            yield {"data": by_value(self.collate(items)), "ids": small_tensor(ids.copy()),
+            # small arrays travel from a worker by value (cloudrec.torch_transfer), large
+            # payloads through /dev/shm (cloudrec.torch_shm)
+            yield {"data": shared_payloads(by_value(self.collate(items))),
+                   "ids": small_tensor(ids.copy()),
                    "is_pad": small_tensor(pad.copy()), "epoch": epoch,
                    "consumed": s.consumed_after(consumed, step + 1), "workers": nworkers}
 
