@@ -15,10 +15,12 @@ The batch a user gets is unchanged.  Outside a worker, for small batches, withou
 writable /dev/shm, or when it is full (``ENOSPC``: written with ``writev``, never
 through a mapping that could fault), the batch is pickled as it is.
 
-Files are named after the worker that wrote them.  torch drops the batches still
-queued when it stops workers early (a ``break`` out of the loop); a file whose worker
-has exited is such a leftover and is removed by :func:`sweep_orphans`, which every
-worker runs before its first batch and the main process at exit.
+Files are named after the worker that wrote them (its pid and pid namespace).  torch
+drops the batches still queued when it stops workers early (a ``break`` out of the
+loop); a file whose worker has exited is such a leftover and is removed by
+:func:`sweep_orphans`, which every worker runs before its first batch and the main
+process at exit.  Files written from another pid namespace (containers sharing
+/dev/shm with ``--ipc=host``) are never touched: their pids mean nothing here.
 """
 from __future__ import annotations
 
@@ -69,6 +71,19 @@ class _Batch:
 
     def __reduce__(self) -> Tuple[Any, tuple]:
         return _release, (self.name, self.obj)
+
+
+def _pid_namespace() -> str:
+    """This process's pid namespace id (the inode of /proc/self/ns/pid), '0' if unknown."""
+    try:
+        link = os.readlink("/proc/self/ns/pid")   # 'pid:[4026531836]'
+    except OSError:
+        return "0"
+    digits = "".join(c for c in link if c.isdigit())
+    return digits or "0"
+
+
+_NS = _pid_namespace()
 
 
 def _path(name: str) -> str:
@@ -189,7 +204,7 @@ def shared_payloads(obj: Any, *, in_worker: Optional[bool] = None) -> Any:
     if _swept_in != os.getpid():
         _swept_in = os.getpid()
         sweep_orphans()
-    name = f"{PREFIX}{os.getpid()}-{next(_counter)}-{secrets.token_hex(4)}"
+    name = f"{PREFIX}{_NS}-{os.getpid()}-{next(_counter)}-{secrets.token_hex(4)}"
     found: List[memoryview] = []
     moved = _replace(obj, name, found, [0])
     try:
@@ -224,7 +239,8 @@ def _alive(pid: int) -> bool:
 
 
 def sweep_orphans() -> int:
-    """Remove batch files whose worker has exited (batches torch dropped); returns how many."""
+    """Remove batch files whose worker (in this pid namespace) has exited: batches torch
+    dropped.  Returns how many."""
     try:
         names = os.listdir(SHM_DIR)
     except OSError:
@@ -233,8 +249,11 @@ def sweep_orphans() -> int:
     for n in names:
         if not n.startswith(PREFIX):
             continue
-        pid = n[len(PREFIX):].split("-", 1)[0]
-        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+        parts = n[len(PREFIX):].split("-")
+        if len(parts) < 2 or parts[0] != _NS or not parts[1].isdigit():
+            continue
+        pid = int(parts[1])
+        if pid != os.getpid() and not _alive(pid):
             _unlink_quiet(n)
             removed += 1
     return removed

@@ -24,7 +24,8 @@ pytestmark = pytest.mark.skipif(not os.path.isdir("/dev/shm"), reason="needs /de
 
 def _ours(pid: int = None) -> list:
     names = [n for n in os.listdir(torch_shm.SHM_DIR) if n.startswith(PREFIX)]
-    return names if pid is None else [n for n in names if n.startswith(f"{PREFIX}{pid}-")]
+    return names if pid is None else [n for n in names
+                                      if n.startswith(f"{PREFIX}{torch_shm._NS}-{pid}-")]
 
 
 def _batch(rng: np.random.Generator) -> dict:
@@ -123,17 +124,19 @@ def test_a_vanished_file_is_a_cloudrec_error(monkeypatch, tmp_path):
         pickle.loads(data)
 
 
-def test_sweep_removes_files_of_exited_workers_only(monkeypatch, tmp_path):
+def test_sweep_removes_files_of_exited_workers_of_this_namespace_only(monkeypatch, tmp_path):
     monkeypatch.setattr(torch_shm, "SHM_DIR", str(tmp_path))
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True, check=True).stdout.strip()
-    for name in (f"{PREFIX}{dead}-0-ab", f"{PREFIX}{os.getppid()}-1-cd",
-                 f"{PREFIX}{os.getpid()}-2-ef", "someone-else-123"):
+    ns = torch_shm._NS
+    other_ns = f"{PREFIX}{int(ns) + 1}-{dead}-3-aa"   # another container's: its pids mean nothing here
+    for name in (f"{PREFIX}{ns}-{dead}-0-ab", f"{PREFIX}{ns}-{os.getppid()}-1-cd",
+                 f"{PREFIX}{ns}-{os.getpid()}-2-ef", other_ns, "someone-else-123"):
         (tmp_path / name).write_bytes(b"x")
     assert sweep_orphans() == 1
-    assert sorted(os.listdir(tmp_path)) == sorted([f"{PREFIX}{os.getppid()}-1-cd",
-                                                   f"{PREFIX}{os.getpid()}-2-ef",
-                                                   "someone-else-123"])
+    assert sorted(os.listdir(tmp_path)) == sorted([f"{PREFIX}{ns}-{os.getppid()}-1-cd",
+                                                   f"{PREFIX}{ns}-{os.getpid()}-2-ef",
+                                                   other_ns, "someone-else-123"])
 
 
 _RELEASED: list = []
