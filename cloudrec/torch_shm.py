@@ -111,6 +111,12 @@ def _mapping(name: str) -> mmap.mmap:
 
 def _take(name: str, off: int, n: int, kind: str, dtype: str, shape: tuple) -> Any:
     mm = _mapping(name)
+    if len(mm) < off + n:   # never a silently short payload; the batch is lost: free the file
+        size = len(mm)
+        _release(name, None)
+        raise CloudrecError(f"a DataLoader worker's batch file {_path(name)} holds {size} "
+                            f"bytes, but a payload ends at {off + n}: was it changed while "
+                            f"in flight?")
     if kind == "bytes":
         return mm[off:off + n]
     if kind == "bytearray":

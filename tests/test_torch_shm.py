@@ -124,6 +124,16 @@ def test_a_vanished_file_is_a_cloudrec_error(monkeypatch, tmp_path):
         pickle.loads(data)
 
 
+def test_a_truncated_file_is_a_cloudrec_error_not_a_short_payload(monkeypatch, tmp_path):
+    monkeypatch.setattr(torch_shm, "SHM_DIR", str(tmp_path))
+    data = pickle.dumps(shared_payloads(_batch(np.random.default_rng(7)), in_worker=True))
+    (name,) = os.listdir(tmp_path)
+    os.truncate(tmp_path / name, 100_000)
+    with pytest.raises(CloudrecError, match="holds 100000 bytes, but a payload ends at"):
+        pickle.loads(data)
+    assert os.listdir(tmp_path) == [] and not torch_shm._open   # the lost batch's file is freed
+
+
 def test_sweep_removes_files_of_exited_workers_of_this_namespace_only(monkeypatch, tmp_path):
     monkeypatch.setattr(torch_shm, "SHM_DIR", str(tmp_path))
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
