@@ -4,8 +4,9 @@ A DataLoader worker pickles each batch into a pipe that holds 64 KB, so a batch 
 JPEG payloads (4 MB) crosses in ~64 write/read turns, each waking the other process,
 then is copied again when the main process unpickles it.  Measured with 2 forked
 workers and 32 batches of 64 payloads of 40-90 KB (132 MB): 0.42-0.59 s per epoch
-through the pipe, 0.17-0.18 s with the bytes in shared memory; in a cold S3 epoch of
-``bench/peers.py`` that hand-over was ~0.4 s of ~0.95.
+through the pipe, 0.17-0.18 s with the bytes in shared memory.  In a cold S3 epoch of
+``bench/peers.py`` (~0.9 s) handing the batches over after the downloads took
+0.2-0.45 s before and 0.17-0.2 s after.
 
 So in a worker, :func:`shared_payloads` writes every large ``bytes``, ``bytearray`` or
 numpy array found in a batch's dicts, lists and tuples into one ``/dev/shm`` file (one
@@ -165,22 +166,6 @@ def _replace(obj: Any, name: str, found: List[memoryview], at: List[int]) -> Any
     return ref
 
 
-def _total_large(obj: Any, limit: int) -> int:
-    """Bytes of the large objects in ``obj`` (stops counting past ``limit``)."""
-    t = type(obj)
-    if t is dict:
-        obj = obj.values()
-    elif not (t is list or t is tuple):
-        big = _large(obj)
-        return big[0].nbytes if big else 0
-    total = 0
-    for v in obj:
-        total += _total_large(v, limit - total)
-        if total >= limit:
-            break
-    return total
-
-
 def _write_all(fd: int, views: List[memoryview]) -> None:
     """Every view, in order, with ``writev`` (short writes resumed)."""
     i = 0
@@ -204,15 +189,18 @@ def shared_payloads(obj: Any, *, in_worker: Optional[bool] = None) -> Any:
     if in_worker is None:
         from torch.utils.data import get_worker_info
         in_worker = get_worker_info() is not None
-    if not in_worker or _total_large(obj, MIN_TOTAL) < MIN_TOTAL:
+    if not in_worker:
+        return obj
+    name = f"{PREFIX}{_NS}-{os.getpid()}-{next(_counter)}-{secrets.token_hex(4)}"
+    found: List[memoryview] = []
+    at = [0]
+    moved = _replace(obj, name, found, at)
+    if at[0] < MIN_TOTAL:
         return obj
     global _swept_in
     if _swept_in != os.getpid():
         _swept_in = os.getpid()
         sweep_orphans()
-    name = f"{PREFIX}{_NS}-{os.getpid()}-{next(_counter)}-{secrets.token_hex(4)}"
-    found: List[memoryview] = []
-    moved = _replace(obj, name, found, [0])
     try:
         fd = os.open(_path(name), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except OSError:
