@@ -17,6 +17,10 @@ Systems, each at T = 1 and 2 threads (processes for the DataLoader):
 * ``torch``: DataLoader(num_workers=T) + Pillow with torchvision's Resize(256, BICUBIC),
   RandomCrop(224), flip, ToTensor, Normalize written out by hand (bench/imagerecorditer.py).
 
+After the rounds, each mode's steps alone at one thread (bench/decode_stages.py): the
+decode loop's CPU per image over the decode's plus the fused chain's, the ratio the mode
+could reach if its threads, reads and hand-offs cost nothing.
+
 Warm-up epoch per system, then rounds timing one epoch of each, the decode loop before
 and after; per-round ratios (img/s, and CPU ms per image of this process), medians printed and written to bench/results/imageiter.json.
 Usage (about 2 minutes on 2 busy cores)::
@@ -36,6 +40,7 @@ import cv2
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import build_dataset, load_payloads  # noqa: E402
+from decode_stages import chain_stage_costs  # noqa: E402
 from imagerecorditer import (BATCH, loader_epoch, make_loader, run_rounds,  # noqa: E402
                              summarize_rounds)
 
@@ -84,6 +89,12 @@ def main(argv=None) -> int:
         iter_epoch(systems[t]["fast"])
     rounds = run_rounds(payloads, systems, a.threads, a.rounds, iter_epoch)
     summary = summarize_rounds(rounds, systems)
+    t1 = min(a.threads)  # each step alone, one thread: the ceiling each mode's steps allow
+    stages = {name: chain_stage_costs(systems[t1][name], payloads) for name in ("exact", "fast")}
+    for name, st in stages.items():
+        print(f"{name} steps at 1 thread, CPU ms per image: decode loop {st['loop']:.3f} | "
+              f"decode {st['decode']:.3f} + fused chain {st['chain']:.3f} = {st['steps']:.3f}"
+              f" -> ceiling {st['ceiling']:.2f}x the loop")
     for t in a.threads:
         s = summary[str(t)]
         line = f"threads={t}: decode loop {s['decode_img_s']:.0f} img/s | ImageIter exact " \
@@ -108,7 +119,8 @@ def main(argv=None) -> int:
                 "torch_pipeline": "DataLoader(num_workers=T, persistent) + Pillow BICUBIC, "
                                   "payloads in memory",
                 "decode": "cv2.imdecode IMREAD_COLOR full size on T threads, payloads in memory"}
-    results = {"rounds": {str(t): v for t, v in rounds.items()}, "summary": summary}
+    results = {"rounds": {str(t): v for t, v in rounds.items()}, "summary": summary,
+               "stages_1_thread": stages}
     from _common import figure, write_result
     t = max(a.threads)
     s = summary[str(t)]
@@ -119,6 +131,9 @@ def main(argv=None) -> int:
     if "fast_vs_torch" in s:
         figs.append(figure(f"ImageIter fast vs DataLoader + Pillow, {t} workers",
                            round(s["fast_vs_torch"], 2), "x", ">= 3x"))
+    for name, st in stages.items():
+        figs.append(figure(f"ImageIter {name}: ceiling its own steps allow (loop CPU / decode + "
+                           f"chain CPU, 1 thread)", round(st["ceiling"], 2), "x"))
     write_result("imageiter", settings=settings, results=results, figures=figs,
                  title="ImageIter: CreateAugmenter(resize 256, rand_crop 224, mirror, mean, "
                        "std), bicubic, batch 64")

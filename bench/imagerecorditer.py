@@ -29,6 +29,11 @@ ratio: CPU ms per image of the decode loop over the system's, all its threads, w
 jobs on the machine disturb less than img/s) and written (with every round) to
 bench/results/imagerecorditer.json.
 
+After the rounds, each mode's steps are timed alone at one thread (bench/decode_stages.py:
+decode, resize/crop, write, with the iterator's own objects): the decode loop's CPU per
+image over their sum is the ratio the mode could reach if its threads, reads and hand-offs
+cost nothing, printed and written as ``stages_1_thread``.
+
 Usage (runs in ~2 minutes on 2 busy cores)::
 
     nice .venv/bin/python bench/imagerecorditer.py --n 1000 --rounds 3
@@ -49,6 +54,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import bench_decode, build_dataset, load_payloads  # noqa: E402
+from decode_stages import stage_costs  # noqa: E402
 
 from cloudrec.iterators import ImageRecordIter  # noqa: E402
 
@@ -270,6 +276,12 @@ def main(argv=None) -> int:
     rounds = run_rounds(payloads, systems, a.threads, a.rounds, iter_epoch,
                         adjacent_decode=True)
     summary = summarize_rounds(rounds, systems)
+    t1 = min(a.threads)  # each step alone, one thread: the ceiling each mode's steps allow
+    stages = {name: stage_costs(systems[t1][name], payloads) for name in ("exact", "fast")}
+    for name, st in stages.items():
+        print(f"{name} steps at 1 thread, CPU ms per image: decode loop {st['loop']:.3f} | "
+              f"decode {st['decode']:.3f} + resize/crop {st['geometry']:.3f} + write "
+              f"{st['write']:.3f} = {st['steps']:.3f} -> ceiling {st['ceiling']:.2f}x the loop")
     for t in a.threads:
         s = summary[str(t)]
         line = f"threads={t}: decode loop {s['decode_img_s']:.0f} img/s | exact " \
@@ -298,8 +310,8 @@ def main(argv=None) -> int:
                 "decode": "cv2.imdecode IMREAD_COLOR full size on T threads, payloads in memory",
                 "baseline": "each system vs the mean of the decode-loop runs just before and "
                             "after it; systems in reverse order every other round"}
-    _write(settings, {"rounds": {str(t): v for t, v in rounds.items()}, "summary": summary},
-           a.threads)
+    _write(settings, {"rounds": {str(t): v for t, v in rounds.items()}, "summary": summary,
+                      "stages_1_thread": stages}, a.threads)
     return 0
 
 
@@ -327,6 +339,9 @@ def _write(settings, results, threads) -> None:
     if "dataset_vs_decode" in s:
         figs.append(figure(f"torch ImageRecordDataset vs full-size decode loop, {t} threads",
                            round(s["dataset_vs_decode"], 2), "x", ">= 0.9x"))
+    for name, st in results.get("stages_1_thread", {}).items():
+        figs.append(figure(f"{name}: ceiling its own steps allow (loop CPU / decode + resize "
+                           f"+ write CPU, 1 thread)", round(st["ceiling"], 2), "x"))
     if "dataset_vs_torch" in s:
         figs.append(figure(f"torch ImageRecordDataset vs DataLoader + Pillow, {t} workers",
                            round(s["dataset_vs_torch"], 2), "x", ">= 3x"))

@@ -62,6 +62,16 @@ _VERIFIED: Set[Tuple] = set()  # stamp_of() of entries this process has checked
 _VERIFIED_LOCK = threading.Lock()
 
 
+def _fresh_lock_in_child() -> None:
+    # a download thread of the parent (a cache being warmed) may hold it at fork time
+    global _VERIFIED_LOCK
+    _VERIFIED_LOCK = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_fresh_lock_in_child)
+
+
 def default_cache_dir() -> str:
     """``$CLOUDREC_CACHE_DIR``, else the user cache dir + ``cloudrec/shards``."""
     env = os.environ.get(ENV_DIR)

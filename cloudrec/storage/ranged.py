@@ -344,6 +344,16 @@ _CLONES: Dict[Tuple[int, str], fsspec.AbstractFileSystem] = {}
 _CLONES_LOCK = threading.Lock()
 
 
+def _fresh_clones_lock_in_child() -> None:
+    # another thread of the parent (a cache download) may hold it at fork time
+    global _CLONES_LOCK
+    _CLONES_LOCK = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_fresh_clones_lock_in_child)
+
+
 def _without_client_retries(fs: fsspec.AbstractFileSystem) -> fsspec.AbstractFileSystem:
     """Memoised (per process and filesystem token) :func:`_make_retry_free`."""
     key = (os.getpid(), str(getattr(fs, "_fs_token", id(fs))))
