@@ -13,10 +13,8 @@ body bytes).  Each system reads raw bytes + label in a torch DataLoader with
 
 * WebDataset, shards over presigned HTTP URLs through the proxy (its own curl opener),
   ``cache_dir`` set, ``shardshuffle=8``, ``.shuffle(1000)``;
-* cloudrec ``RecordIterableDataset`` through its ``ResumableLoader`` (a DataLoader that keeps
-  the progress; with a cache, the main process starts the downloads its workers follow):
-  ``block`` and ``global`` order, each with ``cache="none"`` and ``cache="auto"`` (a fresh
-  cache folder for the cold epoch);
+* cloudrec ``RecordIterableDataset``: ``block`` and ``global`` order, each with
+  ``cache="none"`` and ``cache="auto"`` (a fresh cache folder for the cold epoch);
 * the planner alone: one RecordFetcher reading the ``block`` order (no DataLoader, no decode);
 * a thread pool of 8 doing one ranged GET per record (global order, no DataLoader);
 * every object read whole, 8 at a time (the bandwidth ceiling; no DataLoader).
@@ -150,16 +148,17 @@ def _raw(payload: bytes) -> tuple:
 
 
 def run_cloudrec(urls, so, n, args, mode: str, cache: str, cache_dir: str) -> Dict[str, Any]:
-    from cloudrec.torch import RecordIterableDataset, ResumableLoader
+    import torch.utils.data as tud
+
+    from cloudrec.torch import RecordIterableDataset
     out = {}
     t0 = time.perf_counter()
     fetch = {"cache": cache, "cache_dir": cache_dir} if cache != "none" else {}
     ds = RecordIterableDataset(urls, decode=_raw, collate=list, storage_options=so,
                                batch_size=args.batch, seed=0, mode=mode, rank=0, world_size=1,
                                fetch_options=fetch)
-    # cloudrec's loader: a DataLoader that keeps the progress and, with a cache, has the main
-    # process (its storage client already warm) start the downloads the workers then follow
-    loader = ResumableLoader(ds, num_workers=args.workers, multiprocessing_context="fork")
+    loader = tud.DataLoader(ds, batch_size=None, num_workers=args.workers,
+                            multiprocessing_context="fork")
     for epoch, name in ((0, "cold"), (1, "warm")):
         if epoch:
             t0 = time.perf_counter()

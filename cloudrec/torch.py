@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import multiprocessing as mp
 import os
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, Iterator, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -184,7 +184,7 @@ class RecordIterableDataset(IterableDataset):
         return len(self.sampler)
 
     # ----- iteration, in whatever process the DataLoader runs it
-    def _get_fetcher(self) -> Any:
+    def _fetch(self, ids: np.ndarray, **hints: Any) -> Iterator[tuple[int, bytes]]:
         if self._fetcher is None or self._fetcher_pid != os.getpid():
             from cloudrec.options import FetchOptions
             from cloudrec.reader.fetch import RecordFetcher
@@ -193,45 +193,7 @@ class RecordIterableDataset(IterableDataset):
             kw = FetchOptions.coerce(self.fetch_options).fetcher_kwargs(urls)
             self._fetcher = RecordFetcher(self.source, **kw)
             self._fetcher_pid = os.getpid()
-        return self._fetcher
-
-    def _fetch(self, ids: np.ndarray, **hints: Any) -> Iterator[tuple[int, bytes]]:
-        return self._get_fetcher().fetch(ids, **hints)
-
-    def warm_cache(self, workers: int = 1) -> int:
-        """Start this process downloading, in the background, the shards the current epoch
-        reads into the node's shard cache (``fetch_options`` ``cache='shards'``, or
-        ``'auto'`` when the dataset fits), first needed first for ``workers`` DataLoader
-        workers; returns how many downloads started (0 without a cache, or when every
-        shard is cached or on its way).
-
-        :class:`ResumableLoader` calls it when its DataLoader has workers: a forked worker
-        builds its own storage client before its first byte, while this process has a warm
-        one, so its downloads start that much sooner and the workers read them as they
-        arrive.  The downloads run on daemon threads: they never keep a finished program
-        alive (a cut-off download leaves no cache entry).
-        """
-        if self.fetch_options.get("cache", "none") == "none" or not getattr(
-                self.source, "shards", None):
-            return 0
-        fetcher = self._get_fetcher()
-        if fetcher._cache is None:
-            return 0
-        return fetcher.warm_cache(self._shards_by_need(max(1, int(workers))))
-
-    def _shards_by_need(self, workers: int) -> List[int]:
-        """Shards of this rank's current epoch, ordered by when a worker first needs them
-        (workers read their contiguous spans in parallel: position within the span counts)."""
-        shard_of = np.asarray(self.source.table.shard)
-        first: Dict[int, int] = {}
-        for w in range(workers):
-            ids = self.sampler.epoch_slice(w, workers).ids
-            if len(ids) == 0:
-                continue
-            shards, pos = np.unique(shard_of[np.asarray(ids)], return_index=True)
-            for sh, p in zip(shards.tolist(), pos.tolist()):
-                first[sh] = min(first.get(sh, p), p)
-        return sorted(first, key=lambda sh: (first[sh], sh))
+        return self._fetcher.fetch(ids, **hints)
 
     def __iter__(self) -> Iterator[dict]:
         s = self.sampler
@@ -288,8 +250,6 @@ class ResumableLoader:
     def __iter__(self) -> Iterator[dict]:
         ds = self.dataset
         ds._publish()
-        if getattr(self.loader, "num_workers", 0) > 0:  # this process idles until a batch
-            ds.warm_cache(self.loader.num_workers)
         epoch = ds.sampler.epoch
         for batch in self.loader:
             ds.mark_consumed(batch)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import threading
 import warnings
 from concurrent.futures import CancelledError, Future, InvalidStateError
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from cloudrec.errors import CloudrecError, StorageError
 from cloudrec.reader.cache_stream import _follow, _Progress, _settle_value
@@ -136,26 +136,6 @@ class CacheHook:
         if want is not None and self.stream and prog_now is not None and not fut.done():
             prog_now.wait_for(*want)
         return fut, prog_now
-
-    def warm(self, shards: Sequence[int]) -> int:
-        """Start the downloads of ``shards`` (in that order, remote ones not started yet) in
-        the background and return how many started.
-
-        Why: a DataLoader worker forked for an epoch first builds its own storage client
-        and only then asks for its first bytes (~0.1-0.15 s on 2 cores here); the process
-        that opened the dataset has a warm client and idles until the first batch.  Its
-        downloads publish into the node's cache, which workers follow as it fills
-        (``.part`` progress files), posting the offsets they wait for (``.want``).
-        """
-        started = 0
-        for shard_no in shards:
-            if self._closed:
-                break
-            if shard_no in self._paths or is_local(self.f.ds.filesystem(shard_no)[0]):
-                continue
-            self._ensure(shard_no)
-            started += 1
-        return started
 
     def _download(self, shard_no: int, prog: _Progress) -> Target:
         from cloudrec.storage.cache import CacheUnavailable

@@ -154,17 +154,6 @@ class RecordFetcher(FetchWindows):
         # S3: a StreamedRange, whose records are readable as their bytes arrive
         return submit_streamed(t[0], t[1], start, end, shard.rec_url, t[2])
 
-    def warm_cache(self, shards: Optional[Iterable[int]] = None) -> int:
-        """Start downloading ``shards`` (default: all, in file order) into the node's shard
-        cache on background threads of this process, so that other processes (DataLoader
-        workers) find them arriving; the number started (0 without a cache).  See
-        :meth:`cloudrec.reader.cached.CacheHook.warm`."""
-        if self._cache is None:
-            return 0
-        self._check_pid()
-        order = range(len(self.ds.shards)) if shards is None else shards
-        return self._cache.warm([int(s) for s in order])
-
     @property
     def stats(self) -> Dict[str, int]:
         """Counters since this fetcher was made (per process): ``requests`` and
