@@ -116,7 +116,8 @@ def _decoded_fast(aug: Any, b: memoryview) -> tuple:
 
 
 def main(argv=None) -> int:
-    from _common import build_dataset, load_payloads
+    from _common import build_dataset, figure, load_payloads, write_result
+    from imageiter import make_iter as make_image_iter
     from imagerecorditer import make_iter
     import tempfile
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -128,15 +129,24 @@ def main(argv=None) -> int:
     os.makedirs(a.workdir, exist_ok=True)
     rec = build_dataset(a.workdir, a.n)
     payloads = load_payloads(rec)
+    out: Dict[str, Dict[str, float]] = {}
     for name, extra in (("exact", {}), ("fast", {"decode_reduce": True})):
         it = make_iter(rec, 1, **extra)
-        print("ImageRecordIter", name, stage_costs(it, payloads, a.repeats))
+        out[f"ImageRecordIter {name}"] = stage_costs(it, payloads, a.repeats)
         it.close()
-    from imageiter import make_iter as make_image_iter
     for name, extra in (("exact", {}), ("fast", {"fast": True})):
         it = make_image_iter(rec, 1, **extra)
-        print("ImageIter", name, chain_stage_costs(it, payloads, a.repeats))
+        out[f"ImageIter {name}"] = chain_stage_costs(it, payloads, a.repeats)
         it.close()
+    for k, v in out.items():
+        print(f"{k:22s} " + ", ".join(f"{n} {x:.3f}" for n, x in v.items()))
+    figs = [figure(f"{k}: decode loop CPU / its steps' CPU, 1 thread", round(v["ceiling"], 2), "x")
+            for k, v in out.items()]
+    write_result("decode_stages", settings={"n": len(payloads), "repeats": a.repeats,
+                                            "threads": 1, "resize": 256, "crop": 224,
+                                            "unit": "CPU ms per image"},
+                 results=out, figures=figs,
+                 title="each decode mode's steps alone (decode, resize/crop, write), 1 thread")
     return 0
 
 
