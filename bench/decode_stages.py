@@ -103,6 +103,20 @@ def chain_stage_costs(it: Any, payloads: List[bytes], repeats: int = 3) -> Dict[
     return med
 
 
+def measure_modes(iters: Dict[str, Any], payloads: List[bytes], fused: bool = False
+                  ) -> Dict[str, Dict[str, float]]:
+    """The steps of each iterator of ``iters`` (mode name -> iterator), printed as they come:
+    :func:`chain_stage_costs` when ``fused`` (ImageIter), else :func:`stage_costs`."""
+    out = {}
+    for name, it in iters.items():
+        st = out[name] = (chain_stage_costs if fused else stage_costs)(it, payloads)
+        steps = " + ".join(f"{k} {v:.3f}" for k, v in st.items()
+                           if k not in ("loop", "steps", "ceiling"))
+        print(f"{name} steps at 1 thread, CPU ms per image: decode loop {st['loop']:.3f} | "
+              f"{steps} = {st['steps']:.3f} -> ceiling {st['ceiling']:.2f}x the loop")
+    return out
+
+
 def _decoded_fast(aug: Any, b: memoryview) -> tuple:
     """(image, source size) as fast mode's ``decode_process`` hands them to ``process``."""
     from cloudrec.image.decode import check_pixels, decode_image
@@ -129,17 +143,13 @@ def main(argv=None) -> int:
     os.makedirs(a.workdir, exist_ok=True)
     rec = build_dataset(a.workdir, a.n)
     payloads = load_payloads(rec)
-    out: Dict[str, Dict[str, float]] = {}
-    for name, extra in (("exact", {}), ("fast", {"decode_reduce": True})):
-        it = make_iter(rec, 1, **extra)
-        out[f"ImageRecordIter {name}"] = stage_costs(it, payloads, a.repeats)
+    iri = {f"ImageRecordIter {n}": make_iter(rec, 1, **kw)
+           for n, kw in (("exact", {}), ("fast", {"decode_reduce": True}))}
+    ii = {f"ImageIter {n}": make_image_iter(rec, 1, **kw)
+          for n, kw in (("exact", {}), ("fast", {"fast": True}))}
+    out = {**measure_modes(iri, payloads), **measure_modes(ii, payloads, fused=True)}
+    for it in list(iri.values()) + list(ii.values()):
         it.close()
-    for name, extra in (("exact", {}), ("fast", {"fast": True})):
-        it = make_image_iter(rec, 1, **extra)
-        out[f"ImageIter {name}"] = chain_stage_costs(it, payloads, a.repeats)
-        it.close()
-    for k, v in out.items():
-        print(f"{k:22s} " + ", ".join(f"{n} {x:.3f}" for n, x in v.items()))
     figs = [figure(f"{k}: decode loop CPU / its steps' CPU, 1 thread", round(v["ceiling"], 2), "x")
             for k, v in out.items()]
     write_result("decode_stages", settings={"n": len(payloads), "repeats": a.repeats,

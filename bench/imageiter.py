@@ -40,7 +40,7 @@ import cv2
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import build_dataset, load_payloads  # noqa: E402
-from decode_stages import chain_stage_costs  # noqa: E402
+from decode_stages import measure_modes  # noqa: E402
 from imagerecorditer import (BATCH, loader_epoch, make_loader, run_rounds,  # noqa: E402
                              summarize_rounds)
 
@@ -90,11 +90,7 @@ def main(argv=None) -> int:
     rounds = run_rounds(payloads, systems, a.threads, a.rounds, iter_epoch)
     summary = summarize_rounds(rounds, systems)
     t1 = min(a.threads)  # each step alone, one thread: the ceiling each mode's steps allow
-    stages = {name: chain_stage_costs(systems[t1][name], payloads) for name in ("exact", "fast")}
-    for name, st in stages.items():
-        print(f"{name} steps at 1 thread, CPU ms per image: decode loop {st['loop']:.3f} | "
-              f"decode {st['decode']:.3f} + fused chain {st['chain']:.3f} = {st['steps']:.3f}"
-              f" -> ceiling {st['ceiling']:.2f}x the loop")
+    stages = measure_modes({n: systems[t1][n] for n in ("exact", "fast")}, payloads, fused=True)
     for t in a.threads:
         s = summary[str(t)]
         line = f"threads={t}: decode loop {s['decode_img_s']:.0f} img/s | ImageIter exact " \

@@ -54,7 +54,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import bench_decode, build_dataset, load_payloads  # noqa: E402
-from decode_stages import stage_costs  # noqa: E402
+from decode_stages import measure_modes  # noqa: E402
 
 from cloudrec.iterators import ImageRecordIter  # noqa: E402
 
@@ -277,11 +277,7 @@ def main(argv=None) -> int:
                         adjacent_decode=True)
     summary = summarize_rounds(rounds, systems)
     t1 = min(a.threads)  # each step alone, one thread: the ceiling each mode's steps allow
-    stages = {name: stage_costs(systems[t1][name], payloads) for name in ("exact", "fast")}
-    for name, st in stages.items():
-        print(f"{name} steps at 1 thread, CPU ms per image: decode loop {st['loop']:.3f} | "
-              f"decode {st['decode']:.3f} + resize/crop {st['geometry']:.3f} + write "
-              f"{st['write']:.3f} = {st['steps']:.3f} -> ceiling {st['ceiling']:.2f}x the loop")
+    stages = measure_modes({n: systems[t1][n] for n in ("exact", "fast")}, payloads)
     for t in a.threads:
         s = summary[str(t)]
         line = f"threads={t}: decode loop {s['decode_img_s']:.0f} img/s | exact " \
