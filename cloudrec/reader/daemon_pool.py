@@ -1,9 +1,9 @@
 """A thread pool whose threads never hold the interpreter at exit.
 
 ``concurrent.futures.ThreadPoolExecutor`` joins its threads when the
-interpreter exits, so a shard download still running then (a cache being
-warmed for an epoch the program never ran, a loop stopped early) would keep
-the process alive until the whole shard had arrived, minutes for a big one.
+interpreter exits, so a shard download still running then (a loop stopped
+early, a GET that stalls) kept the process alive until the whole shard had
+arrived or its retries gave up: minutes for a big shard or a dead endpoint.
 A cache download that is cut off is harmless: the entry is published by an
 atomic rename only once complete, its temp file is removed by the next
 download of the key, and the kernel drops its ``flock`` with the process.

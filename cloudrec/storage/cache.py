@@ -63,7 +63,7 @@ _VERIFIED_LOCK = threading.Lock()
 
 
 def _fresh_lock_in_child() -> None:
-    # a download thread of the parent (a cache being warmed) may hold it at fork time
+    # a download thread of the parent may hold it when a DataLoader forks its workers
     global _VERIFIED_LOCK
     _VERIFIED_LOCK = threading.Lock()
 
