@@ -16,15 +16,15 @@ from cloudrec.reader.fetch import RecordFetcher
 
 # ----------------------------------------------------------------------------- DaemonPool
 def test_daemon_pool_results_errors_and_order():
-    pool = DaemonPool(2, thread_name_prefix="t-warm")
+    pool = DaemonPool(2, thread_name_prefix="t-daemon")
     futs = [pool.submit(lambda i=i: i * i) for i in range(20)]
     assert [f.result(timeout=30) for f in futs] == [i * i for i in range(20)]
     bad = pool.submit(lambda: 1 // 0)
     with pytest.raises(ZeroDivisionError):
         bad.result(timeout=30)
-    names = {t.name for t in threading.enumerate() if t.name.startswith("t-warm")}
+    names = {t.name for t in threading.enumerate() if t.name.startswith("t-daemon")}
     assert 1 <= len(names) <= 2
-    assert all(t.daemon for t in threading.enumerate() if t.name.startswith("t-warm"))
+    assert all(t.daemon for t in threading.enumerate() if t.name.startswith("t-daemon"))
     pool.shutdown(wait=True)
     with pytest.raises(RuntimeError, match="after shutdown"):
         pool.submit(lambda: 0)
