@@ -131,10 +131,7 @@ def _release(name: str, obj: Any) -> Any:
     mm = _open.pop(name, None)
     if mm is not None:
         mm.close()
-    try:
-        os.unlink(_path(name))
-    except FileNotFoundError:
-        pass
+    _unlink_quiet(name)
     return obj
 
 

@@ -111,7 +111,8 @@ def test_a_program_whose_cache_download_hangs_still_exits(s3_server, fault_proxy
 
 # ----------------------------------------------------------------------------- fork
 @pytest.mark.parametrize("module, name", [("cloudrec.storage.cache", "_VERIFIED_LOCK"),
-                                          ("cloudrec.storage.ranged", "_CLONES_LOCK")])
+                                          ("cloudrec.storage.ranged", "_CLONES_LOCK"),
+                                          ("cloudrec.storage.boto_share", "_lock")])
 def test_module_locks_held_by_a_download_thread_are_free_in_a_forked_child(module, name):
     """A DataLoader may fork while a cache download thread holds one of these locks."""
     import importlib

@@ -17,23 +17,15 @@ that registers its own ``data_loader`` component still gets its own.
 """
 from __future__ import annotations
 
-import os
 import threading
 from typing import Any, Callable, Dict, Optional
 
+from cloudrec.storage.fork_locks import renew_in_child
+
 _lock = threading.Lock()
+renew_in_child(__name__, "_lock")  # another thread may hold it at a fork
 _installed = False
 _loaders: Dict[Optional[str], Any] = {}
-
-
-def _fresh_lock_in_child() -> None:
-    # a fork while another thread held the lock must not leave the child's copy locked
-    global _lock
-    _lock = threading.Lock()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_fresh_lock_in_child)
 
 
 def share_loaders() -> bool:

@@ -49,6 +49,7 @@ from cloudrec.storage.cache_files import (EVICT_LOCK, OWN_FILE, CacheDiskFullErr
                                           write_stamp)
 from cloudrec.storage.cache_admin import CacheMaintenance
 from cloudrec.storage.cache_download import download_ranges
+from cloudrec.storage.fork_locks import renew_in_child
 from cloudrec.storage.redact import redact_url
 
 __all__ = ["ShardCache", "CacheEntry", "default_cache_dir", "download_ranges", "CacheUnavailable",
@@ -60,16 +61,7 @@ DEFAULT_MAX_BYTES = 64 << 30
 _counter = itertools.count()
 _VERIFIED: Set[Tuple] = set()  # stamp_of() of entries this process has checked
 _VERIFIED_LOCK = threading.Lock()
-
-
-def _fresh_lock_in_child() -> None:
-    # a download thread of the parent may hold it when a DataLoader forks its workers
-    global _VERIFIED_LOCK
-    _VERIFIED_LOCK = threading.Lock()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_fresh_lock_in_child)
+renew_in_child(__name__, "_VERIFIED_LOCK")  # a download thread may hold it at a fork
 
 
 def default_cache_dir() -> str:

@@ -30,6 +30,7 @@ from typing import Any, Awaitable, Callable, Dict, List, Optional, Sequence, Tup
 import fsspec
 
 from cloudrec.storage.retry import ObjectChangedError, ReadTimeoutError, RetryPolicy, check_length
+from cloudrec.storage.fork_locks import renew_in_child
 
 DEFAULT_CONCURRENCY = 16
 
@@ -342,16 +343,7 @@ def call_fs(fs: fsspec.AbstractFileSystem, method: str, *args: Any,
 
 _CLONES: Dict[Tuple[int, str], fsspec.AbstractFileSystem] = {}
 _CLONES_LOCK = threading.Lock()
-
-
-def _fresh_clones_lock_in_child() -> None:
-    # another thread of the parent (a cache download) may hold it at fork time
-    global _CLONES_LOCK
-    _CLONES_LOCK = threading.Lock()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_fresh_clones_lock_in_child)
+renew_in_child(__name__, "_CLONES_LOCK")  # a cache download may hold it at a fork
 
 
 def _without_client_retries(fs: fsspec.AbstractFileSystem) -> fsspec.AbstractFileSystem:
