@@ -97,6 +97,74 @@ def test_forked_child_reuses_the_parsed_s3_service_model(s3_server):
     assert _fork_and_wait(child_reads_without_parsing) == 0
 
 
+def test_forked_child_reuses_the_tls_context(s3_server):
+    """A worker forked after S3 use must not build a TLS context and load the CA bundle
+    again (55-75 ms of CPU per fresh session): its new session takes the parent's."""
+    from cloudrec.storage import ssl_share
+
+    bucket = s3_server.new_bucket()
+    fs, path = resolve(bucket + "/t.bin", s3_server.storage_options)
+    fs.pipe(path, b"tls")
+    assert fs.cat(path) == b"tls"
+    parent_ctxs = ssl_share.shared_contexts()
+    assert parent_ctxs and all(c.verify_mode != 0 for c in parent_ctxs)   # built, verifying
+    built = ssl_share.built
+
+    def child_reads_without_building() -> int:
+        from aiobotocore.httpsession import AIOHTTPSession
+        builds = []
+        real = AIOHTTPSession._build_verify_context
+
+        def counting(self):
+            builds.append(1)
+            return real(self)
+        AIOHTTPSession._build_verify_context = counting
+        fs2, p2 = resolve(bucket + "/t.bin", s3_server.storage_options)
+        if fs2 is fs:
+            return 4   # fsspec must have dropped the parent's instance
+        if fs2.cat(p2) != b"tls":
+            return 3
+        if [id(c) for c in ssl_share.shared_contexts()] != [id(c) for c in parent_ctxs]:
+            return 5
+        if builds or ssl_share.built != built:
+            return 6
+        ssl_share._contexts.clear()     # the counter does see a build when nothing is shared
+        fs3, p3 = resolve(bucket + "/t.bin", dict(s3_server.storage_options, skip_instance_cache=True))
+        return 0 if fs3.cat(p3) == b"tls" and len(builds) == 1 else 7
+    assert _fork_and_wait(child_reads_without_building) == 0
+
+
+def test_tls_contexts_are_shared_per_setting_only(tmp_path):
+    """One context per verify setting; a client certificate or a proxy gets its own (those
+    steps modify the context), and a changed CA bundle file a new one."""
+    import shutil
+    import ssl
+
+    import certifi
+    from aiobotocore.httpsession import AIOHTTPSession
+
+    from cloudrec.storage.ssl_share import share_ssl_contexts
+    assert share_ssl_contexts()
+
+    def ctx(**kw):
+        return AIOHTTPSession(**kw)._build_ssl_contexts(kw.pop("_proxy", None))[0]
+    on, off = ctx(verify=True), ctx(verify=False)
+    assert ctx(verify=True) is on and ctx(verify=False) is off and on is not off
+    assert on.verify_mode == ssl.CERT_REQUIRED and on.check_hostname
+    assert off.verify_mode == ssl.CERT_NONE and not off.check_hostname
+    bundle = str(tmp_path / "ca.pem")
+    shutil.copy(certifi.where(), bundle)
+    mine = ctx(verify=bundle)
+    assert mine is not on and ctx(verify=bundle) is mine
+    with open(bundle, "a") as fh:           # the bundle changed: its context is rebuilt
+        fh.write("\n")
+    assert ctx(verify=bundle) is not mine
+    with pytest.raises((OSError, ssl.SSLError)):   # a missing bundle still fails as before
+        ctx(verify=str(tmp_path / "missing.pem"))
+    session = AIOHTTPSession(verify=True)
+    assert session._build_ssl_contexts("http://127.0.0.1:9")[0] is not on   # via a proxy
+
+
 def test_concurrent_forks_keep_each_childs_filesystems_alive(tmp_path):
     """Two threads forking at once: the first fork's after-fork hook must not drop the
     keep-alive the second child still needs (it then hung in fsspec's at-fork reset,

@@ -117,7 +117,9 @@ def resolve(url: str, storage_options: Optional[Dict[str, Any]] = None
             return fs, parts.path or "/"
     if url.startswith(("s3://", "s3a://")):
         from cloudrec.storage.boto_share import share_loaders
-        share_loaders()  # forked workers inherit the parsed S3 service model
+        from cloudrec.storage.ssl_share import share_ssl_contexts
+        share_loaders()       # forked workers inherit the parsed S3 service model
+        share_ssl_contexts()  # ... and the TLS context with its CA bundle loaded
     fs, path = url_to_fs(url, **opts)
     _tracked.add(fs)
     return fs, path
