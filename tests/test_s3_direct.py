@@ -142,3 +142,23 @@ def test_dropped_and_cut_answers_are_retried(fault_proxy, blob):
     # connection dropped before any answer may also be re-sent once by aiohttp itself
     assert st["trunc"] >= 3 and st["drop"] >= 3 and policy.retries >= st["trunc"], st
     reader.close()
+
+
+def test_a_refused_presigned_get_falls_back_to_s3fs(fault_proxy, blob, monkeypatch):
+    """A 403 to the presigned GET (say a bucket policy denying query-string auth) sends
+    this client's reads through s3fs from then on; a 403 there too is the error."""
+    fault_proxy.configure(methods="GET", p403=1.0, max_faults=1)
+    fs, path = resolve(blob, dict(fault_proxy.storage_options, skip_instance_cache=True))
+    reader = make_range_reader(fs, concurrency=2, retry=RetryPolicy(max_attempts=2))
+    calls = _counting_botocore_gets(reader.fs, monkeypatch)
+    assert reader.submit(path, 100, 200, blob).result() == BLOB[100:200]
+    assert fault_proxy.stats()["403"] == 1 and calls == ["bytes=100-199"]
+    assert not s3_direct.enabled_for(reader.fs)
+    pieces = []
+    stream_range(reader, path, 0, 5000, lambda off, d: pieces.append(d), blob).result()
+    assert b"".join(pieces) == BLOB[:5000] and len(calls) == 2   # streamed through s3fs too
+    fault_proxy.configure(methods="GET", p403=1.0)
+    with pytest.raises(StorageError) as ei:
+        reader.submit(path, 0, 10, blob).result()
+    assert "access denied" in str(ei.value).lower() and blob in str(ei.value)
+    reader.close()

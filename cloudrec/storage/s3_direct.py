@@ -32,12 +32,22 @@ from typing import Any, AsyncIterator, Dict, Optional
 from cloudrec.errors import StorageError
 from cloudrec.storage.redact import redact_text
 
-__all__ = ["enabled_for", "usable", "response", "get_range", "S3AnswerError", "PRESIGN_SECONDS"]
+__all__ = ["enabled_for", "usable", "response", "get_range", "S3AnswerError", "UseS3fs",
+           "PRESIGN_SECONDS"]
 
 PRESIGN_SECONDS = 900      # a signature outlives any retry loop of one request
 _ERROR_BODY_LIMIT = 64 << 10
 _CODE = re.compile(rb"<Code>([^<]{1,100})</Code>")
 _ATTR = "_cloudrec_direct_ok"   # per client: can its HTTP session be used directly?
+
+
+class UseS3fs(Exception):
+    """This client's direct GET was refused in a way s3fs may not be (a region redirect,
+    a bucket policy denying query-string auth, a server without presigned URLs): the
+    caller reads through s3fs, now and from then on for this client."""
+
+
+_FALLBACK_STATUSES = (301, 302, 307, 308, 400, 403)
 
 
 class S3AnswerError(OSError):
@@ -93,8 +103,10 @@ async def response(fs: Any, path: str, start: int, end: int, etag: Optional[str]
     ``etag`` pins the read: ``If-Match`` is sent and the answer's ETag compared; a
     mismatch is an :class:`S3AnswerError` with status 412 (the caller's pinning turns
     it into an ObjectChangedError).  Error answers raise :class:`S3AnswerError`
-    (404: FileNotFoundError, 403: PermissionError), a lost connection or a body cut
-    short a ConnectionError, a timeout a TimeoutError: what the retry policy sorts."""
+    (404: FileNotFoundError), a lost connection or a body cut short a ConnectionError,
+    a timeout a TimeoutError: what the retry policy sorts.  A redirect, 400 or 403
+    raises :class:`UseS3fs` and marks the client (botocore follows region redirects,
+    and a bucket policy may refuse query-string auth alone)."""
     import aiohttp
     from yarl import URL
 
@@ -115,6 +127,9 @@ async def response(fs: Any, path: str, start: int, end: int, etag: Optional[str]
         session = await hs._get_session(proxy)
         async with session.get(URL(signed, encoded=True), headers=headers, proxy=proxy,
                                proxy_headers=proxy_headers, allow_redirects=False) as resp:
+            if resp.status in _FALLBACK_STATUSES:
+                setattr(client, _ATTR, False)
+                raise UseS3fs(resp.status)
             if resp.status not in (200, 206):
                 raise _answer_error(resp.status, await resp.content.read(_ERROR_BODY_LIMIT), url)
             now = (resp.headers.get("ETag") or "").strip('"')
@@ -127,6 +142,8 @@ async def response(fs: Any, path: str, start: int, end: int, etag: Optional[str]
                 raise StorageError(f"the server ignored the byte range (answered "
                                    f"{resp.status} {got!r})", url, start, end)
             yield resp
+    except UseS3fs:
+        raise
     except (aiohttp.ClientSSLError, aiohttp.ServerFingerprintMismatch) as exc:
         raise OSError(errno.EPROTO, f"TLS failed for {url}: {_safe(exc)}") from None
     except aiohttp.ServerTimeoutError as exc:
@@ -142,14 +159,21 @@ async def get_range(fs: Any, path: str, start: int, end: int, etag: Optional[str
     None when this client cannot take the direct path (read through s3fs instead)."""
     if not await usable(fs):
         return None
-    async with response(fs, path, start, end, etag, url) as resp:
-        body = await resp.read()
+    try:
+        async with response(fs, path, start, end, etag, url) as resp:
+            body = await resp.read()
+    except UseS3fs:
+        return None
     return body[:end - start] if len(body) > end - start else body
 
 
+_URL_QUERY = re.compile(r"(https?://[^\s?#'\"<>]*)\?[^\s'\"<>]*")
+
+
 def _safe(exc: BaseException) -> str:
-    """A foreign exception's text with any URL query (a signature) masked."""
-    return str(redact_text(str(exc))).split("?X-Amz-", 1)[0]
+    """A foreign exception's text with secrets masked and any URL's query dropped (a
+    presigned URL's query is its signature)."""
+    return _URL_QUERY.sub(r"\1?***", str(redact_text(str(exc))))
 
 
 def _answer_error(status: int, body: bytes, url: str) -> OSError:
@@ -158,12 +182,7 @@ def _answer_error(status: int, body: bytes, url: str) -> OSError:
     what = f"S3 answered {status}{' ' + code if code else ''} for {url}"
     if status == 404:
         return FileNotFoundError(errno.ENOENT, what)
-    if status == 403:
-        return PermissionError(errno.EACCES, what)
     if status == 416:
         return S3AnswerError(status, code or "InvalidRange",
                              f"{what}: the requested range is not satisfiable")
-    if 300 <= status < 400:
-        return S3AnswerError(status, code or "Redirect",
-                             f"{what}: the bucket answers at another endpoint or region")
     return S3AnswerError(status, code, what)

@@ -104,7 +104,10 @@ async def _astream(reader: AsyncRangeReader, path: str, start: int, end: int, ur
     async def attempt() -> None:
         nonlocal pos
         if await s3_direct.usable(fs):
-            return await pinned_call(direct, url, etag, pos, end)
+            try:
+                return await pinned_call(direct, url, etag, pos, end)
+            except s3_direct.UseS3fs:
+                pass   # refused as a presigned GET: s3fs from now on for this client
         kw: dict = {"VersionId": vers} if vers else {}
         if etag:
             kw["IfMatch"] = _quoted(etag)

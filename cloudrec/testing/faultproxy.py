@@ -6,6 +6,8 @@ checked in this order), gets:
 
 * ``p503``   503 ``<Code>SlowDown</Code>`` (S3 XML body), upstream untouched;
 * ``p500``   500 ``<Code>InternalError</Code>``;
+* ``p403``   403 ``<Code>AccessDenied</Code>`` (checked last: what a bucket policy
+  refusing one kind of request answers);
 * ``pdrop``  the connection closed without any response;
 * ``ptrunc`` the upstream answer with its real Content-Length but only half
   the body, then the connection closed (needs a body of >= 2 bytes);
@@ -38,8 +40,8 @@ from aiohttp import ClientSession, ClientTimeout, TCPConnector, web
 from yarl import URL
 
 CONTROL_PATH = "/__faults"
-RATE_KEYS = ("p503", "p500", "pdrop", "ptrunc", "pstall")
-COUNT_KEYS = ("requests", "503", "500", "drop", "trunc", "stall", "ok", "faults")
+RATE_KEYS = ("p503", "p500", "pdrop", "ptrunc", "pstall", "p403")
+COUNT_KEYS = ("requests", "503", "500", "drop", "trunc", "stall", "403", "ok", "faults")
 DEFAULTS: Dict[str, Any] = {**{k: 0.0 for k in RATE_KEYS}, "latency_ms": 0.0, "mb_per_s": 0.0, "stall_s": 30.0,
                             "stall_at": "head", "methods": "", "max_faults": -1, "seed": 0}
 _HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade",
@@ -204,6 +206,8 @@ def build_app(upstream: str, **config: Any) -> web.Application:
             return _s3_error(503, "SlowDown", "Please reduce your request rate.")
         if kind == "500":
             return _s3_error(500, "InternalError", "We encountered an internal error. Please try again.")
+        if kind == "403":
+            return _s3_error(403, "AccessDenied", "Access Denied")
         if kind == "drop":
             await req.read()
             return _abort(req)
