@@ -89,7 +89,14 @@ def test_a_client_without_the_internals_falls_back_once(s3_server, blob, monkeyp
     assert reader.submit(path, 10, 20, blob).result() == BLOB[10:20]
     assert calls == ["bytes=0-9", "bytes=10-19"]
     assert not s3_direct.enabled_for(reader.fs)   # decided once for this client
+    _unmark(reader.fs)
     reader.close()
+
+
+def _unmark(fs) -> None:
+    """Forget a fallback decision: the client is shared (memoised per storage options) with
+    the tests that follow."""
+    vars(fs.s3).pop("_cloudrec_direct_ok", None)
 
 
 def _all_text(exc: BaseException) -> str:
@@ -161,4 +168,26 @@ def test_a_refused_presigned_get_falls_back_to_s3fs(fault_proxy, blob, monkeypat
     with pytest.raises(StorageError) as ei:
         reader.submit(path, 0, 10, blob).result()
     assert "access denied" in str(ei.value).lower() and blob in str(ei.value)
+    _unmark(reader.fs)
     reader.close()
+
+
+def test_cache_downloads_keep_botocores_checksummed_get(s3_server, tmp_path, monkeypatch):
+    """A cache download becomes an entry other processes trust: it stays on botocore's
+    GetObject (which checks the stored checksum S3 sends); record reads go direct."""
+    bucket = s3_server.new_bucket("direct-cache")
+    urls, truth = write_synthetic(bucket, 2, 30, seed=5, min_size=300, max_size=700,
+                                  storage_options=s3_server.storage_options)
+    opts = dict(s3_server.storage_options, skip_instance_cache=True)
+    ds = open_dataset(urls, storage_options=opts)
+    f = RecordFetcher(ds, cache="shards", cache_dir=str(tmp_path / "c"))
+    calls = _counting_botocore_gets(ds.filesystem(0)[0], monkeypatch)
+    got = dict(f.fetch(range(len(ds))))
+    f.close()
+    assert len(got) == 60 and all(
+        got[r] == truth[(int(ds.table.shard[r]), int(ds.table.key[r]))] for r in got)
+    assert len(calls) == 2   # one download GET per shard, through botocore
+    g = RecordFetcher(open_dataset(urls, storage_options=opts))
+    calls.clear()
+    assert dict(g.fetch(range(len(ds)))) == got and calls == []   # uncached: direct
+    g.close()

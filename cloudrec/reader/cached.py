@@ -159,7 +159,9 @@ class CacheHook:
             return prog.take_wants() + (part[-1].wants() if part else [])
 
         def stream(a: int, b: int, sink: Any) -> Future:
-            return stream_range(reader, path, a, b, sink, shard.rec_url, shard.version)
+            # botocore's GetObject: it checks the stored checksum S3 sends for a whole object
+            return stream_range(reader, path, a, b, sink, shard.rec_url, shard.version,
+                                direct=False)
 
         chunk = DOWNLOAD_CHUNK if can_stream(reader) else WHOLE_CHUNK
         fetch_all = download_ranges(None, shard.size, chunk=chunk,

@@ -33,11 +33,14 @@ def can_stream(reader: RangeReader) -> bool:
 
 
 def stream_range(reader: RangeReader, path: str, start: int, end: int, sink: Sink,
-                 url: Optional[str] = None, version: Optional[str] = None) -> "Future[None]":
+                 url: Optional[str] = None, version: Optional[str] = None, *,
+                 direct: bool = True) -> "Future[None]":
     """Read ``[start, end)`` of ``path``, calling ``sink(offset, data)`` for each piece in
     order (from the reader's event loop, or a pool thread on the fallback); the Future
     ends when every byte was handed over, or with the read's error.  Cancelling it
-    abandons the read."""
+    abandons the read.  ``direct=False`` keeps S3 on botocore's GetObject, which checks
+    the object's stored checksum where S3 sends one (cache downloads: few large GETs,
+    each becoming a cache entry)."""
     url = url or path
     if end <= start:
         done: Future = Future()
@@ -46,7 +49,8 @@ def stream_range(reader: RangeReader, path: str, start: int, end: int, sink: Sin
     if can_stream(reader):
         assert isinstance(reader, AsyncRangeReader)
         return asyncio.run_coroutine_threadsafe(
-            _astream(reader, path, start, end, url, etag_of(version), sink), reader.fs.loop)
+            _astream(reader, path, start, end, url, etag_of(version), sink, direct),
+            reader.fs.loop)
     return _whole(reader, path, start, end, sink, url, version)
 
 
@@ -82,7 +86,7 @@ def _set(out: Future, value: Any, ok: bool = False) -> None:
 
 
 async def _astream(reader: AsyncRangeReader, path: str, start: int, end: int, url: str,
-                   etag: Optional[str], sink: Sink) -> None:
+                   etag: Optional[str], sink: Sink, use_direct: bool = True) -> None:
     fs: Any = reader.fs
     if reader._sem is None:
         reader._sem = asyncio.Semaphore(reader.concurrency)
@@ -103,7 +107,7 @@ async def _astream(reader: AsyncRangeReader, path: str, start: int, end: int, ur
 
     async def attempt() -> None:
         nonlocal pos
-        if await s3_direct.usable(fs):
+        if use_direct and await s3_direct.usable(fs):
             try:
                 return await pinned_call(direct, url, etag, pos, end)
             except s3_direct.UseS3fs:
