@@ -95,10 +95,11 @@ def test_clean_proxy_passes_bytes_through(fault_proxy, s3_object):
     status, headers, body = _get(fault_proxy, s3_object)
     assert status == 200 and body == BLOB and int(headers["Content-Length"]) == len(BLOB)
     assert fault_proxy.stats() == {"requests": 1, "503": 0, "500": 0, "drop": 0, "trunc": 0,
-                                   "stall": 0, "ok": 1, "faults": 0}
+                                   "stall": 0, "403": 0, "ok": 1, "faults": 0}
 
 
-@pytest.mark.parametrize("rate,status,code", [("p503", 503, "SlowDown"), ("p500", 500, "InternalError")])
+@pytest.mark.parametrize("rate,status,code", [("p503", 503, "SlowDown"), ("p500", 500, "InternalError"),
+                                              ("p403", 403, "AccessDenied")])
 def test_error_statuses_carry_s3_xml(fault_proxy, s3_object, rate, status, code):
     fault_proxy.configure(**{rate: 1.0})
     for _ in range(3):
