@@ -191,3 +191,18 @@ def test_cache_downloads_keep_botocores_checksummed_get(s3_server, tmp_path, mon
     calls.clear()
     assert dict(g.fetch(range(len(ds)))) == got and calls == []   # uncached: direct
     g.close()
+
+
+def test_anonymous_reads_of_a_public_object(s3_server, monkeypatch):
+    """anon=True: the presigned URL is the plain URL (no signature), and works as before."""
+    bucket = s3_server.new_bucket("direct-anon")
+    fs, path = resolve(bucket + "/pub.bin", s3_server.storage_options)
+    fs.pipe(path, BLOB[:10_000])
+    fs.chmod(path, acl="public-read")
+    anon, apath = resolve(bucket + "/pub.bin", {"anon": True, "client_kwargs":
+                                               s3_server.storage_options["client_kwargs"]})
+    reader = make_range_reader(anon, concurrency=2, retry=RetryPolicy(max_attempts=2))
+    calls = _counting_botocore_gets(reader.fs, monkeypatch)
+    assert reader.submit(apath, 123, 4567, bucket + "/pub.bin").result() == BLOB[123:4567]
+    assert calls == [] and s3_direct.enabled_for(reader.fs)
+    reader.close()
