@@ -206,3 +206,25 @@ def test_anonymous_reads_of_a_public_object(s3_server, monkeypatch):
     assert reader.submit(apath, 123, 4567, bucket + "/pub.bin").result() == BLOB[123:4567]
     assert calls == [] and s3_direct.enabled_for(reader.fs)
     reader.close()
+
+
+def test_a_presigned_url_serves_an_objects_gets_for_a_minute(s3_server, blob, monkeypatch):
+    fs, path = resolve(blob, dict(s3_server.storage_options, skip_instance_cache=True,
+                                  default_block_size=5 << 20))   # a client of its own
+    reader = make_range_reader(fs, concurrency=2)
+    assert reader.submit(path, 0, 10, blob).result() == BLOB[:10]
+    client = reader.fs.s3
+    signs = []
+    real = client.generate_presigned_url
+
+    async def counting(*a, **kw):
+        signs.append(kw["Params"]["Key"])
+        return await real(*a, **kw)
+    monkeypatch.setattr(client, "generate_presigned_url", counting)
+    for a in (10, 20, 30):
+        assert reader.submit(path, a, a + 10, blob).result() == BLOB[a:a + 10]
+    assert signs == []                         # the first GET's URL, reused
+    monkeypatch.setattr(s3_direct, "REUSE_SECONDS", 0.0)
+    assert reader.submit(path, 40, 50, blob).result() == BLOB[40:50]
+    assert signs == ["blob.bin"]               # past its reuse time: signed anew
+    reader.close()

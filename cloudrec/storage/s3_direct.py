@@ -5,11 +5,12 @@ Why: through s3fs and aiobotocore one ranged GetObject costs ~2.6 ms of client C
 (request building, signing, event hooks, user-agent assembly, header and date
 parsing of the answer).  On a 2-core machine that caps reads that are one record
 each (map-style datasets, ``global`` order without a cache, ``max_gap=0``).
-Presigning the same request costs ~0.14 ms; through the fetcher a GET then costs
-1.75 ms of client CPU against 3.2 ms (``bench/s3_get.py``).
+Presigning the same request costs ~0.15 ms (and one URL serves an object's GETs for a
+minute); through the fetcher a GET then costs about half the client CPU
+(``bench/s3_get.py``).
 
 What stays as it was: the credentials (the client's, refreshed by botocore as
-usual; every request gets a fresh signature, so nothing expires while cached),
+usual; a URL is reused for a minute of its 15, see :func:`_presigned`),
 the endpoint and addressing style, TLS verification, proxies and the connection
 pool (the client's own aiohttp session), the caller's retry policy and pinning
 (``If-Match`` plus a check of the answer's ETag).  Filesystems that add request
@@ -29,6 +30,7 @@ from __future__ import annotations
 import errno
 import os
 import re
+import time
 from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator, Dict, Optional
 
@@ -39,6 +41,9 @@ __all__ = ["enabled_for", "usable", "response", "get_range", "S3AnswerError", "U
            "PRESIGN_SECONDS"]
 
 PRESIGN_SECONDS = 900      # a signature outlives any retry loop of one request
+REUSE_SECONDS = 60         # how long one presigned URL serves the GETs of an object
+_URLS = "_cloudrec_presigned"   # per client: (bucket, key, version) -> (url, when signed)
+_URLS_MAX = 4096
 _ERROR_BODY_LIMIT = 64 << 10
 _CODE = re.compile(rb"<Code>([^<]{1,100})</Code>")
 _ATTR = "_cloudrec_direct_ok"   # per client: can its HTTP session be used directly?
@@ -115,12 +120,7 @@ async def response(fs: Any, path: str, start: int, end: int, etag: Optional[str]
 
     client = fs.s3
     hs = _http_session(client)
-    bucket, key, version = fs.split_path(path)
-    params: Dict[str, Any] = {"Bucket": bucket, "Key": key}
-    if version:
-        params["VersionId"] = version
-    signed = await client.generate_presigned_url("get_object", Params=params,
-                                                 ExpiresIn=PRESIGN_SECONDS)
+    signed = await _presigned(client, *fs.split_path(path))
     headers = {"Range": f"bytes={start}-{end - 1}", "Accept-Encoding": "identity"}
     if etag:
         headers["If-Match"] = etag if etag.startswith(("W/", '"')) else f'"{etag}"'
@@ -154,6 +154,32 @@ async def response(fs: Any, path: str, start: int, end: int, etag: Optional[str]
     except aiohttp.ClientError as exc:   # (aiohttp's connection errors are OSErrors too)
         # connection refused or lost, a body cut short: transient, like botocore's
         raise ConnectionError(f"S3 GET of {url}: {type(exc).__name__}: {_safe(exc)}") from None
+
+
+async def _presigned(client: Any, bucket: str, key: str, version: Optional[str]) -> str:
+    """A presigned GET URL for the object, reused for ``REUSE_SECONDS`` (presigning is
+    ~0.15 ms, a sixth of a direct GET's client CPU, and a shard takes many GETs).
+
+    Reuse is safe: the URL stays valid for ``PRESIGN_SECONDS``, and botocore renews
+    temporary credentials 10-15 minutes before they expire, so a URL signed just
+    before a renewal still has minutes left when it is last used."""
+    cache = getattr(client, _URLS, None)
+    if cache is None:
+        cache = {}
+        setattr(client, _URLS, cache)
+    now = time.monotonic()
+    hit = cache.get((bucket, key, version))
+    if hit is not None and now - hit[1] < REUSE_SECONDS:
+        return hit[0]
+    params: Dict[str, Any] = {"Bucket": bucket, "Key": key}
+    if version:
+        params["VersionId"] = version
+    url = await client.generate_presigned_url("get_object", Params=params,
+                                              ExpiresIn=PRESIGN_SECONDS)
+    if len(cache) >= _URLS_MAX:
+        cache.clear()
+    cache[(bucket, key, version)] = (url, now)
+    return url
 
 
 async def get_range(fs: Any, path: str, start: int, end: int, etag: Optional[str],
