@@ -112,23 +112,26 @@ def test_a_program_whose_cache_download_hangs_still_exits(s3_server, fault_proxy
 # ----------------------------------------------------------------------------- fork
 @pytest.mark.parametrize("module, name", [("cloudrec.storage.cache", "_VERIFIED_LOCK"),
                                           ("cloudrec.storage.ranged", "_CLONES_LOCK"),
-                                          ("cloudrec.storage.boto_share", "_lock")])
+                                          ("cloudrec.storage.boto_share", "_shared._lock"),
+                                          ("cloudrec.storage.ssl_share", "_shared._lock")])
 def test_module_locks_held_by_a_download_thread_are_free_in_a_forked_child(module, name):
     """A DataLoader may fork while a cache download thread holds one of these locks."""
+    import functools
     import importlib
     from _forking import run_in_fork
     mod = importlib.import_module(module)
+    lock = functools.partial(functools.reduce, getattr, name.split("."))   # lock(mod): a.b
     held, release = threading.Event(), threading.Event()
 
     def holder():
-        with getattr(mod, name):
+        with lock(mod):
             held.set()
             release.wait(60)
     t = threading.Thread(target=holder, daemon=True)
     t.start()
     assert held.wait(30)
     try:
-        got = run_in_fork(lambda: getattr(mod, name).acquire(timeout=10), child_timeout=30,
+        got = run_in_fork(lambda: lock(mod).acquire(timeout=10), child_timeout=30,
                           wait=60)
     finally:
         release.set()

@@ -17,44 +17,25 @@ that registers its own ``data_loader`` component still gets its own.
 """
 from __future__ import annotations
 
-import threading
-from typing import Any, Callable, Dict, Optional
+from typing import Hashable, Optional
 
-from cloudrec.storage.fork_locks import renew_in_child
+from cloudrec.storage.shared_results import SharedResults
 
-_lock = threading.Lock()
-renew_in_child(__name__, "_lock")  # another thread may hold it at a fork
-_installed = False
-_loaders: Dict[Optional[str], Any] = {}
+_shared = SharedResults()   # search path -> botocore Loader
+
+
+def _search_path(search_path_string: Optional[str] = None) -> Hashable:
+    return ("search_path", search_path_string)
 
 
 def share_loaders() -> bool:
     """Make botocore sessions share one data loader per search path (idempotent).
 
     Returns False when botocore is not installed (nothing to share)."""
-    global _installed
-    if _installed:
+    if _shared.installed:
         return True
-    with _lock:
-        if _installed:
-            return True
-        try:
-            import botocore.session as bsession
-        except ImportError:
-            return False
-        original: Callable[..., Any] = bsession.create_loader
-
-        def create_loader(search_path_string: Optional[str] = None) -> Any:
-            loader = _loaders.get(search_path_string)
-            if loader is None:
-                with _lock:
-                    loader = _loaders.get(search_path_string)
-                    if loader is None:
-                        loader = _loaders[search_path_string] = original(search_path_string)
-            return loader
-
-        create_loader.__doc__ = original.__doc__
-        create_loader.__wrapped__ = original  # type: ignore[attr-defined]
-        bsession.create_loader = create_loader
-        _installed = True
-        return True
+    try:
+        import botocore.session as bsession
+    except ImportError:
+        return False
+    return _shared.install(bsession, "create_loader", _search_path)

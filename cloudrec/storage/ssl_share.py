@@ -18,16 +18,11 @@ from __future__ import annotations
 
 import os
 import ssl
-import threading
-from typing import Any, Callable, Dict, Hashable, List, Optional, Tuple
+from typing import Any, Hashable, List, Optional
 
-from cloudrec.storage.fork_locks import renew_in_child
+from cloudrec.storage.shared_results import SharedResults
 
-_lock = threading.Lock()
-renew_in_child(__name__, "_lock")  # another thread may hold it at a fork
-_installed = False
-_contexts: Dict[Hashable, Tuple[Any, Any]] = {}
-built = 0   # contexts this process (or its parent, before a fork) has built: for tests
+_shared = SharedResults()   # verify setting -> (ssl context, proxy ssl context)
 
 
 def _key(verify: Any) -> Optional[Hashable]:
@@ -45,46 +40,32 @@ def _key(verify: Any) -> Optional[Hashable]:
     return None
 
 
+def _session_key(session: Any, proxy_url: Optional[str]) -> Optional[Hashable]:
+    """A session's context is shared unless a client certificate or a proxy is involved
+    (those steps modify the context)."""
+    if proxy_url or getattr(session, "_cert_file", None):
+        return None
+    return _key(getattr(session, "_verify", None))
+
+
 def share_ssl_contexts() -> bool:
     """Make aiobotocore HTTP sessions share one SSL context per ``verify`` setting
     (idempotent).  Returns False when aiobotocore (or the hook it has) is absent."""
-    global _installed
-    if _installed:
+    if _shared.installed:
         return True
-    with _lock:
-        if _installed:
-            return True
-        try:
-            from aiobotocore.httpsession import AIOHTTPSession
-        except ImportError:
-            return False
-        original: Optional[Callable[..., Any]] = getattr(AIOHTTPSession, "_build_ssl_contexts", None)
-        if original is None:   # another aiobotocore: leave its sessions as they are
-            return False
+    try:
+        from aiobotocore.httpsession import AIOHTTPSession
+    except ImportError:
+        return False
+    return _shared.install(AIOHTTPSession, "_build_ssl_contexts", _session_key)
 
-        def build(self: Any, proxy_url: Optional[str]) -> Tuple[Any, Any]:
-            global built
-            key = None if proxy_url or getattr(self, "_cert_file", None) else \
-                _key(getattr(self, "_verify", None))
-            if key is None:
-                built += 1
-                return original(self, proxy_url)
-            pair = _contexts.get(key)
-            if pair is None:
-                with _lock:
-                    pair = _contexts.get(key)
-                    if pair is None:
-                        built += 1
-                        pair = _contexts[key] = original(self, proxy_url)
-            return pair
 
-        build.__doc__ = original.__doc__
-        build.__wrapped__ = original  # type: ignore[attr-defined]
-        AIOHTTPSession._build_ssl_contexts = build
-        _installed = True
-        return True
+def built() -> int:
+    """Contexts built since the share was installed (in this process or, before a
+    fork, its parent): for tests."""
+    return _shared.built
 
 
 def shared_contexts() -> List[ssl.SSLContext]:
     """The contexts built so far (one per ``verify`` setting sessions used)."""
-    return [pair[0] for pair in _contexts.values()]
+    return [pair[0] for pair in _shared.results.values()]
