@@ -235,13 +235,13 @@ class AsyncRangeReader(RangeReader):
 
         async def direct_or_fs() -> bytes:
             data = await s3_direct.get_range(self.fs, path, start, end, etag, url)
-            if data is None:   # this client's internals differ: s3fs from now on
+            if data is None:   # refused as a presigned GET, or other internals: s3fs
                 return await (_s3_get_pinned(self.fs, path, start, end, etag, url) if etag
                               else self.fs._cat_file(path, start=start, end=end))
             return data
 
         def call() -> Awaitable[bytes]:
-            if direct:   # a presigned GET: a quarter of botocore's client CPU per request
+            if direct:   # a presigned GET: about half botocore's client CPU per request
                 return direct_or_fs()
             if kind == "s3":
                 return _s3_get_pinned(self.fs, path, start, end, etag, url)  # type: ignore[arg-type]
