@@ -111,7 +111,7 @@ def test_a_program_whose_cache_download_hangs_still_exits(s3_server, fault_proxy
 
 # ----------------------------------------------------------------------------- fork
 @pytest.mark.parametrize("module, name", [("cloudrec.storage.cache", "_VERIFIED_LOCK"),
-                                          ("cloudrec.storage.ranged", "_CLONES_LOCK"),
+                                          ("cloudrec.storage.fs_calls", "_CLONES_LOCK"),
                                           ("cloudrec.storage.boto_share", "_shared._lock"),
                                           ("cloudrec.storage.ssl_share", "_shared._lock")])
 def test_module_locks_held_by_a_download_thread_are_free_in_a_forked_child(module, name):

@@ -21,7 +21,7 @@ from cloudrec.errors import CloudrecError, StorageError
 from cloudrec.format.manifest import (Manifest, manifest_name, parse_manifest,
                                       parse_shard_name, shard_file_name)
 from cloudrec.storage.fs import resolve
-from cloudrec.storage.ranged import call_fs
+from cloudrec.storage.fs_calls import call_fs
 from cloudrec.storage.retry import RetryPolicy
 
 

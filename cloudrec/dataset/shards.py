@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 
 from cloudrec.errors import ConfigError, IndexFileError, StorageError
 from cloudrec.storage.fs import resolve
-from cloudrec.storage.ranged import call_fs
+from cloudrec.storage.fs_calls import call_fs
 from cloudrec.storage.retry import RetryPolicy, StorageNotFound
 
 _BRACE = re.compile(r"\{([^{}]*)\}")
