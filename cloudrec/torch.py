@@ -219,6 +219,11 @@ class RecordIterableDataset(IterableDataset):
                    "ids": small_tensor(ids.copy()),
                    "is_pad": small_tensor(pad.copy()), "epoch": epoch,
                    "consumed": s.consumed_after(consumed, step + 1), "workers": nworkers}
+        # run the fetcher to its end: there it waits for shard downloads still publishing,
+        # which the node's other processes may be following (a DataLoader worker exits
+        # right after this, killing them, and a follower would fetch the shard again)
+        for rid, _ in records:
+            raise RuntimeError(f"fetcher returned record {rid} after this worker's span")
 
 
 def _uses_hdfs_native(source: Any) -> bool:

@@ -63,3 +63,36 @@ def test_fetcher_used_then_forked_reads_s3_in_the_child(s3_server):
                       child_timeout=60, wait=90)
     assert got == b"1"
     assert f.get(30) == truth[(1, 30)]  # the parent is unaffected
+
+
+def test_a_rank_reading_half_a_shard_leaves_it_downloaded_once_and_cached(s3_server, fault_proxy,
+                                                                          tmp_path):
+    """The rank's loop ends while its shard's download still runs (it needs only the first
+    half): the iteration waits for the download to publish, so a DataLoader worker that
+    exits right after it never kills a download the node's other processes follow (one
+    of them would take the lock and fetch the whole shard again)."""
+    pytest.importorskip("torch")
+    import os
+
+    from cloudrec.storage.cache import ShardCache
+    from cloudrec.torch import RecordIterableDataset
+    bucket = s3_server.new_bucket("cachehalf")
+    urls, truth = write_synthetic(bucket, 1, 60, seed=33, min_size=60_000, max_size=80_000,
+                                  storage_options=s3_server.storage_options)
+    so = fault_proxy.storage_options
+    ds = open_dataset(urls, storage_options=so)
+    cache_dir = str(tmp_path / "cache")
+    rds = RecordIterableDataset(ds, decode=bytes, collate=list, batch_size=10, mode="none",
+                                rank=0, world_size=2,
+                                fetch_options={"cache": "shards", "cache_dir": cache_dir})
+    fault_proxy.configure(mb_per_s=3)   # the ~4 MB shard takes over a second to arrive
+    ids, payloads = [], []
+    for batch in rds:
+        ids += batch["ids"].tolist()
+        payloads += batch["data"]
+    assert ids == list(range(30))       # the first half of the only shard
+    assert payloads == [truth[(0, int(ds.table.key[i]))] for i in ids]
+    sh = ds.shards[0]
+    assert ShardCache(cache_dir).lookup(sh.rec_url, sh.size, sh.version) is not None
+    assert [n for n in os.listdir(cache_dir) if ".tmp." in n or n.endswith(".part")] == []
+    assert fault_proxy.traffic()["GET .rec"] == {"requests": 1, "bytes": sh.size}
