@@ -235,7 +235,7 @@ def test_a_record_deep_in_a_shard_does_not_wait_for_the_bytes_before_it(s3_serve
 
 
 def test_progress_and_want_files_round_trip(tmp_path):
-    from cloudrec.storage.cache_files import ProgressFile, ask_for, read_progress
+    from cloudrec.storage.cache_progress import ProgressFile, ask_for, read_progress
     tmp = tmp_path / ("ab" * 10 + "-" + "cd" * 6 + ".tmp.1.2")
     tmp.write_bytes(b"")
     mb = 1 << 20

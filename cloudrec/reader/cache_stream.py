@@ -130,7 +130,7 @@ def _follow(part_path: str, prog: _Progress) -> Any:
     skips reading it (a follower per shard polls every 10 ms), but every
     ``FOLLOW_REREAD``-th poll reads it regardless: a write within the filesystem's
     timestamp granularity may leave the times as they were."""
-    from cloudrec.storage.cache_files import ask_for, read_progress
+    from cloudrec.storage.cache_progress import ask_for, read_progress
     stop = threading.Event()
     want_path = part_path[:-len(".part")] + ".want"
 

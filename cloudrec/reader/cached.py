@@ -22,7 +22,7 @@ from __future__ import annotations
 import threading
 import warnings
 from concurrent.futures import CancelledError, Future, InvalidStateError
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from cloudrec.errors import CloudrecError, StorageError
 from cloudrec.reader.cache_stream import _follow, _Progress, _settle_value
@@ -141,7 +141,7 @@ class CacheHook:
         from cloudrec.storage.cache import CacheUnavailable
         from cloudrec.storage.cache_download import (DOWNLOAD_CHUNK, PIECE, WHOLE_CHUNK,
                                                      download_ranges)
-        from cloudrec.storage.cache_files import ProgressFile
+        from cloudrec.storage.cache_progress import ProgressFile
         from cloudrec.storage.stream_read import can_stream, stream_range
         shard = self.f.ds.shards[shard_no]
         fs, path = self.f.ds.filesystem(shard_no)
@@ -168,16 +168,18 @@ class CacheHook:
                                     on_chunk=advance if self.stream else None, first=chunk,
                                     wants=wants if self.stream else None, stream=stream)
 
-        def download(tmp: str) -> Optional[int]:
+        def download(tmp: str, have: Sequence[Tuple[int, int]] = ()) -> Optional[int]:
             prog.opened(tmp)
             if self.stream:
                 part.append(ProgressFile(tmp, shard.size, PIECE))
-            return fetch_all(tmp)   # the file's CRC, from the streamed bytes
+            # the file's CRC, from the streamed bytes; ``have``: a dead download's pieces
+            return fetch_all(tmp, have)
 
         try:
             local = self.cache.get(shard.rec_url, shard.size, shard.version, download,
                                    hold=self._holder(shard.rec_url),
-                                   follow=(lambda p: _follow(p, prog)) if self.stream else None)
+                                   follow=(lambda p: _follow(p, prog)) if self.stream else None,
+                                   resumable=True)
         except CacheUnavailable as exc:
             self.bypassed[shard_no] = str(exc)
             _warn_once(self.cache.dir, type(exc).__name__,

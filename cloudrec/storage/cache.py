@@ -18,7 +18,9 @@
   back to a full check.  ``cloudrec cache verify`` checks every entry.
 * ``fcntl.flock`` on ``<key>.lock`` makes the processes of one node download a
   shard once; the others wait and then use the file (meanwhile they may stream
-  from it: the download reports progress in ``<key>.part``).
+  from it: the download reports progress in ``<key>.part``).  If the
+  downloading process dies, the next holder of the lock continues from the
+  pieces its temp file holds (``resumable=True``).
 * A size cap with least-recently-used eviction (use = the ``.json``'s mtime,
   touched on every hit).  Readers hold a shared ``flock`` on the entries they read;
   eviction skips held entries (deleting them would not free their space), and
@@ -49,6 +51,7 @@ from cloudrec.storage.cache_files import (EVICT_LOCK, OWN_FILE, CacheDiskFullErr
                                           write_stamp)
 from cloudrec.storage.cache_admin import CacheMaintenance
 from cloudrec.storage.cache_download import download_ranges
+from cloudrec.storage.cache_progress import partial_download
 from cloudrec.storage.fork_locks import renew_in_child
 from cloudrec.storage.redact import redact_url
 
@@ -103,6 +106,7 @@ class ShardCache(CacheMaintenance):
         self.downloads = 0   # shards this object downloaded
         self.hits = 0        # lookups served from the folder
         self.corrupt = 0     # entries found damaged and dropped
+        self.resumed = 0     # downloads continued from the pieces a dead one left
 
     def __repr__(self) -> str:
         ro = ", read-only" if self.read_only else ""
@@ -183,7 +187,8 @@ class ShardCache(CacheMaintenance):
     def get(self, url: str, size: int, version: str,
             download: Callable[[str], Optional[int]],
             hold: Optional[Callable[[str], object]] = None,
-            follow: Optional[Callable[[str], Callable[[], None]]] = None) -> str:
+            follow: Optional[Callable[[str], Callable[[], None]]] = None,
+            resumable: bool = False) -> str:
         """Local path of the shard, downloading it with ``download(tmp_path)`` if needed.
 
         ``download`` must write the whole object to the given path (which may
@@ -199,6 +204,10 @@ class ShardCache(CacheMaintenance):
         it); it returns a ``stop()`` called once the wait is over.  A download
         may report its progress in ``part_path`` (:func:`progress_path`) for
         such followers; the cache removes that file when the download ends.
+        ``resumable``: when a download of this key died with pieces on disk
+        (:func:`~cloudrec.storage.cache_progress.partial_download`), its temp file
+        is taken over and ``download(tmp, have)`` is called with the ``[(start,
+        end)]`` runs already written, so those bytes are not fetched again.
         """
         found = self.lookup(url, size, version)
         if found and self._hold(found, hold):
@@ -219,18 +228,21 @@ class ShardCache(CacheMaintenance):
             if found and self._hold(found, hold):  # another process finished it meanwhile
                 self.hits += 1
                 return found
-            self._remove_temps(key)
-            self._drop_other_versions(url, key)
             tmp = self._p(key, f"tmp.{os.getpid()}.{next(_counter)}")
+            have = self._take_over(key, size, tmp) if resumable else None
+            self._remove_temps(key, keep=tmp if have else None)
+            self._drop_other_versions(url, key)
             try:
                 with Flock(os.path.join(self.dir, EVICT_LOCK)):
-                    if not self._make_room(size, keep=(key,)):
+                    # a taken-over temp file is counted already (a download's, under our lock)
+                    if not self._make_room(0 if have else size, keep=(key,)):
                         raise CacheFullError(
                             f"shard of {size} bytes does not fit the cache cap of "
                             f"{self.max_bytes} bytes in {self.dir}: the other entries are in use",
                             url)
-                    reserve(tmp, size)  # counted against the cap from now on
-                crc = download(tmp)
+                    if not have:
+                        reserve(tmp, size)  # counted against the cap from now on
+                crc = download(tmp, have) if have else download(tmp)
                 got = os.path.getsize(tmp)
                 if got != size:
                     raise StorageError(f"download gave {got} of {size} bytes", url)
@@ -264,6 +276,19 @@ class ShardCache(CacheMaintenance):
                 unlink(self._p(key, "want"))
             self.downloads += 1
         return final
+
+    def _take_over(self, key: str, size: int, tmp: str) -> Optional[List[Tuple[int, int]]]:
+        """Rename a dead download's temp file to ``tmp`` and return the runs it has on
+        disk, or None (nothing to continue from).  Called with the key's lock held."""
+        found = partial_download(self._p(key, "part"), size)
+        if found is None:
+            return None
+        try:
+            os.rename(found[0], tmp)
+        except OSError:   # removed meanwhile by another process's stale-temp sweep
+            return None
+        self.resumed += 1
+        return found[1]
 
     @contextlib.contextmanager
     def _key_lock(self, key: str, follow: Optional[Callable[[str], Callable[[], None]]]
@@ -328,10 +353,10 @@ class ShardCache(CacheMaintenance):
         out.sort(key=lambda e: e.last_used)
         return out
 
-    def _remove_temps(self, key: str) -> None:
+    def _remove_temps(self, key: str, keep: Optional[str] = None) -> None:
         prefix = f"{key}.tmp."
         for name in os.listdir(self.dir):
-            if name.startswith(prefix):
+            if name.startswith(prefix) and os.path.join(self.dir, name) != keep:
                 unlink(os.path.join(self.dir, name))
 
     def _url_prefix(self, url: str) -> str:

@@ -9,7 +9,9 @@ its own bytes, not for the end of the request carrying them.  A chunk that
 holds bytes readers wait for (``wants()``) starts before any other, in slots
 of its own; the rest follow in file order, and no new background GET starts
 while a wanted chunk is being fetched or waits for a slot (wanted bytes get
-the link to themselves).  Every byte is fetched once.
+the link to themselves).  Every byte is fetched once, also across a
+downloader that died: its successor is given the runs already on disk and
+fetches only the rest of each chunk.
 """
 from __future__ import annotations
 
@@ -110,11 +112,16 @@ def download_ranges(submit: Optional[Callable[[int, int], "Future[bytes]"]], siz
         if submit is None:
             raise ValueError("download_ranges needs submit or stream")
         stream = _from_submit(submit)
-    plan = chunk_bounds(size, chunk, first)
-    starts = [a for a, _ in plan]
+    full_plan = chunk_bounds(size, chunk, first)
 
-    def download(tmp: str) -> Optional[int]:
+    def download(tmp: str, have: Sequence[Span] = ()) -> Optional[int]:
+        # ``have``: runs a dead download left in ``tmp`` (ShardCache.get(resumable=True))
+        plan = _missing(full_plan, have) if have else full_plan
+        starts = [a for a, _ in plan]
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT, 0o644)
+        if on_chunk is not None:
+            for a, b in have:   # on disk already: readers may take them now
+                on_chunk(a, b)
         crcs: Dict[int, Optional[int]] = {}   # chunk start -> CRC of its bytes
         events: "queue.SimpleQueue[tuple]" = queue.SimpleQueue()
         waiting = list(range(len(plan)))   # chunks not started, in file order
@@ -195,8 +202,24 @@ def download_ranges(submit: Optional[Callable[[int, int], "Future[bytes]"]], siz
                 os.fsync(fd)
         finally:
             os.close(fd)
-        return _file_crc(plan, crcs)
+        return None if have else _file_crc(plan, crcs)   # None: the cache reads the file
     return download
+
+
+def _missing(plan: Sequence[Span], have: Sequence[Span]) -> List[Span]:
+    """The parts of ``plan``'s chunks not covered by the sorted runs ``have``."""
+    out = []
+    for a, b in plan:
+        pos = a
+        for ha, hb in have:
+            if hb <= pos or ha >= b:
+                continue
+            if ha > pos:
+                out.append((pos, ha))
+            pos = max(pos, hb)
+        if pos < b:
+            out.append((pos, b))
+    return out
 
 
 def _file_crc(plan: Sequence[Span], crcs: Dict[int, Optional[int]]) -> Optional[int]:

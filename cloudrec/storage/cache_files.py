@@ -10,9 +10,8 @@ import fcntl
 import json
 import os
 import re
-import struct
 import zlib
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 from cloudrec.errors import StorageError
 
@@ -203,104 +202,6 @@ def reserve(path: str, size: int) -> None:
         unlink(path)
         raise
     os.close(fd)
-
-
-class ProgressFile:
-    """``<key>.part``: which pieces of a download are in its temp file, for other processes
-    that stream the shard meanwhile; ``<key>.want``: the ranges they wait for.
-
-    The part file is one header line (shard size, piece size, the temp file's name),
-    then one byte per piece of ``piece`` bytes (the last may be shorter), ``0`` or
-    ``1``, set in place by ``pwrite``.  The want file is appended to by the followers
-    (pairs of 8-byte little-endian offsets, ``[start, end)``) and read by the
-    downloader as it goes."""
-
-    def __init__(self, tmp: str, size: int, piece: int) -> None:
-        folder, name = os.path.split(tmp)
-        key = name.split(".tmp.")[0]
-        self.path = os.path.join(folder, key + ".part")
-        self.want_path = os.path.join(folder, key + ".want")
-        self.size, self.piece = size, piece
-        self._want_fd = os.open(self.want_path, os.O_RDONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        self._want_pos = 0
-        self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        head = f"{size:x} {piece:x} {name}\n".encode()
-        self._base = len(head)
-        write_all(self.fd, head + b"0" * _pieces(size, piece), 0)
-
-    def advance(self, start: int, end: int) -> None:
-        """``[start, end)`` is written (``start`` on a piece boundary; ``end`` on one or at
-        the shard's end)."""
-        if self.fd < 0 or start % self.piece:
-            return
-        first = start // self.piece
-        last = _pieces(end, self.piece) if end >= self.size else end // self.piece
-        if last > first:
-            write_all(self.fd, b"1" * (last - first), self._base + first)
-
-    def wants(self) -> List[Tuple[int, int]]:
-        """Ranges the followers asked for since the last call."""
-        if self._want_fd < 0:
-            return []
-        data = os.pread(self._want_fd, 1 << 16, self._want_pos)
-        n = len(data) // 16
-        self._want_pos += n * 16
-        flat = struct.unpack(f"<{2 * n}q", data[:n * 16]) if n else ()
-        return list(zip(flat[0::2], flat[1::2]))
-
-    def close(self) -> None:
-        for name in ("fd", "_want_fd"):
-            fd = getattr(self, name)
-            if fd >= 0:
-                os.close(fd)
-                setattr(self, name, -1)
-
-
-def _pieces(size: int, piece: int) -> int:
-    return -(-size // piece) if size > 0 else 0
-
-
-def read_progress(part_path: str) -> Optional[Tuple[List[Tuple[int, int]], str]]:
-    """(runs of written pieces as sorted ``[(start, end)]``, temp file path) of a download
-    in progress, or None (no download, or its progress file is being written)."""
-    try:
-        with open(part_path, "rb") as fh:
-            data = fh.read()
-        head, _, bits = data.partition(b"\n")
-        size_s, piece_s, name_b = head.split(b" ", 2)
-        size, piece = int(size_s, 16), int(piece_s, 16)
-        name = name_b.strip().decode()
-        if not TMP_FILE.match(name) or piece <= 0:
-            return None
-        n = _pieces(size, piece)
-        if len(bits) < n:
-            return None
-        done = []   # runs of written pieces, found with bytes.find (a follower polls often)
-        i = bits.find(b"1", 0, n)
-        while i >= 0:
-            j = bits.find(b"0", i, n)
-            j = n if j < 0 else j
-            done.append((i * piece, min(size, j * piece)))
-            i = bits.find(b"1", j, n)
-        return done, os.path.join(os.path.dirname(part_path), name)
-    except (OSError, ValueError):
-        return None
-
-
-def ask_for(want_path: str, ranges: List[Tuple[int, int]]) -> bool:
-    """Append ``ranges`` to a running download's want file; False when there is none yet."""
-    if not ranges:
-        return True
-    try:
-        fd = os.open(want_path, os.O_WRONLY | os.O_APPEND)
-    except OSError:
-        return False
-    try:
-        flat = [int(x) for ab in ranges for x in ab]
-        os.write(fd, struct.pack(f"<{len(flat)}q", *flat))  # one O_APPEND write
-    finally:
-        os.close(fd)
-    return True
 
 
 class Flock:
