@@ -45,7 +45,7 @@ STORAGE_KEYS = ("endpoint_url", "region", "anon", "key_env", "secret_env", "toke
                 "profile", "cache", "fetch", "options")
 CACHE_KEYS = ("mode", "dir", "max_bytes")
 FETCH_KEYS = ("concurrency", "readahead_bytes", "window_bytes", "max_gap", "max_request",
-              "retries", "timeout")
+              "max_waste", "retries", "timeout")
 TRAIN_KEYS = ("epochs", "lr", "ranks", "steps", "model")
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-((?:[^{}]|\{[^{}]*\})*))?\}")
 _S3_SCHEMES = ("s3", "s3a")
@@ -164,7 +164,7 @@ def _fetch_dict(fo: FetchOptions) -> Dict[str, Any]:
     """The options set in ``fo`` as RecordFetcher keywords (every front end takes these)."""
     out: Dict[str, Any] = {}
     for name in ("concurrency", "readahead_bytes", "window_bytes", "max_gap", "max_request",
-                 "cache_dir", "cache_max_bytes"):
+                 "max_waste", "cache_dir", "cache_max_bytes"):
         if getattr(fo, name) is not None:
             out[name] = getattr(fo, name)
     if fo.retry_policy() is not None:

@@ -143,6 +143,7 @@ class FetchOptions:
     window_bytes: Optional[int] = None
     max_gap: Optional[int] = None
     max_request: Optional[int] = None
+    max_waste: Optional[float] = None
     retries: Optional[int] = None
     timeout: Optional[float] = None
     retry: Optional[RetryPolicy] = None
@@ -162,6 +163,10 @@ class FetchOptions:
                          ("max_gap", 0), ("max_request", 1), ("cache_max_bytes", 0),
                          ("retries", 0)):
             _int(self, name, lo)
+        if self.max_waste is not None and (isinstance(self.max_waste, bool) or not isinstance(
+                self.max_waste, (int, float)) or not self.max_waste >= 0):
+            raise ConfigError(f"{c}.max_waste must be a fraction >= 0 (0.02: gaps within 2% "
+                              f"of the records' bytes), got {self.max_waste!r}")
         if self.timeout is not None and (isinstance(self.timeout, bool) or not isinstance(
                 self.timeout, (int, float)) or not self.timeout > 0):
             raise ConfigError(f"{c}.timeout must be a number of seconds > 0, got {self.timeout!r}")
@@ -207,7 +212,8 @@ class FetchOptions:
         """Keyword arguments of ``RecordFetcher(ds, **kw)`` for data at ``urls``: the
         backend's defaults (:data:`FETCH_DEFAULTS`) with these options on top."""
         kw: Dict[str, Any] = dict(FETCH_DEFAULTS[_backend_for(urls)])
-        for name in ("concurrency", "readahead_bytes", "window_bytes", "max_gap", "max_request"):
+        for name in ("concurrency", "readahead_bytes", "window_bytes", "max_gap", "max_request",
+                     "max_waste"):
             if getattr(self, name) is not None:
                 kw[name] = getattr(self, name)
         kw["retry"] = self.retry_policy()

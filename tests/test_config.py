@@ -139,14 +139,15 @@ def test_params_and_data_checked_for_every_iterator(iterator, raw, needle):
 
 def test_storage_fetch_section():
     c = config_from_dict({"storage": {"fetch": {"concurrency": 32, "readahead_bytes": "64MB",
-                                                "max_gap": "1MB", "retries": 2, "timeout": 5},
+                                                "max_gap": "1MB", "retries": 2, "timeout": 5,
+                                                "max_waste": 0.02},
                                       "cache": {"mode": "shards", "max_bytes": "2GB"}}})
     fo = c.storage.fetch_options()
-    assert (fo.concurrency, fo.readahead_bytes, fo.max_gap, fo.cache, fo.cache_max_bytes) == \
-        (32, 64 << 20, 1 << 20, "shards", 2 << 30)
+    assert (fo.concurrency, fo.readahead_bytes, fo.max_gap, fo.cache, fo.cache_max_bytes,
+            fo.max_waste) == (32, 64 << 20, 1 << 20, "shards", 2 << 30, 0.02)
     assert c.options.fetch == fo
     fetch = c.iterator_kwargs()["fetch_options"]
-    assert fetch["concurrency"] == 32 and fetch["cache"] == "shards"
+    assert fetch["concurrency"] == 32 and fetch["cache"] == "shards" and fetch["max_waste"] == 0.02
     assert (fetch["retry"].max_attempts, fetch["retry"].timeout) == (3, 5.0)
     with pytest.raises(ConfigError, match="'concurency'.*'concurrency'"):
         config_from_dict({"storage": {"fetch": {"concurency": 1}}})

@@ -87,3 +87,50 @@ def test_plan_invariants_hold_for_random_inputs(recs, max_gap, max_request):
         for a, b in spans[1:]:
             assert a - reach <= max(max_gap, 0) or a <= reach
             reach = max(reach, b)
+
+
+def _gap_bytes_per_shard(sh, off, ln, plan):
+    """Bytes the plan reads beyond the distinct records, per shard."""
+    out = {}
+    for s in set(sh):
+        distinct = {(o, o + n) for k, o, n in zip(sh, off, ln) if k == s}
+        covered = sum(b - a for a, b in distinct)
+        read = int(sum(plan.end[i] - plan.start[i] for i in range(len(plan)) if plan.shard[i] == s))
+        out[s] = (read - covered, covered)
+    return out
+
+
+def test_max_waste_merges_the_smallest_gaps_first_within_the_budget():
+    # gaps of 10, 1000, 40 and 100 bytes between five 1000-byte records: 2% of 5000 = 100
+    off = [0, 1010, 3010, 4050, 5150]
+    plan = plan_ranges([0] * 5, off, [1000] * 5, max_gap=1 << 20, max_waste=0.02)
+    assert list(zip(plan.start.tolist(), plan.end.tolist())) == \
+        [(0, 2010), (3010, 5050), (5150, 6150)]           # the 10 and 40 gaps: 50 bytes spent
+    # a budget of 0.03 (150) takes the 100 gap too; 0 merges only touching records
+    plan = plan_ranges([0] * 5, off, [1000] * 5, max_gap=1 << 20, max_waste=0.03)
+    assert list(zip(plan.start.tolist(), plan.end.tolist())) == [(0, 2010), (3010, 6150)]
+    plan = plan_ranges([0] * 3, [0, 1000, 2500], [1000] * 3, max_gap=1 << 20, max_waste=0.0)
+    assert list(zip(plan.start.tolist(), plan.end.tolist())) == [(0, 2000), (2500, 3500)]
+    # max_gap still applies: the 1000 gap is above it even with budget to spare
+    plan = plan_ranges([0] * 5, off, [1000] * 5, max_gap=500, max_waste=1.0)
+    assert len(plan) == 2
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 3), st.integers(0, 50), st.integers(1, 40)),
+                min_size=1, max_size=60),
+       st.integers(-1, 200), st.integers(1, 500), st.sampled_from([0.0, 0.02, 0.1, 0.5, 10.0]))
+def test_max_waste_bounds_the_gap_bytes_of_every_shard(recs, max_gap, max_request, waste):
+    sh = [r[0] for r in recs]
+    off = [r[1] * 64 for r in recs]
+    ln = [r[2] for r in recs]
+    plan = plan_ranges(sh, off, ln, max_gap, max_request, max_waste=waste)
+    _check_plan(sh, off, ln, plan, max_gap, max_request)
+    for s, (gaps, covered) in _gap_bytes_per_shard(sh, off, ln, plan).items():
+        # the budget counts each listed record (a duplicate twice), so bound by the listed bytes
+        listed = sum(n for k, n in zip(sh, ln) if k == s)
+        assert gaps <= waste * listed + 1e-9
+    unbounded = plan_ranges(sh, off, ln, max_gap, max_request)
+    assert len(plan) >= len(unbounded)
+    if waste >= 10.0 and max_request >= 500:   # budget above any gap total: the same plan
+        assert plan.start.tolist() == unbounded.start.tolist()

@@ -18,6 +18,8 @@ from cloudrec.storage.retry import RetryPolicy
     (FetchOptions, {"readahead_bytes": "lots"}, "FetchOptions.readahead_bytes"),
     (FetchOptions, {"max_gap": -1}, "FetchOptions.max_gap"),
     (FetchOptions, {"retries": -1}, "FetchOptions.retries"),
+    (FetchOptions, {"max_waste": -0.1}, "FetchOptions.max_waste"),
+    (FetchOptions, {"max_waste": "2%"}, "FetchOptions.max_waste"),
     (FetchOptions, {"timeout": 0}, "FetchOptions.timeout"),
     (FetchOptions, {"cache": "always"}, "FetchOptions.cache"),
     (FetchOptions, {"cache_max_bytes": True}, "FetchOptions.cache_max_bytes"),
@@ -73,11 +75,12 @@ def test_fetcher_kwargs_one_table_per_backend():
     assert plain.fetcher_kwargs(["/d/a.rec", "s3://b/b.rec"])["concurrency"] == 16
     assert local["retry"] is None and local["cache"] == "none" and "strict" not in local
     assert FetchOptions(strict=False).fetcher_kwargs("/d/a.rec")["strict"] is False
+    assert "max_waste" not in local   # unbounded unless asked for
     tuned = FetchOptions(concurrency=2, max_gap=0, retries=3, timeout=5, cache="shards",
-                         cache_dir="/tmp/x", cache_max_bytes=10)
+                         cache_dir="/tmp/x", cache_max_bytes=10, max_waste=0.02)
     kw = tuned.fetcher_kwargs("s3://b/a.rec")
     assert (kw["concurrency"], kw["max_gap"], kw["cache"], kw["cache_dir"],
-            kw["cache_max_bytes"]) == (2, 0, "shards", "/tmp/x", 10)
+            kw["cache_max_bytes"], kw["max_waste"]) == (2, 0, "shards", "/tmp/x", 10, 0.02)
     assert kw["readahead_bytes"] == FETCH_DEFAULTS["object"]["readahead_bytes"]
     assert (kw["retry"].max_attempts, kw["retry"].timeout) == (4, 5.0)
     # the keywords are exactly RecordFetcher's

@@ -25,14 +25,16 @@ def _streams(ds, f, mode, world, workers, batch, seed=5, epoch=1, **order_option
 
 
 @pytest.mark.parametrize("mode", ["global", "block", "shard", "none"])
-@pytest.mark.parametrize("workers,world,gap,maxreq", [(1, 1, 256 << 10, 16 << 20), (2, 3, 0, 1 << 20),
-                                                      (3, 2, -1, 16 << 20), (2, 2, 64 << 10, 200_000)])
-def test_vectorised_plan_equals_per_window_plan_ranges(mode, workers, world, gap, maxreq):
+@pytest.mark.parametrize("workers,world,gap,maxreq,waste", [
+    (1, 1, 256 << 10, 16 << 20, None), (2, 3, 0, 1 << 20, None), (3, 2, -1, 16 << 20, None),
+    (2, 2, 64 << 10, 200_000, None), (2, 1, 256 << 10, 16 << 20, 0.02),
+    (1, 2, 1 << 20, 300_000, 0.3)])
+def test_vectorised_plan_equals_per_window_plan_ranges(mode, workers, world, gap, maxreq, waste):
     ds = synthetic(3000, 7, mean_bytes=20_000, dist="lognormal", seed=3)
-    f = RecordFetcher(ds, window_bytes=1 << 20, max_gap=gap, max_request=maxreq)
+    f = RecordFetcher(ds, window_bytes=1 << 20, max_gap=gap, max_request=maxreq, max_waste=waste)
     sts = _streams(ds, f, mode, world, workers, 64)
-    got = plan_streams(ds.table, sts, f.max_gap, f.max_request)
-    want = plan_streams_reference(ds.table, sts, f.max_gap, f.max_request)
+    got = plan_streams(ds.table, sts, f.max_gap, f.max_request, f.max_waste)
+    want = plan_streams_reference(ds.table, sts, f.max_gap, f.max_request, f.max_waste)
     assert len(got) == len(want) > 0
     assert list(zip(got.stream.tolist(), got.window.tolist(), got.shard.tolist(),
                     got.start.tolist(), got.end.tolist())) == want

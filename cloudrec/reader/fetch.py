@@ -16,6 +16,11 @@ Tuning (defaults suit S3-like stores at 10-50 ms per GET):
   orders; a ``global`` order on a big dataset has few neighbours to find.
 * ``max_gap`` (256 KB): merge two records when the bytes between them are
   fewer; roughly bandwidth x latency of one GET (100 MB/s x 2.5 ms).
+* ``max_waste`` (None: unbounded): cap the merged gaps' bytes at this fraction of
+  the records' bytes (per window and shard, smallest gaps first).  ``0.02`` keeps a
+  ``global`` order without a cache within 2% of the bytes it needs (the default
+  merges across the other workers' records: ~1.7x), for about one GET per record;
+  ``block``/``shard`` orders merge only touching records and need no cap.
 * ``max_request`` (16 MB): cap one request; smaller caps spread a big read
   over more concurrent GETs.
 * ``cache``: ``'none'`` reads ranges remotely; ``'shards'`` downloads whole
@@ -79,13 +84,17 @@ class RecordFetcher(FetchWindows):
                  readahead_bytes: int = DEFAULT_READAHEAD, window_bytes: Optional[int] = None,
                  retry: Optional[RetryPolicy] = None, cache_dir: Optional[str] = None,
                  cache_max_bytes: Optional[int] = None, strict: bool = True,
-                 partial_index: bool = False) -> None:
+                 partial_index: bool = False, max_waste: Optional[float] = None) -> None:
         if cache not in ("none", "shards", "auto"):
             raise ConfigError(f"cache must be 'none', 'shards' or 'auto', got {cache!r}")
         self.ds = ds
         self.table = ds.table
         self.max_gap = int(max_gap)
         self.max_request = int(max_request)
+        if max_waste is not None and (isinstance(max_waste, bool) or not isinstance(
+                max_waste, (int, float)) or not max_waste >= 0):
+            raise ConfigError(f"max_waste must be a fraction >= 0 or None, got {max_waste!r}")
+        self.max_waste = None if max_waste is None else float(max_waste)
         self.concurrency = int(concurrency)
         self.readahead_bytes = int(readahead_bytes)
         self.window_bytes = int(window_bytes or max(1 << 20, self.readahead_bytes // 4))
@@ -178,7 +187,8 @@ class RecordFetcher(FetchWindows):
 
     def _start_window(self, ids: np.ndarray, max_gap: int) -> _Window:
         t = self.table
-        plan = plan_ranges(t.shard[ids], t.offset[ids], t.length[ids], max_gap, self.max_request)
+        plan = plan_ranges(t.shard[ids], t.offset[ids], t.length[ids], max_gap, self.max_request,
+                           self.max_waste)
         # submit requests in the order their first record is wanted
         first_need = np.full(len(plan), ids.shape[0], np.int64)
         np.minimum.at(first_need, plan.record_request, np.arange(ids.shape[0]))

@@ -23,7 +23,8 @@ from cloudrec.sim.quality import quality
 from cloudrec.sim.source import SimDataset
 from cloudrec.sim.trace import Requests, plan_streams, streams
 
-_FETCH_KEYS = ("max_gap", "max_request", "concurrency", "readahead_bytes", "window_bytes")
+_FETCH_KEYS = ("max_gap", "max_request", "max_waste", "concurrency", "readahead_bytes",
+               "window_bytes")
 QUALITY_STREAMS = 64
 LIST_PAGE = 1000       # objects per LIST page (S3)
 OPEN_CONCURRENCY = 16  # open_dataset's default
@@ -51,6 +52,7 @@ def _download_gets(sizes: np.ndarray, chunk: int) -> np.ndarray:
 
 
 def _plan_in_chunks(table: Any, sts: List[Any], max_gap: int, max_request: int,
+                    max_waste: Optional[float] = None,
                     chunk_records: int = 2_000_000) -> Requests:
     """:func:`plan_streams` over runs of whole streams of about ``chunk_records`` records
     (requests never span streams, so the result is the same): smaller sorts and
@@ -59,7 +61,7 @@ def _plan_in_chunks(table: Any, sts: List[Any], max_gap: int, max_request: int,
     for i, s in enumerate(sts):
         acc += len(s.ids)
         if acc >= chunk_records or i == len(sts) - 1:
-            r = plan_streams(table, sts[first:i + 1], max_gap, max_request)
+            r = plan_streams(table, sts[first:i + 1], max_gap, max_request, max_waste)
             r.stream = r.stream + first
             parts.append(r)
             first, acc = i + 1, 0
@@ -176,7 +178,8 @@ def simulate(ds: SimDataset, job: JobSpec, storage: StorageModel,
     node_disk = np.zeros(len(node_list))
     concurrency = fetcher.concurrency
     if cache == "none":
-        req = _plan_in_chunks(ds.table, sts, fetcher.max_gap, fetcher.max_request)
+        req = _plan_in_chunks(ds.table, sts, fetcher.max_gap, fetcher.max_request,
+                              fetcher.max_waste)
         srank = stream_rank[req.stream]
         ri = np.array([rank_idx[r] for r in ranks])[np.searchsorted(ranks, srank)]
         rank_gets = np.bincount(ri, minlength=len(ranks)).astype(float)

@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterator, List, Optional, Tuple
 import numpy as np
 
 from cloudrec.reader.fetch import RecordFetcher
-from cloudrec.reader.planner import plan_ranges, plan_split
+from cloudrec.reader.planner import plan_ranges, plan_split, within_waste
 
 
 @dataclass
@@ -86,7 +86,7 @@ def _sort_key(major: np.ndarray, minor: np.ndarray) -> np.ndarray:
 
 
 def plan_streams(table: Any, stream_ids: List[StreamIds], max_gap: int,
-                 max_request: int) -> Requests:
+                 max_request: int, max_waste: Optional[float] = None) -> Requests:
     """All requests of ``stream_ids`` (see module doc); ``stream`` numbers index the list."""
     lens = np.array([len(s.ids) for s in stream_ids], np.int64)
     if not stream_ids or lens.sum() == 0:
@@ -117,11 +117,16 @@ def plan_streams(table: Any, stream_ids: List[StreamIds], max_gap: int,
     # ends rise and the previous end is the reach plan_ranges compares against
     if not bool(np.all((e[1:] >= e[:-1]) | new_group[1:])):
         heads, starts, ends = _planned(group, off, end, np.arange(n), max_gap, max_request,
-                                       touch_only)
+                                       touch_only, max_waste)
     else:
+        gid = np.cumsum(new_group) - 1 if max_waste is not None else None
         opens = new_group
         gap_ok = np.where(touch_only[srt[1:]], 0, max_gap)
         opens[1:] |= (o[1:] - e[:-1]) > gap_ok          # a merged segment starts here
+        if max_waste is not None:   # per (stream, window, shard), as the fetcher's windows
+            gap = np.zeros(n, np.int64)
+            gap[1:] = o[1:] - e[:-1]
+            opens = ~within_waste(gid, gap, ~opens, e - o, max_waste)
         seg_first = np.flatnonzero(opens)
         seg_last = np.append(seg_first[1:], n) - 1
         # a segment spanning at most max_request is one request, as plan_ranges makes it
@@ -130,9 +135,15 @@ def plan_streams(table: Any, stream_ids: List[StreamIds], max_gap: int,
         seg_head = np.minimum.reduceat(srt, seg_first)
         heads, starts, ends = [seg_head[fits]], [o[seg_first[fits]]], [e[seg_last[fits]]]
         if not fits.all():   # long segments: plan_ranges itself cuts them at max_request
-            rest = srt[~fits[np.cumsum(opens) - 1]]
-            h, a_, b_ = _planned(group[rest], off[rest], end[rest], rest, max_gap, max_request,
-                                 touch_only[rest])
+            seg_of = np.cumsum(opens) - 1
+            long_ = ~fits[seg_of]
+            rest = srt[long_]
+            if max_waste is None:
+                h, a_, b_ = _planned(group[rest], off[rest], end[rest], rest, max_gap,
+                                     max_request, touch_only[rest])
+            else:   # the budget was spent over whole groups: keep its segments, only cut them
+                h, a_, b_ = _planned(seg_of[long_], off[rest], end[rest], rest, 1 << 62,
+                                     max_request, np.zeros(len(rest), bool))
             heads += h
             starts += a_
             ends += b_
@@ -149,16 +160,17 @@ def plan_streams(table: Any, stream_ids: List[StreamIds], max_gap: int,
                     start[o2], stop[o2], hd - firsts[st])
 
 
-def _planned(group, off, end, rest, max_gap, max_request, touch_only):
+def _planned(group, off, end, rest, max_gap, max_request, touch_only, max_waste=None):
     """plan_split itself on these records: (first-needed global index, start, end) lists."""
-    plan = plan_split(group, off, end - off, touch_only, max_gap, max_request)
+    plan = plan_split(group, off, end - off, touch_only, max_gap, max_request, max_waste)
     head = np.full(len(plan), np.iinfo(np.int64).max, np.int64)
     np.minimum.at(head, plan.record_request, rest)
     return [head], [plan.start], [plan.end]
 
 
 def plan_streams_reference(table: Any, stream_ids: List[StreamIds], max_gap: int,
-                           max_request: int) -> List[Tuple[int, int, int, int, int]]:
+                           max_request: int, max_waste: Optional[float] = None
+                           ) -> List[Tuple[int, int, int, int, int]]:
     """(stream, window, shard, start, end) from one ``plan_ranges`` call per window, as
     ``RecordFetcher._start_window`` does: slow, for checking :func:`plan_streams`."""
     out = []
@@ -166,7 +178,7 @@ def plan_streams_reference(table: Any, stream_ids: List[StreamIds], max_gap: int
         for w in np.unique(s.window).tolist():
             ids = s.ids[s.window == w]
             plan = plan_ranges(table.shard[ids], table.offset[ids], table.length[ids],
-                               0 if s.touching_only else max_gap, max_request)
+                               0 if s.touching_only else max_gap, max_request, max_waste)
             first = np.full(len(plan), len(ids), np.int64)
             np.minimum.at(first, plan.record_request, np.arange(len(ids)))
             for r in np.argsort(first, kind="stable").tolist():
