@@ -92,6 +92,10 @@ class StorageError(CloudrecError, OSError):
         super().__init__(f"{message} ({where})" if where else message)
 
 
+class ChecksumMismatchError(StorageError):
+    """The bytes received for a whole object differ from the checksum the store keeps for it."""
+
+
 class ImageDecodeError(CloudrecError, ValueError):
     """An image payload could not be decoded (broken, truncated or not an image)."""
 

@@ -24,7 +24,7 @@ import warnings
 from concurrent.futures import CancelledError, Future, InvalidStateError
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from cloudrec.errors import CloudrecError, StorageError
+from cloudrec.errors import ChecksumMismatchError, CloudrecError, StorageError
 from cloudrec.reader.cache_stream import _follow, _Progress, _settle_value
 from cloudrec.reader.daemon_pool import DaemonPool
 from cloudrec.storage.ranged import RangeReader, make_range_reader
@@ -49,6 +49,8 @@ class CacheHook:
         self._lock = threading.Lock()
         self.bypassed: Dict[int, str] = {}  # shard -> why the cache could not take it
         self.streamed = 0  # requests answered while their shard was still downloading
+        # a download that failed its checksum after records were streamed from it
+        self.corrupt: Optional[ChecksumMismatchError] = None
         self._closed = False
 
     @classmethod
@@ -158,15 +160,17 @@ class CacheHook:
         def wants() -> List[Tuple[int, int]]:   # ours, then those of the node's other processes
             return prog.take_wants() + (part[-1].wants() if part else [])
 
-        def stream(a: int, b: int, sink: Any) -> Future:
-            # botocore's GetObject: it checks the stored checksum S3 sends for a whole object
+        def stream(a: int, b: int, sink: Any, on_checksum: Any = None) -> Future:
+            # S3's stored checksum of the whole shard is asked for and checked: the entry
+            # is trusted by every process of the node from then on
             return stream_range(reader, path, a, b, sink, shard.rec_url, shard.version,
-                                direct=False)
+                                direct=False, checksum=on_checksum)
 
         chunk = DOWNLOAD_CHUNK if can_stream(reader) else WHOLE_CHUNK
         fetch_all = download_ranges(None, shard.size, chunk=chunk,
                                     on_chunk=advance if self.stream else None, first=chunk,
-                                    wants=wants if self.stream else None, stream=stream)
+                                    wants=wants if self.stream else None, stream=stream,
+                                    checked=can_stream(reader), url=shard.rec_url)
 
         def download(tmp: str, have: Sequence[Tuple[int, int]] = ()) -> Optional[int]:
             prog.opened(tmp)
@@ -176,10 +180,7 @@ class CacheHook:
             return fetch_all(tmp, have)
 
         try:
-            local = self.cache.get(shard.rec_url, shard.size, shard.version, download,
-                                   hold=self._holder(shard.rec_url),
-                                   follow=(lambda p: _follow(p, prog)) if self.stream else None,
-                                   resumable=True)
+            local = self._get_checked(shard, download, prog)
         except CacheUnavailable as exc:
             self.bypassed[shard_no] = str(exc)
             _warn_once(self.cache.dir, type(exc).__name__,
@@ -190,6 +191,33 @@ class CacheHook:
                 pf.close()
             self.streamed += prog.served
         return self.local_reader(), local, None
+
+    def _get_checked(self, shard: Any, download: Any, prog: _Progress) -> str:
+        """``cache.get`` of the shard; bytes that failed the store's checksum are fetched
+        again once, unless records were streamed from them (then the fetch must fail)."""
+        for attempt in (0, 1):
+            served = prog.served
+            try:
+                return self.cache.get(shard.rec_url, shard.size, shard.version, download,
+                                      hold=self._holder(shard.rec_url),
+                                      follow=(lambda p: _follow(p, prog)) if self.stream else None,
+                                      resumable=True)
+            except ChecksumMismatchError as exc:
+                if prog.served > served:
+                    with self._lock:
+                        why = str(exc).rsplit(" (", 1)[0]   # the location is said once
+                        self.corrupt = self.corrupt or ChecksumMismatchError(
+                            f"{why}; records of this shard streamed from those bytes may be "
+                            "wrong", shard.rec_url)
+                    raise self.corrupt from None
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")
+
+    def check(self) -> None:
+        """Raise the checksum failure of a download records were streamed from, if any."""
+        if self.corrupt is not None:
+            raise self.corrupt
 
     def submit(self, shard_no: int, start: int, end: int) -> Future:
         """A Future of ``[start, end)``: from the partial download as soon as those bytes are
@@ -234,6 +262,7 @@ class CacheHook:
                 fut.result()
             except BaseException:  # noqa: BLE001 - not this caller's to report
                 pass
+        self.check()   # except bytes already handed over that proved wrong
 
     def close(self) -> None:
         # a download whose bytes are all on disk is only publishing (CRC, rename): let it

@@ -234,6 +234,8 @@ class RecordFetcher(FetchWindows):
                         self._cache.wait_downloads()
                     return
                 w = queue[0]
+                if self._cache is not None:   # streamed bytes that failed their checksum
+                    self._cache.check()
                 yield from self._emit(w)
                 queue.popleft()
                 inflight -= w.nbytes

@@ -38,11 +38,12 @@ import hashlib
 import itertools
 import os
 import threading
+import time
 import warnings
 from dataclasses import dataclass
 from typing import Callable, Iterator, List, Optional, Set, Tuple
 
-from cloudrec.errors import StorageError
+from cloudrec.errors import ChecksumMismatchError, StorageError
 from cloudrec.storage.cache_files import (EVICT_LOCK, OWN_FILE, CacheDiskFullError,
                                           CacheFullError, CacheReadOnlyError, CacheUnavailable,
                                           Flock, crc32_file, disk_full_error,
@@ -223,7 +224,9 @@ class ShardCache(CacheMaintenance):
         key = self.key(url, size, version)
         self._make_dir(url)
         final = self._p(key, "data")
+        since = time.time()
         with self._key_lock(key, follow):
+            self._check_followed(key, since, url)
             found = self.lookup(url, size, version)
             if found and self._hold(found, hold):  # another process finished it meanwhile
                 self.hits += 1
@@ -259,8 +262,13 @@ class ShardCache(CacheMaintenance):
                 with _VERIFIED_LOCK:
                     _VERIFIED.add(mark)
                 write_stamp(self._p(key, "ok"), mark[1:])
+                unlink(self._p(key, "bad"))
             except OSError as exc:
                 unlink(tmp)
+                if isinstance(exc, ChecksumMismatchError):   # for processes that followed it
+                    with contextlib.suppress(OSError):
+                        with open(self._p(key, "bad"), "w") as f:
+                            f.write(str(exc))
                 if is_disk_full(exc):
                     raise disk_full_error(self.dir, url, size, exc) from None
                 if is_read_only(exc) and not isinstance(exc, StorageError):
@@ -276,6 +284,19 @@ class ShardCache(CacheMaintenance):
                 unlink(self._p(key, "want"))
             self.downloads += 1
         return final
+
+    def _check_followed(self, key: str, since: float, url: str) -> None:
+        """Raise ChecksumMismatchError if a download of ``key`` failed its checksum after
+        ``since``: this process may have streamed records from those bytes meanwhile."""
+        try:
+            bad = self._p(key, "bad")
+            if os.stat(bad).st_mtime < since:
+                return
+            with open(bad) as f:
+                why = f.read(2000)
+        except OSError:
+            return
+        raise ChecksumMismatchError(f"the download this process followed failed: {why}", url)
 
     def _take_over(self, key: str, size: int, tmp: str) -> Optional[List[Tuple[int, int]]]:
         """Rename a dead download's temp file to ``tmp`` and return the runs it has on

@@ -107,7 +107,7 @@ class CacheMaintenance:
             key = name.split(".")[0]
             try:  # a key being downloaded right now keeps its temp and metadata files
                 with Flock(self._p(key, "lock"), blocking=False):
-                    if ".tmp" in name or name.endswith((".part", ".want")) or \
+                    if ".tmp" in name or name.endswith((".part", ".want", ".bad")) or \
                             not os.path.exists(self._p(key, "data")):
                         unlink(os.path.join(self.dir, name))
             except BlockingIOError:

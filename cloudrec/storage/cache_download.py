@@ -26,6 +26,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 from cloudrec.errors import StorageError
 from cloudrec.storage import cache_files
 from cloudrec.storage.cache_files import crc32_combine, write_all
+from cloudrec.storage.stored_checksum import StoredChecksum
 
 PIECE = 256 << 10        # progress granularity: what a waiting reader can see arrive
 DOWNLOAD_CHUNK = 16 << 20  # one streamed GET of a download
@@ -78,12 +79,13 @@ def _from_submit(submit: Callable[[int, int], "Future[bytes]"]) -> StreamFn:
 class _Get:
     """One GET of the download: its range, how much of it is written, and reported."""
 
-    __slots__ = ("a", "b", "pos", "reported", "urgent", "future", "crc")
+    __slots__ = ("a", "b", "pos", "reported", "urgent", "future", "crc", "stored")
 
     def __init__(self, a: int, b: int, urgent: bool) -> None:
         self.a, self.b, self.pos, self.reported, self.urgent = a, b, a, a, urgent
         self.future: Optional[Future] = None
         self.crc: Optional[int] = 0   # zlib.crc32 of [a, pos); None if pieces came out of order
+        self.stored: Optional[StoredChecksum] = None   # the store's checksum of the object
 
 
 def download_ranges(submit: Optional[Callable[[int, int], "Future[bytes]"]], size: int,
@@ -91,7 +93,8 @@ def download_ranges(submit: Optional[Callable[[int, int], "Future[bytes]"]], siz
                     on_chunk: Optional[Callable[[int, int], None]] = None,
                     first: int = FIRST_CHUNK,
                     wants: Optional[Callable[[], Sequence[Want]]] = None,
-                    stream: Optional[StreamFn] = None) -> Callable[[str], Optional[int]]:
+                    stream: Optional[StreamFn] = None, checked: bool = False,
+                    url: str = "") -> Callable[[str], Optional[int]]:
     """A ``download(tmp_path)`` that fetches ``[0, size)`` into the file (see the module doc)
     and returns the file's ``zlib.crc32``, checksummed from the bytes as they arrived
     (each GET's, combined), so the cache need not read the file again; None if a GET's
@@ -134,7 +137,11 @@ def download_ranges(submit: Optional[Callable[[int, int], "Future[bytes]"]], siz
             g = _Get(*plan[i], is_urgent)
             n = next(numbers)
             gets[n] = g
-            g.future = stream(g.a, g.b, lambda off, data, n=n: events.put(("data", n, off, data)))
+            sink = lambda off, data, n=n: events.put(("data", n, off, data))  # noqa: E731
+            if checked:   # the store's checksum, if it sends one, comes before the first piece
+                g.future = stream(g.a, g.b, sink, lambda st, n=n: events.put(("sum", n, st)))
+            else:
+                g.future = stream(g.a, g.b, sink)
             g.future.add_done_callback(lambda f, n=n: events.put(("end", n, f)))
 
         def busy(is_urgent: bool) -> int:
@@ -159,6 +166,8 @@ def download_ranges(submit: Optional[Callable[[int, int], "Future[bytes]"]], siz
 
         def on_data(g: _Get, off: int, data: bytes) -> None:
             write_all(fd, data, off)
+            if g.stored is not None:
+                g.stored.update(data)
             if g.crc is not None:
                 g.crc = zlib.crc32(data, g.crc) if off == g.pos else None
             g.pos = off + len(data)
@@ -184,9 +193,16 @@ def download_ranges(submit: Optional[Callable[[int, int], "Future[bytes]"]], siz
                     if kind == "data":
                         on_data(g, ev[2], ev[3])
                         continue
+                    if kind == "sum":
+                        if g.a == 0 and g.b == size and g.pos == 0:
+                            g.stored = ev[2]
+                        continue
                     ev[2].result()  # a failed GET fails the download
                     if g.pos < g.b:
                         raise StorageError(f"a download GET of [{g.a}, {g.b}) ended at {g.pos}")
+                    if g.stored is not None:
+                        g.stored.check(g.crc if g.crc is not None else _crc_of(fd, size), url,
+                                       size)
                     crcs[g.a] = g.crc
                     del gets[n]
                     fill()
@@ -220,6 +236,17 @@ def _missing(plan: Sequence[Span], have: Sequence[Span]) -> List[Span]:
         if pos < b:
             out.append((pos, b))
     return out
+
+
+def _crc_of(fd: int, size: int) -> int:
+    """``zlib.crc32`` of the first ``size`` bytes of the open file ``fd``."""
+    crc, pos = 0, 0
+    while pos < size:
+        data = os.pread(fd, min(4 << 20, size - pos), pos)
+        if not data:
+            break
+        crc, pos = zlib.crc32(data, crc), pos + len(data)
+    return crc
 
 
 def _file_crc(plan: Sequence[Span], crcs: Dict[int, Optional[int]]) -> Optional[int]:

@@ -18,7 +18,7 @@ from cloudrec.errors import StorageError
 CRC_CHUNK = 1 << 20  # fits the CPU's caches: the checksum reads what the read just wrote
 EVICT_LOCK = ".evict.lock"
 # every file the cache itself creates: <20 hex>-<12 hex>.<ext>; nothing else is ever removed
-OWN_FILE = re.compile(r"^[0-9a-f]{20}-[0-9a-f]{12}\.(data|json|json\.tmp|ok|ok\.tmp\.\d+|lock|part|want|tmp\.\d+\.\d+)$")
+OWN_FILE = re.compile(r"^[0-9a-f]{20}-[0-9a-f]{12}\.(data|json|json\.tmp|ok|ok\.tmp\.\d+|lock|part|want|bad|tmp\.\d+\.\d+)$")
 TMP_FILE = re.compile(r"^(?P<key>[0-9a-f]{20}-[0-9a-f]{12})\.tmp\.\d+\.\d+$")
 _DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 _READ_ONLY = {errno.EROFS, errno.EACCES, errno.EPERM}

@@ -22,9 +22,11 @@ from cloudrec.storage import s3_direct
 from cloudrec.storage.ranged import (AsyncRangeReader, RangeReader, _changed, _pinning_kind,
                                      _quoted, etag_of, pinned_call)
 from cloudrec.storage.retry import ShortReadError
+from cloudrec.storage.stored_checksum import StoredChecksum, covers_whole, from_response
 
 READ_BLOCK = 256 << 10  # the most one body read asks for
 Sink = Callable[[int, bytes], None]  # sink(offset, data): consecutive pieces of the range
+OnChecksum = Callable[[StoredChecksum], None]
 
 
 def can_stream(reader: RangeReader) -> bool:
@@ -34,13 +36,17 @@ def can_stream(reader: RangeReader) -> bool:
 
 def stream_range(reader: RangeReader, path: str, start: int, end: int, sink: Sink,
                  url: Optional[str] = None, version: Optional[str] = None, *,
-                 direct: bool = True) -> "Future[None]":
+                 direct: bool = True, checksum: Optional[OnChecksum] = None) -> "Future[None]":
     """Read ``[start, end)`` of ``path``, calling ``sink(offset, data)`` for each piece in
     order (from the reader's event loop, or a pool thread on the fallback); the Future
     ends when every byte was handed over, or with the read's error.  Cancelling it
-    abandons the read.  ``direct=False`` keeps S3 on botocore's GetObject, which checks
-    the object's stored checksum where S3 sends one (cache downloads: few large GETs,
-    each becoming a cache entry)."""
+    abandons the read.  ``direct=False`` keeps S3 on botocore's GetObject.
+
+    ``checksum``: S3 is asked for the object's stored checksum (botocore's GetObject,
+    since a presigned URL cannot portably ask for it), and when the GET covers the
+    whole object and one comes back, ``checksum(stored)`` is called before the first
+    piece; the caller feeds and checks it (:mod:`cloudrec.storage.stored_checksum`).
+    Other backends never call it."""
     url = url or path
     if end <= start:
         done: Future = Future()
@@ -49,7 +55,8 @@ def stream_range(reader: RangeReader, path: str, start: int, end: int, sink: Sin
     if can_stream(reader):
         assert isinstance(reader, AsyncRangeReader)
         return asyncio.run_coroutine_threadsafe(
-            _astream(reader, path, start, end, url, etag_of(version), sink, direct),
+            _astream(reader, path, start, end, url, etag_of(version), sink,
+                     direct and checksum is None, checksum),
             reader.fs.loop)
     return _whole(reader, path, start, end, sink, url, version)
 
@@ -86,7 +93,8 @@ def _set(out: Future, value: Any, ok: bool = False) -> None:
 
 
 async def _astream(reader: AsyncRangeReader, path: str, start: int, end: int, url: str,
-                   etag: Optional[str], sink: Sink, use_direct: bool = True) -> None:
+                   etag: Optional[str], sink: Sink, use_direct: bool = True,
+                   checksum: Optional[OnChecksum] = None) -> None:
     fs: Any = reader.fs
     if reader._sem is None:
         reader._sem = asyncio.Semaphore(reader.concurrency)
@@ -118,6 +126,8 @@ async def _astream(reader: AsyncRangeReader, path: str, start: int, end: int, ur
         kw: dict = {"VersionId": vers} if vers else {}
         if etag:
             kw["IfMatch"] = _quoted(etag)
+        if checksum is not None:
+            kw["ChecksumMode"] = "ENABLED"
         resp = await pinned_call(lambda: fs._call_s3("get_object", Bucket=bucket, Key=key,
                                                      Range=f"bytes={pos}-{end - 1}", **kw),
                                  url, etag, pos, end)
@@ -130,6 +140,10 @@ async def _astream(reader: AsyncRangeReader, path: str, start: int, end: int, ur
             if pos and not got.startswith(f"bytes {pos}-"):
                 raise StorageError(f"the server ignored the byte range (answered {got!r})",
                                    url, pos, end)
+            if checksum is not None and pos == start and covers_whole(got, start, end):
+                stored = from_response(resp)
+                if stored is not None:
+                    checksum(stored)
             await pump(body.read)
         finally:
             body.close()

@@ -14,6 +14,8 @@ checked in this order), gets:
 * ``pstall`` nothing for ``stall_s`` seconds (past any sane client timeout),
   then the connection closed; ``stall_at="body"`` sends headers and half the
   body first;
+* ``pflip``  the upstream answer whole, with the body's middle byte inverted
+  (a corruption no length check sees: only a checksum of the bytes can);
 
 otherwise the request is streamed through unchanged (Host kept so SigV4
 still matches).  ``latency_ms`` delays every proxied request; ``mb_per_s``
@@ -40,8 +42,8 @@ from aiohttp import ClientSession, ClientTimeout, TCPConnector, web
 from yarl import URL
 
 CONTROL_PATH = "/__faults"
-RATE_KEYS = ("p503", "p500", "pdrop", "ptrunc", "pstall", "p403")
-COUNT_KEYS = ("requests", "503", "500", "drop", "trunc", "stall", "403", "ok", "faults")
+RATE_KEYS = ("p503", "p500", "pdrop", "ptrunc", "pstall", "pflip", "p403")
+COUNT_KEYS = ("requests", "503", "500", "drop", "trunc", "stall", "flip", "403", "ok", "faults")
 DEFAULTS: Dict[str, Any] = {**{k: 0.0 for k in RATE_KEYS}, "latency_ms": 0.0, "mb_per_s": 0.0, "stall_s": 30.0,
                             "stall_at": "head", "methods": "", "max_faults": -1, "seed": 0}
 _HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade",
@@ -162,6 +164,13 @@ async def _forward(req: web.Request, state: _State, kind: str) -> web.StreamResp
         if clen is not None:
             resp.content_length = int(clen)
         cut = kind in ("trunc", "stall") and req.method != "HEAD" and clen is not None and int(clen) > 1
+        flip = -1   # the body offset whose byte is inverted
+        if kind == "flip":
+            if req.method != "HEAD" and clen is not None and int(clen) > 0:
+                flip = int(clen) // 2
+            else:
+                state.uncount(kind)
+                kind = "ok"
         if kind in ("trunc", "stall") and not cut:
             state.uncount(kind)  # nothing to cut: passes through clean
             kind = "ok"
@@ -178,13 +187,19 @@ async def _forward(req: web.Request, state: _State, kind: str) -> web.StreamResp
                 await asyncio.sleep(state.config["stall_s"])
             return _abort(req)
         rate = float(state.config.get("mb_per_s") or 0.0) * 1e6
+        at = 0
         async for chunk in up.content.iter_chunked(64 << 10 if rate > 0 else 1 << 20):
+            if at <= flip < at + len(chunk):
+                i = flip - at
+                chunk = chunk[:i] + bytes([chunk[i] ^ 0xFF]) + chunk[i + 1:]
+            at += len(chunk)
             await resp.write(chunk)
             state.tally(req, len(chunk))
             if rate > 0:
                 await asyncio.sleep(len(chunk) / rate)
         await resp.write_eof()
-        state.count("ok")
+        if kind == "ok":
+            state.count("ok")
         return resp
 
 

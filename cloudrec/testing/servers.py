@@ -340,7 +340,7 @@ class FaultProxy(_Service):
 
     def configure(self, p503: float = 0.0, p500: float = 0.0, pdrop: float = 0.0, ptrunc: float = 0.0,
                   pstall: float = 0.0, latency_ms: float = 0.0, seed: int = 0, *,
-                  p403: float = 0.0,
+                  p403: float = 0.0, pflip: float = 0.0,
                   stall_s: float = 30.0, stall_at: str = "head", methods: str = "",
                   max_faults: int = -1, mb_per_s: float = 0.0,
                   clear_stats: bool = True) -> Dict[str, Any]:
@@ -348,7 +348,7 @@ class FaultProxy(_Service):
         re-seed the RNG and, by default, zero the counts.  ``mb_per_s`` > 0 paces every
         answer's body (a slow link)."""
         query: Dict[str, Any] = dict(p503=p503, p500=p500, pdrop=pdrop, ptrunc=ptrunc, pstall=pstall,
-                                     p403=p403,
+                                     p403=p403, pflip=pflip,
                                      latency_ms=latency_ms, seed=seed, stall_s=stall_s, stall_at=stall_at,
                                      methods=methods, max_faults=max_faults, mb_per_s=mb_per_s)
         if clear_stats:
@@ -356,7 +356,7 @@ class FaultProxy(_Service):
         return self._control(**query)["config"]
 
     def stats(self) -> Dict[str, int]:
-        """Counts since the last clear: requests, 503, 500, drop, trunc, stall, 403, ok, faults."""
+        """Counts since the last clear: requests, 503, 500, drop, trunc, stall, flip, 403, ok, faults."""
         return self._control()["counts"]
 
     def traffic(self) -> Dict[str, Dict[str, int]]:
