@@ -95,7 +95,17 @@ def test_clean_proxy_passes_bytes_through(fault_proxy, s3_object):
     status, headers, body = _get(fault_proxy, s3_object)
     assert status == 200 and body == BLOB and int(headers["Content-Length"]) == len(BLOB)
     assert fault_proxy.stats() == {"requests": 1, "503": 0, "500": 0, "drop": 0, "trunc": 0,
-                                   "stall": 0, "403": 0, "ok": 1, "faults": 0}
+                                   "stall": 0, "flip": 0, "403": 0, "ok": 1, "faults": 0}
+
+
+def test_flip_inverts_the_middle_byte_of_a_body_and_keeps_its_length(fault_proxy, s3_object):
+    fault_proxy.configure(pflip=1.0)
+    status, headers, body = _get(fault_proxy, s3_object)
+    assert status == 200 and len(body) == len(BLOB) == int(headers["Content-Length"])
+    diff = [i for i in range(len(BLOB)) if body[i] != BLOB[i]]
+    assert diff == [len(BLOB) // 2] and body[diff[0]] == BLOB[diff[0]] ^ 0xFF
+    stats = fault_proxy.stats()
+    assert stats["flip"] == 1 and stats["faults"] == 1 and stats["ok"] == 0
 
 
 @pytest.mark.parametrize("rate,status,code", [("p503", 503, "SlowDown"), ("p500", 500, "InternalError"),
