@@ -158,14 +158,16 @@ def test_an_inverted_byte_in_a_streamed_download_fails_the_fetch_and_is_not_cach
                         lambda self, *a: checks.append(self.algorithm) or real(self, *a))
     cache_dir = str(tmp_path / "c")
     fault_proxy.configure(pflip=1.0, methods="GET", max_faults=1)
+    f = RecordFetcher(ds, cache="shards", cache_dir=cache_dir)
     with pytest.raises(ChecksumMismatchError) as ei:
-        _fetch_all(ds, cache_dir)
+        dict(f.fetch(range(len(ds))))
     assert fault_proxy.stats()["flip"] == 1 and checks == ["crc32"]
     assert urls[0] in str(ei.value) and "streamed from those bytes" in str(ei.value)
     sh = ds.shards[0]
     assert ShardCache(cache_dir).lookup(sh.rec_url, sh.size, sh.version) is None
     fault_proxy.configure()
-    got = _fetch_all(ds, cache_dir)   # downloaded again, checked, right
+    got = dict(f.fetch(range(len(ds))))   # the same fetcher: downloaded again, checked, right
+    f.close()
     assert got == {r: truth[(0, int(ds.table.key[r]))] for r in range(len(ds))}
     assert checks == ["crc32", "crc32"]
     assert fault_proxy.traffic()["GET .rec"]["requests"] == 1

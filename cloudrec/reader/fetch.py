@@ -44,7 +44,7 @@ from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
 
 import numpy as np
 
-from cloudrec.errors import ConfigError, RecordIOError
+from cloudrec.errors import ChecksumMismatchError, ConfigError, RecordIOError
 from cloudrec.format.framing import MAGIC, read_record_at
 from cloudrec.reader.fetch_windows import FetchWindows
 from cloudrec.reader.planner import DEFAULT_MAX_GAP, DEFAULT_MAX_REQUEST, plan_ranges
@@ -239,6 +239,10 @@ class RecordFetcher(FetchWindows):
                 yield from self._emit(w)
                 queue.popleft()
                 inflight -= w.nbytes
+        except ChecksumMismatchError:
+            if self._cache is not None:   # reported: the next fetch starts clean
+                self._cache.corrupt = None
+            raise
         finally:  # stopped early or failed: drop what is still queued
             for w in queue:
                 for f in w.futures:
