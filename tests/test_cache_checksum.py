@@ -1,6 +1,7 @@
 """A shard-cache download checks the checksum S3 keeps for the object: bytes changed on the
 way (the fault proxy inverts one) are never published, and records already streamed from
-them make the fetch fail instead of passing as good."""
+them make the fetch fail instead of passing as good.  A whole-object read botocore checks
+itself (an `.idx`) is read again."""
 import base64
 import gc
 import hashlib
@@ -215,3 +216,13 @@ def test_dataloader_workers_sharing_a_corrupted_download_fail_the_epoch(s3_serve
     for b in loader:
         seen.update(zip(b["ids"].tolist(), b["data"]))
     assert seen == {r: truth[(0, int(ds.table.key[r]))] for r in range(len(ds))}
+
+
+@pytest.mark.s3
+def test_an_index_whose_bytes_fail_botocores_check_is_read_again(s3_server, fault_proxy):
+    urls, truth = _shards(s3_server, "flipidx")
+    fault_proxy.configure(pflip=1.0, methods="GET", max_faults=1)
+    ds = open_dataset(urls, storage_options=fault_proxy.storage_options)
+    assert fault_proxy.stats()["flip"] == 1
+    assert fault_proxy.traffic()["GET .idx"]["requests"] == 2
+    assert sorted(int(k) for k in ds.table.key) == sorted(k for _, k in truth)

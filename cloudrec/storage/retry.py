@@ -33,7 +33,8 @@ _TRANSIENT_WORDS = (
 _TRANSIENT_TYPES = ("Payload", "ContentLength", "IncompleteRead", "Disconnected",
                     "ConnectionClosed", "ResponseStreaming", "Timeout", "ProtocolError",
                     "EndpointConnection", "ConnectionRefused", "ClientConnector",
-                    "ConnectTimeout", "ConnectionError")
+                    "ConnectTimeout", "ConnectionError",
+                    "FlexibleChecksum")   # botocore: the bytes differ from the stored checksum
 _TRANSIENT_ERRNOS = {errno.ECONNRESET, errno.ECONNABORTED, errno.ECONNREFUSED, errno.EPIPE,
                      errno.ETIMEDOUT, errno.EAGAIN, errno.EBUSY, errno.EHOSTUNREACH, errno.ENETUNREACH}
 
