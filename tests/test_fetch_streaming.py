@@ -70,6 +70,30 @@ def test_records_stream_while_the_shard_downloads(s3_server, fault_proxy, tmp_pa
     assert fault_proxy.stats()["requests"] == 0
 
 
+def test_a_record_does_not_wait_for_the_end_of_its_request(s3_server, fault_proxy, tmp_path):
+    """The fetcher merges a shard's records into one request of up to 16 MB: each record
+    is handed over once its own bytes are written, not once the request's last byte is."""
+    bucket = s3_server.new_bucket("streamreq")
+    urls, truth = write_synthetic(bucket, 1, 200, seed=82, min_size=45_000, max_size=55_000,
+                                  magic_every=0, storage_options=s3_server.storage_options)
+    ds = open_dataset(urls, storage_options=fault_proxy.storage_options)
+    size = ds.shards[0].size
+    fault_proxy.configure(latency_ms=20, mb_per_s=5)   # the ~10 MB shard takes ~2 s
+    f = RecordFetcher(ds, cache="shards", cache_dir=str(tmp_path / "c"))
+    got, written_at_first = [], None
+    for rid, payload in f.fetch(range(len(ds))):
+        if not got:
+            prog = f._cache._progress[0]
+            with prog._lock:   # the written run from offset 0
+                written_at_first = prog.done[0][1] if prog.done and prog.done[0][0] == 0 else 0
+        got.append((rid, payload))
+    requests = f.stats["requests"]
+    f.close()
+    assert requests == 1                          # one request spans the whole shard
+    assert written_at_first < size // 2           # its first record came long before its end
+    assert got == [(r, truth[(0, int(ds.table.key[r]))]) for r in range(len(ds))]
+
+
 def _stream_epoch(urls, so, cache_dir, barrier, delay, q):
     import hashlib
     import time

@@ -14,7 +14,18 @@ import bisect
 import os
 import threading
 from concurrent.futures import Future, InvalidStateError
-from typing import Any, List, Optional, Tuple
+from typing import Any, Callable, List, Optional, Tuple
+
+Sink = Callable[[int, bytes], None]  # sink(offset, data): the next piece of a request
+
+
+class _Waiter:
+    """A request on a shard being downloaded: ``[a, b)``, and ``[a, pos)`` handed over so far."""
+
+    __slots__ = ("a", "b", "out", "sink", "pos")
+
+    def __init__(self, a: int, b: int, out: Future, sink: Optional[Sink]) -> None:
+        self.a, self.b, self.out, self.sink, self.pos = a, b, out, sink, a
 
 
 class _Progress:
@@ -25,9 +36,9 @@ class _Progress:
         self._lock = threading.Lock()
         self.fd = -1
         self.done: List[Tuple[int, int]] = []  # written [start, end) spans, sorted, merged
-        self._waiting: List[Tuple[int, int, Future]] = []
+        self._waiting: List[_Waiter] = []
         self._wants: List[Tuple[int, int]] = []   # ranges asked for, not yet taken by the download
-        self.served = 0   # requests answered from the partial file
+        self.served = 0   # requests given bytes from the partial file
         self.closed = False
 
     def opened(self, tmp: str) -> None:
@@ -38,20 +49,14 @@ class _Progress:
             if self.fd >= 0:
                 os.close(self.fd)
             self.fd, self.done, self.closed = fd, [], False
-            # a new download must hear again what the waiting requests want
-            self._wants = [(a, b) for a, b, _ in self._waiting]
+            # a new download must hear again what the waiting requests still want
+            self._wants = [(w.pos, w.b) for w in self._waiting]
 
     def advance(self, start: int, end: int) -> None:
-        """``[start, end)`` is written: answer every waiting request it completes."""
+        """``[start, end)`` is written: hand every waiting request what it can take now."""
         with self._lock:
             self.done = _merged(self.done + [(start, end)])
-            still = []
-            for a, b, out in self._waiting:
-                if self._covers(a, b):
-                    self._serve(a, b, out)
-                else:
-                    still.append((a, b, out))
-            self._waiting = still
+            self._waiting = [w for w in self._waiting if not self._feed(w)]
 
     def written(self, size: int) -> bool:
         """Is all of ``[0, size)`` on disk?"""
@@ -59,19 +64,25 @@ class _Progress:
             return self._covers(0, size)
 
     def _covers(self, a: int, b: int) -> bool:
-        k = bisect.bisect_right(self.done, (a, float("inf"))) - 1
-        return b <= a or (k >= 0 and self.done[k][0] <= a and b <= self.done[k][1])
+        return b <= a or self._written_to(a) >= b
 
-    def wait_for(self, start: int, end: int, out: Future) -> None:
-        """Answer ``out`` from the partial file as soon as ``[start, end)`` is written."""
+    def _written_to(self, p: int) -> int:
+        """The end of the written span holding offset ``p`` (``p`` if none does)."""
+        k = bisect.bisect_right(self.done, (p, float("inf"))) - 1
+        return self.done[k][1] if k >= 0 and self.done[k][0] <= p < self.done[k][1] else p
+
+    def wait_for(self, start: int, end: int, out: Future, sink: Optional[Sink] = None) -> None:
+        """Answer ``out`` from the partial file as soon as ``[start, end)`` is written; with
+        ``sink``, hand it each written piece of the range in order (``sink(offset, data)``)
+        and answer ``out`` with None once the last piece was handed over."""
         with self._lock:
             if self.closed:
                 return  # the download is over: the chain answers from the finished file
-            if self.fd >= 0 and self._covers(start, end):
-                self._serve(start, end, out)
-            else:
-                self._waiting.append((start, end, out))
-                self._wants.append((start, end))
+            w = _Waiter(start, end, out, sink)
+            if self.fd >= 0 and self._feed(w):
+                return
+            self._waiting.append(w)
+            self._wants.append((w.pos, end))
 
     def take_wants(self) -> List[Tuple[int, int]]:
         """Ranges requested since the last call (the download's ``wants``)."""
@@ -79,16 +90,31 @@ class _Progress:
             out, self._wants = self._wants, []
             return out
 
-    def _serve(self, a: int, b: int, out: Future) -> None:
-        if out.done():
-            return
-        try:
-            data = os.pread(self.fd, b - a, a)
-        except OSError:
-            return  # the chain reads it from the finished file instead
-        if len(data) == b - a:
-            _settle_value(out, data)
-            self.served += 1
+    def _feed(self, w: _Waiter) -> bool:
+        """Give ``w`` what is on disk for it (called under the lock); True once answered."""
+        if w.out.done():
+            return True
+        upto = min(w.b, self._written_to(w.pos))
+        if w.sink is None and upto < w.b:
+            return False
+        if upto > w.pos or w.b <= w.a:
+            try:
+                data = os.pread(self.fd, upto - w.pos, w.pos)
+            except OSError:
+                return False  # the chain reads it from the finished file instead
+            if len(data) != upto - w.pos:
+                return False
+            if w.pos == w.a:
+                self.served += 1
+            if w.sink is None:
+                _settle_value(w.out, data)
+                return True
+            w.sink(w.pos, data)
+            w.pos = upto
+        if w.pos >= w.b:
+            _settle_value(w.out, None)
+            return True
+        return False
 
     def close(self) -> None:
         """The download ended (either way): waiters left are answered by the chain."""

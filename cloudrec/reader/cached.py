@@ -27,6 +27,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from cloudrec.errors import ChecksumMismatchError, CloudrecError, StorageError
 from cloudrec.reader.cache_stream import _follow, _Progress, _settle_value
 from cloudrec.reader.daemon_pool import DaemonPool
+from cloudrec.reader.streamed import StreamedRange
 from cloudrec.storage.ranged import RangeReader, make_range_reader
 
 FORK_STASH: List[Any] = []  # parent-process readers kept alive in a forked child
@@ -119,7 +120,7 @@ class CacheHook:
             return fut.result()
         return None
 
-    def _ensure(self, shard_no: int, want: Optional[Tuple[int, int, Future]] = None
+    def _ensure(self, shard_no: int, want: Optional[Tuple[Any, ...]] = None
                 ) -> Tuple[Future, Optional[_Progress]]:
         """The shard's download (started if need be); ``want`` waits on its progress, and a
         new download hears it before its first GET."""
@@ -219,9 +220,10 @@ class CacheHook:
         if self.corrupt is not None:
             raise self.corrupt
 
-    def submit(self, shard_no: int, start: int, end: int) -> Future:
-        """A Future of ``[start, end)``: from the partial download as soon as those bytes are
-        written, else from the finished entry (or the remote shard when it bypasses)."""
+    def submit(self, shard_no: int, start: int, end: int) -> Any:
+        """``[start, end)``: a StreamedRange filled from the partial download as its bytes
+        are written (the rest, if any, from the finished entry, or from the remote shard
+        when it bypasses); without streaming a Future of the bytes."""
         out: Future = Future()
         url = self.f.ds.shards[shard_no].rec_url
 
@@ -250,9 +252,32 @@ class CacheHook:
         def chain(pf: Future) -> None:
             settle(pf, read_target)
 
-        fut, _ = self._ensure(shard_no, (start, end, out))
+        if not self.stream:
+            fut, _ = self._ensure(shard_no, (start, end, out))
+            fut.add_done_callback(chain)
+            return out
+        # streamed: each record is readable once its own bytes are written, not when the
+        # request's last byte is (a request may span up to max_request bytes)
+        sr = StreamedRange(start, end)
+        sr.future = ended = Future()
+        ended.add_done_callback(sr._ended)
+
+        def finish(o: Future) -> None:
+            try:
+                data = o.result()
+                if data is not None and sr.got < end - start:   # read from the entry whole
+                    sr.sink(start, data)
+                ended.set_result(None)
+            except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+                try:
+                    ended.set_exception(exc)
+                except InvalidStateError:
+                    pass
+
+        out.add_done_callback(finish)
+        fut, _ = self._ensure(shard_no, (start, end, out, sr.sink))
         fut.add_done_callback(chain)
-        return out
+        return sr
 
     def wait_downloads(self) -> None:
         """Wait for downloads still finishing (their records may all have been streamed
