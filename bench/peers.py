@@ -148,18 +148,34 @@ def _raw(payload: bytes) -> tuple:
 
 
 WASTE = "cloudrec global, cache=none, max_waste=0.02"
+TABLE = "cloudrec block, cache=auto, table"
 
 
 def run_cloudrec(urls, so, n, args, mode: str, cache: str, cache_dir: str,
-                 extra: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+                 extra: Optional[Dict[str, Any]] = None, table: Optional[str] = None
+                 ) -> Dict[str, Any]:
+    """``table``: open from that dataset table (one GET, copied cold into ``cache_dir``)
+    instead of the 8 `.idx` files and 8 HEADs."""
     import torch.utils.data as tud
 
+    from cloudrec.dataset import open_dataset
     from cloudrec.torch import RecordIterableDataset
     out = {}
     t0 = time.perf_counter()
     fetch = {"cache": cache, "cache_dir": cache_dir} if cache != "none" else {}
     fetch.update(extra or {})
-    ds = RecordIterableDataset(urls, decode=_raw, collate=list, storage_options=so,
+    source: Any = urls
+    if table is not None:
+        before = os.environ.get("CLOUDREC_CACHE_DIR")
+        os.environ["CLOUDREC_CACHE_DIR"] = cache_dir   # the table's node copy: cold too
+        try:
+            source = open_dataset(urls, storage_options=so, table=table, require_index=False)
+        finally:
+            if before is None:
+                os.environ.pop("CLOUDREC_CACHE_DIR", None)
+            else:
+                os.environ["CLOUDREC_CACHE_DIR"] = before
+    ds = RecordIterableDataset(source, decode=_raw, collate=list, storage_options=so,
                                batch_size=args.batch, seed=0, mode=mode, rank=0, world_size=1,
                                fetch_options=fetch)
     loader = tud.DataLoader(ds, batch_size=None, num_workers=args.workers,
@@ -277,6 +293,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--workdir", default=None, help="keep the generated photos here")
     args = ap.parse_args(argv)
     from cloudrec.dataset import open_dataset
+    from cloudrec.dataset.table_file import write_table
     from cloudrec.testing import FaultProxy, MotoServer
     workdir = args.workdir or os.path.join(tempfile.gettempdir(), "cloudrec-bench-peers")
     os.makedirs(workdir, exist_ok=True)
@@ -306,6 +323,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             rec_mb = sum(os.path.getsize(p) for p in crec if p.endswith(".rec")) / 1e6
             tar_mb = sum(os.path.getsize(p) for p in tars) / 1e6
             ds = open_dataset(rec_urls, storage_options=so)
+            table_url = bucket + "/peers.crtable"
+            write_table(rec_urls, table_url, so)
             for r in range(args.rounds):
                 cases: List[tuple] = [("webdataset + cache_dir", lambda d: run_wds(wds_urls, args.n, args, d))]
                 for mode in ("block", "global"):
@@ -313,6 +332,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                         cases.append((f"cloudrec {mode}, cache={cache}",
                                       lambda d, m=mode, c=cache: run_cloudrec(rec_urls, so, args.n, args,
                                                                                m, c, d)))
+                # opened from the dataset table (cloudrec index --table): 1 GET instead of 16
+                cases.append((TABLE, lambda d: run_cloudrec(rec_urls, so, args.n, args, "block",
+                                                            "auto", d, table=table_url)))
                 # the byte budget a global order without a cache needs to stay within 2%
                 cases.append((WASTE, lambda d: run_cloudrec(rec_urls, so, args.n, args, "global",
                                                             "none", d, {"max_waste": 0.02})))
