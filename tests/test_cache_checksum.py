@@ -87,6 +87,21 @@ def test_a_download_whose_bytes_differ_from_the_stored_checksum_raises(tmp_path)
                          stream=_stream_of(bad, _crc_b64(DATA), log), url="s3://b/a.rec")
     with pytest.raises(ChecksumMismatchError, match="s3://b/a.rec"):
         dl(tmp)
+    # pieces out of order (no running CRC): the file is read back for the check
+    def shuffled(data):
+        def stream(a, b, sink, on_checksum=None):
+            on_checksum(StoredChecksum("crc32", _crc_b64(DATA)))
+            sink(100_000, data[100_000:b])
+            sink(0, data[:100_000])
+            sink(b - 1, data[b - 1:b])   # ends where the GET ends
+            f: Future = Future()
+            f.set_result(None)
+            return f
+        return download_ranges(None, len(DATA), chunk=len(DATA), first=len(DATA), checked=True,
+                               stream=stream, url="s3://b/a.rec")
+    assert shuffled(DATA)(tmp) is None   # checked against the file; the cache CRCs it
+    with pytest.raises(ChecksumMismatchError):
+        shuffled(bad)(tmp)
     # chunks smaller than the object: no GET covers it whole, nothing to check against
     parts = download_ranges(None, len(DATA), chunk=100_000, first=100_000, checked=True,
                             stream=_stream_of(bad, _crc_b64(DATA), log))

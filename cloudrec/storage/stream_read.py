@@ -95,9 +95,9 @@ def _set(out: Future, value: Any, ok: bool = False) -> None:
 
 def _body_reader(body: Any, checked: bool) -> Callable[[int], Awaitable[bytes]]:
     """``body.read``; but when the caller checks the stored checksum itself (from the CRC
-    it computes anyway), the read of the body under botocore's checksumming wrapper,
-    which would compute a second CRC of every byte (~0.4 ms of CPU per MB here) and
-    validate it only on a read past the end, which a ranged reader never makes."""
+    it computes anyway), a read that skips botocore's checksumming wrapper, which would
+    compute a second CRC of every byte (~0.4 ms of CPU per MB here) and validate it only
+    on a read past the end, which a ranged reader never makes."""
     if checked:
         try:
             from aiobotocore.response import AioStreamingBody
