@@ -14,9 +14,13 @@ import bisect
 import os
 import threading
 from concurrent.futures import Future, InvalidStateError
-from typing import Any, Callable, List, Optional, Tuple
+from typing import Any, Callable, List, Optional, Tuple, Union
 
-Sink = Callable[[int, bytes], None]  # sink(offset, data): the next piece of a request
+from cloudrec.reader.streamed import StreamedRange
+
+# where a request's bytes go: sink(offset, data) per piece, or a StreamedRange they are
+# read into directly
+Sink = Union[Callable[[int, bytes], None], StreamedRange]
 
 
 class _Waiter:
@@ -79,7 +83,9 @@ class _Progress:
             if self.closed:
                 return  # the download is over: the chain answers from the finished file
             w = _Waiter(start, end, out, sink)
-            if self.fd >= 0 and self._feed(w):
+            if isinstance(sink, StreamedRange):   # read when its reader needs the bytes
+                sink.puller = lambda: self.pull(w)
+            elif self.fd >= 0 and self._feed(w):
                 return
             self._waiting.append(w)
             self._wants.append((w.pos, end))
@@ -95,6 +101,10 @@ class _Progress:
         if w.out.done():
             return True
         upto = min(w.b, self._written_to(w.pos))
+        if isinstance(w.sink, StreamedRange):   # its reader pulls (pull()) when it needs to
+            if upto > w.pos:
+                w.sink.wake(upto - w.a)
+            return False
         if w.sink is None and upto < w.b:
             return False
         if upto > w.pos or w.b <= w.a:
@@ -109,12 +119,33 @@ class _Progress:
             if w.sink is None:
                 _settle_value(w.out, data)
                 return True
-            w.sink(w.pos, data)
+            w.sink(w.pos, data)  # type: ignore[operator]
             w.pos = upto
         if w.pos >= w.b:
             _settle_value(w.out, None)
             return True
         return False
+
+    def pull(self, w: _Waiter) -> None:
+        """Read what is written of ``w``'s range and not yet read into its StreamedRange
+        (called by its reader, which waits for bytes); once it is whole, answer ``w``."""
+        with self._lock:
+            if self.fd < 0 or self.closed or w.out.done():
+                return   # the download is over: the chain fills the rest from the entry
+            upto = min(w.b, self._written_to(w.pos))
+            if upto > w.pos:
+                try:
+                    if not w.sink.read_into(self.fd, w.pos, upto - w.pos):  # type: ignore[union-attr]
+                        return
+                except OSError:
+                    return
+                if w.pos == w.a:
+                    self.served += 1
+                w.pos = upto
+            if w.pos >= w.b:
+                _settle_value(w.out, None)
+                if w in self._waiting:
+                    self._waiting.remove(w)
 
     def close(self) -> None:
         """The download ended (either way): waiters left are answered by the chain."""

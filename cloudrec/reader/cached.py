@@ -258,7 +258,7 @@ class CacheHook:
             return out
         # streamed: each record is readable once its own bytes are written, not when the
         # request's last byte is (a request may span up to max_request bytes)
-        sr = StreamedRange(start, end)
+        sr = StreamedRange(start, end, buffer=False)
         sr.future = ended = Future()
         ended.add_done_callback(sr._ended)
 
@@ -266,7 +266,10 @@ class CacheHook:
             try:
                 data = o.result()
                 if data is not None and sr.got < end - start:   # read from the entry whole
-                    sr.sink(start, data)
+                    if sr.got:
+                        sr.sink(start, data)
+                    else:
+                        sr.fill(data)
                 ended.set_result(None)
             except BaseException as exc:  # noqa: BLE001 - handed to the consumer
                 try:
@@ -275,7 +278,7 @@ class CacheHook:
                     pass
 
         out.add_done_callback(finish)
-        fut, _ = self._ensure(shard_no, (start, end, out, sr.sink))
+        fut, _ = self._ensure(shard_no, (start, end, out, sr))
         fut.add_done_callback(chain)
         return sr
 
