@@ -14,22 +14,19 @@ import bisect
 import os
 import threading
 from concurrent.futures import Future, InvalidStateError
-from typing import Any, Callable, List, Optional, Tuple, Union
+from typing import Any, List, Optional, Tuple
 
 from cloudrec.reader.streamed import StreamedRange
 
-# where a request's bytes go: sink(offset, data) per piece, or a StreamedRange they are
-# read into directly
-Sink = Union[Callable[[int, bytes], None], StreamedRange]
-
 
 class _Waiter:
-    """A request on a shard being downloaded: ``[a, b)``, and ``[a, pos)`` handed over so far."""
+    """A request on a shard being downloaded: ``[a, b)``, and ``[a, pos)`` read into ``into``
+    so far (a StreamedRange its reader fills; None: answered whole, once all is written)."""
 
-    __slots__ = ("a", "b", "out", "sink", "pos")
+    __slots__ = ("a", "b", "out", "into", "pos")
 
-    def __init__(self, a: int, b: int, out: Future, sink: Optional[Sink]) -> None:
-        self.a, self.b, self.out, self.sink, self.pos = a, b, out, sink, a
+    def __init__(self, a: int, b: int, out: Future, into: Optional[StreamedRange]) -> None:
+        self.a, self.b, self.out, self.into, self.pos = a, b, out, into, a
 
 
 class _Progress:
@@ -75,16 +72,17 @@ class _Progress:
         k = bisect.bisect_right(self.done, (p, float("inf"))) - 1
         return self.done[k][1] if k >= 0 and self.done[k][0] <= p < self.done[k][1] else p
 
-    def wait_for(self, start: int, end: int, out: Future, sink: Optional[Sink] = None) -> None:
+    def wait_for(self, start: int, end: int, out: Future,
+                 into: Optional[StreamedRange] = None) -> None:
         """Answer ``out`` from the partial file as soon as ``[start, end)`` is written; with
-        ``sink``, hand it each written piece of the range in order (``sink(offset, data)``)
-        and answer ``out`` with None once the last piece was handed over."""
+        ``into``, its reader pulls what is written when it needs more (:meth:`pull`), and
+        ``out`` is answered with None once all of it was read."""
         with self._lock:
             if self.closed:
                 return  # the download is over: the chain answers from the finished file
-            w = _Waiter(start, end, out, sink)
-            if isinstance(sink, StreamedRange):   # read when its reader needs the bytes
-                sink.puller = lambda: self.pull(w)
+            w = _Waiter(start, end, out, into)
+            if into is not None:   # read when its reader needs the bytes
+                into.puller = lambda: self.pull(w)
             elif self.fd >= 0 and self._feed(w):
                 return
             self._waiting.append(w)
@@ -101,30 +99,21 @@ class _Progress:
         if w.out.done():
             return True
         upto = min(w.b, self._written_to(w.pos))
-        if isinstance(w.sink, StreamedRange):   # its reader pulls (pull()) when it needs to
+        if w.into is not None:   # its reader pulls (pull()) when it needs to
             if upto > w.pos:
-                w.sink.wake(upto - w.a)
+                w.into.wake(upto - w.a)
             return False
-        if w.sink is None and upto < w.b:
+        if upto < w.b:
             return False
-        if upto > w.pos or w.b <= w.a:
-            try:
-                data = os.pread(self.fd, upto - w.pos, w.pos)
-            except OSError:
-                return False  # the chain reads it from the finished file instead
-            if len(data) != upto - w.pos:
-                return False
-            if w.pos == w.a:
-                self.served += 1
-            if w.sink is None:
-                _settle_value(w.out, data)
-                return True
-            w.sink(w.pos, data)  # type: ignore[operator]
-            w.pos = upto
-        if w.pos >= w.b:
-            _settle_value(w.out, None)
-            return True
-        return False
+        try:
+            data = os.pread(self.fd, w.b - w.a, w.a)
+        except OSError:
+            return False  # the chain reads it from the finished file instead
+        if len(data) != w.b - w.a:
+            return False
+        self.served += 1
+        _settle_value(w.out, data)
+        return True
 
     def pull(self, w: _Waiter) -> None:
         """Read what is written of ``w``'s range and not yet read into its StreamedRange
@@ -135,7 +124,7 @@ class _Progress:
             upto = min(w.b, self._written_to(w.pos))
             if upto > w.pos:
                 try:
-                    if not w.sink.read_into(self.fd, w.pos, upto - w.pos):  # type: ignore[union-attr]
+                    if not w.into.read_into(self.fd, w.pos, upto - w.pos):  # type: ignore[union-attr]
                         return
                 except OSError:
                     return
