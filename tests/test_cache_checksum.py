@@ -149,10 +149,10 @@ def test_a_follower_of_a_download_that_failed_its_checksum_hears_of_it(tmp_path)
     assert not [n for n in os.listdir(cache.dir) if n.endswith(".bad")]
 
 
-def _shards(s3_server, name, n_shards=1, n=40):
+def _shards(s3_server, name, n_shards=1, n=40, size=5000):
     bucket = s3_server.new_bucket(name)
-    return write_synthetic(bucket, n_shards, n, seed=41, min_size=3000, max_size=7000,
-                           storage_options=s3_server.storage_options)
+    return write_synthetic(bucket, n_shards, n, seed=41, min_size=size * 3 // 5,
+                           max_size=size * 7 // 5, storage_options=s3_server.storage_options)
 
 
 def _fetch_all(ds, cache_dir):
@@ -166,14 +166,15 @@ def _fetch_all(ds, cache_dir):
 @pytest.mark.s3
 def test_an_inverted_byte_in_a_streamed_download_fails_the_fetch_and_is_not_cached(
         s3_server, fault_proxy, tmp_path, monkeypatch):
-    urls, truth = _shards(s3_server, "flipstream")
+    urls, truth = _shards(s3_server, "flipstream", size=50_000)   # ~2 MB
     ds = open_dataset(urls, storage_options=fault_proxy.storage_options)
     checks = []
     real = StoredChecksum.check
     monkeypatch.setattr(StoredChecksum, "check",
                         lambda self, *a: checks.append(self.algorithm) or real(self, *a))
     cache_dir = str(tmp_path / "c")
-    fault_proxy.configure(pflip=1.0, methods="GET", max_faults=1)
+    # ~2 s for the shard: its first records are surely read while it still downloads
+    fault_proxy.configure(pflip=1.0, methods="GET", max_faults=1, mb_per_s=1)
     f = RecordFetcher(ds, cache="shards", cache_dir=cache_dir)
     with pytest.raises(ChecksumMismatchError) as ei:
         dict(f.fetch(range(len(ds))))
@@ -209,14 +210,15 @@ def test_dataloader_workers_sharing_a_corrupted_download_fail_the_epoch(s3_serve
                                                                         tmp_path):
     torch = pytest.importorskip("torch")
     from cloudrec.torch import RecordIterableDataset
-    urls, truth = _shards(s3_server, "flipworkers", n=80)
+    urls, truth = _shards(s3_server, "flipworkers", n=80, size=30_000)   # ~2.4 MB
     ds = open_dataset(urls, storage_options=fault_proxy.storage_options)
     rds = RecordIterableDataset(ds, decode=bytes, collate=list, batch_size=8, mode="block",
                                 seed=1, rank=0, world_size=1,
                                 fetch_options={"cache": "shards", "cache_dir": str(tmp_path / "c")})
     loader = torch.utils.data.DataLoader(rds, batch_size=None, num_workers=2,
                                          multiprocessing_context="fork")
-    fault_proxy.configure(pflip=1.0, methods="GET", max_faults=1, latency_ms=50)
+    # ~2.4 s for the shard: both workers read records from it while it downloads
+    fault_proxy.configure(pflip=1.0, methods="GET", max_faults=1, mb_per_s=1)
     it = iter(loader)
     with pytest.raises(Exception) as ei:
         for _ in it:
