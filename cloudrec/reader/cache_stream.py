@@ -21,11 +21,11 @@ from cloudrec.reader.streamed import StreamedRange
 
 class _Waiter:
     """A request on a shard being downloaded: ``[a, b)``, and ``[a, pos)`` read into ``into``
-    so far (a StreamedRange its reader fills; None: answered whole, once all is written)."""
+    (the StreamedRange its reader fills) so far."""
 
     __slots__ = ("a", "b", "out", "into", "pos")
 
-    def __init__(self, a: int, b: int, out: Future, into: Optional[StreamedRange]) -> None:
+    def __init__(self, a: int, b: int, out: Future, into: StreamedRange) -> None:
         self.a, self.b, self.out, self.into, self.pos = a, b, out, into, a
 
 
@@ -72,19 +72,15 @@ class _Progress:
         k = bisect.bisect_right(self.done, (p, float("inf"))) - 1
         return self.done[k][1] if k >= 0 and self.done[k][0] <= p < self.done[k][1] else p
 
-    def wait_for(self, start: int, end: int, out: Future,
-                 into: Optional[StreamedRange] = None) -> None:
-        """Answer ``out`` from the partial file as soon as ``[start, end)`` is written; with
-        ``into``, its reader pulls what is written when it needs more (:meth:`pull`), and
-        ``out`` is answered with None once all of it was read."""
+    def wait_for(self, start: int, end: int, out: Future, into: StreamedRange) -> None:
+        """Let ``into``'s reader take ``[start, end)`` from the partial file as it is written
+        (it pulls what is there when it needs more: :meth:`pull`); ``out`` is answered with
+        None once all of it was read."""
         with self._lock:
             if self.closed:
                 return  # the download is over: the chain answers from the finished file
             w = _Waiter(start, end, out, into)
-            if into is not None:   # read when its reader needs the bytes
-                into.puller = lambda: self.pull(w)
-            elif self.fd >= 0 and self._feed(w):
-                return
+            into.puller = lambda: self.pull(w)
             self._waiting.append(w)
             self._wants.append((w.pos, end))
 
@@ -95,25 +91,14 @@ class _Progress:
             return out
 
     def _feed(self, w: _Waiter) -> bool:
-        """Give ``w`` what is on disk for it (called under the lock); True once answered."""
+        """Wake ``w``'s reader if more of its range is written (under the lock; its reader
+        reads it, :meth:`pull`); True once ``w`` is answered."""
         if w.out.done():
             return True
         upto = min(w.b, self._written_to(w.pos))
-        if w.into is not None:   # its reader pulls (pull()) when it needs to
-            if upto > w.pos:
-                w.into.wake(upto - w.a)
-            return False
-        if upto < w.b:
-            return False
-        try:
-            data = os.pread(self.fd, w.b - w.a, w.a)
-        except OSError:
-            return False  # the chain reads it from the finished file instead
-        if len(data) != w.b - w.a:
-            return False
-        self.served += 1
-        _settle_value(w.out, data)
-        return True
+        if upto > w.pos:
+            w.into.wake(upto - w.a)
+        return False
 
     def pull(self, w: _Waiter) -> None:
         """Read what is written of ``w``'s range and not yet read into its StreamedRange
@@ -124,7 +109,7 @@ class _Progress:
             upto = min(w.b, self._written_to(w.pos))
             if upto > w.pos:
                 try:
-                    if not w.into.read_into(self.fd, w.pos, upto - w.pos):  # type: ignore[union-attr]
+                    if not w.into.read_into(self.fd, w.pos, upto - w.pos):
                         return
                 except OSError:
                     return

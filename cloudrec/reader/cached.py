@@ -120,7 +120,8 @@ class CacheHook:
             return fut.result()
         return None
 
-    def _ensure(self, shard_no: int, want: Optional[Tuple[Any, ...]] = None
+    def _ensure(self, shard_no: int,
+                want: Optional[Tuple[int, int, Future, StreamedRange]] = None
                 ) -> Tuple[Future, Optional[_Progress]]:
         """The shard's download (started if need be); ``want`` waits on its progress, and a
         new download hears it before its first GET."""
@@ -253,7 +254,7 @@ class CacheHook:
             settle(pf, read_target)
 
         if not self.stream:
-            fut, _ = self._ensure(shard_no, (start, end, out))
+            fut, _ = self._ensure(shard_no)
             fut.add_done_callback(chain)
             return out
         # streamed: each record is readable once its own bytes are written, not when the
@@ -266,10 +267,7 @@ class CacheHook:
             try:
                 data = o.result()
                 if data is not None and sr.got < end - start:   # read from the entry whole
-                    if sr.got:
-                        sr.sink(start, data)
-                    else:
-                        sr.fill(data)
+                    sr.fill(data)
                 ended.set_result(None)
             except BaseException as exc:  # noqa: BLE001 - handed to the consumer
                 try:

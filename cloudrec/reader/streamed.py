@@ -44,20 +44,21 @@ class StreamedRange:
     def sink(self, offset: int, data: bytes) -> None:
         """The GET's next piece (from its event loop): copy it in, wake the readers."""
         i = offset - self.start
-        if self.buf is None:
-            self.buf = bytearray(self.size)
-        self.buf[i:i + len(data)] = data   # same length: never resizes the buffer
+        self._buffer()[i:i + len(data)] = data   # same length: never resizes the buffer
         with self._cond:
             self.got = i + len(data)
             self._cond.notify_all()
+
+    def _buffer(self) -> bytearray:
+        if self.buf is None:   # made when the first bytes come
+            self.buf = bytearray(self.size)
+        return self.buf
 
     def read_into(self, fd: int, offset: int, n: int) -> bool:
         """Read the range's next ``n`` bytes, at ``offset`` of the file ``fd``, straight into
         the buffer (one copy, none through an intermediate bytes object); False if short."""
         i = offset - self.start
-        if self.buf is None:
-            self.buf = bytearray(self.size)
-        if os.preadv(fd, [memoryview(self.buf)[i:i + n]], offset) != n:
+        if os.preadv(fd, [memoryview(self._buffer())[i:i + n]], offset) != n:
             return False
         with self._cond:
             self.got = i + n

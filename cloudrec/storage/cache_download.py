@@ -201,8 +201,8 @@ def download_ranges(submit: Optional[Callable[[int, int], "Future[bytes]"]], siz
                     if g.pos < g.b:
                         raise StorageError(f"a download GET of [{g.a}, {g.b}) ended at {g.pos}")
                     if g.stored is not None:
-                        g.stored.check(g.crc if g.crc is not None else _crc_of(tmp, size), url,
-                                       size)
+                        g.stored.check(g.crc if g.crc is not None else
+                                       cache_files.crc32_file(tmp), url, size)
                     crcs[g.a] = g.crc
                     del gets[n]
                     fill()
@@ -236,19 +236,6 @@ def _missing(plan: Sequence[Span], have: Sequence[Span]) -> List[Span]:
         if pos < b:
             out.append((pos, b))
     return out
-
-
-def _crc_of(path: str, size: int) -> int:
-    """``zlib.crc32`` of the first ``size`` bytes of the file (the download's descriptor is
-    write-only)."""
-    crc, pos = 0, 0
-    with open(path, "rb") as fh:
-        while pos < size:
-            data = fh.read(min(4 << 20, size - pos))
-            if not data:
-                break
-            crc, pos = zlib.crc32(data, crc), pos + len(data)
-    return crc
 
 
 def _file_crc(plan: Sequence[Span], crcs: Dict[int, Optional[int]]) -> Optional[int]:
