@@ -7,7 +7,7 @@ come from sorted offsets and the shard size (``record_lengths``); without an
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, List, Sequence
+from typing import Any, List, Optional, Sequence
 
 import numpy as np
 
@@ -24,12 +24,16 @@ class RecordTable:
 
     ``shard`` int32, ``key`` int64 (object for string keys), ``offset`` and
     ``length`` int64 (length = bytes from the record head to the next head).
+    ``crc``: uint32 ``zlib.crc32`` of each record's ``[offset, offset + length)``
+    bytes, from a dataset table written with ``cloudrec index --table --crc``
+    (None otherwise); readers check every record against it.
     """
 
     shard: np.ndarray
     key: np.ndarray
     offset: np.ndarray
     length: np.ndarray
+    crc: Optional[np.ndarray] = None
 
     def __len__(self) -> int:
         return int(self.offset.shape[0])
@@ -54,9 +58,12 @@ class RecordTable:
                 pos += len(k)
         else:
             key = np.concatenate(keys).astype(np.int64)
+        crc = None   # kept only when every part has one
+        if all(p.crc is not None for p in parts):
+            crc = np.concatenate([p.crc for p in parts]).astype(np.uint32)
         return cls(np.concatenate([p.shard for p in parts]).astype(np.int32), key,
                    np.concatenate([p.offset for p in parts]).astype(np.int64),
-                   np.concatenate([p.length for p in parts]).astype(np.int64))
+                   np.concatenate([p.length for p in parts]).astype(np.int64), crc)
 
 
 def table_from_idx(shard_no: int, idx_bytes: bytes, rec_size: int, *, idx_url: str,

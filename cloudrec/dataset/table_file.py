@@ -8,7 +8,11 @@ facts once, as little-endian columns a process memory-maps:
     header (64 B): magic ``CRTABLE1``, version, records, shards, meta offset/length
     meta (JSON):   per shard rec/idx URL, size and version (ETag or mtime), the
                    columns' offsets and a CRC32 of the column bytes
-    columns:       shard int32, key int64, offset int64, length int64 (64-B aligned)
+    columns:       shard int32, key int64, offset int64, length int64 (64-B aligned),
+                   and with ``--crc`` (header flag 1) crc uint32: ``zlib.crc32`` of each
+                   record's bytes (:mod:`cloudrec.dataset.record_crc`), checked on every read;
+                   the meta's ``crc32`` covers the first four columns only, so a reader
+                   that knows no ``crc`` column maps such a table as before
 
 ``open_dataset(urls, table=URL)`` copies a remote table once per node into
 the local cache folder (a few concurrent ranged GETs, under a file lock, CRC
@@ -46,6 +50,8 @@ HEADER = struct.Struct("<8sIIQQQQ")      # magic, version, flags, records, shard
 HEADER_BYTES = 64
 ALIGN = 64
 COLUMNS = (("shard", "<i4"), ("key", "<i8"), ("offset", "<i8"), ("length", "<i8"))
+CRC_COLUMN = ("crc", "<u4")
+FLAG_CRC = 1                             # header flag: the table has the crc column
 TABLE_GET_BYTES = 64 << 20               # one ranged GET of a remote table
 STALE_MODES = ("rebuild", "error")
 
@@ -58,10 +64,10 @@ def _align(n: int) -> int:
     return -(-n // ALIGN) * ALIGN
 
 
-def table_nbytes(records: int, shards: int) -> int:
+def table_nbytes(records: int, shards: int, crc: bool = False) -> int:
     """About how large the table of ``records`` records in ``shards`` shards is."""
     return HEADER_BYTES + _align(300 * shards + 400) + sum(
-        _align(records * np.dtype(d).itemsize) for _, d in COLUMNS)
+        _align(records * np.dtype(d).itemsize) for _, d in COLUMNS + ((CRC_COLUMN,) if crc else ()))
 
 
 @dataclass
@@ -118,18 +124,26 @@ def table_parts(table: RecordTable, shard_facts: List[Dict[str, Any]]) -> List[m
     crc = 0
     for c in cols:
         crc = zlib.crc32(memoryview(c).cast("B"), crc)
+    names = list(COLUMNS)
+    extra: Dict[str, Any] = {}
+    if table.crc is not None:
+        if len(table.crc) != len(table):
+            raise ValueError(f"{len(table.crc)} record CRCs for {len(table)} records")
+        cols.append(np.ascontiguousarray(table.crc, dtype=CRC_COLUMN[1]))
+        names.append(CRC_COLUMN)
+        extra["crc32_crc"] = zlib.crc32(memoryview(cols[-1]).cast("B"))
     layout, pos = {}, 0
-    for (name, d), c in zip(COLUMNS, cols):
+    for (name, d), c in zip(names, cols):
         layout[name] = [pos, d]
         pos += _align(c.nbytes)
     counts = np.bincount(table.shard, minlength=len(shard_facts)) if len(table) else \
         np.zeros(len(shard_facts), np.int64)
     meta = {"shards": shard_facts, "columns": layout, "crc32": crc, "created": time.time(),
-            "shard_records": counts.tolist()}
+            "shard_records": counts.tolist(), **extra}
     meta_bytes = json.dumps(meta, separators=(",", ":")).encode()
     meta_len = _align(len(meta_bytes))
-    header = HEADER.pack(MAGIC, VERSION, 0, len(table), len(shard_facts), HEADER_BYTES,
-                         len(meta_bytes))
+    header = HEADER.pack(MAGIC, VERSION, FLAG_CRC if table.crc is not None else 0, len(table),
+                         len(shard_facts), HEADER_BYTES, len(meta_bytes))
     parts = [memoryview(header.ljust(HEADER_BYTES, b"\0")),
              memoryview(meta_bytes.ljust(meta_len, b"\0"))]
     for c in cols:
@@ -149,14 +163,23 @@ def shard_facts(ds: Any, listing: Dict[str, Dict]) -> List[Dict[str, Any]]:
     return out
 
 
-def write_table(urls: Any, out: str, storage_options: Optional[Dict[str, Any]] = None) -> TableFile:
+def write_table(urls: Any, out: str, storage_options: Optional[Dict[str, Any]] = None,
+                crc: bool = False, progress: Optional[bool] = None) -> TableFile:
     """``cloudrec index --table``: open the dataset (reading every `.idx`) and write its table
-    to ``out`` (a path or URL), atomically; returns the table as read back from ``out``."""
+    to ``out`` (a path or URL), atomically; returns the table as read back from ``out``.
+
+    ``crc``: also read every shard once and store each record's CRC32, which every
+    later read checks (:mod:`cloudrec.dataset.record_crc`; ``progress`` shows a bar)."""
     from cloudrec.dataset import open_dataset
     rec_urls = expand_urls(urls, storage_options)
     before = _listing([sibling_idx(u) for u in rec_urls], storage_options)
     ds = open_dataset(rec_urls, storage_options=storage_options)
-    write_table_parts(out, table_parts(ds.table, shard_facts(ds, before)), storage_options)
+    table = ds.table
+    if crc:
+        from cloudrec.dataset.record_crc import record_crcs
+        table = RecordTable(table.shard, table.key, table.offset, table.length,
+                            record_crcs(ds, progress))
+    write_table_parts(out, table_parts(table, shard_facts(ds, before)), storage_options)
     return read_table_file(out, storage_options)
 
 
@@ -232,7 +255,7 @@ def _map(path: str, url: str, check_crc: bool = False) -> Tuple[Dict[str, Any], 
         head = fh.read(HEADER_BYTES)
         if len(head) < HEADER_BYTES or head[:8] != MAGIC:
             raise IndexFileError("not a cloudrec dataset table (bad magic)", url)
-        _, version, _, n, nshards, moff, mlen = HEADER.unpack(head[:HEADER.size])
+        _, version, flags, n, nshards, moff, mlen = HEADER.unpack(head[:HEADER.size])
         if version != VERSION:
             raise IndexFileError(f"dataset table version {version}, this cloudrec reads "
                                  f"{VERSION}; rebuild it (cloudrec index --table)", url)
@@ -244,7 +267,10 @@ def _map(path: str, url: str, check_crc: bool = False) -> Tuple[Dict[str, Any], 
     base = moff + _align(mlen)
     size = os.path.getsize(path)
     cols = {}
-    for name, d in COLUMNS:
+    names = COLUMNS + ((CRC_COLUMN,) if flags & FLAG_CRC else ())
+    for name, d in names:
+        if name not in meta["columns"]:
+            raise IndexFileError(f"dataset table metadata lists no {name} column", url)
         off, dtype = meta["columns"][name]
         nbytes = n * np.dtype(dtype).itemsize
         if base + off + nbytes > size:
@@ -258,9 +284,11 @@ def _map(path: str, url: str, check_crc: bool = False) -> Tuple[Dict[str, Any], 
         crc = 0
         for name, _ in COLUMNS:
             crc = zlib.crc32(memoryview(np.ascontiguousarray(cols[name])).cast("B"), crc)
-        if crc != meta["crc32"]:
+        if crc != meta["crc32"] or ("crc" in cols and zlib.crc32(memoryview(
+                np.ascontiguousarray(cols["crc"])).cast("B")) != meta.get("crc32_crc")):
             raise IndexFileError("dataset table damaged (CRC32 mismatch)", url)
-    return meta, RecordTable(cols["shard"], cols["key"], cols["offset"], cols["length"]), nshards
+    return meta, RecordTable(cols["shard"], cols["key"], cols["offset"], cols["length"],
+                             cols.get("crc")), nshards
 
 
 def read_table_file(url: str, storage_options: Optional[Dict[str, Any]] = None,

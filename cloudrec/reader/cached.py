@@ -290,6 +290,14 @@ class CacheHook:
                 pass
         self.check()   # except bytes already handed over that proved wrong
 
+    def forget(self, shard_no: int, entry: str) -> None:
+        """The entry of ``shard_no`` was discarded: its next request downloads it again."""
+        with self._lock:
+            self._paths.pop(shard_no, None)
+            self._progress.pop(shard_no, None)
+        if self._local is not None:
+            self._local.retire(entry)   # type: ignore[attr-defined]
+
     def close(self) -> None:
         # a download whose bytes are all on disk is only publishing (CRC, rename): let it
         # finish, so records already streamed from it leave a cache entry behind

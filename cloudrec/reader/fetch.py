@@ -30,7 +30,9 @@ Tuning (defaults suit S3-like stores at 10-50 ms per GET):
   is read remotely instead, with one warning.
 
 Remote reads are pinned to the version (ETag) each shard had at open, so a
-shard replaced mid-epoch is an ``ObjectChangedError`` naming it.
+shard replaced mid-epoch is an ``ObjectChangedError`` naming it.  A dataset
+table with record CRCs (``cloudrec index --table --crc``) has every record
+checked wherever its bytes came from (:mod:`cloudrec.reader.record_check`).
 ``stats`` counts requests, bytes requested and retries.
 """
 from __future__ import annotations
@@ -48,6 +50,7 @@ from cloudrec.errors import ChecksumMismatchError, ConfigError, RecordIOError
 from cloudrec.format.framing import MAGIC, read_record_at
 from cloudrec.reader.fetch_windows import FetchWindows
 from cloudrec.reader.planner import DEFAULT_MAX_GAP, DEFAULT_MAX_REQUEST, plan_ranges
+from cloudrec.reader.record_check import RecordCheck
 from cloudrec.reader.streamed import StreamedRange, submit_streamed
 from cloudrec.storage.ranged import RangeReader, make_range_reader
 from cloudrec.storage.retry import RetryPolicy
@@ -106,6 +109,7 @@ class RecordFetcher(FetchWindows):
         self.partial_index = bool(partial_index)
         self.requests = 0          # ranged requests submitted (remote or to the cache)
         self.bytes_requested = 0   # bytes those requests cover
+        self._check = RecordCheck(self) if getattr(self.table, "crc", None) is not None else None
         self._readers: Dict[int, RangeReader] = {}
         self._targets: Dict[int, Tuple[RangeReader, str, Optional[str]]] = {}
         self._lock = threading.Lock()
@@ -173,6 +177,8 @@ class RecordFetcher(FetchWindows):
         (requests answered while their shard was still downloading)."""
         out = {"requests": self.requests, "bytes": self.bytes_requested,
                "retries": self.retry.retries, "failures": self.retry.failures}
+        if self._check is not None:
+            out["records_reread"] = self._check.reread
         if self._cache is not None:
             c = self._cache.cache
             out.update(cache_downloads=c.downloads, cache_hits=c.hits, cache_corrupt=c.corrupt,
@@ -267,11 +273,14 @@ class RecordFetcher(FetchWindows):
                                                        int(plan.end[r])))
             base = int(plan.start[r]) + pos
             shard_no = int(plan.shard[r])
+            rec = buf[pos:pos + length]
+            if self._check is not None:   # the table's CRC of the record's bytes
+                rec = self._check.verified(rid, shard_no, base, rec)
             try:
-                payload, nxt = read_record_at(buf[pos:pos + length], 0, base_offset=base,
+                payload, nxt = read_record_at(rec, 0, base_offset=base,
                                               url=self.ds.shards[shard_no].rec_url,
                                               strict=self.strict)
-                if nxt < length and not (self.partial_index and _record_head_at(buf, pos + nxt)):
+                if nxt < length and not (self.partial_index and _record_head_at(rec, nxt)):
                     # an .idx skipped a record here (or bytes follow that are no record)
                     raise RecordIOError(f"the record ends at {base + nxt} but the index's next "
                                         f"record starts at {base + length}: the .idx does not "

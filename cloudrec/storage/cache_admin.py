@@ -85,6 +85,16 @@ class CacheMaintenance:
             os.close(fd)
         return True
 
+    def discard(self, data_path: str) -> bool:
+        """Drop the entry whose data file is ``data_path`` (its bytes proved wrong); readers
+        holding it keep their descriptors.  False if it is not an entry of this cache."""
+        folder, name = os.path.split(os.path.abspath(data_path))
+        if folder != os.path.abspath(self.dir) or not name.endswith(".data"):
+            return False
+        self._remove(name[:-len(".data")])
+        self.corrupt += 1
+        return True
+
     def remove(self, url: str) -> int:
         """Drop every cached version of ``url``; returns how many were removed."""
         prefix = self._url_prefix(url)

@@ -148,6 +148,15 @@ class LocalRangeReader(RangeReader):
     def __init__(self, fs: fsspec.AbstractFileSystem, **kw: Any) -> None:
         super().__init__(fs, **kw)
         self._fds: Dict[str, int] = {}
+        self._retired: List[int] = []   # descriptors of replaced files, closed with the reader
+
+    def retire(self, path: str) -> None:
+        """Open ``path`` anew on its next read (the file there was replaced); the old
+        descriptor stays open until :meth:`close`, as reads in flight may still use it."""
+        with self._lock:
+            fd = self._fds.pop(path, None)
+            if fd is not None:
+                self._retired.append(fd)
 
     def _fd(self, path: str) -> int:
         fd = self._fds.get(path)
@@ -165,7 +174,8 @@ class LocalRangeReader(RangeReader):
     def close(self) -> None:
         super().close()
         fds, self._fds = self._fds, {}
-        for fd in fds.values():
+        retired, self._retired = self._retired, []
+        for fd in list(fds.values()) + retired:
             try:
                 os.close(fd)
             except OSError:

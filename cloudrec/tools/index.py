@@ -140,9 +140,13 @@ def run(ns: argparse.Namespace) -> int:
     """``cloudrec index``: rebuild (or with --check, verify) the `.idx` of each `.rec`."""
     if getattr(ns, "table", None):  # --table: the compact dataset table instead of .idx files
         from cloudrec.dataset.table_file import write_table
-        tf = write_table(ns.rec, ns.table, ns.storage_options)
-        print(f"wrote {ns.table}: {len(tf.table)} records of {len(tf.shards)} shard(s)")
+        tf = write_table(ns.rec, ns.table, ns.storage_options, crc=ns.crc)
+        print(f"wrote {ns.table}: {len(tf.table)} records of {len(tf.shards)} shard(s)"
+              + (", with record CRCs" if tf.table.crc is not None else ""))
         return 0
+    if getattr(ns, "crc", False):
+        raise IndexFileError("--crc goes with --table OUT (record CRCs live in the dataset table)",
+                             ns.rec[0])
     status = 0
     for rec_url in ns.rec:
         out = ns.out if ns.out and len(ns.rec) == 1 else default_idx_url(rec_url)
@@ -178,6 +182,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--table", default=None, metavar="OUT",
                    help="write the compact dataset table of these shards (their .idx files "
                         "read) to OUT instead; open_dataset(..., table=OUT) maps it")
+    p.add_argument("--crc", action="store_true",
+                   help="with --table: also read every shard once and store each record's "
+                        "CRC32 in the table; every later read of a record is checked against it")
     p.add_argument("--storage-options", type=__import__("json").loads, default=None,
                    help="JSON dict of fsspec storage options")
 
