@@ -45,7 +45,7 @@ STORAGE_KEYS = ("endpoint_url", "region", "anon", "key_env", "secret_env", "toke
                 "profile", "cache", "fetch", "options")
 CACHE_KEYS = ("mode", "dir", "max_bytes")
 FETCH_KEYS = ("concurrency", "readahead_bytes", "window_bytes", "max_gap", "max_request",
-              "max_waste", "retries", "timeout")
+              "max_waste", "retries", "timeout", "table", "table_stale")
 TRAIN_KEYS = ("epochs", "lr", "ranks", "steps", "model")
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-((?:[^{}]|\{[^{}]*\})*))?\}")
 _S3_SCHEMES = ("s3", "s3a")
@@ -173,6 +173,10 @@ def _fetch_dict(fo: FetchOptions) -> Dict[str, Any]:
         out["cache"] = fo.cache
     if not fo.strict:
         out["strict"] = False
+    if fo.table is not None:
+        out["table"] = fo.table
+    if fo.table_stale != "rebuild":
+        out["table_stale"] = fo.table_stale
     return out
 
 

@@ -136,6 +136,10 @@ class FetchOptions:
     ``cache_dir`` (default ``$CLOUDREC_CACHE_DIR``) capped at ``cache_max_bytes``,
     'auto' does so for remote datasets that fit the cap.  Sizes may be strings ("32MB").
     ``strict=False`` passes RecordFetcher's lenient framing check through.
+    ``table``: a dataset table (``cloudrec index --table``) the front end opens the
+    shards from instead of their `.idx` files (one GET for the whole index; with
+    ``--crc`` every record is checked against its CRC32); ``table_stale`` ('rebuild' or
+    'error') says what a table older than its shards does.
     """
 
     concurrency: Optional[int] = None
@@ -151,9 +155,17 @@ class FetchOptions:
     cache_dir: Optional[str] = None
     cache_max_bytes: Optional[int] = None
     strict: bool = True
+    table: Optional[str] = None
+    table_stale: str = "rebuild"
 
     def __post_init__(self) -> None:
         c = "FetchOptions"
+        if self.table is not None:
+            if not isinstance(self.table, (str, os.PathLike)) or not os.fspath(self.table):
+                raise ConfigError(f"{c}.table must be the path or URL of a dataset table "
+                                  f"(cloudrec index --table), got {self.table!r}")
+            object.__setattr__(self, "table", os.fspath(self.table))
+        _choice(c, "table_stale", self.table_stale, ("rebuild", "error"))
         if not isinstance(self.strict, bool):
             raise ConfigError(f"{c}.strict must be true or false, got {self.strict!r}")
         for name in ("readahead_bytes", "window_bytes", "max_gap", "max_request",

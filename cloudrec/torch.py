@@ -129,8 +129,12 @@ class RecordIterableDataset(IterableDataset):
         super().__init__()
         if isinstance(source, (str, os.PathLike, list, tuple)):
             from cloudrec.dataset import open_dataset
+            from cloudrec.options import FetchOptions
+            fo = FetchOptions.coerce(fetch_options)
+            table = {"table": fo.table, "table_stale": fo.table_stale} if fo.table else {}
             # as the iterators: an .idx that exists is authoritative, a missing one is scanned for
-            source = open_dataset(source, storage_options=storage_options, require_index=False)
+            source = open_dataset(source, storage_options=storage_options, require_index=False,
+                                  **table)
         self.source = source
         self.decode = decode or decode_image
         self.collate = collate or collate_numpy

@@ -311,3 +311,41 @@ def test_a_dropped_iterator_leaves_no_descriptor_or_thread(front, data):
                   if os.path.exists(f"/proc/self/fd/{f}"))
     assert _fds() <= fds, "\n".join(left)
     assert threading.active_count() <= threads, [t.name for t in threading.enumerate()]
+
+
+TABLE_FRONTS = [f for f in FRONTS if f.name != "IndexedRecordDataset"]   # it reads one .idx/.rec
+# pair through MXIndexedRecordIO (no RecordFetcher, so no fetch_options)
+
+
+@pytest.mark.parametrize("front", TABLE_FRONTS, ids=lambda f: f.name)
+def test_a_dataset_table_with_record_crcs_serves_every_front_end(front, tmp_path):
+    """fetch_options={"table": T}: the same batches as from the .idx, each record checked;
+    a byte changed in a record after the table was written is a ChecksumMismatchError."""
+    from cloudrec.dataset.table_file import write_table
+    from cloudrec.errors import ChecksumMismatchError
+    rec, idx = _write(tmp_path / front.name, front.payloads())
+    table = str(tmp_path / "t.crtable")
+    write_table([rec], table, crc=True)
+    want = front.batches(it := front.make(rec, idx, 0, 1))
+    front.close(it)
+    got = front.batches(it := front.make(rec, idx, 0, 1, fetch_options={"table": table}))
+    front.close(it)
+    assert [b["ids"] for b in got] == [b["ids"] for b in want]
+    assert all(np.array_equal(np.asarray(a["data"]), np.asarray(b["data"])) for a, b in zip(got, want))
+    st = os.stat(rec)
+    with open(rec, "r+b") as fh:          # one byte of record 7's image, size and mtime kept
+        from cloudrec.dataset import open_dataset
+        t = open_dataset(rec).table
+        fh.seek(int(t.offset[7]) + 40)
+        b = fh.read(1)
+        fh.seek(int(t.offset[7]) + 40)
+        fh.write(bytes([b[0] ^ 0xFF]))
+    os.utime(rec, ns=(st.st_atime_ns, st.st_mtime_ns))
+    it = front.make(rec, idx, 0, 1, fetch_options={"table": table})
+    with pytest.raises(ChecksumMismatchError, match="record id 7 ") as ei:
+        front.batches(it)
+    ei.value.__traceback__ = None   # its frames hold a DataLoader iterator and its workers
+    del ei
+    front.close(it)
+    del it
+    gc.collect()

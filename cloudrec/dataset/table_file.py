@@ -331,6 +331,13 @@ def open_with_table(table: str, urls: Any, storage_options: Optional[Dict[str, A
             raise ConfigError(f"dataset table {table} is for other shards ({len(tf.shards)} "
                               f"from {tf.shards[0].rec_url if tf.shards else '-'}); "
                               f"rebuild it for these {len(want)}")
+    idx_urls = open_kw.get("idx_urls")
+    if idx_urls is not None:
+        given = [idx_urls] if isinstance(idx_urls, (str, os.PathLike)) else list(idx_urls)
+        if [os.fspath(u) if u is not None else None for u in given] != [s.idx_url for s in tf.shards]:
+            raise ConfigError(f"dataset table {table} was built from other .idx files "
+                              f"({tf.shards[0].idx_url if tf.shards else '-'}, ...) than the "
+                              f"ones given ({given[0] if given else '-'}, ...)")
     why = stale_shards(tf, storage_options)
     if why:
         msg = (f"dataset table {table} is stale: {why[0]}" + (f" (+{len(why) - 1} more)"

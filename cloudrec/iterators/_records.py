@@ -44,17 +44,20 @@ class RecordSource:
         opts = self.fetch_options.fetcher_kwargs(urls)
         retry = opts["retry"]  # the same policy for the .idx/stat requests
         self.indexed = bool(path_imgidx)
+        # fetch_options["table"]: the .idx facts from a dataset table (one GET; record CRCs)
+        fo = self.fetch_options
+        table = {"table": fo.table, "table_stale": fo.table_stale} if fo.table else {}
         if self.indexed:
             idx = _split_urls(path_imgidx)
             if len(idx) != len(urls):
                 raise ConfigError(f"{len(urls)} .rec files but {len(idx)} .idx files "
                                   "(give one .idx per .rec)")
-            self.ds = open_dataset(urls, idx, storage_options, retry=retry)
+            self.ds = open_dataset(urls, idx, storage_options, retry=retry, **table)
         else:
             # MXNet reads sequentially and splits by bytes; the sibling .idx, when it
             # exists, only saves cloudrec a scan for record heads.
             self.ds = open_dataset(urls, None, storage_options, require_index=False,
-                                   retry=retry)
+                                   retry=retry, **table)
         t = self.ds.table
         # MXNet's C++ reader: offsets sorted, keys ignored -> file order
         self.file_order = np.lexsort((t.offset, t.shard)).astype(np.int64)

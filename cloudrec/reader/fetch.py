@@ -220,6 +220,8 @@ class RecordFetcher(FetchWindows):
         self._check_pid()
         if self._cache is not None:
             self._cache.touch()
+        if self._check is not None:
+            self._check.settle()
         max_gap = 0 if touching_only else self.max_gap
         windows = self._windows(record_ids, chunk_starts)
         queue: "deque[_Window]" = deque()
@@ -238,6 +240,8 @@ class RecordFetcher(FetchWindows):
                 if not queue:
                     if self._cache is not None:  # streamed shards: let their downloads publish
                         self._cache.wait_downloads()
+                    if self._check is not None:  # and drop those that served bad bytes
+                        self._check.settle()
                     return
                 w = queue[0]
                 if self._cache is not None:   # streamed bytes that failed their checksum
@@ -305,6 +309,8 @@ class RecordFetcher(FetchWindows):
             r.close()
         self._readers.clear()
         self._targets.clear()
+        if self._check is not None:
+            self._check.settle(wait=True)
         if self._cache is not None:
             self._cache.close()
 

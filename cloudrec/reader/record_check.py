@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import warnings
 import zlib
-from typing import Any, Union
+from typing import Any, Dict, Union
 
 import numpy as np
 
@@ -32,6 +32,7 @@ class RecordCheck:
         self.f = fetcher
         self.crc: np.ndarray = fetcher.table.crc
         self.reread = 0   # records whose bytes did not match and were read again, healed
+        self.pending: Dict[int, str] = {}   # shard -> URL: its download streamed bad bytes
 
     def verified(self, rid: int, shard_no: int, offset: int, rec: Bytes) -> Bytes:
         """``rec`` (record ``rid``'s bytes at ``offset`` of its shard) if it matches its CRC,
@@ -77,19 +78,29 @@ class RecordCheck:
 
     def _drop_when_published(self, shard_no: int, url: str) -> None:
         """The bad bytes came from a cache download still running (streamed): drop the
-        entry it publishes."""
-        cache = self.f._cache
-        fut = cache._paths.get(shard_no) if cache is not None else None
-        if fut is None:
-            return
+        entry it publishes, at the fetcher's next :meth:`settle`."""
+        if self.f._cache is not None:
+            self.pending[shard_no] = url
 
-        def published(done: Any) -> None:
-            if done.cancelled() or done.exception() is not None:
-                return
-            reader, path, _ = done.result()
-            if reader is cache._local:
-                self._drop_entry(shard_no, path, url)
-        fut.add_done_callback(published)
+    def settle(self, wait: bool = False) -> None:
+        """Drop the entries that downloads with bad bytes published since (called by the
+        fetcher where a fetch starts and ends, and on close, where ``wait`` lets such a
+        download finish first: rare, it follows a mismatch)."""
+        cache = self.f._cache
+        for shard_no, url in list(self.pending.items()):
+            fut = cache._paths.get(shard_no) if cache is not None else None
+            if wait and fut is not None:
+                try:
+                    fut.result(timeout=60)
+                except BaseException:  # noqa: BLE001 - its reads report their own errors
+                    pass
+            if fut is None or (fut.done() and (fut.cancelled() or fut.exception() is not None)):
+                del self.pending[shard_no]   # nothing was published
+            elif fut.done():
+                del self.pending[shard_no]
+                reader, path, _ = fut.result()
+                if reader is cache._local:
+                    self._drop_entry(shard_no, path, url)
 
     def _drop_entry(self, shard_no: int, entry: str, url: str) -> None:
         """A cache entry held bytes that do not match the table: remove it, and let this
