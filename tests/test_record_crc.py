@@ -205,3 +205,32 @@ def test_the_table_is_a_fetch_option_of_config_files_too(tmp_path):
         FetchOptions(table=3)
     with pytest.raises(ConfigError, match="table_stale"):
         FetchOptions(table="t", table_stale="ignore")
+
+
+def test_index_check_audits_a_table_against_its_shards(tmp_path, capsys):
+    urls, _ = write_synthetic(_folder(tmp_path), 2, 30, seed=10, min_size=500, max_size=2000)
+    out = str(tmp_path / "t.crtable")
+    write_table(urls, out, crc=True)
+    assert main(["index", "--table", out, "--check", *urls]) == 0
+    assert capsys.readouterr().out.strip() == f"{out}: matches its shards"
+    t = open_dataset(urls, table=out).table
+    bad = [int(np.flatnonzero(t.shard == 1)[k]) for k in (3, 17)]
+    for rid in bad:                                   # bytes changed in place, mtime kept
+        _flip_in_place(urls[1], int(t.offset[rid]) + 25)
+    assert main(["index", "--table", out, "--check", *urls]) == 1
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2 and all(f"record id {rid} ({urls[1]}, key" in line
+                                   for rid, line in zip(bad, lines))
+    assert main(["index", "--table", out, "--check", urls[0]]) == 1   # other shards
+    assert "the table is for other shards" in capsys.readouterr().out
+    plain = str(tmp_path / "plain.crtable")                           # no CRCs: .idx facts only
+    write_table(urls, plain)
+    assert main(["index", "--table", plain, "--check", *urls]) == 0
+    idx = urls[0][:-4] + ".idx"
+    lines = open(idx).read().splitlines()
+    key, off = lines[0].split("\t")
+    with open(idx, "w") as fh:                    # another key for the first record
+        fh.write("\n".join([f"99999\t{off}"] + lines[1:]) + "\n")
+    assert main(["index", "--table", plain, "--check", *urls]) == 1
+    assert "1 record(s) have another key in the .idx files, the first record id 0: " \
+           f"{key} in the table, 99999 now" in capsys.readouterr().out

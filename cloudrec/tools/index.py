@@ -138,6 +138,15 @@ def write_atomic(url: str, data: bytes, storage_options: Optional[Dict[str, Any]
 
 def run(ns: argparse.Namespace) -> int:
     """``cloudrec index``: rebuild (or with --check, verify) the `.idx` of each `.rec`."""
+    if getattr(ns, "table", None) and ns.check:   # audit a table against its shards
+        from cloudrec.dataset.table_check import check_table
+        from cloudrec.storage.redact import redact_text
+        why = check_table(ns.rec, ns.table, ns.storage_options)
+        for line in why:
+            print(f"{redact_text(ns.table)}: {redact_text(line)}")
+        if not why:
+            print(f"{redact_text(ns.table)}: matches its shards")
+        return 1 if why else 0
     if getattr(ns, "table", None):  # --table: the compact dataset table instead of .idx files
         from cloudrec.dataset.table_file import write_table
         tf = write_table(ns.rec, ns.table, ns.storage_options, crc=ns.crc)
@@ -176,7 +185,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "every record has a header and ids are unique)")
     p.add_argument("--force", action="store_true", help="replace an existing .idx")
     p.add_argument("--check", action="store_true",
-                   help="only compare the rebuilt index with the existing one (exit 1 if not equal)")
+                   help="only compare the rebuilt index with the existing one (exit 1 if not "
+                        "equal); with --table OUT, audit that table against the shards (every "
+                        ".idx read again, and every record's CRC32 if the table keeps them)")
     p.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK,
                    help="bytes per ranged read while scanning")
     p.add_argument("--table", default=None, metavar="OUT",
