@@ -135,6 +135,10 @@ class RecordIterableDataset(IterableDataset):
             # as the iterators: an .idx that exists is authoritative, a missing one is scanned for
             source = open_dataset(source, storage_options=storage_options, require_index=False,
                                   **table)
+        elif fetch_options and (fetch_options.get("table") if isinstance(fetch_options, Mapping)
+                                else getattr(fetch_options, "table", None)):
+            raise ConfigError("fetch_options['table'] opens a dataset from URLs; for a dataset "
+                              "opened already, open it with open_dataset(..., table=...)")
         self.source = source
         self.decode = decode or decode_image
         self.collate = collate or collate_numpy

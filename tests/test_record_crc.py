@@ -234,3 +234,12 @@ def test_index_check_audits_a_table_against_its_shards(tmp_path, capsys):
     assert main(["index", "--table", plain, "--check", *urls]) == 1
     assert "1 record(s) have another key in the .idx files, the first record id 0: " \
            f"{key} in the table, 99999 now" in capsys.readouterr().out
+
+
+def test_a_table_option_with_a_dataset_already_open_is_refused(tmp_path):
+    pytest.importorskip("torch")   # the optional torch extra; CI installs it
+    from cloudrec.errors import ConfigError
+    from cloudrec.torch import RecordIterableDataset
+    urls, _ = write_synthetic(_folder(tmp_path), 1, 5, seed=11)
+    with pytest.raises(ConfigError, match="open_dataset"):
+        RecordIterableDataset(open_dataset(urls), fetch_options={"table": "t.crtable"})

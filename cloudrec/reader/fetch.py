@@ -305,12 +305,12 @@ class RecordFetcher(FetchWindows):
 
     def close(self) -> None:
         """Release thread pools, descriptors and cache handles."""
+        if self._check is not None:   # before the readers its downloads use are closed
+            self._check.settle(wait=True)
         for r in self._readers.values():
             r.close()
         self._readers.clear()
         self._targets.clear()
-        if self._check is not None:
-            self._check.settle(wait=True)
         if self._cache is not None:
             self._cache.close()
 
