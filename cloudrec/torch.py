@@ -127,16 +127,15 @@ class RecordIterableDataset(IterableDataset):
                  storage_options: Optional[Dict[str, Any]] = None,
                  fetch_options: Optional[Mapping[str, Any]] = None, **sampler_kw: Any) -> None:
         super().__init__()
+        from cloudrec.options import FetchOptions
+        fo = FetchOptions.coerce(fetch_options)
         if isinstance(source, (str, os.PathLike, list, tuple)):
             from cloudrec.dataset import open_dataset
-            from cloudrec.options import FetchOptions
-            fo = FetchOptions.coerce(fetch_options)
             table = {"table": fo.table, "table_stale": fo.table_stale} if fo.table else {}
             # as the iterators: an .idx that exists is authoritative, a missing one is scanned for
             source = open_dataset(source, storage_options=storage_options, require_index=False,
                                   **table)
-        elif fetch_options and (fetch_options.get("table") if isinstance(fetch_options, Mapping)
-                                else getattr(fetch_options, "table", None)):
+        elif fo.table:
             raise ConfigError("fetch_options['table'] opens a dataset from URLs; for a dataset "
                               "opened already, open it with open_dataset(..., table=...)")
         self.source = source

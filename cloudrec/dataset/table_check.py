@@ -24,17 +24,14 @@ def check_table(urls: Any, table: str, storage_options: Optional[Dict[str, Any]]
     from cloudrec.dataset import open_dataset
     from cloudrec.dataset.record_crc import record_crcs
     from cloudrec.dataset.shards import expand_urls
-    from cloudrec.dataset.table_file import read_table_file
+    from cloudrec.dataset.table_file import read_table_file, stale_shards
     tf = read_table_file(table, storage_options)
     rec_urls = expand_urls(urls, storage_options)
     if rec_urls != [s.rec_url for s in tf.shards]:
         return [f"the table is for other shards ({len(tf.shards)} from "
                 f"{tf.shards[0].rec_url if tf.shards else '-'}), not these {len(rec_urls)}"]
+    why = stale_shards(tf, storage_options)   # what a listing sees, as every open checks
     ds = open_dataset(rec_urls, storage_options=storage_options)
-    why: List[str] = []
-    for s, now in zip(tf.shards, ds.shards):
-        if (s.size, s.version) != (now.size, now.version):
-            why.append(f"{s.rec_url} changed (size {s.size} -> {now.size})")
     old, new = tf.table, ds.table
     if len(old) != len(new):
         return why + [f"the .idx files list {len(new)} records, the table {len(old)}"]

@@ -25,6 +25,7 @@ IndexFileError (``table_stale="error"``).
 """
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import hashlib
 import json
@@ -177,8 +178,7 @@ def write_table(urls: Any, out: str, storage_options: Optional[Dict[str, Any]] =
     table = ds.table
     if crc:
         from cloudrec.dataset.record_crc import record_crcs
-        table = RecordTable(table.shard, table.key, table.offset, table.length,
-                            record_crcs(ds, progress))
+        table = dataclasses.replace(table, crc=record_crcs(ds, progress))
     write_table_parts(out, table_parts(table, shard_facts(ds, before)), storage_options)
     return read_table_file(out, storage_options)
 
