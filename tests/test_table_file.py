@@ -98,3 +98,37 @@ def test_s3_table_is_copied_once_per_node_and_checked(s3_server, tmp_path, monke
     fs.pipe_file(urls[2][5:-4] + ".idx", b"0\t0\n")
     with pytest.raises(IndexFileError, match="stale"):
         open_dataset(urls, table=table_url, storage_options=so, table_stale="error")
+
+
+def test_s3_table_open_is_one_table_get_and_one_listing(s3_server, fault_proxy, tmp_path,
+                                                        monkeypatch):
+    """Opening from a table on S3 (the shards' folder now listed while the table is
+    fetched): one LIST and one GET of the table, no .idx GET or shard HEAD, the same
+    records; a shard rewritten after the table still shows as stale."""
+    monkeypatch.setenv("CLOUDREC_CACHE_DIR", str(tmp_path / "cache"))
+    so = dict(fault_proxy.storage_options)
+    bucket = s3_server.new_bucket()
+    urls, truth = write_synthetic(bucket, 3, 20, min_size=10, max_size=2000, seed=6,
+                                  storage_options=s3_server.storage_options)
+    table_url = bucket + "/train.crtable"
+    write_table(urls, table_url, s3_server.storage_options)
+    # write_table left a node copy in the cache folder: a fresh folder, a node that has none
+    monkeypatch.setenv("CLOUDREC_CACHE_DIR", str(tmp_path / "cache2"))
+    fault_proxy.configure(latency_ms=30)
+    ds = open_dataset(urls, table=table_url, storage_options=so)
+    t = fault_proxy.traffic()
+    assert t["GET"]["requests"] == 1                 # the listing
+    assert t["GET .crtable"]["requests"] == 1        # the table, copied to the node
+    # its size and version (keying the copy): a HEAD, or the listing's entry if it came first
+    assert t.get("HEAD .crtable", {"requests": 0})["requests"] <= 1
+    assert not any(k.startswith(("GET .idx", "HEAD .rec")) for k in t)
+    with RecordFetcher(ds) as f:
+        assert {(int(ds.table.shard[i]), int(ds.table.key[i])): p
+                for i, p in f.fetch(range(len(ds)))} == truth
+    # a shard rewritten after the table: the early listing still sees it
+    write_synthetic(bucket, 1, 7, min_size=10, max_size=2000, seed=8,
+                    storage_options=s3_server.storage_options)
+    fault_proxy.configure(latency_ms=30)
+    with pytest.warns(TableStaleWarning, match="train-0000"):
+        fresh = open_dataset(urls, table=table_url, storage_options=so)
+    assert len(fresh) == 7 + 2 * 20

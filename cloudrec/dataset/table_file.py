@@ -84,14 +84,20 @@ class TableFile:
 
 
 # ----- writing ----------------------------------------------------------------------------
-def _listing(urls: Sequence[str], storage_options: Optional[Dict[str, Any]]) -> Dict[str, Dict]:
-    """``info`` of every object in the folders of ``urls``, by URL: one LIST per folder page."""
-    folders: Dict[str, List[str]] = {}
+def _folder_of(url: str) -> str:
+    return url.rsplit("/", 1)[0] if "/" in url else "."
+
+
+def list_folders(urls: Sequence[str], storage_options: Optional[Dict[str, Any]]
+                 ) -> Dict[str, Dict[str, Dict]]:
+    """The entries of every folder holding one of ``urls``, by folder then object name:
+    one LIST per folder page (a folder that is not there lists as empty)."""
+    firsts: Dict[str, str] = {}
     for u in urls:
-        folders.setdefault(u.rsplit("/", 1)[0] if "/" in u else ".", []).append(u)
-    out: Dict[str, Dict] = {}
-    for folder, members in folders.items():
-        fs, path = resolve(members[0], storage_options)
+        firsts.setdefault(_folder_of(u), u)
+    out: Dict[str, Dict[str, Dict]] = {}
+    for folder, member in firsts.items():
+        fs, path = resolve(member, storage_options)
         parent = path.rsplit("/", 1)[0] if "/" in path else ""
         try:
             entries = fs.ls(parent or ".", detail=True, **({"refresh": True} if _is_s3(fs) else {}))
@@ -99,11 +105,23 @@ def _listing(urls: Sequence[str], storage_options: Optional[Dict[str, Any]]) -> 
             entries = []
         except OSError as exc:
             raise StorageError(f"cannot list the dataset folder: {exc}", folder) from exc
-        by_name = {e["name"].rstrip("/").rsplit("/", 1)[-1]: e for e in entries}
-        for u in members:
-            e = by_name.get(u.rsplit("/", 1)[-1])
-            if e is not None:
-                out[u] = e
+        out[folder] = {e["name"].rstrip("/").rsplit("/", 1)[-1]: e for e in entries}
+    return out
+
+
+def _listing(urls: Sequence[str], storage_options: Optional[Dict[str, Any]],
+             listed: Optional[Dict[str, Dict[str, Dict]]] = None) -> Dict[str, Dict]:
+    """``info`` of every object in the folders of ``urls``, by URL; ``listed``: folders
+    listed already (:func:`list_folders`), not listed again."""
+    folders = dict(listed or {})
+    missing = [u for u in urls if _folder_of(u) not in folders]
+    if missing:
+        folders.update(list_folders(missing, storage_options))
+    out: Dict[str, Dict] = {}
+    for u in urls:
+        e = folders[_folder_of(u)].get(u.rsplit("/", 1)[-1])
+        if e is not None:
+            out[u] = e
     return out
 
 
@@ -302,10 +320,13 @@ def read_table_file(url: str, storage_options: Optional[Dict[str, Any]] = None,
                      [s["idx_version"] for s in meta["shards"]], meta)
 
 
-def stale_shards(tf: TableFile, storage_options: Optional[Dict[str, Any]] = None) -> List[str]:
-    """What changed since the table was written (``.rec``/``.idx`` size or version), by listing."""
+def stale_shards(tf: TableFile, storage_options: Optional[Dict[str, Any]] = None,
+                 listed: Optional[Dict[str, Dict[str, Dict]]] = None) -> List[str]:
+    """What changed since the table was written (``.rec``/``.idx`` size or version), by listing.
+
+    ``listed``: folders listed already (:func:`list_folders`) after the table was written."""
     urls = [u for s in tf.shards for u in (s.rec_url, s.idx_url) if u]
-    listing = _listing(urls, storage_options)
+    listing = _listing(urls, storage_options, listed)
     why = []
     for s, isz, iver in zip(tf.shards, tf.idx_sizes, tf.idx_versions):
         for url, size, ver in ((s.rec_url, s.size, s.version), (s.idx_url, isz, iver)):
@@ -324,9 +345,14 @@ def open_with_table(table: str, urls: Any, storage_options: Optional[Dict[str, A
     if table_stale not in STALE_MODES:
         raise ConfigError(f"table_stale must be one of {STALE_MODES}, got {table_stale!r}")
     t0 = time.perf_counter()
-    tf = read_table_file(table, storage_options)
-    if urls is not None:
-        want = expand_urls(urls, storage_options)
+    want = expand_urls(urls, storage_options) if urls is not None else None
+    with ThreadPoolExecutor(1) as pool:
+        # the shards' folders are listed while the table is fetched: two round trips at
+        # once instead of one after the other.  A listing older than the table can only
+        # make it look stale (the .idx files are read then), never fresh by mistake.
+        early = pool.submit(list_folders, want, storage_options) if want else None
+        tf = read_table_file(table, storage_options)
+    if want is not None:
         if want != [s.rec_url for s in tf.shards]:
             raise ConfigError(f"dataset table {table} is for other shards ({len(tf.shards)} "
                               f"from {tf.shards[0].rec_url if tf.shards else '-'}); "
@@ -338,7 +364,7 @@ def open_with_table(table: str, urls: Any, storage_options: Optional[Dict[str, A
             raise ConfigError(f"dataset table {table} was built from other .idx files "
                               f"({tf.shards[0].idx_url if tf.shards else '-'}, ...) than the "
                               f"ones given ({given[0] if given else '-'}, ...)")
-    why = stale_shards(tf, storage_options)
+    why = stale_shards(tf, storage_options, early.result() if early is not None else None)
     if why:
         msg = (f"dataset table {table} is stale: {why[0]}" + (f" (+{len(why) - 1} more)"
                if len(why) > 1 else "") + "; rebuild it with cloudrec index --table")
