@@ -1,8 +1,8 @@
 """Shards of a dataset: URL expansion (list, glob, brace range) and per-shard facts.
 
 A shard is one `.rec` object plus its `.idx` (the sibling by default).  Sizes
-and versions come from one ``info`` per shard, fetched concurrently, because a
-remote ``info`` costs a round trip.
+and versions come from one listing per S3 folder, else from one ``info`` per
+shard, fetched concurrently, because each remote call costs a round trip.
 """
 from __future__ import annotations
 
@@ -158,25 +158,101 @@ def stat_shards(rec_urls: Sequence[str], idx_urls: Optional[Sequence[Optional[st
                 concurrency: int = INFO_CONCURRENCY,
                 retry: Optional[RetryPolicy] = None,
                 pool: Optional[ThreadPoolExecutor] = None) -> List[Shard]:
-    """One concurrent ``info`` per shard; ``idx_urls`` default to the siblings.
+    """Size and version of every shard; ``idx_urls`` default to the siblings.
 
-    ``pool``: run the ``info`` calls there (open_dataset shares one pool
-    between sizes and `.idx` reads so both overlap).
+    S3 shards that share a folder are described by one bounded listing of it
+    (:mod:`cloudrec.storage.s3_listing`); the others, and those the listing did
+    not find, by one concurrent ``info`` each.  ``pool``: run the calls there
+    (open_dataset shares one pool between sizes and `.idx` reads so both overlap).
     """
     if idx_urls is None:
         idx_urls = [sibling_idx(u) for u in rec_urls]
     if len(idx_urls) != len(rec_urls):
         raise ConfigError(f"{len(rec_urls)} shards but {len(idx_urls)} index URLs")
-    if pool is not None:
-        shards = list(pool.map(lambda u: _info(u, storage_options, retry), rec_urls))
-    elif len(rec_urls) == 1:
-        shards = [_info(rec_urls[0], storage_options, retry)]
-    else:
-        with ThreadPoolExecutor(min(concurrency, len(rec_urls))) as pool:
-            shards = list(pool.map(lambda u: _info(u, storage_options, retry), rec_urls))
+    own = None
+    if pool is None and len(rec_urls) > 1:
+        own = pool = ThreadPoolExecutor(min(concurrency, len(rec_urls)))
+    try:
+        shards = _stat_all(list(rec_urls), storage_options, retry, pool)
+    finally:
+        if own is not None:
+            own.shutdown()
     for s, i in zip(shards, idx_urls):
         s.idx_url = os.fspath(i) if i is not None else None
     return shards
+
+
+def _stat_all(rec_urls: List[str], storage_options: Optional[Dict[str, Any]],
+              retry: Optional[RetryPolicy], pool: Optional[ThreadPoolExecutor]) -> List[Shard]:
+    def run(fn: Any, *args: Any) -> Any:
+        return pool.submit(fn, *args) if pool is not None else _Done(fn, *args)
+
+    groups = _listing_groups(rec_urls, storage_options)
+    grouped = {i for members in groups.values() for i in members}
+    heads = {i: run(_info, u, storage_options, retry) for i, u in enumerate(rec_urls)
+             if i not in grouped}
+    listings = {g: run(_list_group, [rec_urls[i] for i in members], storage_options, retry)
+                for g, members in groups.items()}
+    out: Dict[int, Any] = {}
+    for g, members in groups.items():
+        found = listings[g].result()
+        for i in members:
+            if found is not None and rec_urls[i] in found:
+                out[i] = found[rec_urls[i]]
+            else:  # not listed (or listing refused): ask for this one
+                heads[i] = run(_info, rec_urls[i], storage_options, retry)
+    for i, f in heads.items():
+        out[i] = f.result()
+    return [out[i] for i in range(len(rec_urls))]
+
+
+class _Done:
+    """A call run at once, shaped like a Future (no pool for a single shard)."""
+
+    def __init__(self, fn: Any, *args: Any) -> None:
+        self._value = fn(*args)
+
+    def result(self) -> Any:
+        return self._value
+
+
+def _listing_groups(rec_urls: Sequence[str], storage_options: Optional[Dict[str, Any]]
+                    ) -> Dict[Any, List[int]]:
+    """Shards worth one listing: S3 objects (no version in the URL) sharing a bucket and
+    folder, at least two of them."""
+    from cloudrec.storage.s3_listing import listable
+    groups: Dict[Any, List[int]] = {}
+    for i, u in enumerate(rec_urls):
+        try:
+            fs, path = resolve(u, storage_options)
+        except Exception:  # noqa: BLE001 - the info call reports it, naming the shard
+            continue
+        if not listable(fs) or "?" in path or "/" not in path:
+            continue
+        groups.setdefault((id(fs), path.rsplit("/", 1)[0]), []).append(i)
+    return {g: m for g, m in groups.items() if len(m) > 1}
+
+
+def _list_group(urls: List[str], storage_options: Optional[Dict[str, Any]],
+                retry: Optional[RetryPolicy]) -> Optional[Dict[str, Shard]]:
+    """The shards of one folder the listing found, by URL; None when listing is refused."""
+    from cloudrec.storage.s3_listing import list_objects
+    fs, first = resolve(urls[0], storage_options)
+    paths = {resolve(u, storage_options)[1]: u for u in urls}
+    folder = urls[0].rsplit("/", 1)[0] + "/"
+    try:
+        found = list_objects(fs, list(paths), retry=retry, url=folder)
+    except FileNotFoundError as exc:   # no such bucket
+        raise StorageNotFound(f"shard not found ({exc})", urls[0]) from exc
+    except StorageError:
+        raise
+    except Exception as exc:  # OSError kinds s3fs raises, botocore's errors
+        raise StorageError(f"cannot stat shard (listing {folder}): "
+                           f"{type(exc).__name__}: {exc}", urls[0]) from exc
+    if found is None:
+        return None
+    return {paths[p]: Shard(paths[p], None, int(info["size"]), _version(info), fs, p)
+            for p, info in found.items()}
 
 
 class IndexNotFoundError(IndexFileError):

@@ -233,10 +233,12 @@ def simulate(ds: SimDataset, job: JobSpec, storage: StorageModel,
                                   host, opening)
         open_gets = {"LIST per rank": lists, "GET table per node": tgets, "table bytes": tb}
     else:
-        open_s = timing.open_time(nshards, idx_bytes, storage, OPEN_CONCURRENCY, host=host,
-                                  ranks=opening)
-        open_gets = {"HEAD per rank": nshards, "HEAD .idx per rank": 0,
-                     "GET .idx per rank": nshards,
+        # the shards' sizes and versions: one listing of their folder (a HEAD for one shard)
+        lists = -(-2 * nshards // LIST_PAGE) if nshards > 1 else 0
+        open_s = timing.open_time(nshards, idx_bytes, storage, OPEN_CONCURRENCY, lists=lists,
+                                  host=host, ranks=opening)
+        open_gets = {"LIST per rank": lists, "HEAD per rank": 0 if lists else nshards,
+                     "HEAD .idx per rank": 0, "GET .idx per rank": nshards,
                      ".idx bytes per rank": idx_bytes}
     cpu_s = worker_cpu_s
     q_streams = [s.ids for s in sts[:QUALITY_STREAMS]]

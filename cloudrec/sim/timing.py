@@ -305,9 +305,10 @@ def _cpu_report(node_cpu: np.ndarray, server_s: Dict[str, float]) -> Dict[str, f
 def open_time(shards: int, idx_bytes: float, storage: StorageModel, concurrency: int = 16,
               table_bytes: float = 0.0, table_gets: int = 0, lists: int = 0,
               host: HostModel = HostModel(), ranks: int = 1) -> float:
-    """``open_dataset`` of one rank: one HEAD per shard and every `.idx` (one GET each),
-    ``concurrency`` at a time; with a dataset table: its GETs (concurrent) and the
-    listing pages that check it.  ``ranks`` opening at once share a loopback server
+    """``open_dataset`` of one rank: every `.idx` (one GET each, ``concurrency`` at a
+    time) while ``lists`` listing pages give the shards' sizes (no listing: one HEAD
+    per shard, in the same round); with a dataset table: its GETs (concurrent) and
+    the listing pages that check it.  ``ranks`` opening at once share a loopback server
     and the node's cores (their requests' CPU), plus ``open_cpu_s`` each."""
     rate = min(storage.node_bw, concurrency * storage.stream_bw)
     if table_gets:
@@ -315,6 +316,11 @@ def open_time(shards: int, idx_bytes: float, storage: StorageModel, concurrency:
         lat = (lists * storage.latency_s + storage.latency_s * -(-table_gets // concurrency)
                + table_bytes / rate)
         nbytes = table_bytes
+    elif lists:  # the pages one after another, beside the .idx GETs
+        gets = lists + shards
+        lat = max(lists * storage.latency_s,
+                  -(-shards // concurrency) * storage.latency_s + idx_bytes / rate)
+        nbytes = idx_bytes
     else:
         gets = 2 * shards  # both at once: one round of requests
         lat = -(-2 * shards // concurrency) * storage.latency_s + idx_bytes / rate

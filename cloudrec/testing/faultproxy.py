@@ -21,8 +21,10 @@ otherwise the request is streamed through unchanged (Host kept so SigV4
 still matches).  ``latency_ms`` delays every proxied request; ``mb_per_s``
 (> 0) paces each answer's body to that many MB per second (a slow link, so a
 test can see bytes arrive over time).  ``methods``
-limits faults to some HTTP methods (e.g. ``"GET"`` so uploads stay clean) and
-``max_faults`` caps the number injected.
+limits faults to some HTTP methods (e.g. ``"GET"`` so uploads stay clean),
+``targets`` to some kinds of request named as the traffic counts name them
+(``"GET"``: a request on no object suffix, such as a listing; ``"GET .rec"``),
+and ``max_faults`` caps the number injected.
 
 Control at run time: ``GET /__faults?p503=0.2&seed=3`` sets the given keys
 (``reset=1`` first puts every setting back to its default, ``clear=1`` zeroes
@@ -45,7 +47,7 @@ CONTROL_PATH = "/__faults"
 RATE_KEYS = ("p503", "p500", "pdrop", "ptrunc", "pstall", "pflip", "p403")
 COUNT_KEYS = ("requests", "503", "500", "drop", "trunc", "stall", "flip", "403", "ok", "faults")
 DEFAULTS: Dict[str, Any] = {**{k: 0.0 for k in RATE_KEYS}, "latency_ms": 0.0, "mb_per_s": 0.0, "stall_s": 30.0,
-                            "stall_at": "head", "methods": "", "max_faults": -1, "seed": 0}
+                            "stall_at": "head", "methods": "", "targets": "", "max_faults": -1, "seed": 0}
 _HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade",
         "proxy-connection", "content-length"}
 
@@ -60,11 +62,16 @@ class _State:
         self.rng = random.Random(0)
         self.update(config)
 
-    def tally(self, req: web.Request, nbytes: int = 0, request: bool = False) -> None:
-        """Traffic by method and object suffix (``GET .rec``): requests and body bytes sent."""
+    @staticmethod
+    def kind_of(req: web.Request) -> str:
+        """A request's method and object suffix (``GET .rec``; a listing is ``GET``)."""
         name = req.path.rsplit("/", 1)[-1]
         ext = name[name.rfind("."):] if "." in name else ""
-        t = self.traffic.setdefault(f"{req.method} {ext}".rstrip(), {"requests": 0, "bytes": 0})
+        return f"{req.method} {ext}".rstrip()
+
+    def tally(self, req: web.Request, nbytes: int = 0, request: bool = False) -> None:
+        """Traffic by method and object suffix (``GET .rec``): requests and body bytes sent."""
+        t = self.traffic.setdefault(self.kind_of(req), {"requests": 0, "bytes": 0})
         t["requests"] += int(request)
         t["bytes"] += nbytes
 
@@ -84,10 +91,11 @@ class _State:
         if sum(self.config[k] for k in RATE_KEYS) > 1.0 + 1e-9:
             raise ValueError("fault probabilities add up to more than 1")
 
-    def pick(self, method: str) -> str:
-        """Draw the fate of one request: a fault kind (counted at once, so
-        ``max_faults`` holds under concurrency) or 'ok' (counted when done)."""
-        kind = self._draw(method)
+    def pick(self, method: str, target: str = "") -> str:
+        """Draw the fate of one request (``target``: its :meth:`kind_of`): a fault kind
+        (counted at once, so ``max_faults`` holds under concurrency) or 'ok' (counted
+        when done)."""
+        kind = self._draw(method, target)
         if kind != "ok":
             self.count(kind)
         return kind
@@ -97,11 +105,13 @@ class _State:
         self.counts[kind] -= 1
         self.counts["faults"] -= 1
 
-    def _draw(self, method: str) -> str:
+    def _draw(self, method: str, target: str = "") -> str:
         self.counts["requests"] += 1
         r = self.rng.random()  # always drawn, so a seed fixes the sequence
         cfg = self.config
         if cfg["methods"] and method.upper() not in cfg["methods"].upper().split(","):
+            return "ok"
+        if cfg["targets"] and target not in [t.strip() for t in cfg["targets"].split(",")]:
             return "ok"
         if 0 <= cfg["max_faults"] <= self.counts["faults"]:
             return "ok"
@@ -213,7 +223,7 @@ def build_app(upstream: str, **config: Any) -> web.Application:
     async def handler(req: web.Request) -> web.StreamResponse:
         if req.path == CONTROL_PATH:
             return await _control(req, state)
-        kind = state.pick(req.method)
+        kind = state.pick(req.method, state.kind_of(req))
         state.tally(req, request=True)
         if state.config["latency_ms"] > 0:
             await asyncio.sleep(state.config["latency_ms"] / 1000.0)

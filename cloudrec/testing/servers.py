@@ -342,15 +342,17 @@ class FaultProxy(_Service):
                   pstall: float = 0.0, latency_ms: float = 0.0, seed: int = 0, *,
                   p403: float = 0.0, pflip: float = 0.0,
                   stall_s: float = 30.0, stall_at: str = "head", methods: str = "",
-                  max_faults: int = -1, mb_per_s: float = 0.0,
+                  targets: str = "", max_faults: int = -1, mb_per_s: float = 0.0,
                   clear_stats: bool = True) -> Dict[str, Any]:
         """Set every fault setting at once (unnamed ones back to 0/default),
         re-seed the RNG and, by default, zero the counts.  ``mb_per_s`` > 0 paces every
-        answer's body (a slow link)."""
+        answer's body (a slow link); ``targets`` limits faults to some kinds of request
+        (``"GET"``, a listing; ``"GET .idx"``; see :meth:`traffic`)."""
         query: Dict[str, Any] = dict(p503=p503, p500=p500, pdrop=pdrop, ptrunc=ptrunc, pstall=pstall,
                                      p403=p403, pflip=pflip,
                                      latency_ms=latency_ms, seed=seed, stall_s=stall_s, stall_at=stall_at,
-                                     methods=methods, max_faults=max_faults, mb_per_s=mb_per_s)
+                                     methods=methods, targets=targets, max_faults=max_faults,
+                                     mb_per_s=mb_per_s)
         if clear_stats:
             query["clear"] = 1
         return self._control(**query)["config"]
