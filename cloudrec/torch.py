@@ -33,6 +33,7 @@ from cloudrec.errors import CloudrecError, ConfigError
 from cloudrec.format.irheader import unpack
 from cloudrec.reader.distenv import worker_info
 from cloudrec.reader.sampler import EpochSampler
+from cloudrec.torch_loader_exit import batches
 from cloudrec.torch_shm import shared_payloads
 from cloudrec.torch_transfer import by_value, small_tensor
 
@@ -263,7 +264,7 @@ class ResumableLoader:
         ds = self.dataset
         ds._publish()
         epoch = ds.sampler.epoch
-        for batch in self.loader:
+        for batch in batches(self.loader):   # an error stops the workers at once
             ds.mark_consumed(batch)
             yield batch
         if ds.sampler.epoch == epoch:

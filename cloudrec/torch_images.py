@@ -21,6 +21,7 @@ from cloudrec.errors import ConfigError
 from cloudrec.reader.distenv import dist_info, worker_info
 from cloudrec.reader.sampler import EpochSampler
 from cloudrec.torch import RecordIterableDataset
+from cloudrec.torch_loader_exit import batches
 from cloudrec.torch_transfer import small_tensor
 
 __all__ = ["ImageRecordDataset", "ResumableBatchSampler", "ResumableMapLoader"]
@@ -213,7 +214,7 @@ class ResumableMapLoader:
         s = self.sampler
         epoch, start = s.epoch, s.consumed
         sl = s.epoch_slice()
-        for i, data in enumerate(self._make()):
+        for i, data in enumerate(batches(self._make())):   # an error stops the workers at once
             ids, pad = sl.batch(i)
             s.consumed = s.consumed_after(start, int(sl.steps[i]) + 1)
             yield {"data": data, "ids": torch.from_numpy(ids.copy()),
