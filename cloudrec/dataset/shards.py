@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Dict, List, Optional, Sequence, Union
 
 from cloudrec.errors import ConfigError, IndexFileError, StorageError
@@ -198,7 +198,7 @@ def _stat_all(rec_urls: List[str], storage_options: Optional[Dict[str, Any]],
         found = listings[g].result()
         for i in members:
             if found is not None and rec_urls[i] in found:
-                out[i] = found[rec_urls[i]]
+                out[i] = replace(found[rec_urls[i]])   # a shard named twice: two objects
             else:  # not listed (or listing refused): ask for this one
                 heads[i] = run(_info, rec_urls[i], storage_options, retry)
     for i, f in heads.items():
@@ -237,7 +237,7 @@ def _list_group(urls: List[str], storage_options: Optional[Dict[str, Any]],
                 retry: Optional[RetryPolicy]) -> Optional[Dict[str, Shard]]:
     """The shards of one folder the listing found, by URL; None when listing is refused."""
     from cloudrec.storage.s3_listing import list_objects
-    fs, first = resolve(urls[0], storage_options)
+    fs, _ = resolve(urls[0], storage_options)
     paths = {resolve(u, storage_options)[1]: u for u in urls}
     folder = urls[0].rsplit("/", 1)[0] + "/"
     try:
