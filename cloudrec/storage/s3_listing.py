@@ -10,9 +10,10 @@ The listing is bounded: it starts just before the first wanted key, collapses
 sub-folders (``Delimiter="/"``) and stops at the last wanted key or after
 :func:`page_budget` pages, so a folder that also holds thousands of other objects
 costs a few pages at most.  What it does not find (a key past the budget, a
-missing object, a "directory"), and every object when listing is not allowed
-(a policy granting ``GetObject`` but not ``ListBucket``), is left to the caller,
-which asks for those one by one as before.  ``CLOUDREC_S3_LIST=0`` turns it off.
+missing object, a "directory"), and every object when S3 answers the listing
+with an error other than "no such bucket" (a policy granting ``GetObject`` but
+not ``ListBucket``, a bucket that takes no ``StartAfter``), is left to the
+caller, which asks for those one by one as before.  ``CLOUDREC_S3_LIST=0`` turns it off.
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from typing import Any, Dict, Optional, Sequence
 
 from cloudrec.errors import StorageError
 from cloudrec.storage.fs_calls import call_fs
-from cloudrec.storage.retry import RetryPolicy
+from cloudrec.storage.retry import RetryPolicy, is_transient
 
 __all__ = ["LIST_PAGE", "listable", "page_budget", "list_objects"]
 
@@ -65,8 +66,8 @@ def list_objects(fs: Any, paths: Sequence[str], retry: Optional[RetryPolicy] = N
     for _ in range(page_budget(len(keys))):
         try:
             page = call_fs(fs, "call_s3", "list_objects_v2", retry=retry, url=url, **kw)
-        except Exception as exc:  # noqa: BLE001 - sorted below, re-raised unless refused
-            if _refused(exc):
+        except Exception as exc:  # noqa: BLE001 - sorted below
+            if _answered_no(exc):
                 return None
             raise
         contents = page.get("Contents") or []
@@ -86,8 +87,10 @@ def list_objects(fs: Any, paths: Sequence[str], retry: Optional[RetryPolicy] = N
     return found
 
 
-def _refused(exc: BaseException) -> bool:
-    """Access denied (s3fs's PermissionError, or the retry policy's error made from it)."""
-    cause = exc.__cause__ if isinstance(exc, StorageError) else exc
-    return isinstance(cause, PermissionError) or \
-        "accessdenied" in str(cause).lower().replace(" ", "")
+def _answered_no(exc: BaseException) -> bool:
+    """S3 answered, and not with "no such bucket": listing is refused (403) or not what this
+    bucket supports (a 400 such as a directory bucket's answer to ``StartAfter``).  The
+    caller then asks per object.  A missing bucket and failures a retry could cure (after
+    the retries) are raised: the HEADs would only meet them again."""
+    cause = exc.__cause__ if isinstance(exc, StorageError) and exc.__cause__ is not None else exc
+    return not isinstance(cause, FileNotFoundError) and not is_transient(cause)
