@@ -4,12 +4,13 @@
                                  [--concurrency 16] [--repeat 3]
 
 moto on loopback behind the fault proxy adding ``--latency-ms`` per request
-(real S3's first-byte latency).  ``open_dataset`` needs one ``info`` per
-shard and one GET per `.idx`; with ``concurrency=1`` those are 2 x shards
-round trips one after another, with ``concurrency=N`` they overlap in one
-bounded pool.  The same run measures both (fastest of ``--repeat``), checks
-that the tables are identical, and prints the ratio (issue #13 item 3); the
-peer is the same requests straight through s3fs in a pool of the same size.
+(real S3's first-byte latency).  ``open_dataset`` needs one GET per `.idx` and
+the shards' sizes: one listing of their folder (or, with ``CLOUDREC_S3_LIST=0``,
+one ``info`` per shard); with ``concurrency=1`` those requests run one after
+another, with ``concurrency=N`` they overlap in one bounded pool.  The same run
+measures all three (fastest of ``--repeat``), checks that the tables are
+identical, and prints the ratios (issue #13 item 3); the peer is an info and a
+GET per shard straight through s3fs in a pool of the same size.
 """
 from __future__ import annotations
 
@@ -28,7 +29,19 @@ from cloudrec.dataset import open_dataset  # noqa: E402
 from cloudrec.dataset.synthetic import write_synthetic  # noqa: E402
 
 
-def _open(pattern: str, so, concurrency: int, repeat: int):
+def _open(pattern: str, so, concurrency: int, repeat: int, listing: bool = True):
+    before = os.environ.get("CLOUDREC_S3_LIST")
+    os.environ["CLOUDREC_S3_LIST"] = "1" if listing else "0"
+    try:
+        return _timed(pattern, so, concurrency, repeat)
+    finally:
+        if before is None:
+            os.environ.pop("CLOUDREC_S3_LIST", None)
+        else:
+            os.environ["CLOUDREC_S3_LIST"] = before
+
+
+def _timed(pattern: str, so, concurrency: int, repeat: int):
     best, ds = None, None
     for _ in range(repeat):
         t0 = time.perf_counter()
@@ -85,25 +98,36 @@ def main(argv: Any = None) -> int:
         pattern = bucket + "/ds/train-{0000..%04d}.rec" % (args.shards - 1)
         serial_s, serial = _open(pattern, so, 1, args.repeat)
         conc_s, conc = _open(pattern, so, args.concurrency, args.repeat)
+        heads_s, heads = _open(pattern, so, args.concurrency, args.repeat, listing=False)
         raw_s = _raw(pattern, so, args.concurrency, args.repeat)
         for col in ("shard", "key", "offset", "length"):
             assert np.array_equal(getattr(conc.table, col), getattr(serial.table, col)), col
+            assert np.array_equal(getattr(conc.table, col), getattr(heads.table, col)), col
+        assert [(s.size, s.version) for s in conc.shards] == [(s.size, s.version)
+                                                               for s in heads.shards]
         ratio = serial_s / conc_s
         print(f"{args.shards} shards, +{args.latency_ms:g} ms/request: serial {serial_s:.2f} s, "
               f"concurrency {args.concurrency} {conc_s:.2f} s -> {ratio:.1f}x "
-              f"(open_seconds {conc.open_seconds}); raw s3fs pool {raw_s:.2f} s "
-              f"(open_dataset / raw = {conc_s / raw_s:.2f})")
+              f"(open_seconds {conc.open_seconds}); a HEAD per shard instead of the listing "
+              f"{heads_s:.2f} s; raw s3fs pool {raw_s:.2f} s (open_dataset / raw = "
+              f"{conc_s / raw_s:.2f})")
         write_result("open_dataset", settings=vars(args),
                      results={"serial_s": serial_s, "concurrent_s": conc_s, "ratio": ratio,
                               "raw_pool_s": raw_s, "vs_raw_pool": conc_s / raw_s,
+                              "heads_s": heads_s, "listing_vs_heads": heads_s / conc_s,
                               "records": len(conc), "open_seconds": conc.open_seconds},
                      figures=[figure(f"open {args.shards} shards: serial .idx/info", serial_s,
                                      "s"),
                               figure(f"open {args.shards} shards: concurrency "
                                      f"{args.concurrency}", conc_s, "s"),
                               figure("concurrent vs serial open", round(ratio, 1), "x"),
-                              figure("open_dataset time / raw s3fs pool time",
-                                     round(conc_s / raw_s, 2), "x", target="~1")],
+                              figure(f"open {args.shards} shards: a HEAD per shard "
+                                     "(CLOUDREC_S3_LIST=0)", heads_s, "s"),
+                              figure("one listing vs a HEAD per shard", round(heads_s / conc_s, 2),
+                                     "x"),
+                              figure("open_dataset time / raw s3fs pool (an info + a GET per "
+                                     "shard) time", round(conc_s / raw_s, 2), "x",
+                                     target="<= 1")],
                      title=f"open_dataset on S3 (moto + {args.latency_ms:g} ms proxy)")
     finally:
         for s in reversed(stack):

@@ -309,7 +309,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--rounds", type=int, default=1, help="alternated rounds; the fastest counts")
     ap.add_argument("--workdir", default=None, help="keep the generated photos here")
+    ap.add_argument("--save-run", default=None, metavar="DIR",
+                    help="also copy this run's JSON into DIR (for --pool)")
+    ap.add_argument("--pool", nargs="+", default=None, metavar="JSON",
+                    help="no run: pool the round-by-round ratios of these runs' JSON files "
+                         "into bench/results/peers-pooled.json")
     args = ap.parse_args(argv)
+    if args.pool:
+        return pool_main(args.pool)
     from cloudrec.dataset import open_dataset
     from cloudrec.dataset.table_file import write_table
     from cloudrec.testing import FaultProxy, MotoServer
@@ -418,10 +425,85 @@ def main(argv: Optional[List[str]] = None) -> int:
                     "x", target=">= 20x"),
              figure("planner + `block` vs whole objects 8 at a time", report["block_vs_whole_objects"],
                     "x", target=">= 0.9x")]
-    write_result("peers", settings, {"best": best, "ratios": report, "rounds": results}, figs,
-                 title=f"cloudrec vs WebDataset, {len(images)} JPEGs (~{mean_kb:.0f} KB) in "
-                       f"{args.shards} shards, S3 (moto) +{args.latency_ms:g} ms/request, "
-                       f"{args.workers} DataLoader workers, batch {args.batch}")
+    path = write_result("peers", settings, {"best": best, "ratios": report, "rounds": results}, figs,
+                        title=f"cloudrec vs WebDataset, {len(images)} JPEGs (~{mean_kb:.0f} KB) in "
+                              f"{args.shards} shards, S3 (moto) +{args.latency_ms:g} ms/request, "
+                              f"{args.workers} DataLoader workers, batch {args.batch}")
+    if args.save_run:
+        os.makedirs(args.save_run, exist_ok=True)
+        with open(path, encoding="utf-8") as f:
+            started = json.load(f)["started"].replace(":", "")
+        shutil.copyfile(path, os.path.join(args.save_run, f"peers-{started}.json"))
+    return 0
+
+
+def pool_runs(runs: List[Dict[str, Any]]) -> Dict[str, Any]:
+    """Round-by-round cold ratios of several runs' JSON (``bench/results/peers.json`` as
+    each run left it) pooled per system: their median, how many rounds were faster than
+    WebDataset and how many reached 1.2x, each run's median and best against best."""
+    out: Dict[str, Any] = {}
+    for run in runs:
+        ratios = run["results"]["ratios"]
+        for k, v in ratios.items():
+            if not isinstance(v, dict) or "cold_x_webdataset_rounds" not in v:
+                continue
+            p = out.setdefault(k, {"rounds": [], "run_medians": [], "run_best": []})
+            p["rounds"] += list(v["cold_x_webdataset_rounds"])
+            p["run_medians"].append(v["cold_x_webdataset_median"])
+            p["run_best"].append(v["cold_x_webdataset"])
+    for p in out.values():
+        r = np.asarray(p["rounds"], float)
+        p.update(median=float(np.median(r)), n=int(r.size), faster=int((r > 1).sum()),
+                 at_least_1_2=int((r >= 1.2).sum()))
+    return out
+
+
+def _as_typed(paths: List[str]) -> str:
+    """``DIR/*.json`` when the paths are exactly that folder's JSON files, else the paths."""
+    import glob
+    folders = {os.path.dirname(p) for p in paths}
+    if len(folders) == 1:
+        folder = folders.pop()
+        pattern = os.path.join(folder, "*.json")
+        if sorted(map(os.path.abspath, glob.glob(pattern))) == sorted(map(os.path.abspath, paths)):
+            return pattern
+    return " ".join(paths)
+
+
+def pool_main(paths: List[str]) -> int:
+    """``--pool``: write ``peers-pooled.json`` from the run files given."""
+    runs = []
+    for path in paths:
+        with open(path, encoding="utf-8") as f:
+            runs.append(json.load(f))
+    if not runs:
+        raise SystemExit("--pool needs the JSON files of earlier runs")
+    pooled = pool_runs(runs)
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from _common import figure, write_result
+    figs = []
+    for k, p in pooled.items():
+        figs.append(figure(k.replace("cloudrec ", "`") + "`", p["median"], "x",
+                           target=">= 1.2x" if k == "cloudrec block, cache=auto" else None,
+                           group=f"cold epoch vs WebDataset + cache_dir, median of {p['n']} "
+                                 f"rounds paired over {len(p['run_medians'])} runs"))
+    for k, p in pooled.items():   # counts as text: the table prints numbers >= 10 with a decimal
+        if "auto" in k:
+            name = k.replace("cloudrec ", "`") + "`"
+            figs.append(figure(name, f"{p['faster']} of {p['n']} faster, "
+                                     f"{p['at_least_1_2']} at >= 1.2x",
+                               group="rounds against WebDataset"))
+    settings = {"runs": len(runs), "files": [os.path.basename(p) for p in paths],
+                "commits": [r["settings"].get("commit") for r in runs],
+                "started": [r.get("started") for r in runs],
+                "rounds_per_run": [r["settings"].get("rounds") for r in runs]}
+    write_result("peers-pooled", settings, {"pooled": pooled}, figs,
+                 title="cloudrec vs WebDataset, cold epoch, rounds of several bench/peers.py runs "
+                       "pooled", command="python bench/peers.py --pool " + _as_typed(paths))
+    for k, p in pooled.items():
+        print(f"  {k:<36} median {p['median']:.3f}x over {p['n']} rounds; faster in "
+              f"{p['faster']}, >= 1.2x in {p['at_least_1_2']}; run medians "
+              + ", ".join(f"{m:.2f}" for m in p["run_medians"]))
     return 0
 
 

@@ -52,3 +52,21 @@ def test_without_rounds_only_best_against_best(peers):
     out = peers.summarise(best, 100.0, 100.0)
     assert out["cloudrec block, cache=auto"]["cold_x_webdataset"] == pytest.approx(1.25)
     assert "cold_x_webdataset_median" not in out["cloudrec block, cache=auto"]
+
+
+def test_runs_pool_round_by_round(peers, tmp_path, monkeypatch):
+    def run(rounds, commit):
+        return {"settings": {"commit": commit, "rounds": len(rounds)}, "started": "2026-12-03T14:00:00",
+                "results": {"ratios": {
+                    "cloudrec block, cache=auto": {"cold_x_webdataset": max(rounds),
+                                                   "cold_x_webdataset_rounds": rounds,
+                                                   "cold_x_webdataset_median": float(np.median(rounds))},
+                    peers.WASTE: {"cold_x_webdataset": 0.14},      # never paired: left out
+                    "block_vs_whole_objects": 1.1}}}
+    pooled = peers.pool_runs([run([1.3, 0.9, 1.25], "a"), run([1.1, 1.21], "b")])
+    assert list(pooled) == ["cloudrec block, cache=auto"]
+    p = pooled["cloudrec block, cache=auto"]
+    assert p["rounds"] == [1.3, 0.9, 1.25, 1.1, 1.21] and p["n"] == 5
+    assert p["median"] == pytest.approx(1.21) and p["faster"] == 4 and p["at_least_1_2"] == 3
+    assert p["run_medians"] == [pytest.approx(1.25), pytest.approx(1.155)]
+    assert p["run_best"] == [1.3, 1.21]
