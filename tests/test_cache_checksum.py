@@ -20,7 +20,8 @@ from cloudrec.reader.cached import CacheHook
 from cloudrec.reader.fetch import RecordFetcher
 from cloudrec.storage.cache import ShardCache
 from cloudrec.storage.cache_download import download_ranges
-from cloudrec.storage.stored_checksum import StoredChecksum, covers_whole, from_response
+from cloudrec.storage.stored_checksum import (StoredChecksum, covers_whole, from_response,
+                                               native_available)
 
 DATA = np.random.default_rng(7).integers(0, 256, 300_000, dtype=np.uint8).tobytes()
 
@@ -41,14 +42,39 @@ def test_the_stored_value_is_read_from_a_whole_object_answer_only():
     assert from_response({}) is None
     assert from_response({"ChecksumCRC32": "abc=-12"}) is None           # a multipart composite
     assert from_response({"ChecksumCRC32": crc, "ChecksumType": "COMPOSITE"}) is None
-    assert from_response({"ChecksumCRC64NVME": "AAAAAAAAAAA="}) is None   # needs native code
+    native = from_response({"ChecksumCRC64NVME": "AAAAAAAAAAA="})   # awscrt (the crt extra)
+    assert (native.algorithm if native else None) == ("crc64nvme" if native_available() else None)
     assert covers_whole("bytes 0-99/100", 0, 100) and covers_whole("", 0, 100)
     assert not covers_whole("bytes 0-99/200", 0, 100) and not covers_whole("bytes 5-99/100", 5, 100)
 
 
-@pytest.mark.parametrize("algorithm", ["crc32", "sha1", "sha256"])
+# the catalogue's check values (the CRC of b"123456789"): CRC-64/NVME and CRC-32C
+CHECK_VALUES = {"crc64nvme": (0xAE8B14860A799888, 8), "crc32c": (0xE3069283, 4)}
+
+
+def _native_b64(algorithm: str, data: bytes) -> str:
+    st = StoredChecksum(algorithm, "")
+    st.update(data)
+    return _b64(st._crc.to_bytes(CHECK_VALUES[algorithm][1], "big"))
+
+
+@pytest.mark.parametrize("algorithm", sorted(CHECK_VALUES))
+def test_native_checksums_give_the_catalogue_check_values(algorithm):
+    if not native_available():
+        pytest.skip("awscrt (the crt extra) is not installed")
+    value, width = CHECK_VALUES[algorithm]
+    st = StoredChecksum(algorithm, _b64(value.to_bytes(width, "big")))
+    for piece in (b"1234", memoryview(b"56789")):   # fed in pieces, as a download streams
+        st.update(piece)
+    st.check(None, "s3://b/x.rec", 9)
+
+
+@pytest.mark.parametrize("algorithm", ["crc32", "sha1", "sha256", "crc64nvme", "crc32c"])
 def test_a_check_passes_on_the_bytes_and_fails_on_one_byte_changed(algorithm):
-    good = _crc_b64(DATA) if algorithm == "crc32" else _b64(hashlib.new(algorithm, DATA).digest())
+    if algorithm in CHECK_VALUES and not native_available():
+        pytest.skip("awscrt (the crt extra) is not installed")
+    good = _crc_b64(DATA) if algorithm == "crc32" else _native_b64(algorithm, DATA) \
+        if algorithm in CHECK_VALUES else _b64(hashlib.new(algorithm, DATA).digest())
     bad = DATA[:1000] + bytes([DATA[1000] ^ 1]) + DATA[1001:]
     for data, ok in ((DATA, True), (bad, False)):
         st = StoredChecksum(algorithm, good)
@@ -243,3 +269,39 @@ def test_an_index_whose_bytes_fail_botocores_check_is_read_again(s3_server, faul
     assert fault_proxy.stats()["flip"] == 1
     assert fault_proxy.traffic()["GET .idx"]["requests"] == 2
     assert sorted(int(k) for k in ds.table.key) == sorted(k for _, k in truth)
+
+
+@pytest.mark.s3
+@pytest.mark.parametrize("algorithm", ["CRC64NVME", "CRC32C"])
+def test_objects_stored_with_crc64nvme_or_crc32c_are_checked(s3_server, fault_proxy, tmp_path,
+                                                              monkeypatch, algorithm):
+    """S3 stores CRC64NVME for an object uploaded without a checksum (AWS's CLI and other
+    tools send it too): a cache download checks it as it checks CRC32."""
+    if not native_available():
+        pytest.skip("awscrt (the crt extra) is not installed")
+    import boto3
+    so = s3_server.storage_options
+    client = boto3.client("s3", endpoint_url=s3_server.endpoint_url, aws_access_key_id=so["key"],
+                          aws_secret_access_key=so["secret"], region_name="us-east-1")
+    bucket = s3_server.new_bucket("native" + algorithm.lower())
+
+    def put(url: str, data: bytes) -> None:
+        client.put_object(Bucket=bucket[5:], Key=url[len(bucket) + 1:], Body=data,
+                          ChecksumAlgorithm=algorithm)
+    urls, truth = write_synthetic(bucket, 1, 40, seed=43, min_size=3000, max_size=7000, put=put)
+    head = client.head_object(Bucket=bucket[5:], Key=urls[0][len(bucket) + 1:],
+                              ChecksumMode="ENABLED")
+    assert f"Checksum{algorithm}" in head   # the value the download will be checked against
+    ds = open_dataset(urls, storage_options=fault_proxy.storage_options)
+    checks = []
+    real = StoredChecksum.check
+    monkeypatch.setattr(StoredChecksum, "check",
+                        lambda self, *a: checks.append(self.algorithm) or real(self, *a))
+    fault_proxy.configure(pflip=1.0, methods="GET", targets="GET .rec", max_faults=1)
+    monkeypatch.setattr(CacheHook, "stream", False)   # no record handed over from bad bytes
+    got = _fetch_all(ds, str(tmp_path / "c"))
+    assert got == {r: truth[(0, int(ds.table.key[r]))] for r in range(len(ds))}
+    assert fault_proxy.stats()["flip"] == 1 and checks == [algorithm.lower()] * 2
+    assert fault_proxy.traffic()["GET .rec"]["requests"] == 2   # refused once, then cached
+    sh = ds.shards[0]
+    assert ShardCache(str(tmp_path / "c")).lookup(sh.rec_url, sh.size, sh.version) is not None

@@ -5,11 +5,13 @@ default) and returns it on a GET that asks for it (``ChecksumMode=ENABLED``) and
 covers the whole object.  A shard-cache download turns one GET into an entry
 every process of the node trusts afterwards, so it checks that value: a byte
 changed on the way (a plain-HTTP endpoint has no TLS record MAC to catch it) is
-refused instead of cached.  Only whole-object (``FULL_OBJECT``) values of CRC32,
-SHA-1 and SHA-256 are checked: CRC32 is the download's own running CRC, the SHA
-digests are computed from the bytes as they arrive; CRC32C and CRC64NVME need
-a native library (botocore skips them too without ``awscrt``), and a multipart
-object's composite value (``...-N``) is not a checksum of the bytes.
+refused instead of cached.  Only whole-object (``FULL_OBJECT``) values are
+checked: CRC32 is the download's own running CRC, the SHA-1 and SHA-256 digests
+are computed from the bytes as they arrive, and so are CRC64NVME (what S3 stores
+for an object uploaded without a checksum) and CRC32C, with AWS's ``awscrt``
+(``pip install cloudrec[crt]``; botocore uses the same library for them).
+Without it those two are not checked, as botocore does not check them either.
+A multipart object's composite value (``...-N``) is not a checksum of the bytes.
 
 Why not botocore's own check: its streaming body validates only when a read
 returns the end of the body, which a reader that stops at the last byte of its
@@ -23,18 +25,34 @@ from typing import Any, Mapping, Optional
 
 from cloudrec.errors import ChecksumMismatchError
 
+try:   # CRC64NVME and CRC32C have no fast pure-Python implementation
+    from awscrt import checksums as _crt
+except ImportError:   # pragma: no cover - the crt extra is not installed
+    _crt = None
+
 # botocore response field -> algorithm, in the order a value is preferred
-_FIELDS = (("ChecksumCRC32", "crc32"), ("ChecksumSHA256", "sha256"), ("ChecksumSHA1", "sha1"))
+_FIELDS = (("ChecksumCRC32", "crc32"), ("ChecksumCRC64NVME", "crc64nvme"),
+           ("ChecksumCRC32C", "crc32c"), ("ChecksumSHA256", "sha256"), ("ChecksumSHA1", "sha1"))
+_NATIVE = {"crc64nvme": 8, "crc32c": 4}   # algorithm -> bytes of its value (awscrt)
+
+
+def native_available() -> bool:
+    """Can CRC64NVME and CRC32C values be checked here (is ``awscrt`` installed)?"""
+    return _crt is not None
 
 
 class StoredChecksum:
     """One stored whole-object checksum; ``update`` with the bytes (in order), then ``check``."""
 
-    __slots__ = ("algorithm", "expected", "_hash")
+    __slots__ = ("algorithm", "expected", "_hash", "_crc")
 
     def __init__(self, algorithm: str, expected: str) -> None:
+        if algorithm in _NATIVE and _crt is None:
+            raise ValueError(f"checking {algorithm} needs awscrt (pip install cloudrec[crt])")
         self.algorithm, self.expected = algorithm, expected
-        self._hash = None if algorithm == "crc32" else hashlib.new(algorithm)
+        self._crc = 0
+        self._hash = None if algorithm == "crc32" or algorithm in _NATIVE else \
+            hashlib.new(algorithm)
 
     def __repr__(self) -> str:
         return f"StoredChecksum({self.algorithm}={self.expected})"
@@ -43,6 +61,8 @@ class StoredChecksum:
         """Feed the next bytes of the object (a no-op for CRC32: the caller's CRC is used)."""
         if self._hash is not None:
             self._hash.update(data)
+        elif self.algorithm in _NATIVE:
+            self._crc = getattr(_crt, self.algorithm)(data, self._crc)
 
     def check(self, crc32: Optional[int], url: str, size: int) -> None:
         """Raise ChecksumMismatchError naming ``url`` unless the bytes match the stored value.
@@ -50,6 +70,8 @@ class StoredChecksum:
         ``crc32``: ``zlib.crc32`` of the whole object, as the caller computed it."""
         if self._hash is not None:
             got = self._hash.digest()
+        elif self.algorithm in _NATIVE:
+            got = self._crc.to_bytes(_NATIVE[self.algorithm], "big")
         else:
             if crc32 is None:
                 raise ValueError("a CRC32 check needs the CRC of the bytes")
@@ -63,10 +85,12 @@ class StoredChecksum:
 
 def from_response(resp: Mapping[str, Any]) -> Optional[StoredChecksum]:
     """The checksum a botocore ``GetObject`` answer carries, or None (none sent, a composite
-    value, or an algorithm checked here only natively)."""
+    value, or CRC64NVME/CRC32C without ``awscrt``)."""
     if str(resp.get("ChecksumType") or "FULL_OBJECT").upper() != "FULL_OBJECT":
         return None
     for field, algorithm in _FIELDS:
+        if algorithm in _NATIVE and _crt is None:
+            continue
         value = resp.get(field)
         if value and "-" not in str(value):
             return StoredChecksum(algorithm, str(value))
