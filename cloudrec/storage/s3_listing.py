@@ -45,11 +45,11 @@ def list_objects(fs: Any, paths: Sequence[str], retry: Optional[RetryPolicy] = N
                  url: str = "") -> Optional[Dict[str, Dict[str, Any]]]:
     """``info``-like dicts (``name``, ``size``, ``ETag``, ``LastModified``, ``type``) of the
     ``paths`` (``bucket/folder/name``, all in one bucket and folder) that one bounded
-    listing found; None when listing is refused (the caller asks per object).
+    listing found; None when S3 answers the listing with an error other than "no such
+    bucket" (the caller asks per object).
 
-    Other failures (after ``retry``) raise what s3fs raised for them (``OSError``
-    kinds: FileNotFoundError for a missing bucket, ConnectionError, ...); ``url``
-    names the folder in retry messages."""
+    A missing bucket and failures a retry could cure (after ``retry``) raise what s3fs
+    or the retry policy raised for them; ``url`` names the folder in their messages."""
     if not paths:
         return {}
     bucket = paths[0].split("/", 1)[0]
@@ -62,6 +62,8 @@ def list_objects(fs: Any, paths: Sequence[str], retry: Optional[RetryPolicy] = N
     # StartAfter is exclusive: the first key without its last character sorts just before it
     kw: Dict[str, Any] = {"Bucket": bucket, "Prefix": folder, "Delimiter": "/",
                           "MaxKeys": LIST_PAGE, "StartAfter": keys[0][:-1]}
+    if not kw["StartAfter"]:   # a one-character key at the bucket's top: list from the start
+        del kw["StartAfter"]
     found: Dict[str, Dict[str, Any]] = {}
     for _ in range(page_budget(len(keys))):
         try:
