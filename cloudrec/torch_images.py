@@ -209,12 +209,20 @@ class ResumableMapLoader:
         self._loader_kw = dict(loader_kw or {})
         self._make = lambda: DataLoader(dataset, batch_sampler=self.batch_sampler,
                                         **self._loader_kw)
+        # persistent workers live in one DataLoader: made once and kept, or every pass
+        # would fork new ones (its next pass asks the sampler, so a restored state holds)
+        self._kept = None
+        if self._loader_kw.get("persistent_workers") and self._loader_kw.get("num_workers", 0):
+            self._kept = self._make()
+
+    def _loader(self) -> Any:
+        return self._kept if self._kept is not None else self._make()
 
     def __iter__(self) -> Iterator[dict]:
         s = self.sampler
         epoch, start = s.epoch, s.consumed
         sl = s.epoch_slice()
-        for i, data in enumerate(batches(self._make())):   # an error stops the workers at once
+        for i, data in enumerate(batches(self._loader())):   # an error stops the workers at once
             ids, pad = sl.batch(i)
             s.consumed = s.consumed_after(start, int(sl.steps[i]) + 1)
             yield {"data": data, "ids": torch.from_numpy(ids.copy()),

@@ -1,7 +1,9 @@
-"""A decode error in a DataLoader worker stops the loader's workers at once when it
-leaves ResumableLoader / ResumableMapLoader (cloudrec.torch_loader_exit).  torch keeps
-the failed iterator in a reference cycle, and when the cyclic collector frees it
-later its queues are already shut, so each worker is waited for 5 s and then killed."""
+"""The worker processes of cloudrec's loaders.  A decode error in a DataLoader worker
+stops the loader's workers at once when it leaves ResumableLoader / ResumableMapLoader
+(cloudrec.torch_loader_exit): torch keeps the failed iterator in a reference cycle, and
+when the cyclic collector frees it later its queues are already shut, so each worker is
+waited for 5 s and then killed.  Persistent workers survive an early stop, and
+ResumableMapLoader keeps them from one pass to the next."""
 from __future__ import annotations
 
 import gc
@@ -83,3 +85,43 @@ def test_persistent_workers_survive_an_early_stop(dataset):
     assert len(_workers()) == 2    # kept for the next pass over the loader
     rest = [i for b in loader for i in b["ids"].tolist()]
     assert len(rest) == len(ds) - 50
+
+
+def _pid(payload: bytes) -> int:
+    import os
+    return os.getpid()
+
+
+def test_a_map_loader_keeps_its_persistent_workers_and_resumes_exactly(tmp_path):
+    """ResumableMapLoader with persistent_workers: the same worker processes serve every
+    pass (they were forked anew each epoch), and a restored state still gives the exact
+    next batch."""
+    from cloudrec.torch import IndexedRecordDataset, ResumableMapLoader
+    urls, _ = write_synthetic(str(tmp_path), 1, 60, min_size=10, max_size=300, seed=2)
+    ds = IndexedRecordDataset(urls[0][:-4] + ".idx", urls[0], transform=_pid)
+    kw = dict(batch_size=6, seed=4, mode="global")
+    loader = ResumableMapLoader(ds, loader_kw={"num_workers": 2, "persistent_workers": True,
+                                               "multiprocessing_context": "fork"}, **kw)
+    pids, epochs = set(), []
+    for _ in range(2):
+        ids = []
+        for b in loader:
+            pids.update(b["data"].tolist())
+            ids += b["ids"].tolist()
+        epochs.append(ids)
+    assert len(pids) == 2 and sorted(epochs[0]) == sorted(epochs[1]) == list(range(60))
+    assert epochs[0] != epochs[1]                     # a new order for the second epoch
+    plain = ResumableMapLoader(ds, **kw)              # no workers: the reference order
+    plain.set_epoch(2)
+    truth = [b["ids"].tolist() for b in plain]
+    loader.set_epoch(2)
+    it = iter(loader)
+    first = [next(it)["ids"].tolist() for _ in range(3)]
+    state = loader.state_dict()
+    del it
+    loader.load_state_dict(state)
+    rest = [b["ids"].tolist() for b in loader]
+    assert first + rest == truth
+    for b in loader:   # the next epoch, on the same two processes
+        pids.update(b["data"].tolist())
+    assert len(pids) == 2
