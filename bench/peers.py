@@ -476,8 +476,6 @@ def pool_main(paths: List[str]) -> int:
     for path in paths:
         with open(path, encoding="utf-8") as f:
             runs.append(json.load(f))
-    if not runs:
-        raise SystemExit("--pool needs the JSON files of earlier runs")
     pooled = pool_runs(runs)
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from _common import figure, write_result

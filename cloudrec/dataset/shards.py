@@ -10,7 +10,7 @@ import os
 import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from cloudrec.errors import ConfigError, IndexFileError, StorageError
 from cloudrec.storage.fs import resolve
@@ -188,15 +188,15 @@ def _stat_all(rec_urls: List[str], storage_options: Optional[Dict[str, Any]],
         return pool.submit(fn, *args) if pool is not None else _Done(fn, *args)
 
     groups = _listing_groups(rec_urls, storage_options)
-    grouped = {i for members in groups.values() for i in members}
+    grouped = {i for _, members in groups.values() for i, _ in members}
     heads = {i: run(_info, u, storage_options, retry) for i, u in enumerate(rec_urls)
              if i not in grouped}
-    listings = {g: run(_list_group, [rec_urls[i] for i in members], storage_options, retry)
-                for g, members in groups.items()}
+    listings = {g: run(_list_group, fs, [(rec_urls[i], p) for i, p in members], retry)
+                for g, (fs, members) in groups.items()}
     out: Dict[int, Any] = {}
-    for g, members in groups.items():
+    for g, (_, members) in groups.items():
         found = listings[g].result()
-        for i in members:
+        for i, _ in members:
             if found is not None and rec_urls[i] in found:
                 out[i] = replace(found[rec_urls[i]])   # a shard named twice: two objects
             else:  # not listed (or listing refused): ask for this one
@@ -217,11 +217,11 @@ class _Done:
 
 
 def _listing_groups(rec_urls: Sequence[str], storage_options: Optional[Dict[str, Any]]
-                    ) -> Dict[Any, List[int]]:
+                    ) -> Dict[Any, Tuple[Any, List[Tuple[int, str]]]]:
     """Shards worth one listing: S3 objects (no version in the URL) sharing a bucket and
-    folder, at least two of them."""
+    folder, at least two of them; per folder its filesystem and (index, path) of each."""
     from cloudrec.storage.s3_listing import listable
-    groups: Dict[Any, List[int]] = {}
+    groups: Dict[Any, Tuple[Any, List[Tuple[int, str]]]] = {}
     for i, u in enumerate(rec_urls):
         try:
             fs, path = resolve(u, storage_options)
@@ -229,16 +229,17 @@ def _listing_groups(rec_urls: Sequence[str], storage_options: Optional[Dict[str,
             continue
         if not listable(fs) or "?" in path or "/" not in path:
             continue
-        groups.setdefault((id(fs), path.rsplit("/", 1)[0]), []).append(i)
-    return {g: m for g, m in groups.items() if len(m) > 1}
+        groups.setdefault((id(fs), path.rsplit("/", 1)[0]), (fs, []))[1].append((i, path))
+    return {g: m for g, m in groups.items() if len(m[1]) > 1}
 
 
-def _list_group(urls: List[str], storage_options: Optional[Dict[str, Any]],
-                retry: Optional[RetryPolicy]) -> Optional[Dict[str, Shard]]:
-    """The shards of one folder the listing found, by URL; None when listing is refused."""
+def _list_group(fs: Any, members: List[Tuple[str, str]], retry: Optional[RetryPolicy]
+                ) -> Optional[Dict[str, Shard]]:
+    """The shards of one folder (``(url, path)`` each) the listing found, by URL; None when
+    S3 refused the listing."""
     from cloudrec.storage.s3_listing import list_objects
-    fs, _ = resolve(urls[0], storage_options)
-    paths = {resolve(u, storage_options)[1]: u for u in urls}
+    urls = [u for u, _ in members]
+    paths = {p: u for u, p in members}
     folder = urls[0].rsplit("/", 1)[0] + "/"
     try:
         found = list_objects(fs, list(paths), retry=retry, url=folder)
