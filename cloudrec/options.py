@@ -40,13 +40,16 @@ _EVEN_LAST = ("pad", "fill", "drop")  # 'fill': padded by the sampler, pad slots
 
 #: RecordFetcher settings per backend: the one table every front end uses.  A local disk
 #: wants few threads; object stores hide 10-50 ms per GET behind many; HDFS sits between.
-FETCH_DEFAULTS: Dict[str, Dict[str, int]] = {
+#: Remote stores read without a cache cap merged gaps at 2% of the records' bytes
+#: (``uncached_max_waste``): a gap there is other workers' records or later windows',
+#: bytes that would cross the network twice.
+FETCH_DEFAULTS: Dict[str, Dict[str, Any]] = {
     "local": {"concurrency": 4, "readahead_bytes": 128 << 20,
               "max_gap": 256 << 10, "max_request": 16 << 20},
     "hdfs": {"concurrency": 8, "readahead_bytes": 128 << 20,
-             "max_gap": 256 << 10, "max_request": 16 << 20},
+             "max_gap": 256 << 10, "max_request": 16 << 20, "uncached_max_waste": 0.02},
     "object": {"concurrency": 16, "readahead_bytes": 128 << 20,
-               "max_gap": 256 << 10, "max_request": 16 << 20},
+               "max_gap": 256 << 10, "max_request": 16 << 20, "uncached_max_waste": 0.02},
 }
 _LOCAL_SCHEMES = ("", "file", "local", "memory")
 _HDFS_SCHEMES = ("hdfs", "viewfs", "webhdfs", "swebhdfs")
@@ -140,6 +143,10 @@ class FetchOptions:
     shards from instead of their `.idx` files (one GET for the whole index; with
     ``--crc`` every record is checked against its CRC32); ``table_stale`` ('rebuild' or
     'error') says what a table older than its shards does.
+    ``max_waste`` unset on a remote store without a cache caps merged gaps at 2%
+    (``float('inf')``: unbounded).  ``spool`` (default on): DataLoader workers of a
+    ``global``/``mxnet`` order without a cache share one download of each shard in
+    ``/dev/shm`` while the dataset fits their read-ahead (:mod:`cloudrec.reader.spool`).
     """
 
     concurrency: Optional[int] = None
@@ -157,9 +164,12 @@ class FetchOptions:
     strict: bool = True
     table: Optional[str] = None
     table_stale: str = "rebuild"
+    spool: bool = True
 
     def __post_init__(self) -> None:
         c = "FetchOptions"
+        if not isinstance(self.spool, bool):
+            raise ConfigError(f"{c}.spool must be true or false, got {self.spool!r}")
         if self.table is not None:
             if not isinstance(self.table, (str, os.PathLike)) or not os.fspath(self.table):
                 raise ConfigError(f"{c}.table must be the path or URL of a dataset table "

@@ -144,6 +144,12 @@ class RecordIterableDataset(IterableDataset):
         self.collate = collate or collate_numpy
         self.fetch_options = dict(fetch_options or {})
         self.sampler = EpochSampler(source.table, **sampler_kw)
+        # several workers of a scattered order without a cache share one download per shard
+        from cloudrec.reader.spool import Spool
+        urls = [sh.rec_url for sh in getattr(source, "shards", [])]
+        self.spool = Spool(self, source, mode=self.sampler.mode,
+                           world_size=self.sampler.world_size,
+                           fetch_kw=fo.fetcher_kwargs(urls) if urls else {}, enabled=fo.spool)
         # the sampler state shared with DataLoader workers, persistent ones included
         self._shared = mp.get_context("spawn").RawArray("c", _STATE_BYTES)
         self._publish()
@@ -192,13 +198,15 @@ class RecordIterableDataset(IterableDataset):
         return len(self.sampler)
 
     # ----- iteration, in whatever process the DataLoader runs it
-    def _fetch(self, ids: np.ndarray, **hints: Any) -> Iterator[tuple[int, bytes]]:
+    def _fetch(self, ids: np.ndarray, num_workers: int = 0,
+               **hints: Any) -> Iterator[tuple[int, bytes]]:
         if self._fetcher is None or self._fetcher_pid != os.getpid():
             from cloudrec.options import FetchOptions
             from cloudrec.reader.fetch import RecordFetcher
             urls = [sh.rec_url for sh in getattr(self.source, "shards", [])]
             # the backend's fetch defaults, as every front end (cloudrec.options.FETCH_DEFAULTS)
             kw = FetchOptions.coerce(self.fetch_options).fetcher_kwargs(urls)
+            kw.update(self.spool.fetch_kw(num_workers))
             self._fetcher = RecordFetcher(self.source, **kw)
             self._fetcher_pid = os.getpid()
         return self._fetcher.fetch(ids, **hints)
@@ -211,7 +219,7 @@ class RecordIterableDataset(IterableDataset):
         sl = s.epoch_slice(wid, nworkers)   # this worker's contiguous span, order computed lazily
         # block/shard orders: windows cut at shuffle windows, only touching records merged,
         # so no byte is read twice (RecordFetcher.fetch)
-        records = self._fetch(sl.ids, chunk_starts=sl.chunk_starts,
+        records = self._fetch(sl.ids, nworkers, chunk_starts=sl.chunk_starts,
                               touching_only=sl.exclusive is not None)
         for i, step in enumerate(sl.steps.tolist()):
             ids, pad = sl.batch(i)

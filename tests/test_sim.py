@@ -10,6 +10,7 @@ import pytest
 from cloudrec.dataset import open_dataset
 from cloudrec.dataset.synthetic import write_synthetic
 from cloudrec.errors import ConfigError
+from cloudrec.options import FETCH_DEFAULTS
 from cloudrec.reader.fetch import RecordFetcher
 from cloudrec.reader.sampler import EpochSampler
 from cloudrec.sim import (HostModel, JobSpec, StorageModel, format_report, from_dataset, simulate,
@@ -75,7 +76,8 @@ def test_counts_equal_a_real_fetcher_on_local_shards(local_ds, mode, world, work
             sl = EpochSampler(local_ds.table, seed=4, mode=mode, rank=r, world_size=world,
                               batch_size=32).epoch_slice(k, workers)
             ids = sl.ids
-            with RecordFetcher(local_ds, **fetch) as f:   # with the slice's hint, as the worker
+            # the object-store defaults the simulator models, with the slice's hint
+            with RecordFetcher(local_ds, **{**FETCH_DEFAULTS["object"], **fetch}) as f:
                 got = f.fetch(ids, chunk_starts=sl.chunk_starts,
                               touching_only=sl.exclusive is not None)
                 assert [rid for rid, _ in got] == ids.tolist()

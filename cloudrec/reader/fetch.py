@@ -18,9 +18,14 @@ Tuning (defaults suit S3-like stores at 10-50 ms per GET):
   fewer; roughly bandwidth x latency of one GET (100 MB/s x 2.5 ms).
 * ``max_waste`` (None: unbounded): cap the merged gaps' bytes at this fraction of
   the records' bytes (per window and shard, smallest gaps first).  ``0.02`` keeps a
-  ``global`` order without a cache within 2% of the bytes it needs (the default
-  merges across the other workers' records: ~1.7x), for about one GET per record;
-  ``block``/``shard`` orders merge only touching records and need no cap.
+  ``global`` order without a cache within 2% of the bytes it needs (unbounded, it
+  merges across the other workers' records: ~1.7x on a small dataset), for about one
+  GET per record there; ``block``/``shard`` orders merge only touching records and
+  need no cap.  ``float('inf')`` is unbounded too.
+* ``uncached_max_waste`` (None): the cap used when ``max_waste`` is not given and no
+  cache holds the shards; the object-store and HDFS defaults
+  (:data:`cloudrec.options.FETCH_DEFAULTS`) set 0.02, so no byte is read twice
+  unless asked for.
 * ``max_request`` (16 MB): cap one request; smaller caps spread a big read
   over more concurrent GETs.
 * ``cache``: ``'none'`` reads ranges remotely; ``'shards'`` downloads whole
@@ -87,16 +92,18 @@ class RecordFetcher(FetchWindows):
                  readahead_bytes: int = DEFAULT_READAHEAD, window_bytes: Optional[int] = None,
                  retry: Optional[RetryPolicy] = None, cache_dir: Optional[str] = None,
                  cache_max_bytes: Optional[int] = None, strict: bool = True,
-                 partial_index: bool = False, max_waste: Optional[float] = None) -> None:
+                 partial_index: bool = False, max_waste: Optional[float] = None,
+                 uncached_max_waste: Optional[float] = None) -> None:
         if cache not in ("none", "shards", "auto"):
             raise ConfigError(f"cache must be 'none', 'shards' or 'auto', got {cache!r}")
         self.ds = ds
         self.table = ds.table
         self.max_gap = int(max_gap)
         self.max_request = int(max_request)
-        if max_waste is not None and (isinstance(max_waste, bool) or not isinstance(
-                max_waste, (int, float)) or not max_waste >= 0):
-            raise ConfigError(f"max_waste must be a fraction >= 0 or None, got {max_waste!r}")
+        for name, value in (("max_waste", max_waste), ("uncached_max_waste", uncached_max_waste)):
+            if value is not None and (isinstance(value, bool) or not isinstance(
+                    value, (int, float)) or not value >= 0):
+                raise ConfigError(f"{name} must be a fraction >= 0 or None, got {value!r}")
         self.max_waste = None if max_waste is None else float(max_waste)
         self.concurrency = int(concurrency)
         self.readahead_bytes = int(readahead_bytes)
@@ -118,6 +125,11 @@ class RecordFetcher(FetchWindows):
         self._cache = None
         if cache != "none":
             self._cache = _CacheHook.make(self, cache, cache_dir, cache_max_bytes)
+        if self.max_waste is None and self._cache is None and uncached_max_waste is not None:
+            # remote ranges without a cache: merged gaps are bytes someone reads again
+            self.max_waste = float(uncached_max_waste)
+        if self.max_waste is not None and self.max_waste == float("inf"):
+            self.max_waste = None
 
     # -- where a shard's bytes come from --------------------------------------------------
     def _check_pid(self) -> None:
@@ -189,7 +201,8 @@ class RecordFetcher(FetchWindows):
     def __repr__(self) -> str:
         first = redact_url(self.ds.shards[0].rec_url) if self.ds.shards else "-"
         return (f"RecordFetcher({len(self.ds.shards)} shard(s) from {first}, cache={self.cache_mode!r}, "
-                f"concurrency={self.concurrency}, max_gap={self.max_gap})")
+                f"concurrency={self.concurrency}, max_gap={self.max_gap}, "
+                f"max_waste={self.max_waste})")
 
     def _start_window(self, ids: np.ndarray, max_gap: int) -> _Window:
         t = self.table

@@ -88,7 +88,8 @@ class JobSpec:
     """A training job's reading side: what ``RecordIterableDataset`` would be given.
 
     ``fetch`` holds RecordFetcher options (max_gap, max_request, concurrency,
-    readahead_bytes, window_bytes, cache, cache_max_bytes); ``order_options`` go
+    readahead_bytes, window_bytes, cache, cache_max_bytes, and ``spool``: False models a
+    job whose workers share no spool, :mod:`cloudrec.reader.spool`); ``order_options`` go
     to ``epoch_order``.  ``ranks_per_node`` ranks share a node (its bandwidth
     and shard cache).  ``sample_ranks`` > 0 plans only that many ranks (spread
     over the job) and scales per-node totals up; 0 plans every rank exactly.

@@ -15,8 +15,10 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
+from cloudrec.options import FETCH_DEFAULTS
 from cloudrec.reader.fetch import RecordFetcher
 from cloudrec.reader.sampler import EpochSampler
+from cloudrec.reader.spool import SCATTERED_MODES, fits_read_ahead
 from cloudrec.sim import timing
 from cloudrec.sim.model import HostModel, JobSpec, StorageModel, settings
 from cloudrec.sim.quality import quality
@@ -128,7 +130,9 @@ def simulate(ds: SimDataset, job: JobSpec, storage: StorageModel,
     host.check()
     t_all = time.perf_counter()
     fopts = {k: v for k, v in job.fetch.items() if k in _FETCH_KEYS}
-    fetcher = RecordFetcher(ds, **fopts)        # cache='none': only its planning is used
+    # an object store's defaults, as the front ends take them (FETCH_DEFAULTS); cache='none':
+    # only its planning is used
+    fetcher = RecordFetcher(ds, **{**FETCH_DEFAULTS["object"], **fopts})
     def fresh_sampler(rank: int) -> EpochSampler:
         return EpochSampler(ds.table, seed=job.seed, mode=job.mode, rank=rank,
                             world_size=job.world_size, batch_size=job.batch_size, last=job.last,
@@ -168,6 +172,10 @@ def simulate(ds: SimDataset, job: JobSpec, storage: StorageModel,
     cap = int(job.fetch.get("cache_max_bytes") or DEFAULT_MAX_BYTES)
     if cache == "auto":
         cache = "shards" if int(sizes.sum()) <= cap else "none"
+    if (cache == "none" and job.fetch.get("spool", True) and job.mode in SCATTERED_MODES
+            and job.world_size == 1
+            and fits_read_ahead(int(sizes.sum()), fetcher.readahead_bytes, job.num_workers)):
+        cache = "shards"    # the workers share one download per shard (cloudrec.reader.spool)
     rank_idx = {r: i for i, r in enumerate(ranks)}
     node_list = sorted(set(r // job.ranks_per_node for r in ranks))
     node_idx = {n: i for i, n in enumerate(node_list)}
