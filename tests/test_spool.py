@@ -159,3 +159,13 @@ def test_sweep_removes_only_folders_of_dead_processes(tmp_path):
 def test_spool_option_is_checked():
     with pytest.raises(ConfigError, match="spool"):
         FetchOptions(spool="yes")
+
+
+def test_an_unusable_spool_root_means_ranged_reads(s3_urls, s3_server, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    ds = open_dataset(s3_urls, storage_options=s3_server.storage_options)
+    sp = Spool(object.__new__(Spool), ds, mode="global", world_size=1,
+               fetch_kw=FetchOptions().fetcher_kwargs([s.rec_url for s in ds.shards]),
+               root=str(blocker / "spool"))
+    assert not sp.eligible and "cannot use" in sp.reason and sp.fetch_kw(2) == {}

@@ -76,13 +76,7 @@ def _remove(path: str, owner: int) -> None:
 
 
 def _free_bytes(root: str) -> int:
-    probe = root
-    while not os.path.isdir(probe):
-        parent = os.path.dirname(probe)
-        if parent == probe:
-            return 0
-        probe = parent
-    st = os.statvfs(probe)
+    st = os.statvfs(root)
     return st.f_bavail * st.f_frsize
 
 
@@ -125,6 +119,10 @@ class Spool:
             return "no shards of its own (the records come through another reader)"
         if any(is_local(ds.filesystem(i)[0]) for i in range(len(shards))):
             return "local shards"
+        try:
+            os.makedirs(self.root, exist_ok=True)
+        except OSError as exc:   # no /dev/shm (macOS), another user's folder
+            return f"cannot use {self.root}: {exc.strerror or exc}"
         if self.total + HEADROOM > _free_bytes(self.root):
             return f"{self.total} bytes do not fit in the free shared memory of {self.root}"
         return None
