@@ -18,7 +18,7 @@ from cloudrec.dataset import open_dataset
 from cloudrec.dataset.synthetic import write_synthetic
 from cloudrec.errors import ConfigError
 from cloudrec.options import FetchOptions
-from cloudrec.reader.spool import Spool, sweep
+from cloudrec.reader.spool import Spool, folder_name, sweep
 
 torch_data = pytest.importorskip("torch.utils.data")
 from cloudrec.torch import RecordIterableDataset  # noqa: E402
@@ -145,14 +145,16 @@ def test_local_shards_get_no_spool(tmp_path):
 def test_sweep_removes_only_folders_of_dead_processes(tmp_path):
     done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True, check=True)
-    dead = tmp_path / f"{int(done.stdout)}-abc"
-    live = tmp_path / f"{os.getppid()}-def"
-    mine = tmp_path / f"{os.getpid()}-0a"
+    dead = tmp_path / folder_name(int(done.stdout), "abc")
+    live = tmp_path / folder_name(os.getppid(), "def")
+    mine = tmp_path / folder_name(os.getpid(), "0a")
+    elsewhere = tmp_path / f"{int(done.stdout)}-1-abc"   # another pid namespace's: unknown
     other = tmp_path / "not-a-spool"
-    for d in (dead, live, mine, other):
+    for d in (dead, live, mine, elsewhere, other):
         (d / "x").mkdir(parents=True)
     assert sweep(str(tmp_path)) == 1
-    assert not dead.exists() and live.exists() and mine.exists() and other.exists()
+    assert not dead.exists()
+    assert live.exists() and mine.exists() and elsewhere.exists() and other.exists()
     assert sweep(str(tmp_path / "missing")) == 0
 
 

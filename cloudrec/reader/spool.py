@@ -13,7 +13,8 @@ byte crosses the network once, at a few GETs per shard.
 
 The folder is not a cache: it belongs to the dataset object that named it and
 is removed when that object is freed or its process exits; folders whose owner
-died without removing them are swept by the next spool made on the node.
+died without removing them are swept by the next spool made on the node (in the
+same pid namespace: a container cannot see another's processes).
 ``FetchOptions(spool=False)`` (``fetch_options={"spool": False}``) turns it off.
 """
 from __future__ import annotations
@@ -45,6 +46,20 @@ def spool_root() -> str:
     return os.environ.get(ENV_ROOT) or DEFAULT_ROOT
 
 
+def _pid_namespace() -> str:
+    """This process's pid namespace (its inode), so a sweep never judges a process of
+    another container sharing the folder by a pid it cannot see."""
+    try:
+        return "".join(c for c in os.readlink("/proc/self/ns/pid") if c.isdigit()) or "0"
+    except OSError:
+        return "0"
+
+
+def folder_name(pid: int, token: str) -> str:
+    """``<pid>-<pid namespace>-<token>``: the owner is known from the name alone."""
+    return f"{pid}-{_pid_namespace()}-{token}"
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -61,10 +76,13 @@ def sweep(root: str) -> int:
         names = os.listdir(root)
     except OSError:
         return 0
-    swept = 0
+    swept, ns = 0, _pid_namespace()
     for name in names:
-        pid = name.split("-", 1)[0]
-        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+        parts = name.split("-")
+        if len(parts) != 3 or parts[1] != ns or not parts[0].isdigit():
+            continue      # not a spool, or another pid namespace's
+        pid = int(parts[0])
+        if pid != os.getpid() and not _alive(pid):
             shutil.rmtree(os.path.join(root, name), ignore_errors=True)
             swept += 1
     return swept
@@ -92,7 +110,7 @@ class Spool:
                  fetch_kw: Dict[str, Any], enabled: bool = True,
                  root: Optional[str] = None) -> None:
         self.root = os.path.abspath(root or spool_root())
-        self.path = os.path.join(self.root, f"{os.getpid()}-{secrets.token_hex(6)}")
+        self.path = os.path.join(self.root, folder_name(os.getpid(), secrets.token_hex(6)))
         self.total = sum(int(s.size) for s in getattr(ds, "shards", []))
         self.readahead = int(fetch_kw.get("readahead_bytes") or 0)
         self.reason = self._why_not(ds, enabled, mode, world_size, fetch_kw)
