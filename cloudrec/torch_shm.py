@@ -35,6 +35,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 
 from cloudrec.errors import CloudrecError
+from cloudrec.processes import pid_alive, pid_namespace
 
 __all__ = ["SHM_DIR", "MIN_ITEM", "MIN_TOTAL", "shared_payloads", "sweep_orphans"]
 
@@ -74,17 +75,7 @@ class _Batch:
         return _release, (self.name, self.obj)
 
 
-def _pid_namespace() -> str:
-    """This process's pid namespace id (the inode of /proc/self/ns/pid), '0' if unknown."""
-    try:
-        link = os.readlink("/proc/self/ns/pid")   # 'pid:[4026531836]'
-    except OSError:
-        return "0"
-    digits = "".join(c for c in link if c.isdigit())
-    return digits or "0"
-
-
-_NS = _pid_namespace()
+_NS = pid_namespace()
 
 
 def _path(name: str) -> str:
@@ -219,16 +210,6 @@ def _unlink_quiet(name: str) -> None:
         pass
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:   # someone else's process: alive
-        return True
-    return True
-
-
 def sweep_orphans() -> int:
     """Remove batch files whose worker (in this pid namespace) has exited: batches torch
     dropped.  Returns how many."""
@@ -244,7 +225,7 @@ def sweep_orphans() -> int:
         if len(parts) < 2 or parts[0] != _NS or not parts[1].isdigit():
             continue
         pid = int(parts[1])
-        if pid != os.getpid() and not _alive(pid):
+        if pid != os.getpid() and not pid_alive(pid):
             _unlink_quiet(n)
             removed += 1
     return removed

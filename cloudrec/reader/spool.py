@@ -25,6 +25,7 @@ import shutil
 import weakref
 from typing import Any, Dict, Optional
 
+from cloudrec.processes import pid_alive, pid_namespace
 from cloudrec.reader.cached import is_local
 
 ENV_ROOT = "CLOUDREC_SPOOL_ROOT"
@@ -46,28 +47,9 @@ def spool_root() -> str:
     return os.environ.get(ENV_ROOT) or DEFAULT_ROOT
 
 
-def _pid_namespace() -> str:
-    """This process's pid namespace (its inode), so a sweep never judges a process of
-    another container sharing the folder by a pid it cannot see."""
-    try:
-        return "".join(c for c in os.readlink("/proc/self/ns/pid") if c.isdigit()) or "0"
-    except OSError:
-        return "0"
-
-
 def folder_name(pid: int, token: str) -> str:
     """``<pid>-<pid namespace>-<token>``: the owner is known from the name alone."""
-    return f"{pid}-{_pid_namespace()}-{token}"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:   # someone else's process: alive
-        return True
-    return True
+    return f"{pid}-{pid_namespace()}-{token}"
 
 
 def sweep(root: str) -> int:
@@ -76,13 +58,13 @@ def sweep(root: str) -> int:
         names = os.listdir(root)
     except OSError:
         return 0
-    swept, ns = 0, _pid_namespace()
+    swept, ns = 0, pid_namespace()
     for name in names:
         parts = name.split("-")
         if len(parts) != 3 or parts[1] != ns or not parts[0].isdigit():
             continue      # not a spool, or another pid namespace's
         pid = int(parts[0])
-        if pid != os.getpid() and not _alive(pid):
+        if pid != os.getpid() and not pid_alive(pid):
             shutil.rmtree(os.path.join(root, name), ignore_errors=True)
             swept += 1
     return swept
