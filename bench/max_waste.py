@@ -68,7 +68,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             figs.append(figure(f"{n:,} records, `max_waste={waste:g}`",
                                runs[str(waste)]["epoch_s"] / base["epoch_s"], "x",
                                group="simulated epoch with the budget / without"))
-    settings = {**vars(args), "mode": "global", "cache": "none", "batch": 64,
+    settings = {**vars(args), "mode": "global", "cache": "none", "spool": False, "batch": 64,
                 "mean_record_kb": 62.7, "store": "simulated, no server CPU on the node"}
     write_result("max_waste", settings, results, figs,
                  title=f"max_waste on a global order without a cache, simulated S3 "
